@@ -1,0 +1,183 @@
+//! gzip members (RFC 1952): header and trailer parsing, and raw DEFLATE through miniz_oxide.
+//!
+//! miniz_oxide inflates raw DEFLATE only, so the member framing is ours:
+//!
+//! | off | len | field |
+//! |---|---|---|
+//! | 0 | 2 | ID1 ID2 = `1f 8b` |
+//! | 2 | 1 | CM = 8 (deflate) |
+//! | 3 | 1 | FLG: FTEXT 1, FHCRC 2, FEXTRA 4, FNAME 8, FCOMMENT 16; others reserved (must be 0) |
+//! | 4 | 4 | MTIME, then XFL (1) and OS (1) |
+//! | 10 | .. | FEXTRA: XLEN (u16 LE) + XLEN bytes; FNAME, FCOMMENT: NUL-terminated; FHCRC: 2 bytes |
+//! | .. | .. | raw DEFLATE data |
+//! | end-8 | 8 | CRC32 (LE) of the uncompressed data, ISIZE (LE) = length mod 2^32 |
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use miniz_oxide::inflate::TINFLStatus;
+use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
+
+use crate::error::{Error, Result};
+
+const FLG_FHCRC: u8 = 0x02;
+const FLG_FEXTRA: u8 = 0x04;
+const FLG_FNAME: u8 = 0x08;
+const FLG_FCOMMENT: u8 = 0x10;
+const FLG_RESERVED: u8 = 0xe0;
+
+/// Size of the gzip trailer: CRC32 and ISIZE.
+pub const TRAILER_LEN: usize = 8;
+
+/// A parsed gzip member header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// The FEXTRA payload, if the FEXTRA flag is set.
+    pub extra: Option<&'a [u8]>,
+    /// Length of the whole header: where the DEFLATE data starts.
+    pub len: usize,
+}
+
+/// Parses the gzip header at the start of `buf`.
+pub fn parse_header(buf: &[u8]) -> Result<Header<'_>> {
+    let fixed = buf.get(..10).ok_or(Error::BadGzip("header truncated"))?;
+    if fixed[0] != 0x1f || fixed[1] != 0x8b {
+        return Err(Error::BadGzip("bad magic"));
+    }
+    if fixed[2] != 8 {
+        return Err(Error::BadGzip("compression method is not deflate"));
+    }
+    let flags = fixed[3];
+    if flags & FLG_RESERVED != 0 {
+        return Err(Error::BadGzip("reserved flag bits set"));
+    }
+    let mut pos = 10usize;
+    let mut extra = None;
+    if flags & FLG_FEXTRA != 0 {
+        let xlen = buf.get(pos..pos + 2).ok_or(Error::BadGzip("header truncated"))?;
+        let xlen = usize::from(u16::from_le_bytes([xlen[0], xlen[1]]));
+        pos += 2;
+        extra = Some(buf.get(pos..pos + xlen).ok_or(Error::BadGzip("header truncated"))?);
+        pos += xlen;
+    }
+    for flag in [FLG_FNAME, FLG_FCOMMENT] {
+        if flags & flag != 0 {
+            let rest = buf.get(pos..).ok_or(Error::BadGzip("header truncated"))?;
+            let nul = rest.iter().position(|&b| b == 0).ok_or(Error::BadGzip("header truncated"))?;
+            pos += nul + 1;
+        }
+    }
+    if flags & FLG_FHCRC != 0 {
+        pos += 2;
+        if pos > buf.len() {
+            return Err(Error::BadGzip("header truncated"));
+        }
+    }
+    Ok(Header { extra, len: pos })
+}
+
+fn new_decompressor() -> Box<DecompressorOxide> {
+    Box::<DecompressorOxide>::default()
+}
+
+/// Inflates one whole member at the start of `member`, checks its CRC32 and ISIZE, and returns
+/// the uncompressed bytes. Fails with `TooLarge` rather than produce more than `limit` bytes.
+pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
+    let header = parse_header(member)?;
+    let data = &member[header.len..];
+    let mut out: Vec<u8> = Vec::new();
+    let initial = data.len().saturating_mul(4).max(4096).min(limit);
+    out.resize(initial, 0);
+    let mut decomp = new_decompressor();
+    let mut in_pos = 0usize;
+    let mut out_pos = 0usize;
+    let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+    loop {
+        let (status, consumed, written) = decompress(&mut decomp, &data[in_pos..], &mut out, out_pos, flags);
+        in_pos += consumed;
+        out_pos += written;
+        match status {
+            TINFLStatus::Done => break,
+            TINFLStatus::HasMoreOutput => {
+                if out.len() >= limit {
+                    return Err(Error::TooLarge { what: "gzip member", size: out.len() as u64 + 1, limit: limit as u64 });
+                }
+                let grown = out.len().saturating_mul(2).min(limit);
+                out.resize(grown, 0);
+            }
+            TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
+                return Err(Error::Corrupt("gzip member ends early"));
+            }
+            _ => return Err(Error::Corrupt("invalid deflate data")),
+        }
+    }
+    out.truncate(out_pos);
+    let trailer = data.get(in_pos..in_pos + TRAILER_LEN).ok_or(Error::BadGzip("trailer truncated"))?;
+    let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let isize = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+    if crc32fast::hash(&out) != crc || (out.len() as u32) != isize {
+        return Err(Error::GzipChecksum);
+    }
+    Ok(out)
+}
+
+/// Inflates the first `out.len()` bytes of the member at the start of `member` into `out`.
+///
+/// Never produces more than `out.len()` bytes, whatever the stream holds after them. The member
+/// may end exactly there or go on (eStargz members often carry the next tar header after a
+/// chunk); a member that ends earlier is an error.
+pub fn inflate_prefix(member: &[u8], out: &mut [u8]) -> Result<()> {
+    let header = parse_header(member)?;
+    let data = &member[header.len..];
+    let mut decomp = new_decompressor();
+    let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+    let (status, _, written) = decompress(&mut decomp, data, out, 0, flags);
+    match status {
+        TINFLStatus::Done | TINFLStatus::HasMoreOutput if written == out.len() => Ok(()),
+        TINFLStatus::Done => Err(Error::Corrupt("gzip member holds fewer bytes than the TOC says")),
+        TINFLStatus::HasMoreOutput => Err(Error::Corrupt("inflate stopped early")),
+        TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
+            Err(Error::Corrupt("gzip member ends early"))
+        }
+        _ => Err(Error::Corrupt("invalid deflate data")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `printf 'hello' | gzip -n` (no name, mtime 0).
+    const HELLO: [u8; 25] = [
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x86,
+        0xa6, 0x10, 0x36, 0x05, 0x00, 0x00, 0x00,
+    ];
+
+    #[test]
+    fn inflates_whole_member_and_checks_crc() {
+        assert_eq!(inflate_member(&HELLO, 1 << 20).unwrap(), b"hello");
+        let mut bad = HELLO;
+        bad[17] ^= 1;
+        assert_eq!(inflate_member(&bad, 1 << 20), Err(Error::GzipChecksum));
+    }
+
+    #[test]
+    fn prefix_stops_at_requested_length() {
+        let mut out = [0u8; 3];
+        inflate_prefix(&HELLO, &mut out).unwrap();
+        assert_eq!(&out, b"hel");
+        let mut too_long = [0u8; 6];
+        assert!(matches!(inflate_prefix(&HELLO, &mut too_long), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn limit_is_enforced() {
+        assert!(matches!(inflate_member(&HELLO, 4), Err(Error::TooLarge { .. })));
+    }
+
+    #[test]
+    fn truncated_inputs_fail_cleanly() {
+        for n in 0..HELLO.len() {
+            assert!(inflate_member(&HELLO[..n], 1 << 20).is_err(), "prefix {n}");
+        }
+    }
+}

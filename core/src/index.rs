@@ -1,0 +1,1005 @@
+//! The compact, immutable index of a layer: one arena built from the TOC.
+//!
+//! Layout (all ids are `u32`, node 0 is the root directory):
+//! - `nodes`: one fixed-size [`Node`] per name in the tree (56 bytes).
+//! - `names`: every base name and symlink target, back to back; nodes hold (offset, length).
+//! - `children`: the child ids of each directory, contiguous and sorted by name, so lookup is
+//!   a binary search and listings are slices. A directory's node holds its range.
+//! - `chunks`: each regular file's chunk records, contiguous and ordered by file offset.
+//! - `xattrs` and `file_digests`: side tables keyed by node id, for the few nodes that have them.
+//!
+//! A hardlink is a node of kind [`Kind::Hardlink`] that names its target's node: the target is
+//! the one identity (inode) both names share, and its `nlink` counts them.
+//!
+//! Building follows the reference reader (and tar extraction): names are cleaned ("./", "/",
+//! "//" and "." removed, ".." clamped at the root), missing parents are synthesised as 0755
+//! directories, a later entry with the same name wins, chunk entries attach to the preceding
+//! regular file, an omitted `chunkSize` is back-filled, `mode` keeps permission, setuid, setgid
+//! and sticky bits only, and the landmark files are kept out of the tree. Where the input is
+//! contradictory (a path used both as a file and as a parent), directories win, so the tree is
+//! always a tree. Nothing recurses on input-controlled depth.
+
+use alloc::vec::Vec;
+use base64::Engine as _;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::json::{self, EntrySink, RawEntry};
+
+/// A node's id: its index in the arena. Stable for a given TOC.
+pub type NodeId = u32;
+/// The root directory.
+pub const ROOT: NodeId = 0;
+
+/// Name of the landmark that ends the prioritized (prefetch) region.
+pub const PREFETCH_LANDMARK: &[u8] = b".prefetch.landmark";
+/// Name of the landmark that says "nothing to prefetch".
+pub const NO_PREFETCH_LANDMARK: &[u8] = b".no.prefetch.landmark";
+
+/// File types, as the TOC's `type` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    Dir,
+    Reg,
+    Symlink,
+    /// A second name for another node; see [`Index::resolve`].
+    Hardlink,
+    Char,
+    Block,
+    Fifo,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "dir" => Kind::Dir,
+            "reg" => Kind::Reg,
+            "symlink" => Kind::Symlink,
+            "hardlink" => Kind::Hardlink,
+            "char" => Kind::Char,
+            "block" => Kind::Block,
+            "fifo" => Kind::Fifo,
+            _ => return None,
+        })
+    }
+
+    /// The TOC's name for this type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Dir => "dir",
+            Kind::Reg => "reg",
+            Kind::Symlink => "symlink",
+            Kind::Hardlink => "hardlink",
+            Kind::Char => "char",
+            Kind::Block => "block",
+            Kind::Fifo => "fifo",
+        }
+    }
+}
+
+/// One name in the tree and, unless it is a hardlink, the inode behind it.
+#[derive(Debug, Clone, Copy)]
+pub struct Node {
+    /// Regular file: size. Char/block: `major << 32 | minor`. Symlink: target length.
+    size: u64,
+    mtime: i64,
+    mtime_nsec: u32,
+    name_off: u32,
+    name_len: u16,
+    kind: Kind,
+    mode: u16,
+    uid: u32,
+    gid: u32,
+    parent: NodeId,
+    nlink: u32,
+    /// Dir: first index in `children`. Reg: first chunk. Symlink: target offset in `names`.
+    /// Hardlink: the target node.
+    first: u32,
+    /// Dir: number of children. Reg: number of chunks. Symlink: target length.
+    count: u32,
+}
+
+impl Node {
+    /// The file type (a hardlink node reports `Hardlink`; resolve it first for the inode's).
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+    /// Permission bits plus setuid, setgid and sticky (`mode & 0o7777`).
+    pub fn mode(&self) -> u16 {
+        self.mode
+    }
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+    pub fn gid(&self) -> u32 {
+        self.gid
+    }
+    /// Size in bytes: file length, symlink target length, 0 otherwise.
+    pub fn size(&self) -> u64 {
+        match self.kind {
+            Kind::Reg | Kind::Symlink => self.size,
+            _ => 0,
+        }
+    }
+    /// Modification time: seconds since the epoch and nanoseconds.
+    pub fn mtime(&self) -> (i64, u32) {
+        (self.mtime, self.mtime_nsec)
+    }
+    /// Link count: names of this inode for files, 2 + subdirectories for directories.
+    pub fn nlink(&self) -> u32 {
+        self.nlink
+    }
+    /// Device numbers (major, minor) of a char or block device.
+    pub fn rdev(&self) -> (u32, u32) {
+        match self.kind {
+            Kind::Char | Kind::Block => ((self.size >> 32) as u32, self.size as u32),
+            _ => (0, 0),
+        }
+    }
+    /// The parent directory (the root is its own parent).
+    pub fn parent(&self) -> NodeId {
+        self.parent
+    }
+}
+
+/// Where one chunk of a regular file lives and how to check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    /// Blob offset of the gzip member or zstd frame holding the chunk.
+    pub offset: u64,
+    /// End of the compressed span: the next distinct member offset, or the TOC.
+    pub compressed_end: u64,
+    /// Uncompressed bytes to skip in that member before the chunk starts (`innerOffset`).
+    pub inner_offset: u64,
+    /// Offset of the chunk in the file.
+    pub file_offset: u64,
+    /// Uncompressed length of the chunk.
+    pub size: u64,
+    /// `chunkDigest` (or the file's `digest` for a one-chunk file), if the TOC has one.
+    pub digest: Option<Digest>,
+    /// A run of zeros with no stored data (containers/storage `chunkType: "zeros"`).
+    pub zeros: bool,
+}
+
+/// Limits on what a TOC may make the index hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most entries accepted.
+    pub max_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_entries: 8 << 20 }
+    }
+}
+
+/// Counts for `info`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// TOC entries read, chunk entries included.
+    pub toc_entries: usize,
+    /// Nodes in the tree, the root included.
+    pub nodes: usize,
+    pub dirs: usize,
+    pub regular_files: usize,
+    pub symlinks: usize,
+    pub hardlinks: usize,
+    pub other: usize,
+    /// Chunk records of regular files.
+    pub chunks: usize,
+    /// Sum of regular file sizes (hardlinked files counted once).
+    pub file_bytes: u64,
+}
+
+/// The layer's tree, ready for lookups and reads.
+#[derive(Debug, Clone)]
+pub struct Index {
+    nodes: Vec<Node>,
+    names: Vec<u8>,
+    children: Vec<NodeId>,
+    chunks: Vec<Chunk>,
+    /// (node, first, count) into `xattr_entries`, sorted by node.
+    xattr_index: Vec<(NodeId, u32, u32)>,
+    /// (name offset, name length, value offset, value length) into `xattr_data`.
+    xattr_entries: Vec<(u32, u32, u32, u32)>,
+    xattr_data: Vec<u8>,
+    /// Whole-file digests of regular files, sorted by node.
+    file_digests: Vec<(NodeId, Digest)>,
+    prefetch_landmark: Option<u64>,
+    no_prefetch_landmark: bool,
+    stats: Stats,
+}
+
+impl Index {
+    /// Builds the index from TOC JSON. `data_end` is where payload data must end (the TOC's offset).
+    pub fn from_json(toc_json: &[u8], data_end: u64, limits: Limits) -> Result<Index> {
+        let mut builder = Builder::new(limits);
+        let version = json::parse_toc(toc_json, &mut builder)?;
+        if version != 1 {
+            return Err(Error::UnsupportedVersion(version));
+        }
+        builder.finish(data_end)
+    }
+
+    /// Number of nodes (the root included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Always false: there is at least the root.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The node with id `id`.
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(id as usize)
+    }
+
+    /// All nodes, indexed by id.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The base name of a node (empty for the root).
+    pub fn name(&self, id: NodeId) -> &[u8] {
+        self.node(id).map_or(&[][..], |n| self.names_at(n.name_off, u32::from(n.name_len)))
+    }
+
+    fn names_at(&self, off: u32, len: u32) -> &[u8] {
+        let start = off as usize;
+        self.names.get(start..start + len as usize).unwrap_or(&[])
+    }
+
+    /// The inode behind a name: the target of a hardlink, else the node itself.
+    pub fn resolve(&self, id: NodeId) -> NodeId {
+        match self.node(id) {
+            Some(n) if n.kind == Kind::Hardlink => n.first,
+            _ => id,
+        }
+    }
+
+    /// The children of a directory, sorted by name (empty for anything else).
+    pub fn children(&self, dir: NodeId) -> &[NodeId] {
+        match self.node(dir) {
+            Some(n) if n.kind == Kind::Dir => {
+                let start = n.first as usize;
+                self.children.get(start..start + n.count as usize).unwrap_or(&[])
+            }
+            _ => &[],
+        }
+    }
+
+    /// The child of `dir` called `name` (possibly a hardlink node).
+    pub fn lookup(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        let children = self.children(dir);
+        children.binary_search_by(|&c| self.name(c).cmp(name)).ok().map(|i| children[i])
+    }
+
+    /// Looks up a slash-separated path from the root; "", "/" and "." are the root. Follows no
+    /// symlinks; ".." is clamped at the root like the TOC's names.
+    pub fn lookup_path(&self, path: &[u8]) -> Option<NodeId> {
+        let mut stack: Vec<NodeId> = Vec::new();
+        let mut cur = ROOT;
+        for comp in path.split(|&b| b == b'/') {
+            match comp {
+                b"" | b"." => {}
+                b".." => cur = stack.pop().unwrap_or(ROOT),
+                name => {
+                    stack.push(cur);
+                    cur = self.resolve(self.lookup(cur, name)?);
+                }
+            }
+        }
+        Some(cur)
+    }
+
+    /// Looks up a path from the root following symlinks inside the layer, as a program run
+    /// with this layer as its root would: absolute targets start again at the root, ".." stops
+    /// at the root, and more than `MAX_SYMLINK_HOPS` expansions fail (a loop). The last
+    /// component is followed too. Returns the resolved inode.
+    pub fn resolve_path(&self, path: &[u8]) -> Option<NodeId> {
+        const MAX_SYMLINK_HOPS: usize = 40;
+        // Components still to walk, last first, so a symlink's target is pushed in front.
+        let mut pending: Vec<Vec<u8>> = path.split(|&b| b == b'/').rev().map(Vec::from).collect();
+        let mut stack: Vec<NodeId> = Vec::new();
+        let mut cur = ROOT;
+        let mut hops = 0usize;
+        while let Some(comp) = pending.pop() {
+            match comp.as_slice() {
+                b"" | b"." => {}
+                b".." => cur = stack.pop().unwrap_or(ROOT),
+                name => {
+                    let next = self.resolve(self.lookup(cur, name)?);
+                    if self.node(next)?.kind() == Kind::Symlink {
+                        hops += 1;
+                        if hops > MAX_SYMLINK_HOPS {
+                            return None;
+                        }
+                        let target = self.symlink_target(next);
+                        if target.first() == Some(&b'/') {
+                            stack.clear();
+                            cur = ROOT;
+                        }
+                        pending.extend(target.split(|&b| b == b'/').rev().map(Vec::from));
+                    } else {
+                        stack.push(cur);
+                        cur = next;
+                    }
+                }
+            }
+        }
+        Some(cur)
+    }
+
+    /// The full path of a node, without a leading slash ("" for the root).
+    pub fn path(&self, id: NodeId) -> Vec<u8> {
+        let mut parts: Vec<NodeId> = Vec::new();
+        let mut cur = id;
+        while cur != ROOT && parts.len() <= self.nodes.len() {
+            parts.push(cur);
+            cur = self.node(cur).map_or(ROOT, |n| n.parent);
+        }
+        let mut out = Vec::new();
+        for (i, &p) in parts.iter().rev().enumerate() {
+            if i > 0 {
+                out.push(b'/');
+            }
+            out.extend_from_slice(self.name(p));
+        }
+        out
+    }
+
+    /// A symlink's target (empty for anything else).
+    pub fn symlink_target(&self, id: NodeId) -> &[u8] {
+        match self.node(id) {
+            Some(n) if n.kind == Kind::Symlink => self.names_at(n.first, n.count),
+            _ => &[],
+        }
+    }
+
+    /// A regular file's chunks, ordered by file offset (empty for anything else).
+    pub fn chunks(&self, id: NodeId) -> &[Chunk] {
+        match self.node(id) {
+            Some(n) if n.kind == Kind::Reg => {
+                let start = n.first as usize;
+                self.chunks.get(start..start + n.count as usize).unwrap_or(&[])
+            }
+            _ => &[],
+        }
+    }
+
+    /// The index in `chunks(id)` of the chunk holding file offset `offset`.
+    pub fn chunk_at(&self, id: NodeId, offset: u64) -> Option<usize> {
+        let chunks = self.chunks(id);
+        let i = chunks.partition_point(|c| c.file_offset <= offset);
+        let i = i.checked_sub(1)?;
+        (offset < chunks[i].file_offset + chunks[i].size).then_some(i)
+    }
+
+    /// A node's extended attributes, as (name, value).
+    pub fn xattrs(&self, id: NodeId) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let range = match self.xattr_index.binary_search_by_key(&id, |&(n, _, _)| n) {
+            Ok(i) => {
+                let (_, first, count) = self.xattr_index[i];
+                first as usize..(first + count) as usize
+            }
+            Err(_) => 0..0,
+        };
+        self.xattr_entries.get(range).unwrap_or(&[]).iter().map(move |&(no, nl, vo, vl)| {
+            let get = |o: u32, l: u32| self.xattr_data.get(o as usize..(o + l) as usize).unwrap_or(&[]);
+            (get(no, nl), get(vo, vl))
+        })
+    }
+
+    /// The `digest` of a whole regular file, when the TOC gives one.
+    pub fn file_digest(&self, id: NodeId) -> Option<Digest> {
+        self.file_digests.binary_search_by_key(&id, |&(n, _)| n).ok().map(|i| self.file_digests[i].1)
+    }
+
+    /// Blob offset of `.prefetch.landmark`: everything before it is the prioritized region.
+    pub fn prefetch_landmark(&self) -> Option<u64> {
+        self.prefetch_landmark
+    }
+
+    /// Whether the layer says nothing is worth prefetching (`.no.prefetch.landmark`).
+    pub fn no_prefetch_landmark(&self) -> bool {
+        self.no_prefetch_landmark
+    }
+
+    /// Counts of what the index holds.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Bytes of heap the index holds (capacity, not just length).
+    pub fn heap_bytes(&self) -> usize {
+        use core::mem::size_of;
+        self.nodes.capacity() * size_of::<Node>()
+            + self.names.capacity()
+            + self.children.capacity() * size_of::<NodeId>()
+            + self.chunks.capacity() * size_of::<Chunk>()
+            + self.xattr_index.capacity() * size_of::<(NodeId, u32, u32)>()
+            + self.xattr_entries.capacity() * size_of::<(u32, u32, u32, u32)>()
+            + self.xattr_data.capacity()
+            + self.file_digests.capacity() * size_of::<(NodeId, Digest)>()
+    }
+}
+
+/// One non-chunk TOC entry while building.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    /// Cleaned full path in `Builder::paths`.
+    path_off: u32,
+    path_len: u32,
+    kind: Kind,
+    mode: u16,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    mtime_nsec: u32,
+    /// Size, or packed device numbers.
+    size: u64,
+    /// Symlink target or cleaned hardlink target path, in `Builder::paths`.
+    link_off: u32,
+    link_len: u32,
+    chunk_first: u32,
+    chunk_count: u32,
+    xattr_first: u32,
+    xattr_count: u32,
+    digest: Option<Digest>,
+    /// Position in the TOC, for messages.
+    entry: u32,
+}
+
+struct Builder {
+    limits: Limits,
+    recs: Vec<Rec>,
+    paths: Vec<u8>,
+    chunks: Vec<Chunk>,
+    xattr_entries: Vec<(u32, u32, u32, u32)>,
+    xattr_data: Vec<u8>,
+    scratch: Vec<u8>,
+    /// The record chunk entries attach to: the latest entry, if it is a regular file.
+    current_reg: Option<usize>,
+    entries: usize,
+}
+
+fn entry_err(entry: usize, what: &'static str) -> Error {
+    Error::BadEntry { entry, what }
+}
+
+fn to_u32(v: i64, entry: usize, what: &'static str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| entry_err(entry, what))
+}
+
+fn to_u64(v: i64, entry: usize, what: &'static str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| entry_err(entry, what))
+}
+
+fn len_u32(len: usize, entry: usize) -> Result<u32> {
+    u32::try_from(len).map_err(|_| entry_err(entry, "TOC strings exceed 4 GiB"))
+}
+
+/// Cleans a path the way the reference does (`path.Clean("/" + name)` minus the slash),
+/// appending it to `out`. Returns false if a component holds a NUL byte.
+fn clean_path(raw: &[u8], out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    for comp in raw.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => {
+                let cut = out[start..].iter().rposition(|&b| b == b'/').map_or(start, |p| start + p);
+                out.truncate(cut);
+            }
+            name => {
+                if name.contains(&0) {
+                    return false;
+                }
+                if out.len() > start {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(name);
+            }
+        }
+    }
+    true
+}
+
+fn parent_of(path: &[u8]) -> &[u8] {
+    path.iter().rposition(|&b| b == b'/').map_or(&[][..], |p| &path[..p])
+}
+
+fn base_of(path: &[u8]) -> &[u8] {
+    path.iter().rposition(|&b| b == b'/').map_or(path, |p| &path[p + 1..])
+}
+
+impl Builder {
+    fn new(limits: Limits) -> Builder {
+        Builder {
+            limits,
+            recs: Vec::new(),
+            paths: Vec::new(),
+            chunks: Vec::new(),
+            xattr_entries: Vec::new(),
+            xattr_data: Vec::new(),
+            scratch: Vec::new(),
+            current_reg: None,
+            entries: 0,
+        }
+    }
+
+    /// Unescapes a raw JSON string into `scratch`.
+    fn unescape(&mut self, raw: &str, entry: usize) -> Result<()> {
+        self.scratch.clear();
+        json::unescape(raw, &mut self.scratch).map_err(|what| entry_err(entry, what))
+    }
+
+    fn path(&self, off: u32, len: u32) -> &[u8] {
+        &self.paths[off as usize..(off + len) as usize]
+    }
+
+    fn add_chunk(&mut self, e: &RawEntry<'_>, entry: usize) -> Result<()> {
+        // Like the reference: a chunk belongs to the latest non-chunk entry; if that is not a
+        // regular file there is nothing to attach to, and the chunk is ignored.
+        let Some(reg) = self.current_reg else { return Ok(()) };
+        let file_size = self.recs[reg].size;
+        let file_offset = to_u64(e.chunk_offset, entry, "negative chunkOffset")?;
+        let mut size = to_u64(e.chunk_size, entry, "negative chunkSize")?;
+        if size == 0 {
+            size = file_size.checked_sub(file_offset).ok_or(entry_err(entry, "chunkOffset past the end of the file"))?;
+        }
+        let digest = match e.chunk_digest {
+            Some(d) => Some(Digest::parse(d).ok_or(entry_err(entry, "invalid chunkDigest"))?),
+            None => None,
+        };
+        self.push_chunk(reg, e, entry, file_offset, size, digest)
+    }
+
+    fn push_chunk(
+        &mut self,
+        reg: usize,
+        e: &RawEntry<'_>,
+        entry: usize,
+        file_offset: u64,
+        size: u64,
+        digest: Option<Digest>,
+    ) -> Result<()> {
+        let zeros = match e.chunk_type {
+            None | Some("") | Some("data") => false,
+            Some("zeros") => true,
+            Some(_) => return Err(entry_err(entry, "unknown chunkType")),
+        };
+        self.chunks.push(Chunk {
+            offset: to_u64(e.offset, entry, "negative offset")?,
+            compressed_end: 0,
+            inner_offset: to_u64(e.inner_offset, entry, "negative innerOffset")?,
+            file_offset,
+            size,
+            digest,
+            zeros,
+        });
+        self.recs[reg].chunk_count += 1;
+        Ok(())
+    }
+
+    fn add_entry(&mut self, e: &RawEntry<'_>, kind: Kind, entry: usize) -> Result<()> {
+        let raw_name = e.name.ok_or(entry_err(entry, "no name"))?;
+        self.unescape(raw_name, entry)?;
+        let path_off = len_u32(self.paths.len(), entry)?;
+        let scratch = core::mem::take(&mut self.scratch);
+        let clean = clean_path(&scratch, &mut self.paths);
+        self.scratch = scratch;
+        if !clean {
+            return Err(entry_err(entry, "name contains a NUL byte"));
+        }
+        let path_len = len_u32(self.paths.len() - path_off as usize, entry)?;
+        if self.paths[path_off as usize..].split(|&b| b == b'/').any(|c| c.len() > usize::from(u16::MAX)) {
+            return Err(entry_err(entry, "name component longer than 65535 bytes"));
+        }
+
+        let (mut link_off, mut link_len) = (0, 0);
+        if matches!(kind, Kind::Symlink | Kind::Hardlink) {
+            self.unescape(e.link_name.unwrap_or(""), entry)?;
+            link_off = len_u32(self.paths.len(), entry)?;
+            if kind == Kind::Hardlink {
+                let scratch = core::mem::take(&mut self.scratch);
+                let clean = clean_path(&scratch, &mut self.paths);
+                self.scratch = scratch;
+                if !clean {
+                    return Err(entry_err(entry, "linkName contains a NUL byte"));
+                }
+            } else {
+                if self.scratch.contains(&0) {
+                    return Err(entry_err(entry, "linkName contains a NUL byte"));
+                }
+                self.paths.extend_from_slice(&self.scratch);
+            }
+            link_len = len_u32(self.paths.len() - link_off as usize, entry)?;
+        }
+
+        let size = match kind {
+            Kind::Reg => to_u64(e.size, entry, "negative size")?,
+            Kind::Char | Kind::Block => {
+                let major = to_u32(e.dev_major, entry, "devMajor out of range")?;
+                let minor = to_u32(e.dev_minor, entry, "devMinor out of range")?;
+                (u64::from(major) << 32) | u64::from(minor)
+            }
+            Kind::Symlink => u64::from(link_len),
+            _ => 0,
+        };
+        let mode = to_u64(e.mode, entry, "negative mode")?;
+        let (mtime, mtime_nsec) = e.modtime.and_then(|t| crate::time::parse_rfc3339(t.as_bytes())).unwrap_or((0, 0));
+
+        let xattr_first = len_u32(self.xattr_entries.len(), entry)?;
+        for &(name, value) in &e.xattrs {
+            self.unescape(name, entry)?;
+            let name_off = len_u32(self.xattr_data.len(), entry)?;
+            let name_len = len_u32(self.scratch.len(), entry)?;
+            self.xattr_data.extend_from_slice(&self.scratch);
+            self.unescape(value, entry)?;
+            let value_off = len_u32(self.xattr_data.len(), entry)?;
+            base64::engine::general_purpose::STANDARD
+                .decode_vec(&self.scratch, &mut self.xattr_data)
+                .map_err(|_| entry_err(entry, "xattr value is not base64"))?;
+            let value_len = len_u32(self.xattr_data.len() - value_off as usize, entry)?;
+            self.xattr_entries.push((name_off, name_len, value_off, value_len));
+        }
+        let xattr_count = len_u32(self.xattr_entries.len(), entry)? - xattr_first;
+
+        let digest = match e.digest {
+            Some(d) if kind == Kind::Reg => Some(Digest::parse(d).ok_or(entry_err(entry, "invalid digest"))?),
+            _ => None,
+        };
+
+        self.recs.push(Rec {
+            path_off,
+            path_len,
+            kind,
+            mode: (mode & 0o7777) as u16,
+            uid: to_u32(e.uid, entry, "uid out of range")?,
+            gid: to_u32(e.gid, entry, "gid out of range")?,
+            mtime,
+            mtime_nsec,
+            size,
+            link_off,
+            link_len,
+            chunk_first: len_u32(self.chunks.len(), entry)?,
+            chunk_count: 0,
+            xattr_first,
+            xattr_count,
+            digest,
+            entry: len_u32(entry, entry)?,
+        });
+        let rec = self.recs.len() - 1;
+        self.current_reg = None;
+        if kind == Kind::Reg {
+            self.current_reg = Some(rec);
+            if size > 0 {
+                // The regular file's entry is its first chunk. Chunked when 0 < chunkSize < size
+                // (or, in containers/storage's dialect, whenever chunkSize is given).
+                let chunk_size = to_u64(e.chunk_size, entry, "negative chunkSize")?;
+                let first_size = if chunk_size > 0 && chunk_size <= size { chunk_size } else { size };
+                let chunk_digest = match e.chunk_digest {
+                    Some(d) => Some(Digest::parse(d).ok_or(entry_err(entry, "invalid chunkDigest"))?),
+                    None if first_size == size => digest,
+                    None => None,
+                };
+                if e.chunk_offset != 0 {
+                    return Err(entry_err(entry, "regular file entry with a non-zero chunkOffset"));
+                }
+                self.push_chunk(rec, e, entry, 0, first_size, chunk_digest)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self, data_end: u64) -> Result<Index> {
+        let toc_entries = self.entries;
+        // Landmarks leave the tree; their offsets stay.
+        let mut prefetch_landmark = None;
+        let mut no_prefetch_landmark = false;
+        let mut order: Vec<u32> = Vec::with_capacity(self.recs.len());
+        for (i, r) in self.recs.iter().enumerate() {
+            let path = self.path(r.path_off, r.path_len);
+            if path == PREFETCH_LANDMARK {
+                let first = (r.chunk_count > 0).then(|| self.chunks.get(r.chunk_first as usize)).flatten();
+                prefetch_landmark = first.map(|c| c.offset);
+                continue;
+            }
+            if path == NO_PREFETCH_LANDMARK {
+                no_prefetch_landmark = true;
+                continue;
+            }
+            order.push(i as u32);
+        }
+
+        // Sort by path, then TOC position: the last record of each path wins.
+        order.sort_by(|&a, &b| {
+            let (ra, rb) = (&self.recs[a as usize], &self.recs[b as usize]);
+            self.path(ra.path_off, ra.path_len).cmp(self.path(rb.path_off, rb.path_len)).then(a.cmp(&b))
+        });
+        // Winners: (record or NONE for a synthesised dir, path offset, path length).
+        const SYNTH: u32 = u32::MAX;
+        let mut winners: Vec<(u32, u32, u32)> = Vec::with_capacity(order.len() + 1);
+        // The latest directory record of each path, used when a path must be a directory.
+        let mut last_dir_of_group: Vec<u32> = Vec::with_capacity(order.len() + 1);
+        let mut i = 0;
+        while i < order.len() {
+            let r0 = &self.recs[order[i] as usize];
+            let path = self.path(r0.path_off, r0.path_len);
+            let mut j = i;
+            let mut last_dir = SYNTH;
+            while j < order.len() {
+                let r = &self.recs[order[j] as usize];
+                if self.path(r.path_off, r.path_len) != path {
+                    break;
+                }
+                if r.kind == Kind::Dir {
+                    last_dir = order[j];
+                }
+                j += 1;
+            }
+            let winner = order[j - 1];
+            let is_root = path.is_empty();
+            // The root is always a directory: a non-directory entry for it is ignored.
+            let winner = if is_root && self.recs[winner as usize].kind != Kind::Dir { last_dir } else { winner };
+            winners.push((winner, r0.path_off, r0.path_len));
+            last_dir_of_group.push(last_dir);
+            i = j;
+        }
+        drop(order);
+        if winners.first().is_none_or(|w| w.2 != 0) {
+            winners.insert(0, (SYNTH, 0, 0));
+            last_dir_of_group.insert(0, SYNTH);
+        }
+
+        // Synthesise missing parents; a parent that is not a directory becomes one.
+        let find = |winners: &[(u32, u32, u32)], paths: &[u8], p: &[u8]| {
+            winners.binary_search_by(|w| paths[w.1 as usize..(w.1 + w.2) as usize].cmp(p))
+        };
+        let mut missing: Vec<(u32, u32)> = Vec::new();
+        for w in 1..winners.len() {
+            let mut p = parent_of(&self.paths[winners[w].1 as usize..(winners[w].1 + winners[w].2) as usize]);
+            let base = winners[w].1;
+            loop {
+                match find(&winners, &self.paths, p) {
+                    Ok(k) => {
+                        let rec = winners[k].0;
+                        if rec != SYNTH && self.recs[rec as usize].kind != Kind::Dir {
+                            winners[k].0 = last_dir_of_group[k];
+                        }
+                        break;
+                    }
+                    Err(_) => {
+                        missing.push((base, p.len() as u32));
+                        p = parent_of(p);
+                    }
+                }
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort_by(|a, b| self.path(a.0, a.1).cmp(self.path(b.0, b.1)));
+            missing.dedup_by(|a, b| self.path(a.0, a.1) == self.path(b.0, b.1));
+            winners.extend(missing.iter().map(|&(off, len)| (SYNTH, off, len)));
+            drop(missing);
+            winners.sort_by(|a, b| self.path(a.1, a.2).cmp(self.path(b.1, b.2)));
+        }
+        if winners.len() > self.limits.max_entries.saturating_add(1) || winners.len() > u32::MAX as usize / 2 {
+            return Err(Error::TooLarge {
+                what: "tree",
+                size: winners.len() as u64,
+                limit: self.limits.max_entries as u64,
+            });
+        }
+
+        // Nodes, in path order (the root first).
+        let mut nodes: Vec<Node> = Vec::with_capacity(winners.len());
+        let mut names: Vec<u8> = Vec::new();
+        let mut chunks: Vec<Chunk> = Vec::new();
+        let mut xattr_index: Vec<(NodeId, u32, u32)> = Vec::new();
+        let mut file_digests: Vec<(NodeId, Digest)> = Vec::new();
+        let mut links: Vec<(NodeId, u32, u32, u32)> = Vec::new();
+        for (id, &(rec, off, len)) in winners.iter().enumerate() {
+            let id = id as NodeId;
+            let path = self.path(off, len);
+            let parent = if id == ROOT {
+                ROOT
+            } else {
+                find(&winners, &self.paths, parent_of(path)).map_err(|_| Error::BadEntry { entry: 0, what: "lost parent" })?
+                    as NodeId
+            };
+            let base = base_of(path);
+            let name_off = len_u32(names.len(), 0)?;
+            names.extend_from_slice(base);
+            let mut node = Node {
+                size: 0,
+                mtime: 0,
+                mtime_nsec: 0,
+                name_off,
+                name_len: base.len() as u16,
+                kind: Kind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                parent,
+                nlink: 0,
+                first: 0,
+                count: 0,
+            };
+            if rec != SYNTH {
+                let r = self.recs[rec as usize];
+                node.size = r.size;
+                node.mtime = r.mtime;
+                node.mtime_nsec = r.mtime_nsec;
+                node.kind = r.kind;
+                node.mode = r.mode;
+                node.uid = r.uid;
+                node.gid = r.gid;
+                match r.kind {
+                    Kind::Reg => {
+                        let src = self.chunks.get(r.chunk_first as usize..(r.chunk_first + r.chunk_count) as usize);
+                        let src = src.ok_or(entry_err(r.entry as usize, "chunk table out of range"))?;
+                        node.first = len_u32(chunks.len(), r.entry as usize)?;
+                        node.count = r.chunk_count;
+                        check_tiling(src, r.size, data_end, r.entry as usize)?;
+                        chunks.extend_from_slice(src);
+                        if let Some(d) = r.digest {
+                            let single_same = src.len() == 1 && src[0].digest == Some(d);
+                            if !single_same {
+                                file_digests.push((id, d));
+                            }
+                        }
+                    }
+                    Kind::Symlink => {
+                        node.first = len_u32(names.len(), r.entry as usize)?;
+                        node.count = r.link_len;
+                        names.extend_from_slice(self.path(r.link_off, r.link_len));
+                    }
+                    Kind::Hardlink => links.push((id, r.link_off, r.link_len, r.entry)),
+                    _ => {}
+                }
+                if r.xattr_count > 0 {
+                    xattr_index.push((id, r.xattr_first, r.xattr_count));
+                }
+            }
+            nodes.push(node);
+        }
+
+        // Hardlinks point at their final target: follow chains, refuse cycles and directories.
+        for &(id, off, len, entry) in &links {
+            let mut target = find(&winners, &self.paths, self.path(off, len))
+                .map_err(|_| Error::BadHardlink { entry: entry as usize, what: "target does not exist" })?
+                as NodeId;
+            let mut steps = 0usize;
+            while nodes[target as usize].kind == Kind::Hardlink {
+                steps += 1;
+                if steps > links.len() {
+                    return Err(Error::BadHardlink { entry: entry as usize, what: "hardlinks form a cycle" });
+                }
+                let &(_, o, l, _) = links
+                    .iter()
+                    .find(|l| l.0 == target)
+                    .ok_or(Error::BadHardlink { entry: entry as usize, what: "lost link" })?;
+                target = find(&winners, &self.paths, self.path(o, l))
+                    .map_err(|_| Error::BadHardlink { entry: entry as usize, what: "target does not exist" })?
+                    as NodeId;
+            }
+            if nodes[target as usize].kind == Kind::Dir {
+                return Err(Error::BadHardlink { entry: entry as usize, what: "target is a directory" });
+            }
+            nodes[id as usize].first = target;
+        }
+        drop(winners);
+        drop(self.recs);
+        drop(self.paths);
+
+        // Link counts and child lists.
+        let mut child_pairs: Vec<(NodeId, NodeId)> = Vec::with_capacity(nodes.len());
+        for id in 1..nodes.len() {
+            let n = nodes[id];
+            child_pairs.push((n.parent, id as NodeId));
+            let inode = if n.kind == Kind::Hardlink { n.first } else { id as NodeId };
+            nodes[inode as usize].nlink += 1;
+            if n.kind == Kind::Dir {
+                nodes[n.parent as usize].nlink += 1;
+            }
+        }
+        for n in nodes.iter_mut().filter(|n| n.kind == Kind::Dir) {
+            // "." and the name in the parent (the root's own "..").
+            n.nlink += if n.parent == ROOT && n.name_len == 0 { 2 } else { 1 };
+        }
+        // Nodes are in path order, so each parent's children are already in name order.
+        child_pairs.sort_by_key(|&(parent, _)| parent);
+        let children: Vec<NodeId> = child_pairs.iter().map(|&(_, c)| c).collect();
+        let mut start = 0usize;
+        while start < child_pairs.len() {
+            let parent = child_pairs[start].0;
+            let end = start + child_pairs[start..].iter().take_while(|p| p.0 == parent).count();
+            nodes[parent as usize].first = start as u32;
+            nodes[parent as usize].count = (end - start) as u32;
+            start = end;
+        }
+        drop(child_pairs);
+
+        // Compressed spans: each member runs to the next distinct data offset, or the TOC.
+        let mut starts: Vec<u64> = chunks.iter().filter(|c| !c.zeros).map(|c| c.offset).collect();
+        starts.sort_unstable();
+        starts.dedup();
+        for c in chunks.iter_mut().filter(|c| !c.zeros) {
+            let next = starts.partition_point(|&s| s <= c.offset);
+            c.compressed_end = starts.get(next).copied().unwrap_or(data_end);
+        }
+
+        let mut stats = Stats { toc_entries, nodes: nodes.len(), chunks: chunks.len(), ..Stats::default() };
+        for n in &nodes {
+            match n.kind {
+                Kind::Dir => stats.dirs += 1,
+                Kind::Reg => {
+                    stats.regular_files += 1;
+                    stats.file_bytes += n.size;
+                }
+                Kind::Symlink => stats.symlinks += 1,
+                Kind::Hardlink => stats.hardlinks += 1,
+                _ => stats.other += 1,
+            }
+        }
+        let mut index = Index {
+            nodes,
+            names,
+            children,
+            chunks,
+            xattr_index,
+            xattr_entries: self.xattr_entries,
+            xattr_data: self.xattr_data,
+            file_digests,
+            prefetch_landmark,
+            no_prefetch_landmark,
+            stats,
+        };
+        index.nodes.shrink_to_fit();
+        index.names.shrink_to_fit();
+        index.xattr_data.shrink_to_fit();
+        Ok(index)
+    }
+}
+
+/// Chunks must tile the file exactly, in order, and lie before the TOC.
+fn check_tiling(chunks: &[Chunk], size: u64, data_end: u64, entry: usize) -> Result<()> {
+    let mut pos = 0u64;
+    for c in chunks {
+        if c.file_offset != pos || c.size == 0 {
+            return Err(entry_err(entry, "chunks do not tile the file"));
+        }
+        if !c.zeros && c.offset >= data_end {
+            return Err(entry_err(entry, "data offset outside the blob's data area"));
+        }
+        pos = pos.checked_add(c.size).ok_or(entry_err(entry, "chunk sizes overflow"))?;
+    }
+    if pos != size {
+        return Err(entry_err(entry, "chunks do not cover the file"));
+    }
+    Ok(())
+}
+
+impl EntrySink for Builder {
+    fn entry(&mut self, e: &RawEntry<'_>) -> Result<()> {
+        let entry = self.entries;
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(Error::TooLarge {
+                what: "TOC entry count",
+                size: self.entries as u64,
+                limit: self.limits.max_entries as u64,
+            });
+        }
+        let kind = e.kind.ok_or(entry_err(entry, "no type"))?;
+        if kind == "chunk" {
+            return self.add_chunk(e, entry);
+        }
+        let kind = Kind::parse(kind).ok_or(entry_err(entry, "unknown type"))?;
+        self.add_entry(e, kind, entry)
+    }
+}

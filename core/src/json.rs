@@ -1,0 +1,599 @@
+//! Streaming the TOC JSON into a sink, one entry at a time, with serde + serde-json-core.
+//!
+//! The deserializer runs without an unescape buffer, so every string arrives as its raw,
+//! still-escaped text borrowed from the input (no copy, no size limit). [`unescape`] then decodes
+//! it fully, surrogate pairs included, which serde-json-core itself rejects. Map keys go only
+//! through `deserialize_str` (serde-json-core panics on other key paths). Unknown keys are
+//! skipped, and nesting depth is checked before parsing because skipping recurses.
+
+use alloc::vec::Vec;
+use core::fmt;
+use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json_core::de::Deserializer;
+
+use crate::error::{Error, Result};
+
+/// Deepest JSON nesting accepted. A TOC needs 3 (top object, entries array, entry object, xattrs).
+pub const MAX_DEPTH: usize = 32;
+
+/// One TOC entry as it appears in the JSON: raw (escaped) strings and numbers, absent ones zero.
+#[derive(Debug, Default)]
+pub struct RawEntry<'de> {
+    pub name: Option<&'de str>,
+    pub kind: Option<&'de str>,
+    pub size: i64,
+    pub modtime: Option<&'de str>,
+    pub link_name: Option<&'de str>,
+    pub mode: i64,
+    pub uid: i64,
+    pub gid: i64,
+    pub offset: i64,
+    pub end_offset: i64,
+    pub inner_offset: i64,
+    pub dev_major: i64,
+    pub dev_minor: i64,
+    pub digest: Option<&'de str>,
+    pub chunk_offset: i64,
+    pub chunk_size: i64,
+    pub chunk_digest: Option<&'de str>,
+    pub chunk_type: Option<&'de str>,
+    /// (name, base64 value), both raw.
+    pub xattrs: Vec<(&'de str, &'de str)>,
+}
+
+impl RawEntry<'_> {
+    fn clear(&mut self) {
+        let mut xattrs = core::mem::take(&mut self.xattrs);
+        xattrs.clear();
+        *self = RawEntry { xattrs, ..RawEntry::default() };
+    }
+}
+
+/// Receives entries as they are parsed.
+pub trait EntrySink {
+    /// Takes one entry; an error stops the parse and is returned from [`parse_toc`].
+    fn entry(&mut self, entry: &RawEntry<'_>) -> Result<()>;
+}
+
+/// Checks that `json` nests no deeper than `MAX_DEPTH`, scanning strings correctly.
+pub fn check_depth(json: &[u8]) -> Result<()> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(Error::BadJson { entry: 0, what: "nesting too deep" });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn hex4(s: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for &b in s.get(..4)? {
+        v = (v << 4) | char::from(b).to_digit(16)?;
+    }
+    Some(v)
+}
+
+/// Decodes a raw JSON string body (without the quotes) into `out` (appending).
+///
+/// Handles every JSON escape; a valid surrogate pair becomes one code point, and a lone
+/// surrogate becomes U+FFFD, as Go's decoder does. Raw control characters are rejected.
+pub fn unescape(raw: &str, out: &mut Vec<u8>) -> core::result::Result<(), &'static str> {
+    let bytes = raw.as_bytes();
+    let mut i = 0usize;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x20 {
+            return Err("control character in string");
+        }
+        if b != b'\\' {
+            let run_end = bytes[i..].iter().position(|&c| c == b'\\' || c < 0x20).map_or(bytes.len(), |p| i + p);
+            out.extend_from_slice(&bytes[i..run_end]);
+            i = run_end;
+            continue;
+        }
+        let esc = *bytes.get(i + 1).ok_or("string ends in a backslash")?;
+        i += 2;
+        let simple = match esc {
+            b'"' => Some(b'"'),
+            b'\\' => Some(b'\\'),
+            b'/' => Some(b'/'),
+            b'b' => Some(0x08),
+            b'f' => Some(0x0c),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            b'u' => None,
+            _ => return Err("invalid escape sequence"),
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            continue;
+        }
+        let unit = hex4(&bytes[i..]).ok_or("invalid \\u escape")?;
+        i += 4;
+        let code = if (0xd800..0xdc00).contains(&unit) {
+            let low = if bytes.get(i) == Some(&b'\\') && bytes.get(i + 1) == Some(&b'u') {
+                hex4(&bytes[i + 2..]).filter(|l| (0xdc00..0xe000).contains(l))
+            } else {
+                None
+            };
+            match low {
+                Some(low) => {
+                    i += 6;
+                    0x10000 + ((unit - 0xd800) << 10) + (low - 0xdc00)
+                }
+                None => 0xfffd,
+            }
+        } else if (0xdc00..0xe000).contains(&unit) {
+            0xfffd
+        } else {
+            unit
+        };
+        let c = char::from_u32(code).unwrap_or('\u{fffd}');
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    }
+    Ok(())
+}
+
+/// Parses a whole TOC, feeding each entry to `sink`, and returns the `version` field.
+pub fn parse_toc<S: EntrySink>(json: &[u8], sink: &mut S) -> Result<i64> {
+    check_depth(json)?;
+    let mut state = State { sink, error: None, count: 0, entry: RawEntry::default() };
+    let mut de = Deserializer::new(json, None);
+    let parsed = (&mut de).deserialize_map(TopVisitor { state: &mut state });
+    if let Some(e) = state.error {
+        return Err(e);
+    }
+    let bad = |what| Error::BadJson { entry: state.count, what };
+    let version = parsed.map_err(|e| bad(json_error_text(&e)))?;
+    de.end().map_err(|e| bad(json_error_text(&e)))?;
+    version.ok_or(bad("no \"version\" field"))
+}
+
+fn json_error_text(e: &serde_json_core::de::Error) -> &'static str {
+    use serde_json_core::de::Error as E;
+    match e {
+        E::EofWhileParsingList | E::EofWhileParsingObject | E::EofWhileParsingString | E::EofWhileParsingValue => {
+            "unexpected end of JSON"
+        }
+        E::ExpectedColon => "expected ':'",
+        E::ExpectedListCommaOrEnd => "expected ',' or ']'",
+        E::ExpectedObjectCommaOrEnd => "expected ',' or '}'",
+        E::ExpectedSomeIdent => "invalid literal",
+        E::ExpectedSomeValue => "expected a value",
+        E::InvalidNumber => "invalid or out-of-range number",
+        E::InvalidType => "value of the wrong type",
+        E::InvalidUnicodeCodePoint => "invalid UTF-8",
+        E::InvalidEscapeSequence => "invalid escape sequence",
+        E::KeyMustBeAString => "object key is not a string",
+        E::TrailingCharacters => "trailing characters",
+        E::TrailingComma => "trailing comma",
+        _ => "malformed JSON",
+    }
+}
+
+struct State<'s, 'de, S> {
+    sink: &'s mut S,
+    /// The first error raised by the sink or by field decoding (serde errors lose their payload).
+    error: Option<Error>,
+    /// Entries completed so far.
+    count: usize,
+    entry: RawEntry<'de>,
+}
+
+impl<S> State<'_, '_, S> {
+    fn fail<E: de::Error>(&mut self, e: Error) -> E {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        E::custom("aborted")
+    }
+}
+
+/// A raw string key, matched against known names after unescaping when needed.
+struct KeySeed;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Version,
+    Entries,
+    Name,
+    Type,
+    Size,
+    ModTime,
+    LinkName,
+    Mode,
+    Uid,
+    Gid,
+    Offset,
+    EndOffset,
+    InnerOffset,
+    DevMajor,
+    DevMinor,
+    Xattrs,
+    Digest,
+    ChunkOffset,
+    ChunkSize,
+    ChunkDigest,
+    ChunkType,
+    Other,
+}
+
+fn key_of(name: &[u8]) -> Key {
+    match name {
+        b"version" => Key::Version,
+        b"entries" => Key::Entries,
+        b"name" => Key::Name,
+        b"type" => Key::Type,
+        b"size" => Key::Size,
+        b"modtime" => Key::ModTime,
+        b"linkName" => Key::LinkName,
+        b"mode" => Key::Mode,
+        b"uid" => Key::Uid,
+        b"gid" => Key::Gid,
+        b"offset" => Key::Offset,
+        b"endOffset" => Key::EndOffset,
+        b"innerOffset" => Key::InnerOffset,
+        b"devMajor" => Key::DevMajor,
+        b"devMinor" => Key::DevMinor,
+        b"xattrs" => Key::Xattrs,
+        b"digest" => Key::Digest,
+        b"chunkOffset" => Key::ChunkOffset,
+        b"chunkSize" => Key::ChunkSize,
+        b"chunkDigest" => Key::ChunkDigest,
+        b"chunkType" => Key::ChunkType,
+        _ => Key::Other,
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<Key, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: de::Error>(self, raw: &str) -> core::result::Result<Key, E> {
+        if !raw.contains('\\') {
+            return Ok(key_of(raw.as_bytes()));
+        }
+        // Known keys are short; anything longer is unknown whatever its escapes say.
+        if raw.len() > 64 {
+            return Ok(Key::Other);
+        }
+        let mut buf = Vec::new();
+        unescape(raw, &mut buf).map_err(E::custom)?;
+        Ok(key_of(&buf))
+    }
+}
+
+/// A raw string borrowed from the input, or `None` for `null`.
+struct RawStr;
+
+impl<'de> DeserializeSeed<'de> for RawStr {
+    type Value = Option<&'de str>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<Self::Value, D::Error> {
+        d.deserialize_option(RawStrVisitor)
+    }
+}
+
+struct RawStrVisitor;
+
+impl<'de> Visitor<'de> for RawStrVisitor {
+    type Value = Option<&'de str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_none<E: de::Error>(self) -> core::result::Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+    fn visit_borrowed_str<E: de::Error>(self, raw: &'de str) -> core::result::Result<Self::Value, E> {
+        Ok(Some(raw))
+    }
+}
+
+/// A JSON integer, or 0 for `null`.
+struct Int;
+
+impl<'de> DeserializeSeed<'de> for Int {
+    type Value = i64;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<i64, D::Error> {
+        d.deserialize_option(IntVisitor)
+    }
+}
+
+struct IntVisitor;
+
+impl<'de> Visitor<'de> for IntVisitor {
+    type Value = i64;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an integer")
+    }
+    fn visit_none<E: de::Error>(self) -> core::result::Result<i64, E> {
+        Ok(0)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<i64, D::Error> {
+        d.deserialize_i64(self)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> core::result::Result<i64, E> {
+        Ok(v)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> core::result::Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::custom("integer out of range"))
+    }
+}
+
+struct TopVisitor<'a, 's, 'de, S> {
+    state: &'a mut State<'s, 'de, S>,
+}
+
+impl<'de, S: EntrySink> Visitor<'de> for TopVisitor<'_, '_, 'de, S> {
+    type Value = Option<i64>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a TOC object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> core::result::Result<Self::Value, A::Error> {
+        let mut version = None;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match key {
+                Key::Version => version = Some(map.next_value_seed(Int)?),
+                Key::Entries => map.next_value_seed(EntriesSeed { state: &mut *self.state })?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(version)
+    }
+}
+
+struct EntriesSeed<'a, 's, 'de, S> {
+    state: &'a mut State<'s, 'de, S>,
+}
+
+impl<'de, S: EntrySink> DeserializeSeed<'de> for EntriesSeed<'_, '_, 'de, S> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: EntrySink> Visitor<'de> for EntriesSeed<'_, '_, 'de, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of entries")
+    }
+    fn visit_none<E: de::Error>(self) -> core::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> core::result::Result<(), A::Error> {
+        while seq.next_element_seed(EntrySeed { state: &mut *self.state })?.is_some() {}
+        Ok(())
+    }
+}
+
+struct EntrySeed<'a, 's, 'de, S> {
+    state: &'a mut State<'s, 'de, S>,
+}
+
+impl<'de, S: EntrySink> DeserializeSeed<'de> for EntrySeed<'_, '_, 'de, S> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, S: EntrySink> Visitor<'de> for EntrySeed<'_, '_, 'de, S> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a TOC entry object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> core::result::Result<(), A::Error> {
+        let state = self.state;
+        state.entry.clear();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let e = &mut state.entry;
+            match key {
+                Key::Name => e.name = map.next_value_seed(RawStr)?,
+                Key::Type => e.kind = map.next_value_seed(RawStr)?,
+                Key::Size => e.size = map.next_value_seed(Int)?,
+                Key::ModTime => e.modtime = map.next_value_seed(RawStr)?,
+                Key::LinkName => e.link_name = map.next_value_seed(RawStr)?,
+                Key::Mode => e.mode = map.next_value_seed(Int)?,
+                Key::Uid => e.uid = map.next_value_seed(Int)?,
+                Key::Gid => e.gid = map.next_value_seed(Int)?,
+                Key::Offset => e.offset = map.next_value_seed(Int)?,
+                Key::EndOffset => e.end_offset = map.next_value_seed(Int)?,
+                Key::InnerOffset => e.inner_offset = map.next_value_seed(Int)?,
+                Key::DevMajor => e.dev_major = map.next_value_seed(Int)?,
+                Key::DevMinor => e.dev_minor = map.next_value_seed(Int)?,
+                Key::Digest => e.digest = map.next_value_seed(RawStr)?,
+                Key::ChunkOffset => e.chunk_offset = map.next_value_seed(Int)?,
+                Key::ChunkSize => e.chunk_size = map.next_value_seed(Int)?,
+                Key::ChunkDigest => e.chunk_digest = map.next_value_seed(RawStr)?,
+                Key::ChunkType => e.chunk_type = map.next_value_seed(RawStr)?,
+                Key::Xattrs => map.next_value_seed(XattrsSeed { out: &mut e.xattrs })?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let result = state.sink.entry(&state.entry);
+        if let Err(err) = result {
+            return Err(state.fail(err));
+        }
+        state.count += 1;
+        Ok(())
+    }
+}
+
+struct XattrsSeed<'a, 'de> {
+    out: &'a mut Vec<(&'de str, &'de str)>,
+}
+
+impl<'de> DeserializeSeed<'de> for XattrsSeed<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for XattrsSeed<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an xattrs object")
+    }
+    fn visit_none<E: de::Error>(self) -> core::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> core::result::Result<(), A::Error> {
+        while let Some(name) = map.next_key_seed(RawKey)? {
+            if let Some(value) = map.next_value_seed(RawStr)? {
+                self.out.push((name, value));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A map key kept as raw text.
+struct RawKey;
+
+impl<'de> DeserializeSeed<'de> for RawKey {
+    type Value = &'de str;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<&'de str, D::Error> {
+        d.deserialize_str(RawKeyVisitor)
+    }
+}
+
+struct RawKeyVisitor;
+
+impl<'de> Visitor<'de> for RawKeyVisitor {
+    type Value = &'de str;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, raw: &'de str) -> core::result::Result<&'de str, E> {
+        Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::String;
+
+    fn unesc(raw: &str) -> core::result::Result<String, &'static str> {
+        let mut out = Vec::new();
+        unescape(raw, &mut out)?;
+        String::from_utf8(out).map_err(|_| "utf8")
+    }
+
+    #[test]
+    fn unescapes_everything_json_allows() {
+        assert_eq!(unesc(r#"a\u0026b\"\\\/\b\f\n\r\t"#).unwrap(), "a&b\"\\/\u{8}\u{c}\n\r\t");
+        assert_eq!(unesc(r"\ud83d\ude00 \u00e9\u2028").unwrap(), "😀 é\u{2028}");
+        assert_eq!(unesc(r"x\ud83dy").unwrap(), "x\u{fffd}y");
+        assert_eq!(unesc(r"\ude00").unwrap(), "\u{fffd}");
+        assert_eq!(unesc("日本語").unwrap(), "日本語");
+        assert!(unesc(r"\x").is_err());
+        assert!(unesc(r"\u12").is_err());
+        assert!(unesc("a\u{1}").is_err());
+        assert!(unesc("\\").is_err());
+    }
+
+    #[derive(Default)]
+    struct Collect(Vec<(String, String, i64, usize)>);
+
+    impl EntrySink for Collect {
+        fn entry(&mut self, e: &RawEntry<'_>) -> Result<()> {
+            let mut name = Vec::new();
+            unescape(e.name.unwrap_or(""), &mut name).map_err(|what| Error::BadJson { entry: 0, what })?;
+            let name = String::from_utf8(name).unwrap_or_default();
+            self.0.push((name, String::from(e.kind.unwrap_or("")), e.size, e.xattrs.len()));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn parses_entries_and_skips_unknown_keys() {
+        let json = br#"{"version":1,"tarSplitDigest":"x","entries":[
+            {"name":"a\u0026b\ud83d\ude00","type":"reg","size":5,"NumLink":0,"accesstime":"t","junk":[{"a":[1]}],
+             "xattrs":{"user.\u0041":"YmFy","k":null}},
+            {"name":"d","type":"dir","mode":null}]}"#;
+        let mut sink = Collect::default();
+        assert_eq!(parse_toc(json, &mut sink).unwrap(), 1);
+        assert_eq!(sink.0[0], (String::from("a&b😀"), String::from("reg"), 5, 1));
+        assert_eq!(sink.0[1].0, "d");
+    }
+
+    #[test]
+    fn rejects_bad_json_without_panicking() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"{",
+            b"[]",
+            b"{\"entries\":[}",
+            b"{\"version\":1,\"entries\":[{\"name\":5}]}",
+            b"{\"version\":1,\"entries\":[{\"size\":1.5}]}",
+            b"{\"version\":1,\"entries\":[{\"xattrs\":{\"a\":1}}]}",
+            b"{\"version\":1,\"entries\":[{\"xattrs\":{1:\"a\"}}]}",
+            b"{\"version\":1,\"entries\":[{\"size\":99999999999999999999}]}",
+            b"{\"version\":1} x",
+            b"{\"entries\":[]}",
+        ];
+        for case in cases {
+            assert!(parse_toc(case, &mut Collect::default()).is_err(), "{:?}", core::str::from_utf8(case));
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let mut json = Vec::from(&b"{\"version\":1,\"x\":"[..]);
+        json.extend(core::iter::repeat_n(b'[', 100_000));
+        json.extend(core::iter::repeat_n(b']', 100_000));
+        json.push(b'}');
+        assert!(matches!(parse_toc(&json, &mut Collect::default()), Err(Error::BadJson { .. })));
+        // Brackets inside strings do not count.
+        let ok = br#"{"version":1,"entries":[{"name":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}]}"#;
+        assert!(parse_toc(ok, &mut Collect::default()).is_ok());
+    }
+}

@@ -1,0 +1,43 @@
+//! crfs-core: reads stargz, eStargz and zstd:chunked container layer blobs.
+//!
+//! What this crate owns: the bytes and the formats. A blob is reached only through [`ReadAt`]
+//! (positional reads through `&self`, so one blob serves many threads). [`footer`] finds the
+//! TOC from the blob's tail; [`toc`] fetches, decompresses and digests it; [`index`] streams its
+//! JSON (serde + serde-json-core, see [`json`]) into a compact [`Index`] arena of fixed-size
+//! nodes, names, sorted child ranges and chunk tables; [`layer::Layer`] ties a blob to its index
+//! and decodes chunks ([`gzip`] via miniz_oxide, zstd via ruzstd behind the `zstd` feature),
+//! verifying `chunkDigest`s.
+//!
+//! What it must never depend on: std (it is `#![no_std]` + `alloc`; the `std` feature only adds
+//! a `ReadAt` for files and `std::error::Error`), files, sockets, threads, FUSE or NFS types.
+//! No input may make it panic, allocate without bound or recurse on input-controlled depth.
+
+#![no_std]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod digest;
+pub mod error;
+pub mod footer;
+pub mod gzip;
+pub mod index;
+pub mod json;
+pub mod layer;
+pub mod read_at;
+pub mod tar;
+pub mod time;
+pub mod toc;
+#[cfg(feature = "zstd")]
+pub mod zstd;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use footer::Format;
+pub use index::{Chunk, Index, Kind, Node, NodeId, ROOT};
+pub use layer::{Layer, OpenOptions};
+pub use read_at::ReadAt;
+#[cfg(feature = "std")]
+pub use read_at::FileReadAt;

@@ -1,0 +1,127 @@
+//! `ReadAt`: the one door through which the core sees blob bytes.
+
+use crate::error::{Error, IoError, Result};
+
+/// Positional reads from an immutable blob of known size.
+///
+/// Takes `&self`, so one blob can serve many threads at once; implementations must be safe
+/// to call concurrently. Implemented here for byte slices, `Vec<u8>`, references and (with the
+/// `std` feature) `std::fs::File`; the std crates implement it for remote blobs.
+pub trait ReadAt {
+    /// Total size of the blob in bytes.
+    fn size(&self) -> u64;
+
+    /// Reads up to `buf.len()` bytes at `offset`, returning how many were read.
+    /// Returns 0 only at or past the end of the blob.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize>;
+
+    /// Fills `buf` completely from `offset`, or fails with `UnexpectedEof`.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let n = self.read_at(at, &mut buf[done..])?;
+            if n == 0 {
+                return Err(Error::UnexpectedEof { offset, needed: buf.len() as u64 });
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+impl ReadAt for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let Ok(start) = usize::try_from(offset) else { return Ok(0) };
+        let Some(rest) = self.get(start..) else { return Ok(0) };
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
+    }
+}
+
+impl ReadAt for alloc::vec::Vec<u8> {
+    fn size(&self) -> u64 {
+        self.as_slice().size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.as_slice().read_at(offset, buf)
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for &T {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        (**self).read_at(offset, buf)
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for alloc::sync::Arc<T> {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        (**self).read_at(offset, buf)
+    }
+}
+
+/// A local file with its size fixed at open time (the blob is immutable).
+#[cfg(feature = "std")]
+#[derive(Debug)]
+pub struct FileReadAt {
+    file: std::fs::File,
+    size: u64,
+}
+
+#[cfg(feature = "std")]
+impl FileReadAt {
+    /// Opens `path` read-only and records its size.
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        let size = file.metadata()?.len();
+        Ok(FileReadAt { file, size })
+    }
+
+    /// Wraps an already open file.
+    pub fn new(file: std::fs::File) -> std::io::Result<Self> {
+        let size = file.metadata()?.len();
+        Ok(FileReadAt { file, size })
+    }
+}
+
+#[cfg(all(feature = "std", unix))]
+impl ReadAt for FileReadAt {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        use std::os::unix::fs::FileExt;
+        if offset >= self.size {
+            return Ok(0);
+        }
+        let max = usize::try_from(self.size - offset).unwrap_or(usize::MAX);
+        let len = buf.len().min(max);
+        loop {
+            match self.file.read_at(&mut buf[..len], offset) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Io(IoError {
+                        errno: e.raw_os_error().unwrap_or(0),
+                        what: "reading the blob file",
+                    }));
+                }
+            }
+        }
+    }
+}

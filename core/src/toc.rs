@@ -1,0 +1,71 @@
+//! Fetching the TOC: its compressed bytes, the JSON inside, and its digest.
+
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::footer::Footer;
+use crate::read_at::ReadAt;
+use crate::{gzip, tar};
+
+/// The TOC's JSON text and digests.
+#[derive(Debug, Clone)]
+pub struct TocBytes {
+    /// The decompressed TOC (for gzip, the tar member holding the JSON).
+    buf: Vec<u8>,
+    /// Where the JSON lies in `buf`.
+    json: Range<usize>,
+    /// sha256 of the JSON: the `containerd.io/snapshot/stargz/toc.digest` annotation.
+    pub digest: Digest,
+    /// sha256 of the compressed TOC (zstd:chunked's `manifest-checksum` annotation).
+    pub compressed_digest: Digest,
+    /// Length of the compressed TOC.
+    pub compressed_len: u64,
+}
+
+impl TocBytes {
+    /// The JSON text.
+    pub fn json(&self) -> &[u8] {
+        &self.buf[self.json.clone()]
+    }
+}
+
+/// Reads and decompresses the TOC that `footer` points at. `limit` bounds both its compressed
+/// and decompressed size.
+pub fn read_toc<R: ReadAt + ?Sized>(blob: &R, footer: &Footer, limit: u64) -> Result<TocBytes> {
+    let too_large = |size: u64| Error::TooLarge { what: "TOC", size, limit };
+    if footer.toc_len > limit {
+        return Err(too_large(footer.toc_len));
+    }
+    let len = usize::try_from(footer.toc_len).map_err(|_| too_large(footer.toc_len))?;
+    let mut compressed = alloc::vec![0u8; len];
+    blob.read_exact_at(footer.toc_offset, &mut compressed)?;
+    let compressed_digest = Digest::of(&compressed);
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    let (buf, json) = if footer.format.is_zstd() {
+        decode_zstd_toc(&compressed, footer, limit)?
+    } else {
+        let buf = gzip::inflate_member(&compressed, limit_usize)?;
+        let json = tar::toc_json(&buf)?;
+        (buf, json)
+    };
+    let digest = Digest::of(&buf[json.clone()]);
+    Ok(TocBytes { buf, json, digest, compressed_digest, compressed_len: footer.toc_len })
+}
+
+#[cfg(feature = "zstd")]
+fn decode_zstd_toc(compressed: &[u8], footer: &Footer, limit: u64) -> Result<(Vec<u8>, Range<usize>)> {
+    let raw_len = footer.toc_uncompressed_len.unwrap_or(0);
+    if raw_len > limit {
+        return Err(Error::TooLarge { what: "TOC", size: raw_len, limit });
+    }
+    let buf = crate::zstd::decode_exact(compressed, raw_len as usize)?;
+    let len = buf.len();
+    Ok((buf, 0..len))
+}
+
+#[cfg(not(feature = "zstd"))]
+fn decode_zstd_toc(_: &[u8], _: &Footer, _: u64) -> Result<(Vec<u8>, Range<usize>)> {
+    Err(Error::ZstdUnsupported)
+}
