@@ -56,11 +56,10 @@ impl<R: ReadAt> Layer<R> {
     pub fn open_with(blob: R, options: &OpenOptions) -> Result<Self> {
         let footer = footer::read_footer(&blob)?;
         let toc = toc::read_toc(&blob, &footer, options.max_toc_size)?;
-        if let Some(expected) = options.expected_toc_digest {
-            if expected != toc.digest {
+        if let Some(expected) = options.expected_toc_digest
+            && expected != toc.digest {
                 return Err(Error::TocDigestMismatch);
             }
-        }
         let data_end = if footer.format.is_zstd() { footer.toc_offset.saturating_sub(8) } else { footer.toc_offset };
         let index = Index::from_json(toc.json(), data_end, Limits { max_entries: options.max_entries })?;
         Ok(Layer {
@@ -210,11 +209,10 @@ impl<R: ReadAt> Layer<R> {
             hasher.update(&scratch);
             out.extend_from_slice(&scratch);
         }
-        if let Some(expected) = self.index.file_digest(id) {
-            if hasher.finish() != expected {
+        if let Some(expected) = self.index.file_digest(id)
+            && hasher.finish() != expected {
                 return Err(Error::FileDigestMismatch);
             }
-        }
         Ok(())
     }
 }

@@ -90,11 +90,10 @@ fn pax_value<'a>(mut records: &'a [u8], key: &[u8]) -> Result<Option<&'a [u8]>> 
         }
         let record = &records[space + 1..len];
         let record = record.strip_suffix(b"\n").ok_or(Error::BadTocTar("PAX record lacks newline"))?;
-        if let Some(eq) = record.iter().position(|&b| b == b'=') {
-            if &record[..eq] == key {
+        if let Some(eq) = record.iter().position(|&b| b == b'=')
+            && &record[..eq] == key {
                 found = Some(&record[eq + 1..]);
             }
-        }
         records = &records[len..];
     }
     Ok(found)
