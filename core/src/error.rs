@@ -80,10 +80,9 @@ impl fmt::Display for Error {
             Error::NoFooter => f.write_str("not a stargz, eStargz or zstd:chunked blob (no footer found)"),
             Error::ExternalToc => f.write_str("eStargz blob with an external TOC is not supported"),
             Error::BadFooter(what) => write!(f, "invalid footer: {what}"),
-            Error::TocOutOfRange { offset, size, blob_size } => write!(
-                f,
-                "TOC at offset {offset} with size {size} lies outside the {blob_size}-byte blob"
-            ),
+            Error::TocOutOfRange { offset, size, blob_size } => {
+                write!(f, "TOC at offset {offset} with size {size} lies outside the {blob_size}-byte blob")
+            }
             Error::BadGzip(what) => write!(f, "invalid gzip member: {what}"),
             Error::GzipChecksum => f.write_str("gzip member fails its CRC32/length check"),
             Error::Corrupt(what) => write!(f, "corrupt compressed data: {what}"),

@@ -123,18 +123,20 @@ pub fn parse_footer(tail: &[u8], blob_size: u64) -> Result<Footer> {
         }
     }
     if let Some(bytes) = from_end(LEGACY_FOOTER_LEN)
-        && let Ok(toc_offset) = parse_legacy(bytes) {
-            return gzip_footer(Format::LegacyStargz, toc_offset, LEGACY_FOOTER_LEN, blob_size);
-        }
+        && let Ok(toc_offset) = parse_legacy(bytes)
+    {
+        return gzip_footer(Format::LegacyStargz, toc_offset, LEGACY_FOOTER_LEN, blob_size);
+    }
     if let Some(magic) = from_end(8) {
         if magic == ZSTD_MAGIC {
             if let Some(bytes) = from_end(ZSTD_FOOTER_LEN) {
                 return zstd_footer(Format::ZstdChunked, bytes, ZSTD_FOOTER_LEN, blob_size);
             }
         } else if magic == ZSTD_MAGIC_V2
-            && let Some(bytes) = from_end(ZSTD_FOOTER_V2_LEN) {
-                return zstd_footer(Format::ZstdChunkedV2, bytes, ZSTD_FOOTER_V2_LEN, blob_size);
-            }
+            && let Some(bytes) = from_end(ZSTD_FOOTER_V2_LEN)
+        {
+            return zstd_footer(Format::ZstdChunkedV2, bytes, ZSTD_FOOTER_V2_LEN, blob_size);
+        }
     }
     // A blob that starts like an eStargz footer but fails a field check says more than "no footer".
     match first_error {

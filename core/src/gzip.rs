@@ -99,7 +99,11 @@ pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
             TINFLStatus::Done => break,
             TINFLStatus::HasMoreOutput => {
                 if out.len() >= limit {
-                    return Err(Error::TooLarge { what: "gzip member", size: out.len() as u64 + 1, limit: limit as u64 });
+                    return Err(Error::TooLarge {
+                        what: "gzip member",
+                        size: out.len() as u64 + 1,
+                        limit: limit as u64,
+                    });
                 }
                 let grown = out.len().saturating_mul(2).min(limit);
                 out.resize(grown, 0);

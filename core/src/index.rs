@@ -549,7 +549,8 @@ impl Builder {
         let file_offset = to_u64(e.chunk_offset, entry, "negative chunkOffset")?;
         let mut size = to_u64(e.chunk_size, entry, "negative chunkSize")?;
         if size == 0 {
-            size = file_size.checked_sub(file_offset).ok_or(entry_err(entry, "chunkOffset past the end of the file"))?;
+            size =
+                file_size.checked_sub(file_offset).ok_or(entry_err(entry, "chunkOffset past the end of the file"))?;
         }
         let digest = match e.chunk_digest {
             Some(d) => Some(Digest::parse(d).ok_or(entry_err(entry, "invalid chunkDigest"))?),
@@ -808,8 +809,8 @@ impl Builder {
             let parent = if id == ROOT {
                 ROOT
             } else {
-                find(&winners, &self.paths, parent_of(path)).map_err(|_| Error::BadEntry { entry: 0, what: "lost parent" })?
-                    as NodeId
+                find(&winners, &self.paths, parent_of(path))
+                    .map_err(|_| Error::BadEntry { entry: 0, what: "lost parent" })? as NodeId
             };
             let base = base_of(path);
             let name_off = len_u32(names.len(), 0)?;

@@ -24,7 +24,12 @@ pub struct OpenOptions {
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        OpenOptions { max_toc_size: 512 << 20, max_entries: 8 << 20, max_chunk_size: 64 << 20, expected_toc_digest: None }
+        OpenOptions {
+            max_toc_size: 512 << 20,
+            max_entries: 8 << 20,
+            max_chunk_size: 64 << 20,
+            expected_toc_digest: None,
+        }
     }
 }
 
@@ -57,9 +62,10 @@ impl<R: ReadAt> Layer<R> {
         let footer = footer::read_footer(&blob)?;
         let toc = toc::read_toc(&blob, &footer, options.max_toc_size)?;
         if let Some(expected) = options.expected_toc_digest
-            && expected != toc.digest {
-                return Err(Error::TocDigestMismatch);
-            }
+            && expected != toc.digest
+        {
+            return Err(Error::TocDigestMismatch);
+        }
         let data_end = if footer.format.is_zstd() { footer.toc_offset.saturating_sub(8) } else { footer.toc_offset };
         let index = Index::from_json(toc.json(), data_end, Limits { max_entries: options.max_entries })?;
         Ok(Layer {
@@ -210,9 +216,10 @@ impl<R: ReadAt> Layer<R> {
             out.extend_from_slice(&scratch);
         }
         if let Some(expected) = self.index.file_digest(id)
-            && hasher.finish() != expected {
-                return Err(Error::FileDigestMismatch);
-            }
+            && hasher.finish() != expected
+        {
+            return Err(Error::FileDigestMismatch);
+        }
         Ok(())
     }
 }

@@ -37,6 +37,6 @@ pub use error::{Error, Result};
 pub use footer::Format;
 pub use index::{Chunk, Index, Kind, Node, NodeId, ROOT};
 pub use layer::{Layer, OpenOptions};
-pub use read_at::ReadAt;
 #[cfg(feature = "std")]
 pub use read_at::FileReadAt;
+pub use read_at::ReadAt;

@@ -91,9 +91,10 @@ fn pax_value<'a>(mut records: &'a [u8], key: &[u8]) -> Result<Option<&'a [u8]>> 
         let record = &records[space + 1..len];
         let record = record.strip_suffix(b"\n").ok_or(Error::BadTocTar("PAX record lacks newline"))?;
         if let Some(eq) = record.iter().position(|&b| b == b'=')
-            && &record[..eq] == key {
-                found = Some(&record[eq + 1..]);
-            }
+            && &record[..eq] == key
+        {
+            found = Some(&record[eq + 1..]);
+        }
         records = &records[len..];
     }
     Ok(found)
@@ -116,7 +117,8 @@ pub fn toc_json(tar: &[u8]) -> Result<core::ops::Range<usize>> {
             .checked_add(data_len)
             .and_then(|end| tar.get(data_start..end))
             .ok_or(Error::BadTocTar("entry runs past the member"))?;
-        let next = padded(size).and_then(|p| data_start.checked_add(p)).ok_or(Error::BadTocTar("entry size too large"))?;
+        let next =
+            padded(size).and_then(|p| data_start.checked_add(p)).ok_or(Error::BadTocTar("entry size too large"))?;
         match header[156] {
             b'x' => {
                 if let Some(path) = pax_value(data, b"path")? {

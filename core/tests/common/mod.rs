@@ -91,3 +91,56 @@ pub fn assert_same_listing(what: &str, got: &str, want: &str) {
     }
     panic!("{what}: listings differ\n{report}");
 }
+
+/// Whether the tests run in CI, where every external tool must be present.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// The Go interop helper (testdata/interop), built once per source change with the reference
+/// estargz package from Debian (GOPATH mode). `None` outside CI when Go is missing.
+pub fn interop_bin() -> Option<PathBuf> {
+    use std::process::Command;
+    let src = testdata().join("interop");
+    let have_go = Command::new("go").arg("version").output().is_ok_and(|o| o.status.success());
+    if !have_go {
+        assert!(!in_ci(), "CI needs Go (golang-go) for the interop tests");
+        eprintln!("skipping: go is not installed");
+        return None;
+    }
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let bin = tmp.join("interop");
+    let source_mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = match (source_mtime(&bin), source_mtime(&src.join("main.go"))) {
+        (Some(b), Some(s)) => b >= s,
+        _ => false,
+    };
+    if !fresh {
+        // Tests run as separate processes: build to a private name, then rename into place.
+        let private = tmp.join(format!("interop.{}", std::process::id()));
+        let gopath = tmp.join("gopath");
+        let status = Command::new("go")
+            .args(["build", "-trimpath", "-o"])
+            .arg(&private)
+            .arg(".")
+            .current_dir(&src)
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .env("GOPATH", format!("{}:/usr/share/gocode", gopath.display()))
+            .status()
+            .expect("running go build");
+        assert!(
+            status.success(),
+            "go build of testdata/interop failed (is golang-github-containerd-stargz-snapshotter-dev installed?)"
+        );
+        std::fs::rename(&private, &bin).expect("installing the interop binary");
+    }
+    Some(bin)
+}
+
+/// Runs the interop helper and returns its stdout.
+pub fn interop(bin: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(bin).args(args).output().expect("running interop");
+    assert!(out.status.success(), "interop {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("interop output is UTF-8")
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crfs_core::{Digest, FileReadAt, Index, Kind, Layer, NodeId, OpenOptions, ReadAt, ROOT};
+use crfs_core::{Digest, FileReadAt, Index, Kind, Layer, NodeId, OpenOptions, ROOT, ReadAt};
 
 /// The sample layer shown by `crfs demo`.
 const DEMO_BLOB: &[u8] = include_bytes!("../../../testdata/sample.esgz");
@@ -70,7 +70,17 @@ fn mode_string(kind: Kind, mode: u16) -> String {
         Kind::Fifo => 'p',
         Kind::Reg | Kind::Hardlink => '-',
     });
-    let bits = [(0o400, 'r'), (0o200, 'w'), (0o100, 'x'), (0o40, 'r'), (0o20, 'w'), (0o10, 'x'), (0o4, 'r'), (0o2, 'w'), (0o1, 'x')];
+    let bits = [
+        (0o400, 'r'),
+        (0o200, 'w'),
+        (0o100, 'x'),
+        (0o40, 'r'),
+        (0o20, 'w'),
+        (0o10, 'x'),
+        (0o4, 'r'),
+        (0o2, 'w'),
+        (0o1, 'x'),
+    ];
     for (i, (bit, c)) in bits.iter().enumerate() {
         let set = mode & bit != 0;
         let special = match i {
@@ -136,7 +146,9 @@ pub fn ls(blob: &Path, path: Option<&str>, long: bool, recursive: bool) -> CmdRe
     let layer = open(blob, &OpenOptions::default())?;
     let index = layer.index();
     let path = path.unwrap_or("");
-    let id = index.lookup_path(path.as_bytes()).ok_or_else(|| format!("{}: {path}: no such file or directory", blob.display()))?;
+    let id = index
+        .lookup_path(path.as_bytes())
+        .ok_or_else(|| format!("{}: {path}: no such file or directory", blob.display()))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let result = if index.node(id).is_some_and(|n| n.kind() == Kind::Dir) {
         if recursive { list_tree(&mut out, index, id, long) } else { list_dir(&mut out, index, id, long) }
@@ -250,9 +262,8 @@ pub struct VerifyReport {
 pub fn verify_layer<R: ReadAt + Sync>(layer: &Layer<R>, threads: usize) -> VerifyReport {
     let index = layer.index();
     // Each inode once, biggest first so the threads finish together.
-    let mut files: Vec<NodeId> = (0..index.len() as NodeId)
-        .filter(|&id| index.node(id).is_some_and(|n| n.kind() == Kind::Reg))
-        .collect();
+    let mut files: Vec<NodeId> =
+        (0..index.len() as NodeId).filter(|&id| index.node(id).is_some_and(|n| n.kind() == Kind::Reg)).collect();
     files.sort_by_key(|&id| std::cmp::Reverse(index.node(id).map_or(0, |n| n.size())));
     let next = AtomicUsize::new(0);
     let report = Mutex::new(VerifyReport::default());
@@ -298,9 +309,8 @@ pub fn demo() -> CmdResult {
     };
     run(&mut out).map_err(out_err)?;
     // Show the first text file of the sample.
-    let first_text = (0..index.len() as NodeId).find(|&id| {
-        index.node(id).is_some_and(|n| n.kind() == Kind::Reg && n.size() > 0 && n.size() < 4096)
-    });
+    let first_text = (0..index.len() as NodeId)
+        .find(|&id| index.node(id).is_some_and(|n| n.kind() == Kind::Reg && n.size() > 0 && n.size() < 4096));
     if let Some(id) = first_text {
         let path = String::from_utf8_lossy(&index.path(id)).into_owned();
         writeln!(out, "\n$ crfs cat testdata/sample.esgz {path}").map_err(out_err)?;
@@ -308,7 +318,18 @@ pub fn demo() -> CmdResult {
     }
     let report = verify_layer(&layer, 2);
     writeln!(out, "\n$ crfs verify testdata/sample.esgz").map_err(out_err)?;
-    writeln!(out, "{} files, {} chunks, {} bytes checked, {} failures", report.files, report.chunks, report.bytes, report.failures.len())
-        .map_err(out_err)?;
-    if report.failures.is_empty() { Ok(()) } else { Err(format!("built-in sample: {} files failed verification", report.failures.len())) }
+    writeln!(
+        out,
+        "{} files, {} chunks, {} bytes checked, {} failures",
+        report.files,
+        report.chunks,
+        report.bytes,
+        report.failures.len()
+    )
+    .map_err(out_err)?;
+    if report.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("built-in sample: {} files failed verification", report.failures.len()))
+    }
 }
