@@ -1,6 +1,6 @@
 //! `ReadAt`: the one door through which the core sees blob bytes.
 
-use crate::error::{Error, IoError, Result};
+use crate::error::{Error, Result};
 
 /// Positional reads from an immutable blob of known size.
 ///
@@ -116,7 +116,7 @@ impl ReadAt for FileReadAt {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(Error::Io(IoError {
+                    return Err(Error::Io(crate::error::IoError {
                         errno: e.raw_os_error().unwrap_or(0),
                         what: "reading the blob file",
                     }));

@@ -1,6 +1,8 @@
 //! The committed fixtures (testdata/fixtures, written by the reference Go library and by our
 //! legacy stargz writer) read back through crfs-core: same TOC digest, same tree, same bytes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
+
 mod common;
 
 use std::fs;

@@ -3,6 +3,8 @@
 //! files, zstd:chunked) and by our legacy stargz writer. crfs must agree with the reference's
 //! listing entry for entry and byte for byte, with the source tar, and on the TOC digest.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
+
 mod common;
 
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Shared by the core's integration tests: the canonical listing the Go interop helper
 //! (testdata/interop) prints, computed here from a crfs index.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 

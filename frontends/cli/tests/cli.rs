@@ -1,5 +1,7 @@
 //! The `crfs` binary on the committed fixtures: output formats, exit codes, error lines.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
