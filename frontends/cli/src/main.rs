@@ -4,6 +4,7 @@
 //! crfs-core. It must never hold format logic of its own.
 
 mod inspect;
+mod mount;
 
 use std::process::ExitCode;
 
@@ -60,21 +61,75 @@ enum Command {
         /// The layer blob.
         blob: std::path::PathBuf,
     },
+    /// Mount a layer blob read-only with FUSE and serve it until unmounted or interrupted.
+    Mount {
+        /// Bytes of decompressed chunks to keep in memory (K, M, G suffixes).
+        #[arg(long, default_value = "256M", value_parser = mount::parse_size)]
+        cache_size: u64,
+        /// Let other users see the mount (non-root users need user_allow_other in /etc/fuse.conf).
+        #[arg(long)]
+        allow_other: bool,
+        /// Request-handling threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Skip chunk digest checks (they are on by default).
+        #[arg(long)]
+        no_verify: bool,
+        /// Present OCI whiteouts the way overlayfs expects (.wh.X as a 0/0 char device X, opaque
+        /// directories with trusted.overlay.opaque=y), so the mount can be an overlay lowerdir.
+        #[arg(long)]
+        overlay_whiteouts: bool,
+        /// Log every request (same as RUST_LOG=debug).
+        #[arg(long)]
+        debug: bool,
+        /// The layer blob to mount.
+        source: std::path::PathBuf,
+        /// Where to mount it (an existing empty directory).
+        mountpoint: std::path::PathBuf,
+    },
+    /// Unmount a crfs mount (also clears a stale mount left by a crash).
+    Umount {
+        /// The mountpoint.
+        mountpoint: std::path::PathBuf,
+    },
     /// Show what crfs does on the sample layer built into this binary.
     Demo,
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let debug = matches!(cli.command, Command::Mount { debug: true, .. });
+    let filter = if debug {
+        tracing_subscriber::EnvFilter::new("debug")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
         Command::Info { blob } => inspect::info(&blob),
         Command::Ls { long, recursive, blob, path } => inspect::ls(&blob, path.as_deref(), long, recursive),
         Command::Cat { no_verify, blob, paths } => inspect::cat(&blob, &paths, !no_verify),
         Command::Verify { toc_digest, threads, blob } => inspect::verify(&blob, toc_digest.as_deref(), threads),
+        Command::Mount {
+            cache_size,
+            allow_other,
+            threads,
+            no_verify,
+            overlay_whiteouts,
+            debug: _,
+            source,
+            mountpoint,
+        } => mount::mount(mount::MountArgs {
+            source,
+            mountpoint,
+            cache_bytes: cache_size,
+            allow_other,
+            threads,
+            verify: !no_verify,
+            overlay_whiteouts,
+        }),
+        Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Demo => inspect::demo(),
     };
     match result {

@@ -1,0 +1,169 @@
+//! `crfs mount` and `crfs umount`.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crfs_core::{FileReadAt, Layer, OpenOptions};
+use crfs_fuse::{Mount, MountConfig};
+use crfs_vfs::{LayerFs, Options};
+
+/// What `crfs mount` was asked to do.
+pub struct MountArgs {
+    pub source: PathBuf,
+    pub mountpoint: PathBuf,
+    pub cache_bytes: u64,
+    pub allow_other: bool,
+    pub threads: usize,
+    pub verify: bool,
+    pub overlay_whiteouts: bool,
+}
+
+/// Parses sizes like `512M`, `2G`, `65536` (K, M, G, T are powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("{s}: unknown size suffix (use K, M, G or T)")),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{s}: not a size"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{s}: too large"))
+}
+
+/// Whether `path` is itself a mount point, per /proc/self/mountinfo.
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    info.lines().filter_map(|l| l.split(' ').nth(4)).any(|mp| Path::new(&unescape_mountinfo(mp)) == path)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Refuses a mountpoint that is missing, not a directory, stale or already mounted.
+fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
+    let shown = mountpoint.display();
+    match std::fs::metadata(mountpoint) {
+        Ok(m) if !m.is_dir() => return Err(format!("{shown}: mountpoint is not a directory")),
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(format!(
+                "{shown}: stale mount (transport endpoint is not connected); run `crfs umount {shown}`"
+            ));
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(format!("{shown}: mountpoint does not exist")),
+        Err(e) => return Err(format!("{shown}: {e}")),
+    }
+    let canonical = mountpoint.canonicalize().map_err(|e| format!("{shown}: {e}"))?;
+    if is_mount_point(&canonical) {
+        return Err(format!("{shown}: something is already mounted there (mountpoint is busy)"));
+    }
+    Ok(canonical)
+}
+
+fn is_root() -> bool {
+    // The effective uid is the third field of the Uid: line.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn user_allow_other_enabled() -> bool {
+    std::fs::read_to_string("/etc/fuse.conf")
+        .map(|c| c.lines().any(|l| l.split('#').next().is_some_and(|l| l.trim() == "user_allow_other")))
+        .unwrap_or(false)
+}
+
+pub fn mount(args: MountArgs) -> Result<(), String> {
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    if args.allow_other && !is_root() && !user_allow_other_enabled() {
+        return Err("--allow-other needs `user_allow_other` in /etc/fuse.conf when not run as root".to_string());
+    }
+    let source = args.source.display().to_string();
+    let blob = FileReadAt::open(&args.source).map_err(|e| format!("{source}: {e}"))?;
+    let layer = Layer::open_with(blob, &OpenOptions::default()).map_err(|e| format!("{source}: {e}"))?;
+    tracing::info!(source = %source, format = layer.format().name(), toc_digest = %layer.toc_digest(), "opened layer");
+    let options =
+        Options { verify: args.verify, overlay_whiteouts: args.overlay_whiteouts, cache_bytes: args.cache_bytes };
+    let fs = LayerFs::new(Arc::new(layer), options);
+    let config = MountConfig { allow_other: args.allow_other, threads: args.threads, fs_name: source.clone() };
+    let mut mount =
+        Mount::new(fs, &mountpoint, &config).map_err(|e| format!("mounting {}: {e}", mountpoint.display()))?;
+
+    // SIGINT/SIGTERM unmount; the serving loop then ends and we exit 0.
+    let mut unmounter = mount.unmounter();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let handle = signals.handle();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "unmounting");
+            if let Err(e) = unmounter.unmount() {
+                tracing::error!("unmount failed: {e}");
+            }
+        }
+    });
+    eprintln!("crfs: {source} mounted on {} (Ctrl-C or `crfs umount` to unmount)", mountpoint.display());
+    let served = mount.run();
+    handle.close();
+    served.map_err(|e| format!("serving {}: {e}", mountpoint.display()))
+}
+
+/// Unmounts a crfs mount, lazily, so a stale mount left by a crash is cleared too.
+pub fn umount(mountpoint: &Path) -> Result<(), String> {
+    let shown = mountpoint.display();
+    let attempts: [(&str, &[&str]); 2] = [("fusermount3", &["-u", "-z"]), ("umount", &["-l"])];
+    let mut last_error = String::new();
+    for (program, flags) in attempts {
+        match std::process::Command::new(program).args(flags).arg(mountpoint).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => last_error = String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            Err(e) => last_error = format!("{program}: {e}"),
+        }
+    }
+    Err(format!("{shown}: cannot unmount: {last_error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo(r"/mnt/a\040b\134c"), "/mnt/a b\\c");
+        assert_eq!(unescape_mountinfo(r"/x\04"), r"/x\04");
+    }
+}

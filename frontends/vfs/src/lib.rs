@@ -1,0 +1,410 @@
+//! crfs-vfs: the read-only filesystem model that every crfs front-end serves.
+//!
+//! What it owns: identity (inode numbers), attributes, lookups, directory listings with stable
+//! offsets, symlinks, xattrs, statfs, the overlayfs presentation of OCI whiteouts, and the
+//! decompressed-chunk cache ([`LayerFs`]). The FUSE and NFS adapters translate requests into
+//! these calls and map [`FsError`] to errno or nfsstat3; nothing else.
+//!
+//! Identity: the inode number of a name is its inode's node id + 1, so the root is 1, both
+//! names of a hardlink share a number, and numbers are the same every time the same blob is
+//! mounted.
+//!
+//! The chunk cache (moka) is bounded in bytes, shared by all threads, and collapses concurrent
+//! misses on one chunk into a single decode, so sequential small reads through a big chunk
+//! inflate it once.
+//!
+//! Must never depend on: fuser, nfsserve, sockets, or any registry code; bytes come from
+//! crfs-core's `ReadAt`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crfs_core::{Index, Kind, Layer, NodeId, ReadAt};
+
+/// An inode number as front-ends see it.
+pub type Ino = u64;
+/// The root directory's inode number.
+pub const ROOT_INO: Ino = 1;
+
+/// Name prefix of an OCI whiteout.
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Name of an OCI opaque-directory marker.
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// The xattr overlayfs reads to find opaque directories.
+const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+
+/// Block size reported in attributes and statfs.
+pub const BLOCK_SIZE: u32 = 4096;
+
+/// Why a request failed; front-ends map these to errno / nfsstat3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsError {
+    /// No such inode or name (ENOENT).
+    NotFound,
+    /// A directory operation on something else (ENOTDIR).
+    NotDir,
+    /// A file operation on a directory (EISDIR).
+    IsDir,
+    /// An operation that needs another file type, e.g. readlink on a file (EINVAL).
+    Invalid,
+    /// No such extended attribute (ENODATA).
+    NoXattr,
+    /// The data could not be read or failed its digest (EIO).
+    Io,
+    /// Any change to the filesystem (EROFS).
+    ReadOnly,
+}
+
+/// File types as front-ends present them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Dir,
+    Reg,
+    Symlink,
+    Char,
+    Block,
+    Fifo,
+}
+
+/// Attributes of an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: FileKind,
+    /// Permission bits plus setuid, setgid and sticky.
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// 512-byte blocks.
+    pub blocks: u64,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    pub mtime: SystemTime,
+}
+
+/// One directory entry; `next_offset` is the offset that resumes after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirEntry<'a> {
+    pub ino: Ino,
+    pub next_offset: u64,
+    pub kind: FileKind,
+    pub name: &'a [u8],
+}
+
+/// Filesystem-wide numbers for statfs / FSSTAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub files: u64,
+    pub block_size: u32,
+    pub name_max: u32,
+}
+
+/// How a layer is presented.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Check every chunk against its digest when it is decoded.
+    pub verify: bool,
+    /// Present `.wh.X` as overlayfs whiteouts (0/0 char devices named X) and opaque markers as
+    /// `trusted.overlay.opaque=y`, so the mount can be an overlayfs lower layer.
+    pub overlay_whiteouts: bool,
+    /// Bytes of decompressed chunks kept in memory.
+    pub cache_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { verify: true, overlay_whiteouts: false, cache_bytes: 256 << 20 }
+    }
+}
+
+/// One layer as a read-only filesystem.
+pub struct LayerFs<R> {
+    layer: Arc<Layer<R>>,
+    cache: moka::sync::Cache<(NodeId, u32), Arc<Vec<u8>>>,
+    options: Options,
+}
+
+fn file_kind(kind: Kind) -> FileKind {
+    match kind {
+        Kind::Dir => FileKind::Dir,
+        Kind::Reg | Kind::Hardlink => FileKind::Reg,
+        Kind::Symlink => FileKind::Symlink,
+        Kind::Char => FileKind::Char,
+        Kind::Block => FileKind::Block,
+        Kind::Fifo => FileKind::Fifo,
+    }
+}
+
+fn to_system_time((secs, nanos): (i64, u32)) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::new(secs.unsigned_abs(), nanos)
+    } else {
+        UNIX_EPOCH
+            .checked_sub(Duration::from_secs(secs.unsigned_abs()))
+            .map_or(UNIX_EPOCH, |t| t + Duration::new(0, nanos))
+    }
+}
+
+impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
+    /// Serves `layer` with `options`.
+    pub fn new(layer: Arc<Layer<R>>, options: Options) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(options.cache_bytes)
+            .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
+            .build();
+        LayerFs { layer, cache, options }
+    }
+
+    /// The layer served.
+    pub fn layer(&self) -> &Layer<R> {
+        &self.layer
+    }
+
+    fn index(&self) -> &Index {
+        self.layer.index()
+    }
+
+    fn node_of(&self, ino: Ino) -> Result<NodeId, FsError> {
+        let id = ino.checked_sub(1).and_then(|i| NodeId::try_from(i).ok()).ok_or(FsError::NotFound)?;
+        self.index().node(id).map(|_| id).ok_or(FsError::NotFound)
+    }
+
+    /// Whether `id` is shown as an overlay whiteout device.
+    fn is_whiteout(&self, id: NodeId) -> bool {
+        if !self.options.overlay_whiteouts {
+            return false;
+        }
+        let name = self.index().name(id);
+        name.starts_with(WHITEOUT_PREFIX) && name != OPAQUE_MARKER
+    }
+
+    fn attr_of(&self, id: NodeId) -> Result<Attr, FsError> {
+        let inode = self.index().resolve(id);
+        let node = self.index().node(inode).ok_or(FsError::NotFound)?;
+        let ino = Ino::from(inode) + 1;
+        if self.is_whiteout(id) {
+            return Ok(Attr {
+                ino,
+                kind: FileKind::Char,
+                perm: 0,
+                nlink: 1,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                blocks: 0,
+                rdev_major: 0,
+                rdev_minor: 0,
+                mtime: to_system_time(node.mtime()),
+            });
+        }
+        let (rdev_major, rdev_minor) = node.rdev();
+        Ok(Attr {
+            ino,
+            kind: file_kind(node.kind()),
+            perm: node.mode(),
+            nlink: node.nlink(),
+            uid: node.uid(),
+            gid: node.gid(),
+            size: node.size(),
+            blocks: node.size().div_ceil(512),
+            rdev_major,
+            rdev_minor,
+            mtime: to_system_time(node.mtime()),
+        })
+    }
+
+    /// Attributes of an inode.
+    pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        self.attr_of(self.node_of(ino)?)
+    }
+
+    fn dir_of(&self, ino: Ino) -> Result<NodeId, FsError> {
+        let id = self.index().resolve(self.node_of(ino)?);
+        match self.index().node(id).map(|n| n.kind()) {
+            Some(Kind::Dir) => Ok(id),
+            _ => Err(FsError::NotDir),
+        }
+    }
+
+    /// Looks up `name` in directory `parent`, returning its node (before hardlink resolution).
+    fn lookup_node(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        if self.options.overlay_whiteouts {
+            if name.starts_with(WHITEOUT_PREFIX) {
+                return None;
+            }
+            if let Some(id) = self.index().lookup(dir, name) {
+                return Some(id);
+            }
+            let mut wh = WHITEOUT_PREFIX.to_vec();
+            wh.extend_from_slice(name);
+            return self.index().lookup(dir, &wh);
+        }
+        self.index().lookup(dir, name)
+    }
+
+    /// The attributes of `name` in directory `parent`. "." and ".." are answered too.
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        let dir = self.dir_of(parent)?;
+        let id = match name {
+            b"." => dir,
+            b".." => self.index().node(dir).map_or(dir, |n| n.parent()),
+            _ => self.lookup_node(dir, name).ok_or(FsError::NotFound)?,
+        };
+        self.attr_of(id)
+    }
+
+    /// The parent directory's inode number (the root is its own parent).
+    pub fn parent(&self, ino: Ino) -> Result<Ino, FsError> {
+        let dir = self.dir_of(ino)?;
+        Ok(Ino::from(self.index().node(dir).map_or(dir, |n| n.parent())) + 1)
+    }
+
+    /// Lists directory `ino` from `offset` (0 to start; else a `next_offset` returned before),
+    /// calling `add` for each entry until it returns false (the caller's buffer is full).
+    /// "." and ".." come first; offsets are stable for the life of the mount.
+    pub fn readdir(&self, ino: Ino, offset: u64, mut add: impl FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError> {
+        let dir = self.dir_of(ino)?;
+        let index = self.index();
+        let self_ino = Ino::from(dir) + 1;
+        let parent_ino = Ino::from(index.node(dir).map_or(dir, |n| n.parent())) + 1;
+        if offset == 0 && !add(DirEntry { ino: self_ino, next_offset: 1, kind: FileKind::Dir, name: b"." }) {
+            return Ok(());
+        }
+        if offset <= 1 && !add(DirEntry { ino: parent_ino, next_offset: 2, kind: FileKind::Dir, name: b".." }) {
+            return Ok(());
+        }
+        let children = index.children(dir);
+        let start = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
+        for (i, &child) in children.iter().enumerate().skip(start) {
+            let mut name = index.name(child);
+            if self.options.overlay_whiteouts && name.starts_with(WHITEOUT_PREFIX) {
+                if name == OPAQUE_MARKER {
+                    continue;
+                }
+                name = &name[WHITEOUT_PREFIX.len()..];
+                // A name the layer also holds as a normal entry is shown once, as that entry.
+                if index.lookup(dir, name).is_some() {
+                    continue;
+                }
+            }
+            let attr = self.attr_of(child)?;
+            let entry = DirEntry { ino: attr.ino, next_offset: i as u64 + 3, kind: attr.kind, name };
+            if !add(entry) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// A symlink's target.
+    pub fn readlink(&self, ino: Ino) -> Result<&[u8], FsError> {
+        let id = self.index().resolve(self.node_of(ino)?);
+        match self.index().node(id).map(|n| n.kind()) {
+            Some(Kind::Symlink) => Ok(self.index().symlink_target(id)),
+            _ => Err(FsError::Invalid),
+        }
+    }
+
+    /// Checks that `ino` can be opened for reading as a file.
+    pub fn open(&self, ino: Ino) -> Result<(), FsError> {
+        let id = self.index().resolve(self.node_of(ino)?);
+        match self.index().node(id).map(|n| n.kind()) {
+            Some(Kind::Dir) => Err(FsError::IsDir),
+            Some(_) => Ok(()),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// One decoded (and, if configured, verified) chunk, from the cache or decoded once for
+    /// all concurrent callers.
+    fn chunk(&self, file: NodeId, chunk: usize) -> Result<Arc<Vec<u8>>, FsError> {
+        let key = (file, u32::try_from(chunk).map_err(|_| FsError::Io)?);
+        self.cache
+            .try_get_with(key, || {
+                let mut data = Vec::new();
+                self.layer.read_chunk(file, chunk, self.options.verify, &mut data).map(|()| Arc::new(data))
+            })
+            .map_err(|e| {
+                let path = String::from_utf8_lossy(&self.index().path(file)).into_owned();
+                let offset = self.index().chunks(file).get(chunk).map_or(0, |c| c.file_offset);
+                tracing::error!(file = %path, chunk, chunk_offset = offset, "read failed: {e}");
+                FsError::Io
+            })
+    }
+
+    /// Reads up to `size` bytes of file `ino` at `offset` (short only at the end of the file).
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let id = self.index().resolve(self.node_of(ino)?);
+        let file_size = match self.index().node(id) {
+            Some(n) if n.kind() == Kind::Reg => n.size(),
+            Some(n) if n.kind() == Kind::Dir => return Err(FsError::IsDir),
+            Some(_) => return Err(FsError::Invalid),
+            None => return Err(FsError::NotFound),
+        };
+        if offset >= file_size {
+            return Ok(Vec::new());
+        }
+        let end = file_size.min(offset.saturating_add(u64::from(size)));
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let chunks = self.index().chunks(id);
+        let mut pos = offset;
+        while pos < end {
+            let i = self.index().chunk_at(id, pos).ok_or(FsError::Io)?;
+            let c = chunks[i];
+            let data = self.chunk(id, i)?;
+            let within = (pos - c.file_offset) as usize;
+            let take = ((c.file_offset + c.size).min(end) - pos) as usize;
+            let piece = data.get(within..within + take).ok_or(FsError::Io)?;
+            out.extend_from_slice(piece);
+            pos += take as u64;
+        }
+        Ok(out)
+    }
+
+    fn is_opaque_dir(&self, id: NodeId) -> bool {
+        self.options.overlay_whiteouts
+            && self.index().node(id).is_some_and(|n| n.kind() == Kind::Dir)
+            && self.index().lookup(id, OPAQUE_MARKER).is_some()
+    }
+
+    /// The value of extended attribute `name`.
+    pub fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        let id = self.index().resolve(self.node_of(ino)?);
+        if name == OVERLAY_OPAQUE_XATTR && self.is_opaque_dir(id) {
+            return Ok(b"y".to_vec());
+        }
+        self.index().xattrs(id).find(|(k, _)| *k == name).map(|(_, v)| v.to_vec()).ok_or(FsError::NoXattr)
+    }
+
+    /// The names of the extended attributes, each followed by a NUL byte.
+    pub fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        let id = self.index().resolve(self.node_of(ino)?);
+        let mut out = Vec::new();
+        for (k, _) in self.index().xattrs(id) {
+            if k == OVERLAY_OPAQUE_XATTR && self.is_opaque_dir(id) {
+                continue;
+            }
+            out.extend_from_slice(k);
+            out.push(0);
+        }
+        if self.is_opaque_dir(id) {
+            out.extend_from_slice(OVERLAY_OPAQUE_XATTR);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// Filesystem totals.
+    pub fn statfs(&self) -> StatFs {
+        let stats = self.index().stats();
+        StatFs {
+            blocks: stats.file_bytes.div_ceil(u64::from(BLOCK_SIZE)),
+            files: stats.nodes as u64,
+            block_size: BLOCK_SIZE,
+            name_max: 255,
+        }
+    }
+}
