@@ -1,0 +1,253 @@
+//! crfs-testkit: what the test suites of several crates share.
+//!
+//! The canonical listing format (one tab-separated line per name, the same text the Go
+//! interop helper in testdata/interop prints), computed either from a crfs index or from a
+//! real directory tree (a FUSE mount, an extracted tar); the Go helper itself, built on
+//! demand; and small process helpers. Test-only: never a dependency of a shipped crate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use crfs_core::{Digest, Kind, Layer, NodeId, ReadAt};
+use sha2::{Digest as _, Sha256};
+
+/// The repository's testdata directory.
+pub fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
+
+/// A scratch directory under the target dir, unique to this process and `name`, emptied.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/test-scratch")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Whether the tests run in CI, where every external tool must be present.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// Percent-encodes bytes outside 0x21..=0x7e, and `%` itself.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in bytes {
+        if (0x21..=0x7e).contains(&b) && b != b'%' {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// One listing line; see testdata/interop/main.go for the format.
+#[allow(clippy::too_many_arguments)]
+fn line(
+    path: &[u8],
+    kind: &str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: i64,
+    nlink: Option<u64>,
+    link: Option<&[u8]>,
+    dev: Option<(u32, u32)>,
+    sha: Option<String>,
+    mut xattrs: Vec<String>,
+) -> String {
+    xattrs.sort();
+    let shown = if path.is_empty() { ".".to_string() } else { escape(path) };
+    format!(
+        "{shown}\t{kind}\t{mode:04o}\t{uid}\t{gid}\t{size}\t{mtime}\t{}\t{}\t{}\t{}\t{}",
+        nlink.map_or("-".into(), |n| n.to_string()),
+        link.map_or("-".into(), escape),
+        dev.map_or("-".into(), |(a, b)| format!("{a},{b}")),
+        sha.unwrap_or_else(|| "-".into()),
+        if xattrs.is_empty() { "-".to_string() } else { xattrs.join(",") },
+    )
+}
+
+fn xattr_field(name: &[u8], value: &[u8]) -> String {
+    format!("{}={}", escape(name), base64::engine::general_purpose::STANDARD.encode(value))
+}
+
+fn join_lines(mut lines: Vec<String>) -> String {
+    lines.sort();
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+/// The listing of a layer, from crfs-core's index, reading and verifying every file.
+pub fn layer_listing<R: ReadAt>(layer: &Layer<R>) -> String {
+    let index = layer.index();
+    let mut lines = Vec::new();
+    let mut data = Vec::new();
+    for id in 0..index.len() as NodeId {
+        let path = index.path(id);
+        let inode = index.resolve(id);
+        let node = index.node(inode).unwrap();
+        let kind = node.kind();
+        let sha = (kind == Kind::Reg).then(|| {
+            layer.read_file_verified(inode, &mut data).unwrap_or_else(|e| panic!("{}: {e}", escape(&path)));
+            hex(&Digest::of(&data).0)
+        });
+        lines.push(line(
+            &path,
+            kind.name(),
+            u32::from(node.mode()),
+            node.uid(),
+            node.gid(),
+            node.size(),
+            node.mtime().0,
+            (kind != Kind::Dir).then_some(u64::from(node.nlink())),
+            (kind == Kind::Symlink).then(|| index.symlink_target(inode)),
+            matches!(kind, Kind::Char | Kind::Block).then(|| node.rdev()),
+            sha,
+            index.xattrs(inode).map(|(k, v)| xattr_field(k, v)).collect(),
+        ));
+    }
+    join_lines(lines)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The listing of a real directory tree rooted at `root` (not following symlinks), hashing
+/// every regular file and reading every xattr.
+pub fn tree_listing(root: &Path) -> String {
+    let mut lines = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let full = root.join(&rel);
+        let meta = std::fs::symlink_metadata(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            "dir"
+        } else if ft.is_file() {
+            "reg"
+        } else if ft.is_symlink() {
+            "symlink"
+        } else if ft.is_char_device() {
+            "char"
+        } else if ft.is_block_device() {
+            "block"
+        } else if ft.is_fifo() {
+            "fifo"
+        } else {
+            "other"
+        };
+        let sha = ft.is_file().then(|| {
+            let data = std::fs::read(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
+            hex(&Sha256::digest(&data))
+        });
+        let link = ft.is_symlink().then(|| std::fs::read_link(&full).unwrap().as_os_str().as_bytes().to_vec());
+        let dev = (ft.is_char_device() || ft.is_block_device()).then(|| {
+            let rdev = meta.rdev();
+            (((rdev >> 32) & 0xffff_f000 | (rdev >> 8) & 0xfff) as u32, ((rdev >> 12) & 0xffff_ff00 | rdev & 0xff) as u32)
+        });
+        let mut xattrs = Vec::new();
+        if !ft.is_symlink() {
+            for name in xattr::list(&full).unwrap_or_else(|e| panic!("listxattr {}: {e}", full.display())) {
+                let value = xattr::get(&full, &name).unwrap().unwrap_or_default();
+                xattrs.push(xattr_field(name.as_bytes(), &value));
+            }
+        }
+        lines.push(line(
+            rel.as_os_str().as_bytes(),
+            kind,
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            if ft.is_file() || ft.is_symlink() { meta.size() } else { 0 },
+            meta.mtime(),
+            (!ft.is_dir()).then_some(meta.nlink()),
+            link.as_deref(),
+            dev,
+            sha,
+            xattrs,
+        ));
+        if ft.is_dir() {
+            for entry in std::fs::read_dir(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display())) {
+                stack.push(rel.join(entry.unwrap().file_name()));
+            }
+        }
+    }
+    join_lines(lines)
+}
+
+/// Fails with the first differing lines of two listings.
+pub fn assert_same_listing(what: &str, got: &str, want: &str) {
+    if got == want {
+        return;
+    }
+    let got_lines: std::collections::BTreeSet<&str> = got.lines().collect();
+    let want_lines: std::collections::BTreeSet<&str> = want.lines().collect();
+    let mut report = String::new();
+    for l in want_lines.difference(&got_lines).take(10) {
+        report.push_str(&format!("  want: {l}\n"));
+    }
+    for l in got_lines.difference(&want_lines).take(10) {
+        report.push_str(&format!("  got:  {l}\n"));
+    }
+    panic!("{what}: listings differ\n{report}");
+}
+
+/// The Go interop helper (testdata/interop), built once per source change with Debian's
+/// reference estargz package (GOPATH mode). `None` outside CI when Go is missing.
+pub fn interop_bin() -> Option<PathBuf> {
+    let src = testdata().join("interop");
+    let have_go = Command::new("go").arg("version").output().is_ok_and(|o| o.status.success());
+    if !have_go {
+        assert!(!in_ci(), "CI needs Go (golang-go) for the interop tests");
+        eprintln!("skipping: go is not installed");
+        return None;
+    }
+    let tmp = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/interop");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let bin = tmp.join("interop");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let fresh = matches!((mtime(&bin), mtime(&src.join("main.go"))), (Some(b), Some(s)) if b >= s);
+    if !fresh {
+        // Tests run as threads and as processes: build to a private name, then rename into place.
+        let thread = format!("{:?}", std::thread::current().id()).replace(|c: char| !c.is_ascii_alphanumeric(), "");
+        let private = tmp.join(format!("interop.{}.{thread}", std::process::id()));
+        let status = Command::new("go")
+            .args(["build", "-trimpath", "-o"])
+            .arg(&private)
+            .arg(".")
+            .current_dir(&src)
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .env("GOPATH", format!("{}:/usr/share/gocode", tmp.join("gopath").display()))
+            .status()
+            .expect("running go build");
+        assert!(
+            status.success(),
+            "go build of testdata/interop failed (is golang-github-containerd-stargz-snapshotter-dev installed?)"
+        );
+        std::fs::rename(&private, &bin).expect("installing the interop binary");
+    }
+    Some(bin)
+}
+
+/// Runs the interop helper and returns its stdout.
+pub fn interop(bin: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin).args(args).output().expect("running interop");
+    assert!(out.status.success(), "interop {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("interop output is UTF-8")
+}
