@@ -8,6 +8,9 @@ use crfs_core::{FileReadAt, Layer, OpenOptions};
 use crfs_fuse::{Mount, MountConfig};
 use crfs_vfs::{LayerFs, Options};
 
+/// How long to keep serving open files after a signal's unmount before exiting.
+const UNMOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What `crfs mount` was asked to do.
 pub struct MountArgs {
     pub source: PathBuf,
@@ -124,6 +127,12 @@ pub fn mount(args: MountArgs) -> Result<(), String> {
             if let Err(e) = unmounter.unmount() {
                 tracing::error!("unmount failed: {e}");
             }
+            // The unmount is lazy: files still open keep the connection alive and the serving
+            // loop running. Give it a moment to end on its own, then exit anyway; those files
+            // then get ENOTCONN, as with any FUSE server that stops.
+            std::thread::sleep(UNMOUNT_GRACE);
+            tracing::warn!("files were still open at unmount; exiting");
+            std::process::exit(0);
         }
     });
     eprintln!("crfs: {source} mounted on {} (Ctrl-C or `crfs umount` to unmount)", mountpoint.display());

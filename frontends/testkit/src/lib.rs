@@ -158,7 +158,10 @@ pub fn tree_listing(root: &Path) -> String {
         let link = ft.is_symlink().then(|| std::fs::read_link(&full).unwrap().as_os_str().as_bytes().to_vec());
         let dev = (ft.is_char_device() || ft.is_block_device()).then(|| {
             let rdev = meta.rdev();
-            (((rdev >> 32) & 0xffff_f000 | (rdev >> 8) & 0xfff) as u32, ((rdev >> 12) & 0xffff_ff00 | rdev & 0xff) as u32)
+            (
+                ((rdev >> 32) & 0xffff_f000 | (rdev >> 8) & 0xfff) as u32,
+                ((rdev >> 12) & 0xffff_ff00 | rdev & 0xff) as u32,
+            )
         });
         let mut xattrs = Vec::new();
         if !ft.is_symlink() {
