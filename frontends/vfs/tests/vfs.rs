@@ -1,0 +1,157 @@
+//! The filesystem model on the committed fixtures: identity, listings and offsets, the chunk
+//! cache (each chunk inflated once however it is read), whiteouts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crfs_core::{Layer, ReadAt};
+use crfs_testkit::testdata;
+use crfs_vfs::{FileKind, FsError, LayerFs, Options, ROOT_INO};
+
+/// A blob in memory that counts the reads made of it.
+struct Counting {
+    bytes: Vec<u8>,
+    reads: AtomicUsize,
+}
+
+impl ReadAt for Counting {
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.bytes.read_at(offset, buf)
+    }
+}
+
+fn open(path: &str, options: Options) -> (LayerFs<Arc<Counting>>, Arc<Counting>) {
+    let blob = Arc::new(Counting { bytes: std::fs::read(testdata().join(path)).unwrap(), reads: AtomicUsize::new(0) });
+    let layer = Layer::open(blob.clone()).unwrap();
+    (LayerFs::new(Arc::new(layer), options), blob)
+}
+
+fn lookup_path<R: ReadAt + Send + Sync + 'static>(fs: &LayerFs<R>, path: &str) -> crfs_vfs::Attr {
+    let mut attr = fs.getattr(ROOT_INO).unwrap();
+    for comp in path.split('/') {
+        attr = fs.lookup(attr.ino, comp.as_bytes()).unwrap_or_else(|e| panic!("{path}: {e:?}"));
+    }
+    attr
+}
+
+#[test]
+fn small_sequential_reads_inflate_each_chunk_once() {
+    // sample.esgz holds a 200 KiB file in 64 KiB chunks.
+    let (fs, blob) = open("sample.esgz", Options::default());
+    let index = fs.layer().index();
+    let (id, chunks) = (0..index.len() as u32)
+        .map(|id| (id, index.chunks(id).len()))
+        .max_by_key(|&(_, n)| n)
+        .unwrap();
+    assert!(chunks >= 3, "the sample has a multi-chunk file");
+    let ino = u64::from(id) + 1;
+    let size = fs.getattr(ino).unwrap().size;
+    let before = blob.reads.load(Ordering::SeqCst);
+    let mut data = Vec::new();
+    let mut offset = 0;
+    while offset < size {
+        let piece = fs.read(ino, offset, 4096).unwrap();
+        assert!(!piece.is_empty());
+        offset += piece.len() as u64;
+        data.extend_from_slice(&piece);
+    }
+    assert_eq!(blob.reads.load(Ordering::SeqCst) - before, chunks, "one blob read per chunk");
+    // Read again, whole: all from the cache.
+    let again = fs.read(ino, 0, size as u32).unwrap();
+    assert_eq!(blob.reads.load(Ordering::SeqCst) - before, chunks);
+    let mut whole = Vec::new();
+    fs.layer().read_file_verified(id, &mut whole).unwrap();
+    assert_eq!(data, whole);
+    assert_eq!(again, whole);
+}
+
+#[test]
+fn concurrent_misses_on_one_chunk_decode_it_once() {
+    let (fs, blob) = open("sample.esgz", Options::default());
+    let index = fs.layer().index();
+    let id = (0..index.len() as u32).max_by_key(|&id| index.chunks(id).len()).unwrap();
+    let ino = u64::from(id) + 1;
+    let before = blob.reads.load(Ordering::SeqCst);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| assert_eq!(fs.read(ino, 100, 1000).unwrap().len(), 1000));
+        }
+    });
+    assert_eq!(blob.reads.load(Ordering::SeqCst) - before, 1);
+}
+
+#[test]
+fn readdir_offsets_resume_exactly() {
+    let (fs, _) = open("fixtures/many.esgz", Options::default());
+    let dir = fs.getattr(ROOT_INO).unwrap();
+    let mut all = Vec::new();
+    fs.readdir(dir.ino, 0, |e| {
+        all.push((e.name.to_vec(), e.ino, e.next_offset));
+        true
+    })
+    .unwrap();
+    assert_eq!(&all[0].0, b".");
+    assert_eq!(&all[1].0, b"..");
+    // Resuming from every offset gives exactly the rest, in the same order.
+    for (i, &(_, _, next)) in all.iter().enumerate() {
+        let mut rest = Vec::new();
+        fs.readdir(dir.ino, next, |e| {
+            rest.push((e.name.to_vec(), e.ino, e.next_offset));
+            true
+        })
+        .unwrap();
+        assert_eq!(rest, all[i + 1..].to_vec());
+    }
+    // A full buffer stops the listing.
+    let mut n = 0;
+    fs.readdir(dir.ino, 0, |_| {
+        n += 1;
+        n < 3
+    })
+    .unwrap();
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn hardlinks_share_an_inode_and_errors_are_precise() {
+    let (fs, _) = open("fixtures/all-types.esgz", Options::default());
+    let a = lookup_path(&fs, "files/data.bin");
+    let b = lookup_path(&fs, "links/hard2");
+    assert_eq!((a.ino, a.nlink), (b.ino, 4));
+    let dir = lookup_path(&fs, "files");
+    assert_eq!(fs.lookup(dir.ino, b"nope"), Err(FsError::NotFound));
+    assert_eq!(fs.lookup(a.ino, b"x"), Err(FsError::NotDir));
+    assert_eq!(fs.read(dir.ino, 0, 10), Err(FsError::IsDir));
+    assert_eq!(fs.readlink(a.ino), Err(FsError::Invalid));
+    assert_eq!(fs.getattr(0), Err(FsError::NotFound));
+    assert_eq!(fs.getattr(u64::MAX), Err(FsError::NotFound));
+    assert_eq!(fs.getxattr(a.ino, b"user.none"), Err(FsError::NoXattr));
+    let link = lookup_path(&fs, "links/rel");
+    assert_eq!(fs.readlink(link.ino).unwrap(), b"../files/small.txt");
+    assert_eq!(fs.parent(dir.ino).unwrap(), ROOT_INO);
+    assert_eq!(fs.lookup(dir.ino, b"..").unwrap().ino, ROOT_INO);
+    // Reads past the end are empty, reads across it are short.
+    assert!(fs.read(a.ino, a.size, 10).unwrap().is_empty());
+    assert_eq!(fs.read(a.ino, a.size - 3, 10).unwrap().len(), 3);
+}
+
+#[test]
+fn whiteouts_only_change_when_asked() {
+    let (plain, _) = open("fixtures/all-types.esgz", Options::default());
+    assert_eq!(lookup_path(&plain, "wh/.wh.gone").kind, FileKind::Reg);
+    let (ovl, _) = open("fixtures/all-types.esgz", Options { overlay_whiteouts: true, ..Options::default() });
+    let gone = lookup_path(&ovl, "wh/gone");
+    assert_eq!((gone.kind, gone.perm, gone.rdev_major, gone.rdev_minor), (FileKind::Char, 0, 0, 0));
+    let wh = lookup_path(&ovl, "wh");
+    assert_eq!(ovl.lookup(wh.ino, b".wh.gone"), Err(FsError::NotFound));
+    let opaque = lookup_path(&ovl, "wh/opaque");
+    assert_eq!(ovl.getxattr(opaque.ino, b"trusted.overlay.opaque").unwrap(), b"y");
+    assert_eq!(ovl.listxattr(opaque.ino).unwrap(), b"trusted.overlay.opaque\0");
+    assert_eq!(plain.getxattr(opaque.ino, b"trusted.overlay.opaque"), Err(FsError::NoXattr));
+}
