@@ -102,8 +102,17 @@ fn user_allow_other_enabled() -> bool {
 
 pub fn mount(args: MountArgs) -> Result<(), String> {
     let mountpoint = check_mountpoint(&args.mountpoint)?;
-    if args.allow_other && !is_root() && !user_allow_other_enabled() {
-        return Err("--allow-other needs `user_allow_other` in /etc/fuse.conf when not run as root".to_string());
+    if !is_root() {
+        if args.allow_other && !user_allow_other_enabled() {
+            return Err("--allow-other needs `user_allow_other` in /etc/fuse.conf when not run as root".to_string());
+        }
+        // Ordinary users mount through fusermount3, which fuser only tries after opening
+        // /dev/fuse itself; a device closed to them fails before that.
+        if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+            return Err(format!(
+                "/dev/fuse: {e}; ordinary users need it readable and writable (mode 0666, as Debian's udev sets it), or run as root"
+            ));
+        }
     }
     let source = args.source.display().to_string();
     let blob = FileReadAt::open(&args.source).map_err(|e| format!("{source}: {e}"))?;

@@ -390,3 +390,59 @@ fn overlay_whiteouts_are_presented_as_overlayfs_expects() {
     let opaque_names: Vec<_> = fs::read_dir(m.path("wh/opaque")).unwrap().collect();
     assert!(opaque_names.iter().all(|e| !e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".wh.")));
 }
+
+#[test]
+fn an_ordinary_user_mounts_through_fusermount3() {
+    if !fuse_available() {
+        return;
+    }
+    let fuse_mode = fs::metadata("/dev/fuse").unwrap().mode() & 0o777;
+    let am_root = fs::read_to_string("/proc/self/status").unwrap().lines().any(|l| l.starts_with("Uid:\t0\t"));
+    if !am_root || fuse_mode & 0o006 != 0o006 {
+        assert!(!in_ci(), "CI runs as root with /dev/fuse 0666 (.ci/run sets it)");
+        eprintln!("skipping: needs root to switch users and /dev/fuse 0666");
+        return;
+    }
+    let scratch = scratch_dir("mount-user");
+    let dir = scratch.join("mnt");
+    fs::create_dir_all(&dir).unwrap();
+    let dir = dir.canonicalize().unwrap();
+    let blob = scratch.join("layer.esgz");
+    fs::copy(fixture("all-types.esgz"), &blob).unwrap();
+    for p in [&scratch, &dir, &blob] {
+        assert!(Command::new("chown").arg("65534:65534").arg(p).status().unwrap().success());
+    }
+    // The scratch path's parents must be searchable by nobody.
+    let as_nobody = |args: &[&std::ffi::OsStr]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).args(args);
+        c
+    };
+    let exe = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_crfs"));
+    let child = as_nobody(&[exe, "mount".as_ref(), blob.as_os_str(), dir.as_os_str()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut m = Mounted { child: Some(child), dir: dir.clone() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !is_mounted(&dir) {
+        if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
+            let out = m.child.take().unwrap().wait_with_output().unwrap();
+            panic!("crfs mount as nobody exited with {status}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(Instant::now() < deadline, "mount did not appear");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(mounts.lines().any(|l| l.contains(dir.to_str().unwrap()) && l.contains("user_id=65534")), "{mounts}");
+    let out = as_nobody(&["cat".as_ref(), dir.join("files/small.txt").as_os_str()]).output().unwrap();
+    assert_eq!(out.stdout, b"hello, world\n", "{}", String::from_utf8_lossy(&out.stderr));
+    // Without --allow-other, other users (root included) are kept out.
+    assert_eq!(fs::metadata(dir.join("files")).unwrap_err().kind(), ErrorKind::PermissionDenied);
+    let out = as_nobody(&[exe, "umount".as_ref(), dir.as_os_str()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = wait_with_timeout(m.child.take().unwrap(), Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!is_mounted(&dir));
+}
