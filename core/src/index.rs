@@ -88,6 +88,8 @@ pub struct Node {
     name_off: u32,
     name_len: u16,
     kind: Kind,
+    /// A directory the TOC never names, made because something lies below it.
+    synthesized: bool,
     mode: u16,
     uid: u32,
     gid: u32,
@@ -104,6 +106,11 @@ impl Node {
     /// The file type (a hardlink node reports `Hardlink`; resolve it first for the inode's).
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+    /// Whether this is a directory the TOC never names (a missing parent, made 0755 root:root
+    /// with a zero mtime). Merging layers must not let it override a lower layer's real one.
+    pub fn is_synthesized(&self) -> bool {
+        self.synthesized
     }
     /// Permission bits plus setuid, setgid and sticky (`mode & 0o7777`).
     pub fn mode(&self) -> u16 {
@@ -822,6 +829,7 @@ impl Builder {
                 name_off,
                 name_len: base.len() as u16,
                 kind: Kind::Dir,
+                synthesized: rec == SYNTH,
                 mode: 0o755,
                 uid: 0,
                 gid: 0,

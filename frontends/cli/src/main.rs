@@ -5,6 +5,7 @@
 
 mod inspect;
 mod mount;
+mod nfs;
 
 use std::process::ExitCode;
 
@@ -82,10 +83,35 @@ enum Command {
         /// Log every request (same as RUST_LOG=debug).
         #[arg(long)]
         debug: bool,
-        /// The layer blob to mount.
+        /// The layer blob(s) to mount, then where (an existing directory). Several blobs are
+        /// stacked bottom first into one merged tree, whiteouts applied.
+        #[arg(value_name = "SOURCE... MOUNTPOINT", required = true, num_args = 2..)]
+        paths: Vec<std::path::PathBuf>,
+    },
+    /// Serve a layer blob read-only over NFSv3 (for macOS and hosts without FUSE) until
+    /// interrupted; prints the mount commands.
+    Nfs {
+        /// Address to listen on (IPv4; port 0 picks a free port, printed at start).
+        #[arg(long, default_value = nfs::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Bytes of decompressed chunks to keep in memory (K, M, G suffixes).
+        #[arg(long, default_value = "256M", value_parser = mount::parse_size)]
+        cache_size: u64,
+        /// Request-handling threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Skip chunk digest checks (they are on by default).
+        #[arg(long)]
+        no_verify: bool,
+        /// Present OCI whiteouts the way overlayfs expects (.wh.X as a 0/0 char device X, opaque
+        /// directories with trusted.overlay.opaque=y).
+        #[arg(long)]
+        overlay_whiteouts: bool,
+        /// Log every request (same as RUST_LOG=debug).
+        #[arg(long)]
+        debug: bool,
+        /// The layer blob to serve.
         source: std::path::PathBuf,
-        /// Where to mount it (an existing empty directory).
-        mountpoint: std::path::PathBuf,
     },
     /// Unmount a crfs mount (also clears a stale mount left by a crash).
     Umount {
@@ -98,7 +124,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let debug = matches!(cli.command, Command::Mount { debug: true, .. });
+    let debug = matches!(cli.command, Command::Mount { debug: true, .. } | Command::Nfs { debug: true, .. });
     let filter = if debug {
         tracing_subscriber::EnvFilter::new("debug")
     } else {
@@ -111,24 +137,27 @@ fn main() -> ExitCode {
         Command::Ls { long, recursive, blob, path } => inspect::ls(&blob, path.as_deref(), long, recursive),
         Command::Cat { no_verify, blob, paths } => inspect::cat(&blob, &paths, !no_verify),
         Command::Verify { toc_digest, threads, blob } => inspect::verify(&blob, toc_digest.as_deref(), threads),
-        Command::Mount {
-            cache_size,
-            allow_other,
-            threads,
-            no_verify,
-            overlay_whiteouts,
-            debug: _,
-            source,
-            mountpoint,
-        } => mount::mount(mount::MountArgs {
-            source,
-            mountpoint,
-            cache_bytes: cache_size,
-            allow_other,
-            threads,
-            verify: !no_verify,
-            overlay_whiteouts,
-        }),
+        Command::Mount { cache_size, allow_other, threads, no_verify, overlay_whiteouts, debug: _, mut paths } => {
+            mount::mount(mount::MountArgs {
+                mountpoint: paths.pop().unwrap_or_default(),
+                sources: paths,
+                cache_bytes: cache_size,
+                allow_other,
+                threads,
+                verify: !no_verify,
+                overlay_whiteouts,
+            })
+        }
+        Command::Nfs { listen, cache_size, threads, no_verify, overlay_whiteouts, debug: _, source } => {
+            nfs::serve(nfs::NfsArgs {
+                source,
+                listen,
+                cache_bytes: cache_size,
+                threads,
+                verify: !no_verify,
+                overlay_whiteouts,
+            })
+        }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Demo => inspect::demo(),
     };

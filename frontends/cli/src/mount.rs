@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use crfs_core::{FileReadAt, Layer, OpenOptions};
 use crfs_fuse::{Mount, MountConfig};
-use crfs_vfs::{LayerFs, Options};
+use crfs_vfs::{LayerFs, MergedFs, Options, ReadOnlyFs};
 
 /// How long to keep serving open files after a signal's unmount before exiting.
 const UNMOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What `crfs mount` was asked to do.
 pub struct MountArgs {
-    pub source: PathBuf,
+    /// One layer, or several stacked bottom first.
+    pub sources: Vec<PathBuf>,
     pub mountpoint: PathBuf,
     pub cache_bytes: u64,
     pub allow_other: bool,
@@ -114,16 +115,34 @@ pub fn mount(args: MountArgs) -> Result<(), String> {
             ));
         }
     }
-    let source = args.source.display().to_string();
-    let blob = FileReadAt::open(&args.source).map_err(|e| format!("{source}: {e}"))?;
-    let layer = Layer::open_with(blob, &OpenOptions::default()).map_err(|e| format!("{source}: {e}"))?;
-    tracing::info!(source = %source, format = layer.format().name(), toc_digest = %layer.toc_digest(), "opened layer");
+    let mut layers = Vec::with_capacity(args.sources.len());
+    for path in &args.sources {
+        let shown = path.display();
+        let blob = FileReadAt::open(path).map_err(|e| format!("{shown}: {e}"))?;
+        let layer = Layer::open_with(blob, &OpenOptions::default()).map_err(|e| format!("{shown}: {e}"))?;
+        tracing::info!(source = %shown, format = layer.format().name(), toc_digest = %layer.toc_digest(), "opened layer");
+        layers.push(Arc::new(layer));
+    }
+    let source = args.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
     let options =
         Options { verify: args.verify, overlay_whiteouts: args.overlay_whiteouts, cache_bytes: args.cache_bytes };
-    let fs = LayerFs::new(Arc::new(layer), options);
     let config = MountConfig { allow_other: args.allow_other, threads: args.threads, fs_name: source.clone() };
+    if layers.len() == 1 {
+        let fs = LayerFs::new(layers.remove(0), options);
+        serve(fs, &mountpoint, &config, &source)
+    } else {
+        if args.overlay_whiteouts {
+            return Err("--overlay-whiteouts applies to a single layer; a merged image applies its whiteouts".into());
+        }
+        let fs = MergedFs::new(layers, options).map_err(|e| format!("merging layers: {e:?}"))?;
+        serve(fs, &mountpoint, &config, &source)
+    }
+}
+
+/// Mounts `fs` and serves it until unmounted or signalled.
+fn serve<F: ReadOnlyFs>(fs: F, mountpoint: &Path, config: &MountConfig, source: &str) -> Result<(), String> {
     let mut mount =
-        Mount::new(fs, &mountpoint, &config).map_err(|e| format!("mounting {}: {e}", mountpoint.display()))?;
+        Mount::new(fs, mountpoint, config).map_err(|e| format!("mounting {}: {e}", mountpoint.display()))?;
 
     // SIGINT/SIGTERM unmount; the serving loop then ends and we exit 0.
     let mut unmounter = mount.unmounter();

@@ -4,8 +4,7 @@
 //! errno mapping, kernel tuning at init (readahead, readdirplus, cached symlinks), reply TTLs
 //! and mounting. It holds no filesystem logic: anything both FUSE and NFS need lives in vfs.
 //!
-//! Must never depend on: registry or HTTP code, nfsserve, or the blob formats (crfs-core is
-//! used only for its `ReadAt` bound).
+//! Must never depend on: registry or HTTP code, nfsserve, or the blob formats.
 
 use std::ffi::OsStr;
 use std::io;
@@ -13,8 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crfs_core::ReadAt;
-use crfs_vfs::{Attr, FileKind, FsError, LayerFs};
+use crfs_vfs::{Attr, FileKind, FsError, ReadOnlyFs};
 use fuser::{
     AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
@@ -38,14 +36,14 @@ pub struct MountConfig {
     pub fs_name: String,
 }
 
-/// A layer served over FUSE.
-pub struct FuseFs<R> {
-    fs: LayerFs<R>,
+/// A crfs-vfs filesystem (one layer or a merged image) served over FUSE.
+pub struct FuseFs<F> {
+    fs: F,
 }
 
-impl<R> FuseFs<R> {
+impl<F: ReadOnlyFs> FuseFs<F> {
     /// Wraps a vfs filesystem.
-    pub fn new(fs: LayerFs<R>) -> Self {
+    pub fn new(fs: F) -> Self {
         FuseFs { fs }
     }
 }
@@ -107,7 +105,7 @@ fn xattr_reply(value: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
     }
 }
 
-impl<R: ReadAt + Send + Sync + 'static> Filesystem for FuseFs<R> {
+impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // Take the largest readahead the kernel allows.
         if let Err(nearest) = config.set_max_readahead(MAX_READAHEAD) {
@@ -144,7 +142,7 @@ impl<R: ReadAt + Send + Sync + 'static> Filesystem for FuseFs<R> {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.fs.readlink(ino.0) {
-            Ok(target) => reply.data(target),
+            Ok(target) => reply.data(&target),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -191,7 +189,7 @@ impl<R: ReadAt + Send + Sync + 'static> Filesystem for FuseFs<R> {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let result = self.fs.readdir(ino.0, offset, |e| {
+        let result = self.fs.readdir(ino.0, offset, &mut |e| {
             !reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), OsStr::from_bytes(e.name))
         });
         match result {
@@ -202,7 +200,7 @@ impl<R: ReadAt + Send + Sync + 'static> Filesystem for FuseFs<R> {
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let fs = &self.fs;
-        let result = fs.readdir(ino.0, offset, |e| {
+        let result = fs.readdir(ino.0, offset, &mut |e| {
             // "." and ".." carry no attributes the kernel would use; give them the directory's.
             let attr = match e.name {
                 b"." | b".." => fs.getattr(e.ino),
@@ -338,8 +336,8 @@ impl<R: ReadAt + Send + Sync + 'static> Filesystem for FuseFs<R> {
 }
 
 /// A mounted session, not yet serving.
-pub struct Mount<R: ReadAt + Send + Sync + 'static> {
-    session: fuser::Session<FuseFs<R>>,
+pub struct Mount<F: ReadOnlyFs> {
+    session: fuser::Session<FuseFs<F>>,
 }
 
 /// Unmounts a [`Mount`] from another thread (a signal handler thread, say).
@@ -352,10 +350,10 @@ impl Unmounter {
     }
 }
 
-impl<R: ReadAt + Send + Sync + 'static> Mount<R> {
+impl<F: ReadOnlyFs> Mount<F> {
     /// Mounts `fs` read-only at `mountpoint`. As root this mounts directly; as another user
     /// fuser falls back to the fusermount3 helper.
-    pub fn new(fs: LayerFs<R>, mountpoint: &Path, config: &MountConfig) -> io::Result<Self> {
+    pub fn new(fs: F, mountpoint: &Path, config: &MountConfig) -> io::Result<Self> {
         let mut cfg = Config::default();
         cfg.mount_options = vec![
             MountOption::RO,

@@ -254,3 +254,130 @@ pub fn interop(bin: &Path, args: &[&str]) -> String {
     assert!(out.status.success(), "interop {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("interop output is UTF-8")
 }
+
+/// The listing of any crfs-vfs filesystem, walked through its read-only operations the way a
+/// front-end would (lookups, readdir, reads, xattrs).
+pub fn fs_listing(fs: &dyn crfs_vfs::ReadOnlyFs) -> String {
+    use crfs_vfs::{FileKind, ROOT_INO};
+    let mut lines = Vec::new();
+    let mut stack: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), ROOT_INO)];
+    while let Some((path, ino)) = stack.pop() {
+        let a = fs.getattr(ino).unwrap_or_else(|e| panic!("{}: {e:?}", escape(&path)));
+        let kind = match a.kind {
+            FileKind::Dir => "dir",
+            FileKind::Reg => "reg",
+            FileKind::Symlink => "symlink",
+            FileKind::Char => "char",
+            FileKind::Block => "block",
+            FileKind::Fifo => "fifo",
+        };
+        let sha = (a.kind == FileKind::Reg).then(|| {
+            let data = fs.read(ino, 0, u32::try_from(a.size).unwrap()).unwrap();
+            assert_eq!(data.len() as u64, a.size, "{}", escape(&path));
+            hex(&Sha256::digest(&data))
+        });
+        let link = (a.kind == FileKind::Symlink).then(|| fs.readlink(ino).unwrap());
+        let names = fs.listxattr(ino).unwrap();
+        let xattrs = names
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(|n| xattr_field(n, &fs.getxattr(ino, n).unwrap()))
+            .collect();
+        let mtime = a
+            .mtime
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or_else(|e| -(e.duration().as_secs() as i64), |d| d.as_secs() as i64);
+        lines.push(line(
+            &path,
+            kind,
+            u32::from(a.perm),
+            a.uid,
+            a.gid,
+            a.size,
+            mtime,
+            (a.kind != FileKind::Dir).then_some(u64::from(a.nlink)),
+            link.as_deref(),
+            matches!(a.kind, FileKind::Char | FileKind::Block).then_some((a.rdev_major, a.rdev_minor)),
+            sha,
+            xattrs,
+        ));
+        if a.kind == FileKind::Dir {
+            let mut children = Vec::new();
+            fs.readdir(ino, 0, &mut |e| {
+                if e.name != b"." && e.name != b".." {
+                    children.push((e.name.to_vec(), e.ino));
+                }
+                true
+            })
+            .unwrap();
+            for (name, child) in children {
+                let mut p = path.clone();
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(&name);
+                // readdir's inode must agree with lookup's.
+                assert_eq!(fs.lookup(ino, &name).unwrap().ino, child, "{}", escape(&p));
+                stack.push((p, child));
+            }
+        }
+    }
+    join_lines(lines)
+}
+
+/// A tiny ustar writer for test layers (names under 100 bytes).
+#[derive(Default)]
+pub struct TarBuilder {
+    out: Vec<u8>,
+}
+
+/// What a [`TarBuilder`] entry is.
+pub enum TarEntry<'a> {
+    Dir,
+    File(&'a [u8]),
+    Symlink(&'a str),
+    Hardlink(&'a str),
+}
+
+impl TarBuilder {
+    /// Appends an entry with mode `mode` and mtime `mtime`.
+    pub fn add(&mut self, name: &str, entry: TarEntry<'_>, mode: u32, mtime: u64) -> &mut Self {
+        let mut h = [0u8; 512];
+        assert!(name.len() < 100, "{name}: too long for this writer");
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let octal = |field: &mut [u8], v: u64| {
+            let s = format!("{v:0width$o}", width = field.len() - 1);
+            field[..s.len()].copy_from_slice(s.as_bytes());
+        };
+        octal(&mut h[100..108], u64::from(mode));
+        octal(&mut h[108..116], 0);
+        octal(&mut h[116..124], 0);
+        let (typeflag, data, link): (u8, &[u8], &str) = match entry {
+            TarEntry::Dir => (b'5', &[], ""),
+            TarEntry::File(d) => (b'0', d, ""),
+            TarEntry::Symlink(t) => (b'2', &[], t),
+            TarEntry::Hardlink(t) => (b'1', &[], t),
+        };
+        octal(&mut h[124..136], data.len() as u64);
+        octal(&mut h[136..148], mtime);
+        h[156] = typeflag;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
+        let s = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(s.as_bytes());
+        self.out.extend_from_slice(&h);
+        self.out.extend_from_slice(data);
+        self.out.resize(self.out.len().div_ceil(512) * 512, 0);
+        self
+    }
+
+    /// The finished archive (with the two zero blocks).
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.out);
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+}

@@ -21,6 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crfs_core::{Index, Kind, Layer, NodeId, ReadAt};
 
+mod merged;
+pub use merged::MergedFs;
+
 /// An inode number as front-ends see it.
 pub type Ino = u64;
 /// The root directory's inode number.
@@ -94,7 +97,7 @@ pub struct DirEntry<'a> {
 }
 
 /// Filesystem-wide numbers for statfs / FSSTAT.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatFs {
     pub blocks: u64,
     pub files: u64,
@@ -120,10 +123,50 @@ impl Default for Options {
     }
 }
 
+/// Decoded chunks, keyed by (layer tag, file node, chunk index); bounded in bytes and
+/// shareable between the layers of an image.
+pub type ChunkCache = moka::sync::Cache<(u32, NodeId, u32), Arc<Vec<u8>>>;
+
+/// A chunk cache holding at most `bytes` bytes of decoded chunks.
+pub fn new_chunk_cache(bytes: u64) -> ChunkCache {
+    moka::sync::Cache::builder()
+        .max_capacity(bytes)
+        .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
+        .build()
+}
+
+/// The read-only operations every front-end serves, whatever the tree behind them: one
+/// layer ([`LayerFs`]) or the merged layers of an image ([`MergedFs`]).
+pub trait ReadOnlyFs: Send + Sync + 'static {
+    /// Attributes of an inode.
+    fn getattr(&self, ino: Ino) -> Result<Attr, FsError>;
+    /// The attributes of `name` in directory `parent` ("." and ".." included).
+    fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError>;
+    /// A directory's parent (the root is its own parent).
+    fn parent(&self, ino: Ino) -> Result<Ino, FsError>;
+    /// Lists a directory from `offset` (0, or a `next_offset` returned before) until `add`
+    /// returns false. Offsets are stable for the life of the filesystem.
+    fn readdir(&self, ino: Ino, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError>;
+    /// A symlink's target.
+    fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError>;
+    /// Checks that `ino` can be opened for reading.
+    fn open(&self, ino: Ino) -> Result<(), FsError>;
+    /// Up to `size` bytes of a file at `offset`.
+    fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError>;
+    /// The value of an extended attribute.
+    fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError>;
+    /// Extended attribute names, each followed by a NUL byte.
+    fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError>;
+    /// Filesystem totals.
+    fn statfs(&self) -> StatFs;
+}
+
 /// One layer as a read-only filesystem.
 pub struct LayerFs<R> {
     layer: Arc<Layer<R>>,
-    cache: moka::sync::Cache<(NodeId, u32), Arc<Vec<u8>>>,
+    cache: ChunkCache,
+    /// This layer's part of the cache key.
+    cache_tag: u32,
     options: Options,
 }
 
@@ -149,13 +192,15 @@ fn to_system_time((secs, nanos): (i64, u32)) -> SystemTime {
 }
 
 impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
-    /// Serves `layer` with `options`.
+    /// Serves `layer` with `options`, with a cache of its own.
     pub fn new(layer: Arc<Layer<R>>, options: Options) -> Self {
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(options.cache_bytes)
-            .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
-            .build();
-        LayerFs { layer, cache, options }
+        let cache = new_chunk_cache(options.cache_bytes);
+        LayerFs { layer, cache, cache_tag: 0, options }
+    }
+
+    /// Serves `layer` with a cache shared with other layers; `tag` tells its entries apart.
+    pub fn with_cache(layer: Arc<Layer<R>>, options: Options, cache: ChunkCache, tag: u32) -> Self {
+        LayerFs { layer, cache, cache_tag: tag, options }
     }
 
     /// The layer served.
@@ -181,7 +226,8 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         name.starts_with(WHITEOUT_PREFIX) && name != OPAQUE_MARKER
     }
 
-    fn attr_of(&self, id: NodeId) -> Result<Attr, FsError> {
+    /// The attributes behind node `id` (a hardlink node gives its target's).
+    pub fn attr_of(&self, id: NodeId) -> Result<Attr, FsError> {
         let inode = self.index().resolve(id);
         let node = self.index().node(inode).ok_or(FsError::NotFound)?;
         let ino = Ino::from(inode) + 1;
@@ -321,7 +367,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
     /// One decoded (and, if configured, verified) chunk, from the cache or decoded once for
     /// all concurrent callers.
     fn chunk(&self, file: NodeId, chunk: usize) -> Result<Arc<Vec<u8>>, FsError> {
-        let key = (file, u32::try_from(chunk).map_err(|_| FsError::Io)?);
+        let key = (self.cache_tag, file, u32::try_from(chunk).map_err(|_| FsError::Io)?);
         self.cache
             .try_get_with(key, || {
                 let mut data = Vec::new();
@@ -406,5 +452,38 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
             block_size: BLOCK_SIZE,
             name_max: 255,
         }
+    }
+}
+
+impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for LayerFs<R> {
+    fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        LayerFs::getattr(self, ino)
+    }
+    fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        LayerFs::lookup(self, parent, name)
+    }
+    fn parent(&self, ino: Ino) -> Result<Ino, FsError> {
+        LayerFs::parent(self, ino)
+    }
+    fn readdir(&self, ino: Ino, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError> {
+        LayerFs::readdir(self, ino, offset, add)
+    }
+    fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        LayerFs::readlink(self, ino).map(<[u8]>::to_vec)
+    }
+    fn open(&self, ino: Ino) -> Result<(), FsError> {
+        LayerFs::open(self, ino)
+    }
+    fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        LayerFs::read(self, ino, offset, size)
+    }
+    fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        LayerFs::getxattr(self, ino, name)
+    }
+    fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        LayerFs::listxattr(self, ino)
+    }
+    fn statfs(&self) -> StatFs {
+        LayerFs::statfs(self)
     }
 }

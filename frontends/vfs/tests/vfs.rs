@@ -45,10 +45,7 @@ fn small_sequential_reads_inflate_each_chunk_once() {
     // sample.esgz holds a 200 KiB file in 64 KiB chunks.
     let (fs, blob) = open("sample.esgz", Options::default());
     let index = fs.layer().index();
-    let (id, chunks) = (0..index.len() as u32)
-        .map(|id| (id, index.chunks(id).len()))
-        .max_by_key(|&(_, n)| n)
-        .unwrap();
+    let (id, chunks) = (0..index.len() as u32).map(|id| (id, index.chunks(id).len())).max_by_key(|&(_, n)| n).unwrap();
     assert!(chunks >= 3, "the sample has a multi-chunk file");
     let ino = u64::from(id) + 1;
     let size = fs.getattr(ino).unwrap().size;

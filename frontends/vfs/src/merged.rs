@@ -1,0 +1,303 @@
+//! The merged root filesystem of an image: its layers stacked in order, with OCI whiteouts
+//! applied, equal to what extracting the layers one after another gives.
+//!
+//! Rules (OCI image spec, "Whiteouts"), applied layer by layer from the bottom:
+//! - `.wh..wh..opq` in a directory hides everything lower layers put in it;
+//! - `.wh.NAME` hides NAME (and all below it) from lower layers;
+//! - both apply to lower layers only, never to the layer that carries them, and neither is
+//!   ever shown;
+//! - a directory over a directory merges (the upper one's attributes win); anything else
+//!   replaces what was there, subtree included.
+//!
+//! The merged tree is built once, without recursion, into a compact array whose children are
+//! sorted ranges; each merged node points at (layer, node) for its attributes and data. Names
+//! of one file (hardlinks inside a layer) share the inode number of the first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crfs_core::{Kind, Layer, NodeId, ROOT, ReadAt};
+
+use crate::{
+    Attr, ChunkCache, DirEntry, FileKind, FsError, Ino, LayerFs, OPAQUE_MARKER, Options, ReadOnlyFs, StatFs,
+    WHITEOUT_PREFIX, new_chunk_cache,
+};
+
+#[derive(Debug, Clone, Copy)]
+struct Merged {
+    layer: u16,
+    /// The name's node in that layer (a hardlink node keeps its own name).
+    node: NodeId,
+    parent: u32,
+    first: u32,
+    count: u32,
+    /// Inode number: shared by every name of one (layer, inode).
+    ino: Ino,
+    nlink: u32,
+    is_dir: bool,
+}
+
+/// An image's layers as one read-only tree.
+pub struct MergedFs<R> {
+    layers: Vec<LayerFs<R>>,
+    /// Breadth first from the root, so each directory's children are the contiguous ids
+    /// `first..first + count`, in name order.
+    nodes: Vec<Merged>,
+    statfs: StatFs,
+}
+
+/// A node while building: children by name.
+struct Building {
+    layer: u16,
+    node: NodeId,
+    is_dir: bool,
+    children: BTreeMap<Vec<u8>, u32>,
+}
+
+impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
+    /// Stacks `layers` (bottom first). All layers share one chunk cache of
+    /// `options.cache_bytes`; `options.overlay_whiteouts` is ignored (whiteouts are applied).
+    pub fn new(layers: Vec<Arc<Layer<R>>>, options: Options) -> Result<Self, FsError> {
+        if layers.is_empty() || layers.len() > usize::from(u16::MAX) {
+            return Err(FsError::Invalid);
+        }
+        let options = Options { overlay_whiteouts: false, ..options };
+        let cache: ChunkCache = new_chunk_cache(options.cache_bytes);
+        let layers: Vec<LayerFs<R>> = layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| LayerFs::with_cache(l, options, cache.clone(), i as u32))
+            .collect();
+        let mut fs = MergedFs { layers, nodes: Vec::new(), statfs: StatFs::default() };
+        fs.build();
+        Ok(fs)
+    }
+
+    fn build(&mut self) {
+        let mut tree: Vec<Building> = vec![Building { layer: 0, node: ROOT, is_dir: true, children: BTreeMap::new() }];
+        for (li, fs) in self.layers.iter().enumerate() {
+            let index = fs.layer().index();
+            let li = li as u16;
+            // A directory an upper layer only implies keeps the attributes of the one below.
+            let explicit = |id: NodeId| index.node(id).is_some_and(|n| !n.is_synthesized());
+            if explicit(ROOT) || li == 0 {
+                tree[0].layer = li;
+                tree[0].node = ROOT;
+            }
+            let mut stack: Vec<(NodeId, u32)> = vec![(ROOT, 0)];
+            while let Some((dir, merged_dir)) = stack.pop() {
+                let children = index.children(dir);
+                // Whiteouts and the opaque marker first: they hide lower layers only.
+                for &c in children {
+                    let name = index.name(c);
+                    if name == OPAQUE_MARKER {
+                        tree[merged_dir as usize].children.clear();
+                    } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+                        tree[merged_dir as usize].children.remove(hidden);
+                    }
+                }
+                for &c in children {
+                    let name = index.name(c);
+                    if name.starts_with(WHITEOUT_PREFIX) {
+                        continue;
+                    }
+                    let is_dir = index.node(index.resolve(c)).is_some_and(|n| n.kind() == Kind::Dir);
+                    let existing = tree[merged_dir as usize].children.get(name).copied();
+                    let target = match existing {
+                        Some(e) if is_dir && tree[e as usize].is_dir => {
+                            if explicit(c) {
+                                tree[e as usize].layer = li;
+                                tree[e as usize].node = c;
+                            }
+                            e
+                        }
+                        _ => {
+                            let id = tree.len() as u32;
+                            tree.push(Building { layer: li, node: c, is_dir, children: BTreeMap::new() });
+                            tree[merged_dir as usize].children.insert(name.to_vec(), id);
+                            id
+                        }
+                    };
+                    if is_dir {
+                        stack.push((c, target));
+                    }
+                }
+            }
+        }
+
+        // Compact what is reachable, breadth first: ids, sorted child ranges, parents.
+        let mut order: Vec<(u32, u32)> = vec![(0, 0)]; // (building id, parent's new id)
+        let mut nodes: Vec<Merged> = Vec::new();
+        let mut head = 0;
+        while head < order.len() {
+            let (b, parent) = order[head];
+            let new_id = head as u32;
+            head += 1;
+            let bn = &tree[b as usize];
+            let first = order.len() as u32;
+            for &child in bn.children.values() {
+                order.push((child, new_id));
+            }
+            let count = order.len() as u32 - first;
+            nodes.push(Merged {
+                layer: bn.layer,
+                node: bn.node,
+                parent,
+                first,
+                count,
+                ino: 0,
+                nlink: 0,
+                is_dir: bn.is_dir,
+            });
+        }
+        drop(tree);
+
+        // Identity: names of one (layer, inode) share the first one's number.
+        let mut first_of: HashMap<(u16, NodeId), u32> = HashMap::new();
+        let mut file_bytes = 0u64;
+        for id in 0..nodes.len() {
+            let n = nodes[id];
+            let inode = self.layers[usize::from(n.layer)].layer().index().resolve(n.node);
+            let canonical = *first_of.entry((n.layer, inode)).or_insert(id as u32);
+            nodes[id].ino = Ino::from(canonical) + 1;
+            if n.is_dir {
+                nodes[id].nlink += 2;
+                if id != 0 {
+                    nodes[n.parent as usize].nlink += 1;
+                }
+            } else {
+                nodes[canonical as usize].nlink += 1;
+                if canonical as usize == id {
+                    file_bytes += self.layers[usize::from(n.layer)].attr_of(n.node).map_or(0, |a| a.size);
+                }
+            }
+        }
+        self.statfs = StatFs {
+            blocks: file_bytes.div_ceil(u64::from(crate::BLOCK_SIZE)),
+            files: nodes.len() as u64,
+            block_size: crate::BLOCK_SIZE,
+            name_max: 255,
+        };
+        self.nodes = nodes;
+    }
+
+    /// The layers, bottom first.
+    pub fn layers(&self) -> &[LayerFs<R>] {
+        &self.layers
+    }
+
+    fn merged(&self, ino: Ino) -> Result<&Merged, FsError> {
+        let id = usize::try_from(ino.checked_sub(1).ok_or(FsError::NotFound)?).map_err(|_| FsError::NotFound)?;
+        self.nodes.get(id).ok_or(FsError::NotFound)
+    }
+
+    fn name_of(&self, m: &Merged) -> &[u8] {
+        self.layers[usize::from(m.layer)].layer().index().name(m.node)
+    }
+
+    fn attr(&self, m: &Merged) -> Result<Attr, FsError> {
+        let canonical = self.merged(m.ino)?;
+        let mut attr = self.layers[usize::from(m.layer)].attr_of(m.node)?;
+        attr.ino = m.ino;
+        attr.nlink = canonical.nlink;
+        Ok(attr)
+    }
+
+    fn dir(&self, ino: Ino) -> Result<&Merged, FsError> {
+        let m = self.merged(ino)?;
+        if m.is_dir { Ok(m) } else { Err(FsError::NotDir) }
+    }
+
+    fn child_ids(&self, m: &Merged) -> std::ops::Range<u32> {
+        m.first..m.first + m.count
+    }
+
+    /// (layer fs, layer-local inode number) behind a merged inode.
+    fn local(&self, ino: Ino) -> Result<(&LayerFs<R>, Ino), FsError> {
+        let m = self.merged(ino)?;
+        Ok((&self.layers[usize::from(m.layer)], Ino::from(m.node) + 1))
+    }
+}
+
+impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for MergedFs<R> {
+    fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        self.attr(self.merged(ino)?)
+    }
+
+    fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        let dir = self.dir(parent)?;
+        match name {
+            b"." => return self.attr(dir),
+            b".." => return self.attr(&self.nodes[dir.parent as usize]),
+            _ => {}
+        }
+        // Children are in name order: binary search their id range.
+        let ids = self.child_ids(dir);
+        let (mut lo, mut hi) = (ids.start, ids.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let m = self.nodes.get(mid as usize).ok_or(FsError::NotFound)?;
+            match self.name_of(m).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return self.attr(m),
+            }
+        }
+        Err(FsError::NotFound)
+    }
+
+    fn parent(&self, ino: Ino) -> Result<Ino, FsError> {
+        let dir = self.dir(ino)?;
+        Ok(Ino::from(dir.parent) + 1)
+    }
+
+    fn readdir(&self, ino: Ino, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError> {
+        let dir = self.dir(ino)?;
+        if offset == 0 && !add(DirEntry { ino, next_offset: 1, kind: FileKind::Dir, name: b"." }) {
+            return Ok(());
+        }
+        let parent_ino = Ino::from(dir.parent) + 1;
+        if offset <= 1 && !add(DirEntry { ino: parent_ino, next_offset: 2, kind: FileKind::Dir, name: b".." }) {
+            return Ok(());
+        }
+        let start = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
+        for (i, c) in self.child_ids(dir).enumerate().skip(start) {
+            let Some(m) = self.nodes.get(c as usize) else { break };
+            let attr = self.attr(m)?;
+            let entry = DirEntry { ino: attr.ino, next_offset: i as u64 + 3, kind: attr.kind, name: self.name_of(m) };
+            if !add(entry) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        let (fs, local) = self.local(ino)?;
+        fs.readlink(local).map(<[u8]>::to_vec)
+    }
+
+    fn open(&self, ino: Ino) -> Result<(), FsError> {
+        let (fs, local) = self.local(ino)?;
+        fs.open(local)
+    }
+
+    fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let (fs, local) = self.local(ino)?;
+        fs.read(local, offset, size)
+    }
+
+    fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        let (fs, local) = self.local(ino)?;
+        fs.getxattr(local, name)
+    }
+
+    fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        let (fs, local) = self.local(ino)?;
+        fs.listxattr(local)
+    }
+
+    fn statfs(&self) -> StatFs {
+        self.statfs
+    }
+}
