@@ -11,6 +11,10 @@ pub struct RPCContext<T: crate::vfs::NfsFileSystem> {
     pub local_port: u16,
     pub client_addr: String,
     pub auth: auth_unix,
+    /// Whether `auth` came from an `AUTH_UNIX` credential of this call (crfs patch, PATCHES.md
+    /// "ACCESS hook": other flavors leave `auth` at its default, uid 0, which must not be
+    /// mistaken for root).
+    pub auth_is_unix: bool,
     pub vfs: Arc<T>,
     pub mount_signal: Option<mpsc::Sender<bool>>,
     pub export_name: Arc<String>,
@@ -28,6 +32,7 @@ where
             .field("local_port", &self.local_port)
             .field("client_addr", &self.client_addr)
             .field("auth", &self.auth)
+            .field("auth_is_unix", &self.auth_is_unix)
             .field("mount_signal", &self.mount_signal)
             .field("export_name", &self.export_name)
             .field("transaction_tracker", &self.transaction_tracker)
@@ -44,6 +49,7 @@ where
             local_port: self.local_port,
             client_addr: self.client_addr.clone(),
             auth: self.auth.clone(),
+            auth_is_unix: self.auth_is_unix,
             vfs: Arc::clone(&self.vfs),
             mount_signal: self.mount_signal.clone(),
             export_name: Arc::clone(&self.export_name),
@@ -64,6 +70,7 @@ where
             local_port: 2049,
             client_addr: "localhost".to_owned(),
             auth: auth_unix::default(),
+            auth_is_unix: false,
             vfs,
             mount_signal: None,
             export_name: Arc::new(export_name.to_owned()),

@@ -15,6 +15,13 @@ impl CookieVerfExt for cookieverf3 {
         if let post_op_attr::Some(attr) = dir_attr {
             let cvf_version =
                 (u64::from(attr.mtime.seconds) << 32) | u64::from(attr.mtime.nseconds);
+            // crfs patch (PATCHES.md, "zero cookie verifier"): a directory with mtime 0 (the
+            // epoch, common in reproducible image layers) gave the all-zero verifier, which
+            // READDIR takes for "no verifier" and then refuses every cookie but 0 with
+            // NFS3ERR_BAD_COOKIE, so such a directory could not be listed past its first page.
+            if cvf_version == 0 {
+                return Self::SOME_COOKIE_VERF;
+            }
             Self(cvf_version.to_be_bytes())
         } else {
             Self::SOME_COOKIE_VERF

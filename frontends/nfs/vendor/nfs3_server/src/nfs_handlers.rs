@@ -10,7 +10,6 @@ use crate::context::RPCContext;
 use crate::nfs_ext::{BoundedEntryPlusList, CookieVerfExt};
 use crate::rpcwire::handle;
 use crate::rpcwire::messages::{HandleResult, IncomingRpcMessage};
-use crate::units::{GIBIBYTE, TEBIBYTE};
 use crate::vfs::{NextResult, NfsFileSystem, VFSCapabilities};
 
 #[allow(clippy::enum_glob_use)]
@@ -61,6 +60,15 @@ where
         NFSPROC3_SYMLINK => handle(context, message, nfsproc3_symlink).await,
         NFSPROC3_READLINK => handle(context, message, nfsproc3_readlink).await,
         NFSPROC3_COMMIT => handle(context, message, nfsproc3_commit).await,
+        // crfs patch (PATCHES.md, "MKNOD and LINK on a read-only export"): upstream answers
+        // PROC_UNAVAIL to both; a read-only export must say NFS3ERR_ROFS like every other
+        // write procedure.
+        NFSPROC3_MKNOD if read_only(&context) => {
+            handle(context, message, nfsproc3_mknod_rofs).await
+        }
+        NFSPROC3_LINK if read_only(&context) => {
+            handle(context, message, nfsproc3_link_rofs).await
+        }
         NFSPROC3_MKNOD | NFSPROC3_LINK => {
             warn!("Unimplemented message {proc}");
             message.into_error_reply(accept_stat_data::PROC_UNAVAIL)
@@ -78,6 +86,39 @@ macro_rules! fh_to_id {
             }
         }
     };
+}
+
+fn read_only<T: NfsFileSystem>(context: &RPCContext<T>) -> bool {
+    !matches!(context.vfs.capabilities(), VFSCapabilities::ReadWrite)
+}
+
+// crfs patch (PATCHES.md, "MKNOD and LINK on a read-only export").
+async fn nfsproc3_mknod_rofs<T>(_: RPCContext<T>, xid: u32, _: MKNOD3args<'_>) -> MKNOD3res
+where
+    T: NfsFileSystem,
+{
+    warn!("mknod {xid} on a read-only export");
+    MKNOD3res::Err((
+        nfsstat3::NFS3ERR_ROFS,
+        MKNOD3resfail {
+            dir_wcc: wcc_data::default(),
+        },
+    ))
+}
+
+// crfs patch (PATCHES.md, "MKNOD and LINK on a read-only export").
+async fn nfsproc3_link_rofs<T>(_: RPCContext<T>, xid: u32, _: LINK3args<'_>) -> LINK3res
+where
+    T: NfsFileSystem,
+{
+    warn!("link {xid} on a read-only export");
+    LINK3res::Err((
+        nfsstat3::NFS3ERR_ROFS,
+        LINK3resfail {
+            file_attributes: post_op_attr::None,
+            linkdir_wcc: wcc_data::default(),
+        },
+    ))
 }
 
 async fn nfsproc3_null<T>(_: RPCContext<T>, _: u32, _: Void) -> Void
@@ -198,9 +239,19 @@ where
     T: NfsFileSystem,
 {
     let handle = args.object;
-    let mut access = args.access;
     let id = fh_to_id!(context, &handle);
     let obj_attributes = nfs_option_from_result(context.vfs.getattr(&id).await);
+
+    // crfs patch (PATCHES.md, "ACCESS hook"): ask the file system which bits the caller holds
+    // instead of granting every requested bit.
+    let auth = context.auth_is_unix.then_some(&context.auth);
+    let mut access = match context.vfs.access(&id, auth, args.access).await {
+        Ok(granted) => granted & args.access,
+        Err(stat) => {
+            warn!("access error {xid} --> {stat}");
+            return ACCESS3res::Err((stat, ACCESS3resfail { obj_attributes }));
+        }
+    };
 
     if !matches!(context.vfs.capabilities(), VFSCapabilities::ReadWrite) {
         access &= ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_EXECUTE;
@@ -242,20 +293,19 @@ where
 {
     let handle = args.fsroot;
     let id = fh_to_id!(context, &handle);
-    let obj_attr = nfs_option_from_result(context.vfs.getattr(&id).await);
-    let fsstat = FSSTAT3resok {
-        obj_attributes: obj_attr,
-        tbytes: TEBIBYTE,
-        fbytes: TEBIBYTE,
-        abytes: TEBIBYTE,
-        tfiles: GIBIBYTE,
-        ffiles: GIBIBYTE,
-        afiles: GIBIBYTE,
-        invarsec: u32::MAX,
-    };
-
-    debug!("fsstat success {xid} --> {fsstat:?}");
-    FSSTAT3res::Ok(fsstat)
+    // crfs patch (PATCHES.md, "FSSTAT hook"): the totals come from the file system; upstream
+    // hard-coded them here.
+    match context.vfs.fsstat(&id).await {
+        Ok(fsstat) => {
+            debug!("fsstat success {xid} --> {fsstat:?}");
+            FSSTAT3res::Ok(fsstat)
+        }
+        Err(stat) => {
+            warn!("fsstat error {xid} --> {stat}");
+            let obj_attributes = nfs_option_from_result(context.vfs.getattr(&id).await);
+            FSSTAT3res::Err((stat, FSSTAT3resfail { obj_attributes }))
+        }
+    }
 }
 
 async fn nfsproc3_readdirplus<T>(

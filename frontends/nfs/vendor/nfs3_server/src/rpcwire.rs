@@ -49,6 +49,8 @@ where
         let auth = auth_unix::unpack(&mut Cursor::new(&call.cred.body.0))?.0;
         context.auth = auth;
     }
+    // crfs patch (PATCHES.md, "ACCESS hook"): remember the flavor for the ACCESS handler.
+    context.auth_is_unix = unix;
     if prog != portmap::PROGRAM && !context.vfs.authorize(unix.then_some(&context.auth)) {
         warn!(
             "refusing a call from uid {} on {}",

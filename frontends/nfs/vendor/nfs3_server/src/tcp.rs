@@ -301,6 +301,7 @@ impl<T: NfsFileSystem + 'static> NFSTcp for NFSTcpListener<T> {
                     .expect("failed to get peer address")
                     .to_string(),
                 auth: nfs3_types::rpc::auth_unix::default(),
+                auth_is_unix: false,
                 vfs: self.arcfs.clone(),
                 mount_signal: self.mount_signal.clone(),
                 export_name: self.export_name.clone(),

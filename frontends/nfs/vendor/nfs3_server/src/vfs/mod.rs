@@ -29,11 +29,12 @@ pub use handle::{FileHandle, FileHandleU64};
 pub use iterator::*;
 
 use crate::nfs3_types::nfs3::{
-    FSF3_CANSETTIME, FSF3_HOMOGENEOUS, FSF3_SYMLINK, FSINFO3resok as fsinfo3, createverf3, fattr3,
-    filename3, nfspath3, nfsstat3, nfstime3, post_op_attr, sattr3, stable_how,
+    FSF3_CANSETTIME, FSF3_HOMOGENEOUS, FSF3_SYMLINK, FSINFO3resok as fsinfo3, FSSTAT3resok,
+    createverf3, fattr3, filename3, nfspath3, nfsstat3, nfstime3, post_op_attr, sattr3,
+    stable_how,
 };
 use crate::nfs3_types::rpc::auth_unix;
-use crate::units::{GIBIBYTE, MEBIBYTE};
+use crate::units::{GIBIBYTE, MEBIBYTE, TEBIBYTE};
 use crate::vfs::adapters::ReadDirPlusToReadDir;
 
 /// What capabilities are supported
@@ -144,6 +145,51 @@ pub trait NfsReadFileSystem: Send + Sync {
         &self,
         id: &Self::Handle,
     ) -> impl Future<Output = Result<nfspath3<'_>, nfsstat3>> + Send;
+
+    /// Answers FSSTAT (filesystem totals).
+    ///
+    /// crfs patch (PATCHES.md, "FSSTAT hook"): upstream hard-codes 1 TiB total/free and
+    /// 1 Gi files in the FSSTAT handler; this provided method lets a file system report its
+    /// own totals. The default keeps upstream's numbers.
+    fn fsstat(
+        &self,
+        root_fileid: &Self::Handle,
+    ) -> impl Future<Output = Result<FSSTAT3resok, nfsstat3>> + Send {
+        async move {
+            let obj_attributes = self
+                .getattr(root_fileid)
+                .await
+                .map_or(post_op_attr::None, post_op_attr::Some);
+            Ok(FSSTAT3resok {
+                obj_attributes,
+                tbytes: TEBIBYTE,
+                fbytes: TEBIBYTE,
+                abytes: TEBIBYTE,
+                tfiles: GIBIBYTE,
+                ffiles: GIBIBYTE,
+                afiles: GIBIBYTE,
+                invarsec: u32::MAX,
+            })
+        }
+    }
+
+    /// Answers ACCESS: which of the `requested` `ACCESS3_*` bits the caller holds on `id`.
+    /// `auth` is the caller's `AUTH_UNIX` credential (`None` for other flavors).
+    ///
+    /// crfs patch (PATCHES.md, "ACCESS hook"): upstream grants every requested bit (then masks
+    /// writes away on a read-only export) without looking at the mode bits, so a 0600 file is
+    /// readable by everyone through a client that trusts ACCESS (Linux does). The handler still
+    /// masks the result with the request and, on a read-only export, with
+    /// `READ | LOOKUP | EXECUTE`. The default keeps upstream's behaviour.
+    fn access(
+        &self,
+        id: &Self::Handle,
+        auth: Option<&auth_unix>,
+        requested: u32,
+    ) -> impl Future<Output = Result<u32, nfsstat3>> + Send {
+        let _ = (id, auth);
+        async move { Ok(requested) }
+    }
 
     /// Get static file system Information
     fn fsinfo(

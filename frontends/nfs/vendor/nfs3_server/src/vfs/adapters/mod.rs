@@ -92,6 +92,22 @@ where
     ) -> Result<nfs3_types::nfs3::nfspath3<'_>, nfsstat3> {
         self.0.readlink(id).await
     }
+    // crfs patch (PATCHES.md): forward the FSSTAT and ACCESS hooks to the wrapped file system.
+    async fn fsstat(
+        &self,
+        root_fileid: &Self::Handle,
+    ) -> Result<nfs3_types::nfs3::FSSTAT3resok, nfsstat3> {
+        self.0.fsstat(root_fileid).await
+    }
+
+    async fn access(
+        &self,
+        id: &Self::Handle,
+        auth: Option<&nfs3_types::rpc::auth_unix>,
+        requested: u32,
+    ) -> Result<u32, nfsstat3> {
+        self.0.access(id, auth, requested).await
+    }
 }
 
 impl<T> NfsFileSystem for ReadOnlyAdapter<T>

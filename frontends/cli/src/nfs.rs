@@ -1,0 +1,87 @@
+//! `crfs nfs`: serve a layer over NFSv3 on a local TCP port.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crfs_core::{FileReadAt, Layer, OpenOptions};
+use crfs_nfs::NfsServer;
+use crfs_vfs::{LayerFs, Options};
+
+/// Where `crfs nfs` listens unless told otherwise: loopback, an unprivileged port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:11111";
+
+/// What `crfs nfs` was asked to do.
+pub struct NfsArgs {
+    pub source: PathBuf,
+    pub listen: SocketAddr,
+    pub cache_bytes: u64,
+    pub threads: usize,
+    pub verify: bool,
+    pub overlay_whiteouts: bool,
+}
+
+/// The read-only mount commands for a server on `addr`, Linux first, then macOS.
+pub fn mount_commands(addr: SocketAddr) -> [String; 2] {
+    let (ip, port) = (addr.ip(), addr.port());
+    // The tree never changes: cache attributes for a day, skip close-to-open revalidation,
+    // read 1 MiB at a time. One TCP port serves MOUNT and NFS; there is no lock manager.
+    [
+        format!(
+            "sudo mount -t nfs -o vers=3,proto=tcp,port={port},mountport={port},mountproto=tcp,nolock,noacl,ro,\
+             nocto,actimeo=86400,rsize=1048576 {ip}:/ /mnt"
+        ),
+        format!(
+            "sudo mount_nfs -o vers=3,tcp,port={port},mountport={port},nolocks,rdonly,actimeo=86400,\
+             rsize=1048576 {ip}:/ /Volumes/crfs"
+        ),
+    ]
+}
+
+pub fn serve(args: NfsArgs) -> Result<(), String> {
+    let source = args.source.display().to_string();
+    let blob = FileReadAt::open(&args.source).map_err(|e| format!("{source}: {e}"))?;
+    let layer = Layer::open_with(blob, &OpenOptions::default()).map_err(|e| format!("{source}: {e}"))?;
+    tracing::info!(source = %source, format = layer.format().name(), toc_digest = %layer.toc_digest(), "opened layer");
+    let options =
+        Options { verify: args.verify, overlay_whiteouts: args.overlay_whiteouts, cache_bytes: args.cache_bytes };
+    let fs = LayerFs::new(Arc::new(layer), options);
+    let server =
+        NfsServer::bind(fs, args.listen, args.threads).map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    let addr = server.local_addr();
+
+    // SIGINT/SIGTERM stop the server; run() then returns and we exit 0.
+    let stopper = server.stopper();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let handle = signals.handle();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "stopping");
+            stopper.stop();
+        }
+    });
+
+    let [linux, macos] = mount_commands(addr);
+    eprintln!("crfs: serving {source} over NFSv3 on {addr} (read-only; Ctrl-C to stop)");
+    eprintln!("crfs: listening on port {}", addr.port());
+    eprintln!("  Linux: {linux}");
+    eprintln!("  macOS: {macos}");
+    let served = server.run();
+    handle.close();
+    served.map_err(|e| format!("serving on {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_commands_name_the_port_twice_and_are_read_only() {
+        let [linux, macos] = mount_commands("127.0.0.1:2050".parse().unwrap());
+        assert!(linux.contains("port=2050,mountport=2050"), "{linux}");
+        assert!(linux.contains(",ro,") && linux.contains("nolock") && linux.ends_with("127.0.0.1:/ /mnt"), "{linux}");
+        assert!(macos.starts_with("sudo mount_nfs -o vers=3,tcp,port=2050,mountport=2050,"), "{macos}");
+        assert!(macos.contains("rdonly") && macos.contains("nolocks"), "{macos}");
+    }
+}

@@ -1,0 +1,635 @@
+//! crfs-nfs: serves a crfs-vfs filesystem over NFSv3, for macOS and hosts without FUSE.
+//!
+//! What it owns: the translation between NFSv3 procedures and [`crfs_vfs::LayerFs`] calls
+//! ([`NfsFs`], an `nfs3_server::vfs::NfsFileSystem`), file handles that survive a server
+//! restart ([`Handle`]), nfsstat3 mapping, the numbers a client tunes itself by (FSINFO:
+//! 1 MiB reads; FSSTAT: the layer's totals, `invarsec` = forever) and the server's lifetime
+//! ([`NfsServer`]: a multi-thread tokio runtime, one TCP port for MOUNT, NFS and a minimal
+//! PORTMAP). It holds no filesystem logic: anything both FUSE and NFS need lives in vfs.
+//!
+//! The RPC layer is nfs3_server, a maintained fork of nfsserve, patched in
+//! `vendor/nfs3_server` (see PATCHES.md there). nfsserve's plain READDIR ignored its cookie,
+//! used fileids as directory cookies (hardlinks made listings skip names), stripped EXECUTE
+//! from ACCESS on read-only exports and let handles go stale at every restart. Here:
+//! - directory cookies are vfs readdir offsets (`next_offset`), unique per name even when
+//!   one inode appears under several names;
+//! - ACCESS answers from the mode bits and the caller's AUTH_UNIX credential;
+//! - a handle is the layer's identity (a prefix of its TOC digest) plus the inode number,
+//!   behind a fixed generation, so it resolves in any server serving the same layer and gets
+//!   NFS3ERR_STALE from a server serving another.
+//!
+//! Must never depend on: fuser, registry or HTTP code, or the blob formats (crfs-core is
+//! used for its `ReadAt` bound and the layer's TOC digest).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use crfs_core::ReadAt;
+use crfs_vfs::{Attr, FileKind, FsError, Ino, LayerFs, ROOT_INO};
+use nfs3_server::nfs3_types::nfs3::{
+    ACCESS3_EXECUTE, ACCESS3_LOOKUP, ACCESS3_READ, FSF3_HOMOGENEOUS, FSF3_LINK, FSF3_SYMLINK, FSINFO3resok,
+    FSSTAT3resok, createverf3, fattr3, filename3, ftype3, nfspath3, nfsstat3, nfstime3, post_op_attr, sattr3,
+    specdata3, stable_how,
+};
+use nfs3_server::nfs3_types::rpc::auth_unix;
+use nfs3_server::nfs3_types::xdr_codec::Opaque;
+use nfs3_server::tcp::{NFSTcp, NFSTcpListener};
+use nfs3_server::vfs::{
+    DirEntry, DirEntryPlus, FileHandle, NextResult, NfsFileSystem, NfsReadFileSystem, ReadDirIterator,
+    ReadDirPlusIterator, VFSCapabilities,
+};
+
+/// The largest READ we serve, and the size we ask clients to use (FSINFO rtmax and rtpref).
+pub const MAX_IO: u32 = 1 << 20;
+
+/// The generation nfs3_server puts before every handle. It is fixed, so handles outlive the
+/// server; the layer's identity inside [`Handle`] is what tells layers apart. Raise it only to
+/// retire every handle ever issued (older generations then get NFS3ERR_STALE).
+pub const GENERATION: u64 = 0x6372_6673_0000_0001; // "crfs", handle format 1
+
+/// Bytes of the layer's TOC digest kept in each handle.
+const LAYER_ID_LEN: usize = 16;
+/// Directory entries fetched from vfs per batch while answering READDIR(PLUS).
+const DIR_BATCH: usize = 256;
+/// Directory read size we suggest (FSINFO dtpref).
+const DTPREF: u32 = 1 << 20;
+/// The uid and gid of a caller without an AUTH_UNIX credential.
+const NOBODY: u32 = 65534;
+
+/// A file handle: the layer's identity followed by the inode number (big-endian).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Handle {
+    bytes: [u8; LAYER_ID_LEN + 8],
+}
+
+impl Handle {
+    fn new(layer: &[u8; LAYER_ID_LEN], ino: Ino) -> Self {
+        let mut bytes = [0; LAYER_ID_LEN + 8];
+        bytes[..LAYER_ID_LEN].copy_from_slice(layer);
+        bytes[LAYER_ID_LEN..].copy_from_slice(&ino.to_be_bytes());
+        Handle { bytes }
+    }
+
+    /// The layer identity the handle was issued for.
+    pub fn layer_id(&self) -> &[u8] {
+        &self.bytes[..LAYER_ID_LEN]
+    }
+
+    /// The inode number inside the layer.
+    pub fn ino(&self) -> Ino {
+        let mut n = [0; 8];
+        n.copy_from_slice(&self.bytes[LAYER_ID_LEN..]);
+        Ino::from_be_bytes(n)
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let layer: String = self.layer_id().iter().take(4).map(|b| format!("{b:02x}")).collect();
+        write!(f, "Handle({layer}…:{})", self.ino())
+    }
+}
+
+impl FileHandle for Handle {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Handle { bytes: bytes.try_into().ok()? })
+    }
+}
+
+/// A layer as an NFSv3 file system.
+pub struct NfsFs<R> {
+    fs: Arc<LayerFs<R>>,
+    layer: [u8; LAYER_ID_LEN],
+    fsid: u64,
+}
+
+fn nfs_error(e: FsError) -> nfsstat3 {
+    match e {
+        FsError::NotFound => nfsstat3::NFS3ERR_NOENT,
+        FsError::NotDir => nfsstat3::NFS3ERR_NOTDIR,
+        FsError::IsDir => nfsstat3::NFS3ERR_ISDIR,
+        FsError::Invalid => nfsstat3::NFS3ERR_INVAL,
+        FsError::NoXattr => nfsstat3::NFS3ERR_NOENT,
+        FsError::Io => nfsstat3::NFS3ERR_IO,
+        FsError::ReadOnly => nfsstat3::NFS3ERR_ROFS,
+    }
+}
+
+fn ftype(kind: FileKind) -> ftype3 {
+    match kind {
+        FileKind::Dir => ftype3::NF3DIR,
+        FileKind::Reg => ftype3::NF3REG,
+        FileKind::Symlink => ftype3::NF3LNK,
+        FileKind::Char => ftype3::NF3CHR,
+        FileKind::Block => ftype3::NF3BLK,
+        FileKind::Fifo => ftype3::NF3FIFO,
+    }
+}
+
+fn nfs_time(t: std::time::SystemTime) -> nfstime3 {
+    // nfstime3 counts unsigned 32-bit seconds: earlier times are the epoch, later ones 2106.
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    match u32::try_from(d.as_secs()) {
+        Ok(seconds) => nfstime3 { seconds, nseconds: d.subsec_nanos() },
+        Err(_) => nfstime3 { seconds: u32::MAX, nseconds: 999_999_999 },
+    }
+}
+
+/// NFS attributes: the same every time, so clients may cache them for as long as they like.
+fn fattr(a: &Attr, fsid: u64) -> fattr3 {
+    let time = nfs_time(a.mtime);
+    fattr3 {
+        type_: ftype(a.kind),
+        mode: u32::from(a.perm),
+        // A link count of 0 makes clients treat the file as deleted.
+        nlink: a.nlink.max(1),
+        uid: a.uid,
+        gid: a.gid,
+        size: a.size,
+        used: a.blocks.saturating_mul(512),
+        rdev: specdata3 { specdata1: a.rdev_major, specdata2: a.rdev_minor },
+        fsid,
+        fileid: a.ino,
+        atime: time,
+        mtime: time,
+        ctime: time,
+    }
+}
+
+/// Which ACCESS3 bits a caller holds on a file with attributes `a`, by the mode bits, as
+/// the kernel's `generic_permission` decides (no write bits: the export is read-only).
+fn access_bits(a: &Attr, auth: Option<&auth_unix>) -> u32 {
+    let (uid, gid, groups): (u32, u32, &[u32]) = match auth {
+        Some(cred) => (cred.uid, cred.gid, &cred.gids),
+        None => (NOBODY, NOBODY, &[]),
+    };
+    let dir = a.kind == FileKind::Dir;
+    let perm = u32::from(a.perm);
+    let exec = if dir { ACCESS3_LOOKUP | ACCESS3_EXECUTE } else { ACCESS3_EXECUTE };
+    if uid == 0 {
+        // Root reads and searches everything, and executes what has any x bit.
+        let any_x = perm & 0o111 != 0;
+        return ACCESS3_READ | if dir || any_x { exec } else { 0 };
+    }
+    let class = if uid == a.uid {
+        perm >> 6
+    } else if gid == a.gid || groups.contains(&a.gid) {
+        perm >> 3
+    } else {
+        perm
+    };
+    let mut bits = 0;
+    if class & 0o4 != 0 {
+        bits |= ACCESS3_READ;
+    }
+    if class & 0o1 != 0 {
+        bits |= exec;
+    }
+    bits
+}
+
+impl<R: ReadAt + Send + Sync + 'static> NfsFs<R> {
+    /// Serves `fs`. Its handles carry a prefix of the layer's TOC digest.
+    pub fn new(fs: LayerFs<R>) -> Self {
+        let digest = fs.layer().toc_digest().0;
+        let mut layer = [0; LAYER_ID_LEN];
+        layer.copy_from_slice(&digest[..LAYER_ID_LEN]);
+        let mut fsid = [0; 8];
+        fsid.copy_from_slice(&digest[LAYER_ID_LEN..LAYER_ID_LEN + 8]);
+        NfsFs { fs: Arc::new(fs), layer, fsid: u64::from_be_bytes(fsid) }
+    }
+
+    /// The vfs filesystem served.
+    pub fn vfs(&self) -> &LayerFs<R> {
+        &self.fs
+    }
+
+    /// The handle of inode `ino` of this layer.
+    pub fn handle(&self, ino: Ino) -> Handle {
+        Handle::new(&self.layer, ino)
+    }
+
+    /// The inode a handle names; NFS3ERR_STALE if it was issued for another layer or names no
+    /// inode of this one.
+    fn ino(&self, handle: &Handle) -> Result<Ino, nfsstat3> {
+        if handle.layer_id() != self.layer {
+            return Err(nfsstat3::NFS3ERR_STALE);
+        }
+        let ino = handle.ino();
+        self.fs.getattr(ino).map(|_| ino).map_err(|_| nfsstat3::NFS3ERR_STALE)
+    }
+
+    fn attr_of(&self, ino: Ino) -> Result<fattr3, nfsstat3> {
+        self.fs.getattr(ino).map(|a| fattr(&a, self.fsid)).map_err(nfs_error)
+    }
+
+    fn dir_iter(&self, dir: &Handle, cookie: u64, plus: bool) -> Result<DirIter<R>, nfsstat3> {
+        let mut iter = DirIter {
+            fs: Arc::clone(&self.fs),
+            layer: self.layer,
+            fsid: self.fsid,
+            dir: self.ino(dir)?,
+            offset: cookie,
+            buffered: VecDeque::new(),
+            done: false,
+            plus,
+        };
+        // The first batch is read here so a bad directory fails the call, not its first entry.
+        iter.refill()?;
+        Ok(iter)
+    }
+}
+
+/// One directory entry, owned.
+struct Entry {
+    ino: Ino,
+    cookie: u64,
+    name: Vec<u8>,
+}
+
+/// READDIR and READDIRPLUS pages: vfs readdir from a cookie, in batches. The cookie of each
+/// entry is vfs's `next_offset`, which resumes right after it.
+pub struct DirIter<R> {
+    fs: Arc<LayerFs<R>>,
+    layer: [u8; LAYER_ID_LEN],
+    fsid: u64,
+    dir: Ino,
+    offset: u64,
+    buffered: VecDeque<Entry>,
+    done: bool,
+    plus: bool,
+}
+
+impl<R: ReadAt + Send + Sync + 'static> DirIter<R> {
+    fn refill(&mut self) -> Result<(), nfsstat3> {
+        let mut full = false;
+        let buffered = &mut self.buffered;
+        self.fs
+            .readdir(self.dir, self.offset, |e| {
+                if buffered.len() >= DIR_BATCH {
+                    full = true;
+                    return false;
+                }
+                buffered.push_back(Entry { ino: e.ino, cookie: e.next_offset, name: e.name.to_vec() });
+                true
+            })
+            .map_err(nfs_error)?;
+        if let Some(last) = self.buffered.back() {
+            self.offset = last.cookie;
+        }
+        self.done = !full;
+        Ok(())
+    }
+
+    fn next_entry(&mut self) -> NextResult<Entry> {
+        if self.buffered.is_empty()
+            && !self.done
+            && let Err(e) = self.refill()
+        {
+            return NextResult::Err(e);
+        }
+        match self.buffered.pop_front() {
+            Some(e) => NextResult::Ok(e),
+            None => NextResult::Eof,
+        }
+    }
+}
+
+impl<R: ReadAt + Send + Sync + 'static> ReadDirIterator for DirIter<R> {
+    async fn next(&mut self) -> NextResult<DirEntry> {
+        match self.next_entry() {
+            NextResult::Ok(e) => {
+                NextResult::Ok(DirEntry { fileid: e.ino, name: filename3(Opaque::owned(e.name)), cookie: e.cookie })
+            }
+            NextResult::Eof => NextResult::Eof,
+            NextResult::Err(s) => NextResult::Err(s),
+        }
+    }
+}
+
+impl<R: ReadAt + Send + Sync + 'static> ReadDirPlusIterator<Handle> for DirIter<R> {
+    async fn next(&mut self) -> NextResult<DirEntryPlus<Handle>> {
+        match self.next_entry() {
+            NextResult::Ok(e) => {
+                let attr = if self.plus {
+                    match self.fs.getattr(e.ino) {
+                        Ok(a) => Some(fattr(&a, self.fsid)),
+                        Err(err) => return NextResult::Err(nfs_error(err)),
+                    }
+                } else {
+                    None
+                };
+                NextResult::Ok(DirEntryPlus {
+                    fileid: e.ino,
+                    name: filename3(Opaque::owned(e.name)),
+                    cookie: e.cookie,
+                    name_attributes: attr,
+                    name_handle: Some(Handle::new(&self.layer, e.ino)),
+                })
+            }
+            NextResult::Eof => NextResult::Eof,
+            NextResult::Err(s) => NextResult::Err(s),
+        }
+    }
+}
+
+impl<R: ReadAt + Send + Sync + 'static> NfsReadFileSystem for NfsFs<R> {
+    type Handle = Handle;
+
+    fn root_dir(&self) -> Handle {
+        self.handle(ROOT_INO)
+    }
+
+    async fn lookup(&self, dirid: &Handle, filename: &filename3<'_>) -> Result<Handle, nfsstat3> {
+        let dir = self.ino(dirid)?;
+        let attr = self.fs.lookup(dir, &filename.0).map_err(nfs_error)?;
+        Ok(self.handle(attr.ino))
+    }
+
+    async fn getattr(&self, id: &Handle) -> Result<fattr3, nfsstat3> {
+        let ino = self.ino(id)?;
+        self.attr_of(ino)
+    }
+
+    async fn read(&self, id: &Handle, offset: u64, count: u32) -> Result<(Vec<u8>, bool), nfsstat3> {
+        let ino = self.ino(id)?;
+        let count = count.min(MAX_IO);
+        let fs = Arc::clone(&self.fs);
+        // Reads decode chunks (CPU) and read the blob (I/O): keep them off the async workers.
+        let (data, size) = tokio::task::spawn_blocking(move || {
+            let size = fs.getattr(ino)?.size;
+            fs.read(ino, offset, count).map(|data| (data, size))
+        })
+        .await
+        .map_err(|_| nfsstat3::NFS3ERR_IO)?
+        .map_err(nfs_error)?;
+        let eof = offset.saturating_add(data.len() as u64) >= size;
+        Ok((data, eof))
+    }
+
+    async fn readdir(&self, dirid: &Handle, cookie: u64) -> Result<impl ReadDirIterator, nfsstat3> {
+        self.dir_iter(dirid, cookie, false)
+    }
+
+    async fn readdirplus(&self, dirid: &Handle, cookie: u64) -> Result<impl ReadDirPlusIterator<Handle>, nfsstat3> {
+        self.dir_iter(dirid, cookie, true)
+    }
+
+    async fn readlink(&self, id: &Handle) -> Result<nfspath3<'_>, nfsstat3> {
+        let ino = self.ino(id)?;
+        self.fs.readlink(ino).map(|target| nfspath3(Opaque::borrowed(target))).map_err(nfs_error)
+    }
+
+    async fn fsinfo(&self, root: &Handle) -> Result<FSINFO3resok, nfsstat3> {
+        let ino = self.ino(root)?;
+        Ok(FSINFO3resok {
+            obj_attributes: post_op_attr::Some(self.attr_of(ino)?),
+            rtmax: MAX_IO,
+            rtpref: MAX_IO,
+            rtmult: crfs_vfs::BLOCK_SIZE,
+            wtmax: MAX_IO,
+            wtpref: MAX_IO,
+            wtmult: crfs_vfs::BLOCK_SIZE,
+            dtpref: DTPREF,
+            maxfilesize: i64::MAX as u64,
+            time_delta: nfstime3 { seconds: 0, nseconds: 1 },
+            // Hard links and symlinks exist; every file shares these properties. No
+            // CANSETTIME: times never change.
+            properties: FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS,
+        })
+    }
+
+    async fn fsstat(&self, root: &Handle) -> Result<FSSTAT3resok, nfsstat3> {
+        let ino = self.ino(root)?;
+        let totals = self.fs.statfs();
+        Ok(FSSTAT3resok {
+            obj_attributes: post_op_attr::Some(self.attr_of(ino)?),
+            tbytes: totals.blocks.saturating_mul(u64::from(totals.block_size)),
+            fbytes: 0,
+            abytes: 0,
+            tfiles: totals.files,
+            ffiles: 0,
+            afiles: 0,
+            // The numbers never change: clients need not ask again.
+            invarsec: u32::MAX,
+        })
+    }
+
+    async fn access(&self, id: &Handle, auth: Option<&auth_unix>, requested: u32) -> Result<u32, nfsstat3> {
+        let ino = self.ino(id)?;
+        let attr = self.fs.getattr(ino).map_err(nfs_error)?;
+        Ok(access_bits(&attr, auth) & requested)
+    }
+}
+
+impl<R: ReadAt + Send + Sync + 'static> NfsFileSystem for NfsFs<R> {
+    fn capabilities(&self) -> VFSCapabilities {
+        VFSCapabilities::ReadOnly
+    }
+
+    async fn setattr(&self, _id: &Handle, _setattr: sattr3) -> Result<fattr3, nfsstat3> {
+        Err(nfsstat3::NFS3ERR_ROFS)
+    }
+
+    async fn write(
+        &self,
+        _id: &Handle,
+        _offset: u64,
+        _data: &[u8],
+        _stable: stable_how,
+    ) -> Result<(fattr3, stable_how), nfsstat3> {
+        Err(nfsstat3::NFS3ERR_ROFS)
+    }
+
+    async fn create(
+        &self,
+        _dirid: &Handle,
+        _filename: &filename3<'_>,
+        _attr: sattr3,
+    ) -> Result<(Handle, fattr3), nfsstat3> {
+        Err(nfsstat3::NFS3ERR_ROFS)
+    }
+
+    async fn create_exclusive(
+        &self,
+        _dirid: &Handle,
+        _filename: &filename3<'_>,
+        _createverf: createverf3,
+    ) -> Result<Handle, nfsstat3> {
+        Err(nfsstat3::NFS3ERR_ROFS)
+    }
+
+    async fn mkdir(&self, _dirid: &Handle, _dirname: &filename3<'_>) -> Result<(Handle, fattr3), nfsstat3> {
+        Err(nfsstat3::NFS3ERR_ROFS)
+    }
+
+    async fn remove(&self, _dirid: &Handle, _filename: &filename3<'_>) -> Result<(), nfsstat3> {
+        Err(nfsstat3::NFS3ERR_ROFS)
+    }
+
+    async fn rename<'a>(
+        &self,
+        _from_dirid: &Handle,
+        _from_filename: &filename3<'a>,
+        _to_dirid: &Handle,
+        _to_filename: &filename3<'a>,
+    ) -> Result<(), nfsstat3> {
+        Err(nfsstat3::NFS3ERR_ROFS)
+    }
+
+    async fn symlink<'a>(
+        &self,
+        _dirid: &Handle,
+        _linkname: &filename3<'a>,
+        _symlink: &nfspath3<'a>,
+        _attr: &sattr3,
+    ) -> Result<(Handle, fattr3), nfsstat3> {
+        Err(nfsstat3::NFS3ERR_ROFS)
+    }
+
+    async fn commit(&self, _id: &Handle, _offset: u64, _count: u32) -> Result<(), nfsstat3> {
+        Err(nfsstat3::NFS3ERR_ROFS)
+    }
+}
+
+/// Binds an NFS server for `fs` on `addr` (IPv4; port 0 picks a free port) inside the
+/// current tokio runtime. Serve it with `NFSTcp::handle_forever`.
+pub async fn listen<R: ReadAt + Send + Sync + 'static>(
+    fs: NfsFs<R>,
+    addr: SocketAddr,
+) -> io::Result<NFSTcpListener<NfsFs<R>>> {
+    if addr.is_ipv6() {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "IPv6 listen addresses are not supported"));
+    }
+    NFSTcpListener::bind_with_generation(&addr.to_string(), fs, GENERATION).await
+}
+
+/// Stops a running [`NfsServer`] from any thread.
+#[derive(Clone)]
+pub struct Stopper(Arc<tokio::sync::Notify>);
+
+impl Stopper {
+    /// Makes [`NfsServer::run`] return (also if called before it starts).
+    pub fn stop(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// A bound NFS server with its own multi-thread runtime.
+pub struct NfsServer<R: ReadAt + Send + Sync + 'static> {
+    runtime: tokio::runtime::Runtime,
+    listener: NFSTcpListener<NfsFs<R>>,
+    addr: SocketAddr,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl<R: ReadAt + Send + Sync + 'static> NfsServer<R> {
+    /// Binds `addr` (IPv4; port 0 picks a free port) for `fs`, with `threads` worker threads.
+    pub fn bind(fs: LayerFs<R>, addr: SocketAddr, threads: usize) -> io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("crfs-nfs")
+            .enable_io()
+            .enable_time()
+            .build()?;
+        let listener = runtime.block_on(listen(NfsFs::new(fs), addr))?;
+        let addr = SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());
+        Ok(NfsServer { runtime, listener, addr, stop: Arc::new(tokio::sync::Notify::new()) })
+    }
+
+    /// The address actually bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that stops [`run`](Self::run).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(Arc::clone(&self.stop))
+    }
+
+    /// Serves until stopped, then drops every connection.
+    pub fn run(self) -> io::Result<()> {
+        let NfsServer { runtime, listener, stop, .. } = self;
+        let served = runtime.block_on(async {
+            tokio::select! {
+                r = listener.handle_forever() => r,
+                () = stop.notified() => Ok(()),
+            }
+        });
+        drop(listener);
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(kind: FileKind, perm: u16, uid: u32, gid: u32) -> Attr {
+        Attr {
+            ino: 2,
+            kind,
+            perm,
+            nlink: 1,
+            uid,
+            gid,
+            size: 0,
+            blocks: 0,
+            rdev_major: 0,
+            rdev_minor: 0,
+            mtime: UNIX_EPOCH,
+        }
+    }
+
+    fn cred(uid: u32, gid: u32, gids: &[u32]) -> auth_unix {
+        auth_unix { uid, gid, gids: gids.to_vec(), ..auth_unix::default() }
+    }
+
+    #[test]
+    fn access_follows_mode_bits_and_keeps_execute() {
+        let exe = attr(FileKind::Reg, 0o755, 0, 0);
+        assert_eq!(access_bits(&exe, Some(&cred(1000, 1000, &[]))), ACCESS3_READ | ACCESS3_EXECUTE);
+        assert_eq!(access_bits(&exe, Some(&cred(0, 0, &[]))), ACCESS3_READ | ACCESS3_EXECUTE);
+        let secret = attr(FileKind::Reg, 0o600, 1000, 1000);
+        assert_eq!(access_bits(&secret, Some(&cred(1000, 5, &[]))), ACCESS3_READ);
+        assert_eq!(access_bits(&secret, Some(&cred(1001, 1000, &[]))), 0);
+        assert_eq!(access_bits(&secret, None), 0);
+        assert_eq!(access_bits(&secret, Some(&cred(0, 0, &[]))), ACCESS3_READ);
+        let group = attr(FileKind::Reg, 0o050, 1, 6);
+        assert_eq!(access_bits(&group, Some(&cred(2, 2, &[6]))), ACCESS3_READ | ACCESS3_EXECUTE);
+        let dir = attr(FileKind::Dir, 0o711, 0, 0);
+        assert_eq!(access_bits(&dir, Some(&cred(7, 7, &[]))), ACCESS3_LOOKUP | ACCESS3_EXECUTE);
+        let private = attr(FileKind::Dir, 0o700, 1000, 1000);
+        assert_eq!(access_bits(&private, Some(&cred(0, 0, &[]))), ACCESS3_READ | ACCESS3_LOOKUP | ACCESS3_EXECUTE);
+    }
+
+    #[test]
+    fn handles_round_trip_and_carry_the_layer() {
+        let h = Handle::new(&[7; LAYER_ID_LEN], 0x0102_0304_0506_0708);
+        assert_eq!(h.ino(), 0x0102_0304_0506_0708);
+        assert_eq!(h.layer_id(), &[7; LAYER_ID_LEN]);
+        assert_eq!(Handle::from_bytes(h.as_bytes()), Some(h));
+        assert_eq!(Handle::from_bytes(&h.as_bytes()[1..]), None);
+    }
+
+    #[test]
+    fn times_clamp_to_nfstime3() {
+        assert_eq!(nfs_time(UNIX_EPOCH), nfstime3 { seconds: 0, nseconds: 0 });
+        let late = UNIX_EPOCH + Duration::from_secs(1 << 40);
+        assert_eq!(nfs_time(late).seconds, u32::MAX);
+        let t = UNIX_EPOCH + Duration::new(1_600_000_000, 5);
+        assert_eq!(nfs_time(t), nfstime3 { seconds: 1_600_000_000, nseconds: 5 });
+    }
+}
