@@ -57,6 +57,7 @@ fn errno(e: FsError) -> Errno {
         FsError::NoXattr => Errno::ENODATA,
         FsError::Io => Errno::EIO,
         FsError::ReadOnly => Errno::EROFS,
+        FsError::Denied => Errno::EACCES,
     }
 }
 

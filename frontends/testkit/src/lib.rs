@@ -258,9 +258,14 @@ pub fn interop(bin: &Path, args: &[&str]) -> String {
 /// The listing of any crfs-vfs filesystem, walked through its read-only operations the way a
 /// front-end would (lookups, readdir, reads, xattrs).
 pub fn fs_listing(fs: &dyn crfs_vfs::ReadOnlyFs) -> String {
-    use crfs_vfs::{FileKind, ROOT_INO};
+    fs_listing_at(fs, crfs_vfs::ROOT_INO)
+}
+
+/// [`fs_listing`] of the subtree at inode `root`, paths relative to it.
+pub fn fs_listing_at(fs: &dyn crfs_vfs::ReadOnlyFs, root: u64) -> String {
+    use crfs_vfs::FileKind;
     let mut lines = Vec::new();
-    let mut stack: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), ROOT_INO)];
+    let mut stack: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), root)];
     while let Some((path, ino)) = stack.pop() {
         let a = fs.getattr(ino).unwrap_or_else(|e| panic!("{}: {e:?}", escape(&path)));
         let kind = match a.kind {

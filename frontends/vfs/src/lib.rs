@@ -22,7 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crfs_core::{Index, Kind, Layer, NodeId, ReadAt};
 
 mod merged;
+mod namespace;
 pub use merged::MergedFs;
+pub use namespace::{NamespaceFs, NamespaceOptions, ResolveError, ResolvedImage, Resolver, Version};
 
 /// An inode number as front-ends see it.
 pub type Ino = u64;
@@ -56,6 +58,8 @@ pub enum FsError {
     Io,
     /// Any change to the filesystem (EROFS).
     ReadOnly,
+    /// Access refused, e.g. by a registry (EACCES).
+    Denied,
 }
 
 /// File types as front-ends present them.
