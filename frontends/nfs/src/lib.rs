@@ -123,6 +123,7 @@ fn nfs_error(e: FsError) -> nfsstat3 {
         FsError::NoXattr => nfsstat3::NFS3ERR_NOENT,
         FsError::Io => nfsstat3::NFS3ERR_IO,
         FsError::ReadOnly => nfsstat3::NFS3ERR_ROFS,
+        FsError::Denied => nfsstat3::NFS3ERR_ACCES,
     }
 }
 
