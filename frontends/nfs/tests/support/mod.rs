@@ -1,0 +1,3 @@
+//! Helpers shared by the NFS test suites.
+
+pub mod bigdir;
