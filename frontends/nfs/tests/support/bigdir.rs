@@ -12,10 +12,10 @@ pub const LINK_EVERY: usize = 250;
 /// The names `big/` holds, sorted.
 pub fn names() -> Vec<String> {
     let mut names = Vec::with_capacity(ENTRIES);
-    let mut i = 0;
+    let mut i: usize = 0;
     while names.len() < ENTRIES {
         names.push(format!("f{i:04}"));
-        if i % LINK_EVERY == 0 && names.len() < ENTRIES {
+        if i.is_multiple_of(LINK_EVERY) && names.len() < ENTRIES {
             names.push(format!("f{i:04}.link"));
         }
         i += 1;
