@@ -20,6 +20,7 @@ extern crate std;
 
 pub mod digest;
 pub mod error;
+pub mod file_reader;
 pub mod footer;
 pub mod gzip;
 pub mod index;
@@ -34,6 +35,7 @@ pub mod zstd;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
+pub use file_reader::FileReader;
 pub use footer::Format;
 pub use index::{Chunk, Index, Kind, Node, NodeId, ROOT};
 pub use layer::{Layer, OpenOptions};
