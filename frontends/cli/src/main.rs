@@ -88,8 +88,8 @@ enum Command {
         #[arg(value_name = "SOURCE... MOUNTPOINT", required = true, num_args = 2..)]
         paths: Vec<std::path::PathBuf>,
     },
-    /// Serve a layer blob read-only over NFSv3 (for macOS and hosts without FUSE) until
-    /// interrupted; prints the mount commands.
+    /// Serve a layer blob (or an image's layers, merged) read-only over NFSv3, for macOS and
+    /// hosts without FUSE, until interrupted; prints the mount commands.
     Nfs {
         /// Address to listen on (IPv4; port 0 picks a free port, printed at start).
         #[arg(long, default_value = nfs::DEFAULT_LISTEN)]
@@ -110,8 +110,10 @@ enum Command {
         /// Log every request (same as RUST_LOG=debug).
         #[arg(long)]
         debug: bool,
-        /// The layer blob to serve.
-        source: std::path::PathBuf,
+        /// The layer blob(s) to serve. Several blobs are stacked bottom first into one merged
+        /// tree, whiteouts applied.
+        #[arg(value_name = "SOURCE", required = true, num_args = 1..)]
+        sources: Vec<std::path::PathBuf>,
     },
     /// Unmount a crfs mount (also clears a stale mount left by a crash).
     Umount {
@@ -148,9 +150,9 @@ fn main() -> ExitCode {
                 overlay_whiteouts,
             })
         }
-        Command::Nfs { listen, cache_size, threads, no_verify, overlay_whiteouts, debug: _, source } => {
+        Command::Nfs { listen, cache_size, threads, no_verify, overlay_whiteouts, debug: _, sources } => {
             nfs::serve(nfs::NfsArgs {
-                source,
+                sources,
                 listen,
                 cache_bytes: cache_size,
                 threads,

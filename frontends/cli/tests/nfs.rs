@@ -43,9 +43,13 @@ struct Served {
 
 impl Served {
     fn start(blob: &Path, listen: &str) -> Served {
+        Served::start_layers(&[blob], listen)
+    }
+
+    fn start_layers(blobs: &[&Path], listen: &str) -> Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_crfs"))
             .args(["nfs", "--listen", listen])
-            .arg(blob)
+            .args(blobs)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -55,13 +59,20 @@ impl Served {
         let lines = BufReader::new(child.stderr.take().unwrap());
         let log = Arc::clone(&stderr);
         std::thread::spawn(move || {
+            let mut port = None;
             for line in lines.lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("crfs: listening on port ") {
-                    let _ = tx.send(port.trim().parse::<u16>().unwrap());
+                {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
                 }
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
+                if let Some(p) = line.strip_prefix("crfs: listening on port ") {
+                    port = Some(p.trim().parse::<u16>().unwrap());
+                }
+                // The macOS mount command is the last line printed at start.
+                if let (Some(p), true) = (port, line.trim_start().starts_with("macOS:")) {
+                    let _ = tx.send(p);
+                }
             }
         });
         let mut served = Served { child: Some(child), port: 0, stderr };
@@ -369,4 +380,24 @@ fn a_restart_midway_and_writes_refused() {
     let got = nfs_ls_recursive(&served, "files");
     assert!(!got.contains("new.txt"), "{got}");
     assert_same_listing("nfs-ls -R files after restart", &sorted(&got), &sorted(&expected_nfs_ls(&all, "files")));
+}
+
+#[test]
+fn several_layers_are_served_merged() {
+    if !libnfs_available() {
+        return;
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crfs"));
+    let out =
+        cmd.args(["nfs", "--overlay-whiteouts"]).arg(fixture("all-types.esgz")).arg(fixture("many.esgz")).output();
+    let out = out.unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("single layer"));
+
+    let served = Served::start_layers(&[&fixture("all-types.esgz"), &fixture("many.esgz")], "127.0.0.1:0");
+    let got = nfs_ls_recursive(&served, "");
+    for line in [" links/hard2", " d49/f099", " dev/null"] {
+        assert!(got.lines().any(|l| l.ends_with(line)), "no {line} in the merged listing");
+    }
+    let out = run("nfs-cat", &[&served.url("files/small.txt")]);
+    assert_eq!(out.stdout, b"hello, world\n");
 }

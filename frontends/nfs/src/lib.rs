@@ -1,7 +1,8 @@
 //! crfs-nfs: serves a crfs-vfs filesystem over NFSv3, for macOS and hosts without FUSE.
 //!
-//! What it owns: the translation between NFSv3 procedures and [`crfs_vfs::LayerFs`] calls
-//! ([`NfsFs`], an `nfs3_server::vfs::NfsFileSystem`), file handles that survive a server
+//! What it owns: the translation between NFSv3 procedures and [`crfs_vfs::ReadOnlyFs`] calls
+//! (one layer or an image's merged layers; [`NfsFs`], an `nfs3_server::vfs::NfsFileSystem`),
+//! file handles that survive a server
 //! restart ([`Handle`]), nfsstat3 mapping, the numbers a client tunes itself by (FSINFO:
 //! 1 MiB reads; FSSTAT: the layer's totals, `invarsec` = forever) and the server's lifetime
 //! ([`NfsServer`]: a multi-thread tokio runtime, one TCP port for MOUNT, NFS and a minimal
@@ -14,12 +15,13 @@
 //! - directory cookies are vfs readdir offsets (`next_offset`), unique per name even when
 //!   one inode appears under several names;
 //! - ACCESS answers from the mode bits and the caller's AUTH_UNIX credential;
-//! - a handle is the layer's identity (a prefix of its TOC digest) plus the inode number,
-//!   behind a fixed generation, so it resolves in any server serving the same layer and gets
-//!   NFS3ERR_STALE from a server serving another.
+//! - a handle is the tree's identity (a prefix of the layer's TOC digest, or of a digest of
+//!   an image's layer TOC digests: [`layer_identity`], [`image_identity`]) plus the inode
+//!   number, behind a fixed generation, so it resolves in any server serving the same tree and
+//!   gets NFS3ERR_STALE from a server serving another.
 //!
 //! Must never depend on: fuser, registry or HTTP code, or the blob formats (crfs-core is
-//! used for its `ReadAt` bound and the layer's TOC digest).
+//! used for its `ReadAt` bound and `Digest`).
 
 use std::collections::VecDeque;
 use std::io;
@@ -27,8 +29,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crfs_core::ReadAt;
-use crfs_vfs::{Attr, FileKind, FsError, Ino, LayerFs, ROOT_INO};
+use crfs_core::{Digest, ReadAt};
+use crfs_vfs::{Attr, FileKind, FsError, Ino, LayerFs, ROOT_INO, ReadOnlyFs};
 use nfs3_server::nfs3_types::nfs3::{
     ACCESS3_EXECUTE, ACCESS3_LOOKUP, ACCESS3_READ, FSF3_HOMOGENEOUS, FSF3_LINK, FSF3_SYMLINK, FSINFO3resok,
     FSSTAT3resok, createverf3, fattr3, filename3, ftype3, nfspath3, nfsstat3, nfstime3, post_op_attr, sattr3,
@@ -107,9 +109,23 @@ impl FileHandle for Handle {
     }
 }
 
-/// A layer as an NFSv3 file system.
-pub struct NfsFs<R> {
-    fs: Arc<LayerFs<R>>,
+/// The identity of one layer served alone: its TOC digest.
+pub fn layer_identity<R: ReadAt + Send + Sync + 'static>(fs: &LayerFs<R>) -> Digest {
+    fs.layer().toc_digest()
+}
+
+/// The identity of an image's merged layers: the sha256 of their TOC digests, bottom first.
+pub fn image_identity(toc_digests: impl IntoIterator<Item = Digest>) -> Digest {
+    let mut bytes = b"crfs merged image\n".to_vec();
+    for d in toc_digests {
+        bytes.extend_from_slice(&d.0);
+    }
+    Digest::of(&bytes)
+}
+
+/// A read-only tree as an NFSv3 file system.
+pub struct NfsFs<F> {
+    fs: Arc<F>,
     layer: [u8; LAYER_ID_LEN],
     fsid: u64,
 }
@@ -200,10 +216,11 @@ fn access_bits(a: &Attr, auth: Option<&auth_unix>) -> u32 {
     bits
 }
 
-impl<R: ReadAt + Send + Sync + 'static> NfsFs<R> {
-    /// Serves `fs`. Its handles carry a prefix of the layer's TOC digest.
-    pub fn new(fs: LayerFs<R>) -> Self {
-        let digest = fs.layer().toc_digest().0;
+impl<F: ReadOnlyFs> NfsFs<F> {
+    /// Serves `fs`, whose content `identity` names ([`layer_identity`], [`image_identity`]):
+    /// handles carry a prefix of it, so they stay valid for exactly the same content.
+    pub fn new(fs: F, identity: Digest) -> Self {
+        let digest = identity.0;
         let mut layer = [0; LAYER_ID_LEN];
         layer.copy_from_slice(&digest[..LAYER_ID_LEN]);
         let mut fsid = [0; 8];
@@ -212,7 +229,7 @@ impl<R: ReadAt + Send + Sync + 'static> NfsFs<R> {
     }
 
     /// The vfs filesystem served.
-    pub fn vfs(&self) -> &LayerFs<R> {
+    pub fn vfs(&self) -> &F {
         &self.fs
     }
 
@@ -235,7 +252,7 @@ impl<R: ReadAt + Send + Sync + 'static> NfsFs<R> {
         self.fs.getattr(ino).map(|a| fattr(&a, self.fsid)).map_err(nfs_error)
     }
 
-    fn dir_iter(&self, dir: &Handle, cookie: u64, plus: bool) -> Result<DirIter<R>, nfsstat3> {
+    fn dir_iter(&self, dir: &Handle, cookie: u64, plus: bool) -> Result<DirIter<F>, nfsstat3> {
         let mut iter = DirIter {
             fs: Arc::clone(&self.fs),
             layer: self.layer,
@@ -261,8 +278,8 @@ struct Entry {
 
 /// READDIR and READDIRPLUS pages: vfs readdir from a cookie, in batches. The cookie of each
 /// entry is vfs's `next_offset`, which resumes right after it.
-pub struct DirIter<R> {
-    fs: Arc<LayerFs<R>>,
+pub struct DirIter<F> {
+    fs: Arc<F>,
     layer: [u8; LAYER_ID_LEN],
     fsid: u64,
     dir: Ino,
@@ -272,12 +289,12 @@ pub struct DirIter<R> {
     plus: bool,
 }
 
-impl<R: ReadAt + Send + Sync + 'static> DirIter<R> {
+impl<F: ReadOnlyFs> DirIter<F> {
     fn refill(&mut self) -> Result<(), nfsstat3> {
         let mut full = false;
         let buffered = &mut self.buffered;
         self.fs
-            .readdir(self.dir, self.offset, |e| {
+            .readdir(self.dir, self.offset, &mut |e| {
                 if buffered.len() >= DIR_BATCH {
                     full = true;
                     return false;
@@ -307,7 +324,7 @@ impl<R: ReadAt + Send + Sync + 'static> DirIter<R> {
     }
 }
 
-impl<R: ReadAt + Send + Sync + 'static> ReadDirIterator for DirIter<R> {
+impl<F: ReadOnlyFs> ReadDirIterator for DirIter<F> {
     async fn next(&mut self) -> NextResult<DirEntry> {
         match self.next_entry() {
             NextResult::Ok(e) => {
@@ -319,7 +336,7 @@ impl<R: ReadAt + Send + Sync + 'static> ReadDirIterator for DirIter<R> {
     }
 }
 
-impl<R: ReadAt + Send + Sync + 'static> ReadDirPlusIterator<Handle> for DirIter<R> {
+impl<F: ReadOnlyFs> ReadDirPlusIterator<Handle> for DirIter<F> {
     async fn next(&mut self) -> NextResult<DirEntryPlus<Handle>> {
         match self.next_entry() {
             NextResult::Ok(e) => {
@@ -345,7 +362,7 @@ impl<R: ReadAt + Send + Sync + 'static> ReadDirPlusIterator<Handle> for DirIter<
     }
 }
 
-impl<R: ReadAt + Send + Sync + 'static> NfsReadFileSystem for NfsFs<R> {
+impl<F: ReadOnlyFs> NfsReadFileSystem for NfsFs<F> {
     type Handle = Handle;
 
     fn root_dir(&self) -> Handle {
@@ -389,7 +406,7 @@ impl<R: ReadAt + Send + Sync + 'static> NfsReadFileSystem for NfsFs<R> {
 
     async fn readlink(&self, id: &Handle) -> Result<nfspath3<'_>, nfsstat3> {
         let ino = self.ino(id)?;
-        self.fs.readlink(ino).map(|target| nfspath3(Opaque::borrowed(target))).map_err(nfs_error)
+        self.fs.readlink(ino).map(|target| nfspath3(Opaque::owned(target))).map_err(nfs_error)
     }
 
     async fn fsinfo(&self, root: &Handle) -> Result<FSINFO3resok, nfsstat3> {
@@ -434,7 +451,7 @@ impl<R: ReadAt + Send + Sync + 'static> NfsReadFileSystem for NfsFs<R> {
     }
 }
 
-impl<R: ReadAt + Send + Sync + 'static> NfsFileSystem for NfsFs<R> {
+impl<F: ReadOnlyFs> NfsFileSystem for NfsFs<F> {
     fn capabilities(&self) -> VFSCapabilities {
         VFSCapabilities::ReadOnly
     }
@@ -506,10 +523,7 @@ impl<R: ReadAt + Send + Sync + 'static> NfsFileSystem for NfsFs<R> {
 
 /// Binds an NFS server for `fs` on `addr` (IPv4; port 0 picks a free port) inside the
 /// current tokio runtime. Serve it with `NFSTcp::handle_forever`.
-pub async fn listen<R: ReadAt + Send + Sync + 'static>(
-    fs: NfsFs<R>,
-    addr: SocketAddr,
-) -> io::Result<NFSTcpListener<NfsFs<R>>> {
+pub async fn listen<F: ReadOnlyFs>(fs: NfsFs<F>, addr: SocketAddr) -> io::Result<NFSTcpListener<NfsFs<F>>> {
     if addr.is_ipv6() {
         return Err(io::Error::new(io::ErrorKind::Unsupported, "IPv6 listen addresses are not supported"));
     }
@@ -528,23 +542,24 @@ impl Stopper {
 }
 
 /// A bound NFS server with its own multi-thread runtime.
-pub struct NfsServer<R: ReadAt + Send + Sync + 'static> {
+pub struct NfsServer<F: ReadOnlyFs> {
     runtime: tokio::runtime::Runtime,
-    listener: NFSTcpListener<NfsFs<R>>,
+    listener: NFSTcpListener<NfsFs<F>>,
     addr: SocketAddr,
     stop: Arc<tokio::sync::Notify>,
 }
 
-impl<R: ReadAt + Send + Sync + 'static> NfsServer<R> {
-    /// Binds `addr` (IPv4; port 0 picks a free port) for `fs`, with `threads` worker threads.
-    pub fn bind(fs: LayerFs<R>, addr: SocketAddr, threads: usize) -> io::Result<Self> {
+impl<F: ReadOnlyFs> NfsServer<F> {
+    /// Binds `addr` (IPv4; port 0 picks a free port) for `fs` (named by `identity`, see
+    /// [`NfsFs::new`]), with `threads` worker threads.
+    pub fn bind(fs: F, identity: Digest, addr: SocketAddr, threads: usize) -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("crfs-nfs")
             .enable_io()
             .enable_time()
             .build()?;
-        let listener = runtime.block_on(listen(NfsFs::new(fs), addr))?;
+        let listener = runtime.block_on(listen(NfsFs::new(fs, identity), addr))?;
         let addr = SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());
         Ok(NfsServer { runtime, listener, addr, stop: Arc::new(tokio::sync::Notify::new()) })
     }

@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use crfs_core::{FileReadAt, Layer};
+use crfs_core::{Digest, FileReadAt, Layer};
 use crfs_nfs::NfsFs;
 use crfs_testkit::testdata;
-use crfs_vfs::{LayerFs, Options};
+use crfs_vfs::{LayerFs, MergedFs, Options, ReadOnlyFs};
 use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
@@ -50,7 +50,13 @@ impl Drop for Server {
 }
 
 async fn serve(blob: &Path) -> Server {
-    let listener = crfs_nfs::listen(NfsFs::new(layer_fs(blob)), "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let fs = layer_fs(blob);
+    let identity = crfs_nfs::layer_identity(&fs);
+    serve_fs(fs, identity).await
+}
+
+async fn serve_fs<F: ReadOnlyFs>(fs: F, identity: Digest) -> Server {
+    let listener = crfs_nfs::listen(NfsFs::new(fs, identity), "127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());
     let task = tokio::spawn(async move {
         let _ = listener.handle_forever().await;
@@ -428,4 +434,26 @@ async fn fsinfo_fsstat_attributes_and_reads() {
     assert!(past.data.is_empty() && past.eof);
     let dir = lookup(&mut c, &root, "files").await;
     assert_eq!(status(c.read(&READ3args { file: dir, offset: 0, count: 10 }).await.unwrap()), nfsstat3::NFS3ERR_ISDIR);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merged_image_is_served_with_its_own_identity() {
+    let (lower, upper) = (fixture("all-types.esgz"), fixture("many.esgz"));
+    let open = |p: &Path| Arc::new(Layer::open(FileReadAt::open(p).unwrap()).unwrap());
+    let layers = vec![open(&lower), open(&upper)];
+    let identity = crfs_nfs::image_identity(layers.iter().map(|l| l.toc_digest()));
+    let merged = MergedFs::new(layers, Options::default()).unwrap();
+    let server = serve_fs(merged, identity).await;
+    let (root, mut c) = mount(&server).await;
+    let (entries, _) = readdirplus_all(&mut c, &root, 8192).await;
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert!(names.contains(&"links") && names.contains(&"d49"), "{names:?}");
+    let small = lookup_path(&mut c, &root, "files/small.txt").await;
+    let read = ok("read", c.read(&READ3args { file: small.clone(), offset: 0, count: 100 }).await.unwrap());
+    assert_eq!(read.data.to_vec(), b"hello, world\n");
+    // Its handles mean nothing to a server for one of its layers alone, and vice versa.
+    let single = serve(&lower).await;
+    let (single_root, mut s) = mount(&single).await;
+    assert_eq!(getattr(&mut s, &small).await.err(), Some(nfsstat3::NFS3ERR_STALE));
+    assert_eq!(getattr(&mut c, &single_root).await.err(), Some(nfsstat3::NFS3ERR_STALE));
 }
