@@ -30,6 +30,7 @@ pub mod read_at;
 pub mod tar;
 pub mod time;
 pub mod toc;
+pub mod writer;
 #[cfg(feature = "zstd")]
 pub mod zstd;
 

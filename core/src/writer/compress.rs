@@ -1,0 +1,138 @@
+//! Compression of the blob's pieces: the [`Deflate`] trait, its miniz_oxide implementation, gzip
+//! member framing and the literal eStargz footer.
+//!
+//! Every payload, chunk and the TOC is one gzip member (RFC 1952), framed here exactly as Go's
+//! `compress/gzip` frames it (the reference writer's library), around raw DEFLATE:
+//!
+//! | off | len | value |
+//! |---|---|---|
+//! | 0 | 10 | `1f 8b 08 00`, MTIME = 0, XFL (2 at level 9, 4 at level 1, else 0), OS = `ff` |
+//! | 10 | .. | raw DEFLATE, final block last |
+//! | end-8 | 8 | CRC32 (LE) of the uncompressed bytes, ISIZE (LE) = length mod 2^32 |
+//!
+//! The footer is the 51-byte empty member of formats.md §2.2, emitted literally.
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+
+use miniz_oxide::deflate::core::{
+    CompressorOxide, TDEFLFlush, TDEFLStatus, compress, create_comp_flags_from_zip_params,
+};
+
+use super::Error;
+
+/// Raw DEFLATE (RFC 1951) compression of one whole buffer.
+///
+/// Implementations must be deterministic: the same input and settings always give the same
+/// bytes. The writer compresses each gzip member independently, so one `Deflate` per thread
+/// lets members be compressed in parallel with identical output.
+pub trait Deflate {
+    /// Appends the raw DEFLATE stream of `input` (ending with a final block) to `out`.
+    fn deflate(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), Error>;
+}
+
+/// miniz_oxide's deflater: pure Rust, `#![forbid(unsafe_code)]`, no_std + alloc. The core's
+/// default compressor; std front-ends may plug in a faster one.
+pub struct MinizDeflate {
+    state: Box<CompressorOxide>,
+}
+
+impl MinizDeflate {
+    /// A deflater at `level` (0 = stored, 1 fastest … 9 best; above 9 is miniz's "uber" level 10).
+    pub fn new(level: u8) -> Self {
+        let flags = create_comp_flags_from_zip_params(i32::from(level.min(10)), -15, 0);
+        MinizDeflate { state: Box::new(CompressorOxide::new(flags)) }
+    }
+}
+
+impl Deflate for MinizDeflate {
+    fn deflate(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        self.state.reset();
+        let start = out.len();
+        // Stored blocks cost 5 bytes per 64 KiB; start with room for incompressible input.
+        out.resize(start + input.len() + input.len() / 1024 + 64, 0);
+        let mut pos = start;
+        loop {
+            let (status, consumed, written) = compress(&mut self.state, input, &mut out[pos..], TDEFLFlush::Finish);
+            pos += written;
+            input = input.get(consumed..).unwrap_or_default();
+            match status {
+                TDEFLStatus::Done => break,
+                TDEFLStatus::Okay => {
+                    let len = out.len();
+                    out.resize(len + len / 2 + 64, 0);
+                }
+                _ => {
+                    out.truncate(start);
+                    return Err(Error::Deflate("miniz_oxide failed to compress"));
+                }
+            }
+        }
+        out.truncate(pos);
+        Ok(())
+    }
+}
+
+/// The gzip member header Go's `compress/gzip` writes at `level`.
+pub fn gzip_header(level: u8) -> [u8; 10] {
+    let xfl = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, xfl, 0xff]
+}
+
+/// Appends one whole gzip member holding `data` to `out`.
+pub fn gzip_member(deflater: &mut dyn Deflate, level: u8, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    out.extend_from_slice(&gzip_header(level));
+    deflater.deflate(data, out)?;
+    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Length of the eStargz footer.
+pub const FOOTER_LEN: usize = 51;
+
+/// The 51-byte eStargz footer pointing at the TOC member at `toc_offset` (formats.md §2.2).
+pub fn estargz_footer(toc_offset: u64) -> [u8; FOOTER_LEN] {
+    let mut f = [0u8; FOOTER_LEN];
+    f[..16].copy_from_slice(&[0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 26, 0, b'S', b'G', 22, 0]);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..16 {
+        f[16 + i] = HEX[((toc_offset >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    f[32..38].copy_from_slice(b"STARGZ");
+    f[38..43].copy_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn footer_matches_the_reference_bytes() {
+        // formats.md §2.2, TOC offset 0x12345.
+        let want: [u8; 51] = [
+            0x1f, 0x8b, 0x08, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x1a, 0x00, 0x53, 0x47, 0x16, 0x00, 0x30, 0x30,
+            0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x53, 0x54, 0x41, 0x52,
+            0x47, 0x5a, 0x01, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        assert_eq!(estargz_footer(0x12345), want);
+    }
+
+    #[test]
+    fn members_inflate_back() {
+        for level in [0u8, 1, 6, 9] {
+            let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8 ^ (i / 1000) as u8).collect();
+            let mut out = Vec::new();
+            gzip_member(&mut MinizDeflate::new(level), level, &data, &mut out).unwrap();
+            assert_eq!(crate::gzip::inflate_member(&out, 1 << 20).unwrap(), data, "level {level}");
+            let mut empty = Vec::new();
+            gzip_member(&mut MinizDeflate::new(level), level, &[], &mut empty).unwrap();
+            assert!(crate::gzip::inflate_member(&empty, 16).unwrap().is_empty());
+        }
+    }
+}

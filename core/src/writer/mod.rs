@@ -1,0 +1,182 @@
+//! The writer: a tar in, an eStargz blob out (formats.md §2.8).
+//!
+//! Three steps, each usable alone so that a std front-end can run the middle one on many
+//! threads:
+//!
+//! 1. [`plan`] scans the input tar's headers through [`ReadAt`] ([`tarscan`]), orders the entries
+//!    as the reference `Build` does (duplicates, prioritized files, landmarks) and lays out the
+//!    gzip members and TOC entries ([`Plan`], [`Assembler`]).
+//! 2. Each member is filled from the input ([`Plan::fill_member`]) and compressed on its own
+//!    ([`Plan::compress_member`], with any [`Deflate`]); members are independent, so they can be
+//!    compressed in any order and on any thread.
+//! 3. The [`Assembler`] takes the members in order, records offsets and digests, hashes the
+//!    DiffID and writes the TOC member and the literal 51-byte footer.
+//!
+//! [`convert`] runs the three steps on one thread. Output is deterministic: it depends only on
+//! the input, the [`Options`] and the deflater.
+//!
+//! Tar headers are copied from the input byte for byte (the reference's "lossless" mode), so a
+//! plain `tar -xzf` of the blob sees the input's own headers; only the landmark, the TOC entry
+//! and sparse files (expanded into regular files) get headers written here ([`tarhdr`]).
+
+pub mod compress;
+pub mod plan;
+pub mod tarhdr;
+pub mod tarscan;
+pub mod toc_json;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+pub use compress::{Deflate, MinizDeflate};
+pub use plan::{Assembler, Member, Plan, plan};
+
+use crate::digest::Digest;
+use crate::read_at::ReadAt;
+
+/// Default chunk size: 4 MiB, as the reference.
+pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
+/// Default gzip level: 9, as the reference.
+pub const DEFAULT_LEVEL: u8 = 9;
+
+/// How to write the blob.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Largest chunk of a regular file in one gzip member.
+    pub chunk_size: u64,
+    /// gzip level, 0 to 9.
+    pub level: u8,
+    /// Files to put first (paths in the layer; `/`, `./` prefixes allowed), in this order.
+    pub prioritized: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { chunk_size: DEFAULT_CHUNK_SIZE, level: DEFAULT_LEVEL, prioritized: Vec::new() }
+    }
+}
+
+/// What a finished blob is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// sha256 of the TOC JSON (the `containerd.io/snapshot/stargz/toc.digest` annotation).
+    pub toc_digest: Digest,
+    /// sha256 of the whole uncompressed stream, TOC entry and tar end included.
+    pub diff_id: Digest,
+    /// Length of that stream (the `io.containers.estargz.uncompressed-size` annotation).
+    pub uncompressed_size: u64,
+    /// Length of the blob.
+    pub blob_size: u64,
+    /// Offset of the TOC's gzip member.
+    pub toc_offset: u64,
+    /// Number of TOC entries.
+    pub entries: usize,
+    /// Prioritized names that were not in the input (skipped).
+    pub missed_prioritized: Vec<Vec<u8>>,
+}
+
+/// Why a conversion failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading the input failed.
+    Read(crate::Error),
+    /// The input is not a tar archive.
+    NotTar(&'static str),
+    /// A tar header is malformed.
+    BadHeader { offset: u64, what: &'static str },
+    /// The input ends inside `what`.
+    Truncated { offset: u64, what: &'static str },
+    /// An entry declares more payload than the input holds.
+    EntryTooLarge { name: Vec<u8>, size: u64, available: u64 },
+    /// An entry type eStargz cannot hold (e.g. GNU volume headers, multi-volume parts).
+    Unsupported { offset: u64, typeflag: u8 },
+    /// The compressor failed.
+    Deflate(&'static str),
+    /// Writing the output failed.
+    Write(&'static str),
+    /// Invalid options, or the steps were driven out of order.
+    BadOption(&'static str),
+}
+
+impl Error {
+    /// Sets the offset of a header error found while parsing a header's body.
+    pub(crate) fn at(self, offset: u64) -> Self {
+        match self {
+            Error::BadHeader { what, .. } => Error::BadHeader { offset, what },
+            other => other,
+        }
+    }
+}
+
+impl From<crate::Error> for Error {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::UnexpectedEof { offset, .. } => Error::Truncated { offset, what: "the input" },
+            e => Error::Read(e),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Read(e) => write!(f, "reading the input: {e}"),
+            Error::NotTar(what) => write!(f, "not a tar archive: {what}"),
+            Error::BadHeader { offset, what } => write!(f, "invalid tar header at offset {offset}: {what}"),
+            Error::Truncated { offset, what } => {
+                write!(f, "truncated tar: the input ends in {what} (at offset {offset})")
+            }
+            Error::EntryTooLarge { name, size, available } => write!(
+                f,
+                "truncated tar: entry \"{}\" declares {size} bytes but only {available} follow",
+                String::from_utf8_lossy(name)
+            ),
+            Error::Unsupported { offset, typeflag } => {
+                write!(f, "unsupported tar entry type {:?} at offset {offset}", char::from(*typeflag))
+            }
+            Error::Deflate(what) => write!(f, "compression failed: {what}"),
+            Error::Write(what) => write!(f, "writing the output: {what}"),
+            Error::BadOption(what) => write!(f, "invalid option: {what}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}
+
+/// Converts the tar in `src` to eStargz on one thread, passing the blob's bytes to `sink` in
+/// order. Uses `deflater` for every member.
+pub fn convert<R: ReadAt + ?Sized>(
+    src: &R,
+    options: &Options,
+    deflater: &mut dyn Deflate,
+    mut sink: impl FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<Summary, Error> {
+    let (plan, mut assembler) = plan(src, options)?;
+    let mut data = Vec::new();
+    let mut out = Vec::new();
+    for i in 0..plan.members().len() {
+        plan.fill_member(src, i, &mut data)?;
+        out.clear();
+        let digest = plan.compress_member(i, &data, deflater, &mut out)?;
+        sink(&out)?;
+        assembler.add(&plan, &data, out.len() as u64, digest)?;
+    }
+    out.clear();
+    let summary = assembler.finish(&plan, deflater, &mut out)?;
+    sink(&out)?;
+    Ok(summary)
+}
+
+/// [`convert`] into a `Vec`, with miniz_oxide at the options' level.
+pub fn convert_to_vec<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Vec<u8>, Summary), Error> {
+    let mut blob = Vec::new();
+    let mut deflater = MinizDeflate::new(options.level);
+    let summary = convert(src, options, &mut deflater, |bytes| {
+        blob.extend_from_slice(bytes);
+        Ok(())
+    })?;
+    Ok((blob, summary))
+}

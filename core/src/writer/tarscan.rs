@@ -1,0 +1,664 @@
+//! Reading the input tar: headers and where payloads lie, through [`ReadAt`].
+//!
+//! Only headers are read here (payloads are skipped, then copied later by the writer), so a
+//! scan costs one 512-byte read per header. Understood, as Go's `archive/tar` reads them (the
+//! reference writer's reader):
+//!
+//! - V7, POSIX ustar (name prefix at 345..500), GNU (`ustar  \0`, no prefix) headers; numbers
+//!   in octal or GNU base-256; checksums signed or unsigned;
+//! - PAX extended headers (`x`): `path`, `linkpath`, `size`, `uid`, `gid`, `uname`, `gname`,
+//!   `mtime`, `SCHILY.xattr.*`, and the `GNU.sparse.*` records of sparse formats 0.0, 0.1, 1.0;
+//!   global headers (`g`) are returned as [`EntryKind::Global`] items, not applied, as Go does;
+//! - GNU long names and link names (`L`, `K`), old GNU sparse files (`S`, with extension blocks);
+//! - typeflag NUL with a trailing `/` is a directory; `7` (contiguous) is a regular file;
+//! - the end: two zero blocks, or one zero block at the end of the input, or the end of the input
+//!   at a header boundary. Bytes after the end marker are ignored.
+//!
+//! Header-only types (links, devices, directories, fifos) carry no payload whatever their size
+//! field says, as in Go.
+
+use alloc::vec::Vec;
+
+use super::Error;
+use crate::read_at::ReadAt;
+
+/// A tar block.
+pub const BLOCK: u64 = 512;
+/// Largest PAX header or GNU long name/link body accepted (Go's limit too).
+const MAX_SPECIAL: u64 = 1 << 20;
+/// Most sparse fragments accepted for one file.
+const MAX_SPARSE_FRAGMENTS: usize = 1 << 20;
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Regular file.
+    Reg,
+    /// Hard link to `link`.
+    Hardlink,
+    /// Symbolic link to `link`.
+    Symlink,
+    /// Character device.
+    Char,
+    /// Block device.
+    Block,
+    /// Directory.
+    Dir,
+    /// Named pipe.
+    Fifo,
+    /// A PAX global header (`g`): copied into the blob where it stands, never in the TOC.
+    Global,
+}
+
+impl EntryKind {
+    /// The TOC `type` string.
+    pub fn toc_name(self) -> &'static str {
+        match self {
+            EntryKind::Reg => "reg",
+            EntryKind::Hardlink => "hardlink",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Char => "char",
+            EntryKind::Block => "block",
+            EntryKind::Dir => "dir",
+            EntryKind::Fifo => "fifo",
+            EntryKind::Global => "",
+        }
+    }
+}
+
+/// One entry of the input tar, with its metadata as Go's `tar.Reader` reports it.
+#[derive(Debug, Clone, Default)]
+pub struct TarEntry {
+    /// Offset of the entry's first block (its PAX, GNU long-name or global headers included).
+    pub start: u64,
+    /// Offset of the payload: the end of the entry's header blocks.
+    pub data: u64,
+    /// Payload bytes stored in the archive (for sparse files, the stored fragments only).
+    pub stored: u64,
+    /// Kind; `None` only while parsing.
+    pub kind: Option<EntryKind>,
+    /// Name as stored (prefix, long name and PAX path applied).
+    pub name: Vec<u8>,
+    /// Link target (symlinks, hardlinks).
+    pub link: Vec<u8>,
+    /// Raw mode field.
+    pub mode: i64,
+    /// Owner.
+    pub uid: i64,
+    /// Group.
+    pub gid: i64,
+    /// Owner name.
+    pub uname: Vec<u8>,
+    /// Group name.
+    pub gname: Vec<u8>,
+    /// Modification time: seconds since the epoch and nanoseconds (0..1e9).
+    pub mtime: (i64, u32),
+    /// Device numbers (char, block).
+    pub dev: (i64, i64),
+    /// Logical size of a regular file (the expanded size of a sparse one).
+    pub size: u64,
+    /// Extended attributes from `SCHILY.xattr.*`, sorted by name, one value per name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// For sparse files: the data fragments `(offset in file, length)`, stored back to back.
+    pub sparse: Option<Vec<(u64, u64)>>,
+}
+
+/// Pads `n` up to a whole number of blocks.
+pub fn padded(n: u64) -> Option<u64> {
+    n.checked_add(BLOCK - 1).map(|v| v / BLOCK * BLOCK)
+}
+
+fn trim_nul(field: &[u8]) -> &[u8] {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    &field[..end]
+}
+
+/// Parses a numeric field: octal (NULs and spaces around it allowed) or GNU base-256.
+fn parse_numeric(field: &[u8]) -> Option<i64> {
+    if let Some(&first) = field.first()
+        && first & 0x80 != 0
+    {
+        // Base-256, two's complement; the first byte's top bit is the marker.
+        let negative = first & 0x40 != 0;
+        let inv = if negative { 0xff } else { 0 };
+        let mut value: u64 = 0;
+        for (i, &b) in field.iter().enumerate() {
+            let mut b = b ^ inv;
+            if i == 0 {
+                b &= 0x7f;
+            }
+            if value >> 56 != 0 {
+                return None;
+            }
+            value = (value << 8) | u64::from(b);
+        }
+        if value >> 63 != 0 {
+            return None;
+        }
+        let v = value as i64;
+        return Some(if negative { !v } else { v });
+    }
+    let start = field.iter().position(|&b| b != b' ' && b != 0)?;
+    let end = field.iter().rposition(|&b| b != b' ' && b != 0).map_or(start, |e| e + 1);
+    let mut value: i64 = 0;
+    for &b in &field[start..end] {
+        if !(b'0'..=b'7').contains(&b) {
+            return None;
+        }
+        value = value.checked_mul(8)?.checked_add(i64::from(b - b'0'))?;
+    }
+    Some(value)
+}
+
+/// Like [`parse_numeric`], with an all-blank field read as 0.
+fn numeric(field: &[u8]) -> Option<i64> {
+    if field.iter().all(|&b| b == b' ' || b == 0) { Some(0) } else { parse_numeric(field) }
+}
+
+fn checksum_ok(block: &[u8; 512]) -> bool {
+    let Some(stored) = numeric(&block[148..156]) else { return false };
+    let mut unsigned: i64 = 0;
+    let mut signed: i64 = 0;
+    for (i, &b) in block.iter().enumerate() {
+        let b = if (148..156).contains(&i) { b' ' } else { b };
+        unsigned += i64::from(b);
+        signed += i64::from(b as i8);
+    }
+    stored == unsigned || stored == signed
+}
+
+fn parse_decimal(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+    }
+    Some(if neg { -v } else { v })
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    parse_decimal(s).and_then(|v| u64::try_from(v).ok())
+}
+
+/// Parses a PAX time: decimal seconds with an optional fraction, possibly negative.
+fn parse_pax_time(s: &[u8]) -> Option<(i64, u32)> {
+    let (int, frac) = match s.iter().position(|&b| b == b'.') {
+        Some(dot) => (&s[..dot], &s[dot + 1..]),
+        None => (s, &[][..]),
+    };
+    let neg = int.first() == Some(&b'-');
+    let secs = if int == b"-" || int.is_empty() { 0 } else { parse_decimal(int)? };
+    let mut nanos: u32 = 0;
+    for i in 0..9 {
+        let d = match frac.get(i) {
+            Some(&d) if d.is_ascii_digit() => u32::from(d - b'0'),
+            Some(_) => return None,
+            None => 0,
+        };
+        nanos = nanos * 10 + d;
+    }
+    if frac.iter().any(|d| !d.is_ascii_digit()) {
+        return None;
+    }
+    if neg && nanos > 0 {
+        // -1.25 is 1.25 s before the epoch: floor seconds -2, nanoseconds 0.75e9.
+        Some((secs.checked_sub(1)?, 1_000_000_000 - nanos))
+    } else {
+        Some((secs, nanos))
+    }
+}
+
+/// Iterates over PAX records `"<len> <key>=<value>\n"`.
+fn pax_records(mut body: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Error>) -> Result<(), Error> {
+    // A body may end in NUL padding.
+    while !body.is_empty() && body[0] != 0 {
+        let bad = Error::BadHeader { offset: 0, what: "malformed PAX record" };
+        let space = body.iter().position(|&b| b == b' ').ok_or(bad.clone())?;
+        let len = usize::try_from(parse_u64(&body[..space]).ok_or(bad.clone())?).map_err(|_| bad.clone())?;
+        if len <= space + 1 || len > body.len() || body[len - 1] != b'\n' {
+            return Err(bad);
+        }
+        let record = &body[space + 1..len - 1];
+        let eq = record.iter().position(|&b| b == b'=').ok_or(bad.clone())?;
+        if eq == 0 {
+            return Err(bad);
+        }
+        f(&record[..eq], &record[eq + 1..])?;
+        body = &body[len..];
+    }
+    Ok(())
+}
+
+/// Pending state from metadata headers that apply to the next real entry.
+#[derive(Default)]
+struct Pending {
+    start: Option<u64>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    path: Option<Vec<u8>>,
+    linkpath: Option<Vec<u8>>,
+    size: Option<u64>,
+    uid: Option<i64>,
+    gid: Option<i64>,
+    uname: Option<Vec<u8>>,
+    gname: Option<Vec<u8>>,
+    mtime: Option<(i64, u32)>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse_major: Option<u64>,
+    sparse_minor: Option<u64>,
+    sparse_name: Option<Vec<u8>>,
+    sparse_size: Option<u64>,
+    sparse_map: Option<Vec<u64>>,
+    sparse_pairs: Vec<u64>,
+}
+
+/// Reads tar headers from a [`ReadAt`], entry by entry.
+pub struct TarScanner<'a, R: ReadAt + ?Sized> {
+    src: &'a R,
+    pos: u64,
+    size: u64,
+    done: bool,
+}
+
+impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
+    /// Starts at the beginning of `src`.
+    pub fn new(src: &'a R) -> Self {
+        TarScanner { src, pos: 0, size: src.size(), done: false }
+    }
+
+    /// How far the scan has got.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    fn read_block(&self, at: u64, block: &mut [u8; 512]) -> Result<bool, Error> {
+        if at >= self.size {
+            return Ok(false);
+        }
+        if self.size - at < BLOCK {
+            return Err(Error::Truncated { offset: at, what: "a tar header" });
+        }
+        self.src.read_exact_at(at, block)?;
+        Ok(true)
+    }
+
+    fn read_body(&self, at: u64, len: u64, what: &'static str) -> Result<Vec<u8>, Error> {
+        if len > MAX_SPECIAL {
+            return Err(Error::BadHeader { offset: at, what: "PAX or GNU long-name header over 1 MiB" });
+        }
+        let end = padded(len).and_then(|p| at.checked_add(p));
+        if end.is_none_or(|e| e > self.size) {
+            return Err(Error::Truncated { offset: at, what });
+        }
+        let mut body = alloc::vec![0u8; len as usize];
+        self.src.read_exact_at(at, &mut body)?;
+        Ok(body)
+    }
+
+    /// The next entry, or `None` at the end of the archive.
+    pub fn next_entry(&mut self) -> Result<Option<TarEntry>, Error> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut pending = Pending::default();
+        let mut block = [0u8; 512];
+        loop {
+            let at = self.pos;
+            if !self.read_block(at, &mut block)? {
+                if pending.start.is_some() {
+                    return Err(Error::Truncated { offset: at, what: "the entry a PAX or GNU header announces" });
+                }
+                if at == 0 {
+                    return Err(Error::NotTar("the input is empty"));
+                }
+                self.done = true;
+                return Ok(None);
+            }
+            if block.iter().all(|&b| b == 0) {
+                let mut second = [0u8; 512];
+                let more = self.read_block(at + BLOCK, &mut second)?;
+                if more && second.iter().any(|&b| b != 0) {
+                    return Err(Error::BadHeader { offset: at + BLOCK, what: "data after a zero block" });
+                }
+                if pending.start.is_some() {
+                    return Err(Error::BadHeader {
+                        offset: at,
+                        what: "end of archive right after a PAX or GNU header",
+                    });
+                }
+                self.done = true;
+                return Ok(None);
+            }
+            if !checksum_ok(&block) {
+                if at == 0 {
+                    return Err(Error::NotTar("no valid tar header at offset 0"));
+                }
+                return Err(Error::BadHeader { offset: at, what: "header checksum mismatch" });
+            }
+            pending.start.get_or_insert(at);
+            let flag = block[156];
+            let field_size = parse_numeric(&block[124..136])
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or(Error::BadHeader { offset: at, what: "invalid size field" })?;
+            let body_at = at + BLOCK;
+            match flag {
+                b'x' | b'g' | b'L' | b'K' => {
+                    let body = self.read_body(body_at, field_size, "a PAX or GNU long-name header")?;
+                    self.pos = body_at + padded(field_size).unwrap_or(0);
+                    if flag == b'g' && pending.start == Some(at) {
+                        // A global header on its own: an item of the stream, not part of an entry.
+                        let kind = Some(EntryKind::Global);
+                        return Ok(Some(TarEntry { start: at, data: self.pos, kind, ..TarEntry::default() }));
+                    }
+                    match flag {
+                        b'x' => parse_pax(&body, &mut pending).map_err(|e| e.at(at))?,
+                        b'L' => pending.long_name = Some(trim_nul(&body).to_vec()),
+                        b'K' => pending.long_link = Some(trim_nul(&body).to_vec()),
+                        _ => {} // global PAX header: kept in the stream, not applied (as Go does)
+                    }
+                    continue;
+                }
+                _ => return self.finish_entry(&block, at, field_size, pending).map(Some),
+            }
+        }
+    }
+
+    fn finish_entry(&mut self, block: &[u8; 512], at: u64, field_size: u64, p: Pending) -> Result<TarEntry, Error> {
+        let bad = |what| Error::BadHeader { offset: at, what };
+        let magic = &block[257..263];
+        let version = &block[263..265];
+        let ustar = magic == b"ustar\0" && version == b"00";
+        let gnu = magic == b"ustar " && version == b" \0";
+        let mut e = TarEntry { start: p.start.unwrap_or(at), ..TarEntry::default() };
+        e.name = trim_nul(&block[..100]).to_vec();
+        if ustar {
+            // star archives end the header with "tar\0" and have a 131-byte prefix.
+            let star = &block[508..512] == b"tar\0";
+            let prefix = trim_nul(&block[345..if star { 476 } else { 500 }]);
+            if !prefix.is_empty() {
+                let mut full = prefix.to_vec();
+                full.push(b'/');
+                full.extend_from_slice(&e.name);
+                e.name = full;
+            }
+        }
+        e.link = trim_nul(&block[157..257]).to_vec();
+        e.mode = numeric(&block[100..108]).ok_or(bad("invalid mode field"))?;
+        e.uid = numeric(&block[108..116]).ok_or(bad("invalid uid field"))?;
+        e.gid = numeric(&block[116..124]).ok_or(bad("invalid gid field"))?;
+        e.mtime = (numeric(&block[136..148]).ok_or(bad("invalid mtime field"))?, 0);
+        if ustar || gnu {
+            e.uname = trim_nul(&block[265..297]).to_vec();
+            e.gname = trim_nul(&block[297..329]).to_vec();
+            // Go parses these for every entry; only devices use them, so be lenient elsewhere.
+            e.dev = (numeric(&block[329..337]).unwrap_or(0), numeric(&block[337..345]).unwrap_or(0));
+        }
+        let flag = block[156];
+        let mut size = field_size;
+        // PAX records override the header; GNU long names override PAX (Go's order).
+        if let Some(v) = p.path {
+            e.name = v;
+        }
+        if let Some(v) = p.linkpath {
+            e.link = v;
+        }
+        if let Some(v) = p.size {
+            size = v;
+        }
+        if let Some(v) = p.uid {
+            e.uid = v;
+        }
+        if let Some(v) = p.gid {
+            e.gid = v;
+        }
+        if let Some(v) = p.uname {
+            e.uname = v;
+        }
+        if let Some(v) = p.gname {
+            e.gname = v;
+        }
+        if let Some(v) = p.mtime {
+            e.mtime = v;
+        }
+        e.xattrs = p.xattrs;
+        if let Some(v) = p.long_name {
+            e.name = v;
+        }
+        if let Some(v) = p.long_link {
+            e.link = v;
+        }
+        let kind = match flag {
+            b'0' | b'7' | b'S' => EntryKind::Reg,
+            0 if e.name.ends_with(b"/") => EntryKind::Dir,
+            0 => EntryKind::Reg,
+            b'1' => EntryKind::Hardlink,
+            b'2' => EntryKind::Symlink,
+            b'3' => EntryKind::Char,
+            b'4' => EntryKind::Block,
+            b'5' => EntryKind::Dir,
+            b'6' => EntryKind::Fifo,
+            other => return Err(Error::Unsupported { offset: at, typeflag: other }),
+        };
+        e.kind = Some(kind);
+        let mut header_end = at + BLOCK;
+        if kind == EntryKind::Reg {
+            e.size = size;
+            e.stored = size;
+        }
+        if flag == b'S' {
+            // Old GNU sparse: up to 4 fragments in the header, more in extension blocks.
+            let mut frags = Vec::new();
+            let push = |entry: &[u8], frags: &mut Vec<(u64, u64)>| -> Result<(), Error> {
+                let off = numeric(&entry[..12]).and_then(|v| u64::try_from(v).ok());
+                let len = numeric(&entry[12..24]).and_then(|v| u64::try_from(v).ok());
+                match (off, len) {
+                    (Some(o), Some(l)) if entry.iter().any(|&b| b != 0) => {
+                        if frags.len() >= MAX_SPARSE_FRAGMENTS {
+                            return Err(Error::BadHeader { offset: at, what: "too many sparse fragments" });
+                        }
+                        frags.push((o, l));
+                        Ok(())
+                    }
+                    (Some(_), Some(_)) => Ok(()),
+                    _ => Err(Error::BadHeader { offset: at, what: "invalid sparse map" }),
+                }
+            };
+            for i in 0..4 {
+                push(&block[386 + 24 * i..410 + 24 * i], &mut frags)?;
+            }
+            let mut extended = block[482] != 0;
+            let real =
+                numeric(&block[483..495]).and_then(|v| u64::try_from(v).ok()).ok_or(bad("invalid sparse size"))?;
+            let mut ext = [0u8; 512];
+            while extended {
+                if !self.read_block(header_end, &mut ext)? {
+                    return Err(Error::Truncated { offset: header_end, what: "a sparse extension block" });
+                }
+                for i in 0..21 {
+                    push(&ext[24 * i..24 * i + 24], &mut frags)?;
+                }
+                extended = ext[504] != 0;
+                header_end += BLOCK;
+            }
+            e.size = real;
+            e.sparse = Some(frags);
+        } else if kind == EntryKind::Reg
+            && (p.sparse_major.is_some() || p.sparse_map.is_some() || !p.sparse_pairs.is_empty())
+        {
+            if let Some(v) = p.sparse_name {
+                e.name = v;
+            }
+            let real = p.sparse_size.ok_or(bad("sparse file without GNU.sparse.(real)size"))?;
+            let flat = if p.sparse_major == Some(1) {
+                // Format 1.0: the map leads the payload, as decimal lines, padded to a block.
+                let (flat, map_len) = self.read_sparse_map_10(header_end, size, at)?;
+                header_end += map_len;
+                e.stored = size - map_len;
+                flat
+            } else if let Some(map) = p.sparse_map {
+                map
+            } else {
+                p.sparse_pairs
+            };
+            if flat.len() % 2 != 0 {
+                return Err(bad("odd sparse map"));
+            }
+            e.size = real;
+            e.sparse = Some(flat.chunks_exact(2).map(|c| (c[0], c[1])).collect());
+        }
+        if let Some(frags) = &e.sparse {
+            // Fragments must be in order, inside the file, and add up to what is stored.
+            let mut end = 0u64;
+            let mut total = 0u64;
+            for &(off, len) in frags {
+                let frag_end = off.checked_add(len).ok_or(bad("invalid sparse map"))?;
+                if off < end || frag_end > e.size {
+                    return Err(bad("invalid sparse map"));
+                }
+                end = frag_end;
+                total = total.checked_add(len).ok_or(bad("invalid sparse map"))?;
+            }
+            if total != e.stored {
+                return Err(bad("sparse map does not match the stored size"));
+            }
+        }
+        e.data = header_end;
+        let next = padded(e.stored).and_then(|p| header_end.checked_add(p)).ok_or(bad("invalid size field"))?;
+        if header_end.checked_add(e.stored).is_none_or(|end| end > self.size) {
+            return Err(Error::EntryTooLarge {
+                name: e.name.clone(),
+                size: e.stored,
+                available: self.size.saturating_sub(header_end),
+            });
+        }
+        if next > self.size {
+            return Err(Error::Truncated { offset: self.size, what: "the padding after the last entry" });
+        }
+        self.pos = next;
+        Ok(e)
+    }
+
+    fn read_sparse_map_10(&self, at: u64, stored: u64, hdr: u64) -> Result<(Vec<u64>, u64), Error> {
+        let bad = Error::BadHeader { offset: hdr, what: "invalid GNU sparse 1.0 map" };
+        let mut numbers: Vec<u64> = Vec::new();
+        let mut want: Option<usize> = None;
+        let mut cur: Vec<u8> = Vec::new();
+        let mut consumed = 0u64;
+        let mut block = [0u8; 512];
+        loop {
+            if consumed >= stored || !self.read_block(at + consumed, &mut block)? {
+                return Err(Error::Truncated { offset: at + consumed, what: "a GNU sparse map" });
+            }
+            consumed += BLOCK;
+            for &b in block.iter() {
+                if b == b'\n' {
+                    let v = parse_u64(&cur).ok_or(bad.clone())?;
+                    cur.clear();
+                    match want {
+                        None => {
+                            let n =
+                                usize::try_from(v).ok().filter(|&n| n <= MAX_SPARSE_FRAGMENTS).ok_or(bad.clone())?;
+                            want = Some(2 * n);
+                        }
+                        Some(_) => numbers.push(v),
+                    }
+                    if want == Some(numbers.len()) {
+                        return Ok((numbers, consumed));
+                    }
+                } else {
+                    if cur.len() > 20 {
+                        return Err(bad);
+                    }
+                    cur.push(b);
+                }
+            }
+        }
+    }
+}
+
+fn parse_pax(body: &[u8], p: &mut Pending) -> Result<(), Error> {
+    let bad = |what| Error::BadHeader { offset: 0, what };
+    pax_records(body, |key, value| {
+        match key {
+            b"path" => p.path = Some(value.to_vec()),
+            b"linkpath" => p.linkpath = Some(value.to_vec()),
+            b"size" => p.size = Some(parse_u64(value).ok_or(bad("invalid PAX size"))?),
+            b"uid" => p.uid = Some(parse_decimal(value).ok_or(bad("invalid PAX uid"))?),
+            b"gid" => p.gid = Some(parse_decimal(value).ok_or(bad("invalid PAX gid"))?),
+            b"uname" => p.uname = Some(value.to_vec()),
+            b"gname" => p.gname = Some(value.to_vec()),
+            b"mtime" => p.mtime = Some(parse_pax_time(value).ok_or(bad("invalid PAX mtime"))?),
+            b"GNU.sparse.major" => p.sparse_major = Some(parse_u64(value).ok_or(bad("invalid sparse record"))?),
+            b"GNU.sparse.minor" => p.sparse_minor = Some(parse_u64(value).ok_or(bad("invalid sparse record"))?),
+            b"GNU.sparse.name" => p.sparse_name = Some(value.to_vec()),
+            b"GNU.sparse.size" | b"GNU.sparse.realsize" => {
+                p.sparse_size = Some(parse_u64(value).ok_or(bad("invalid sparse record"))?)
+            }
+            b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
+                if p.sparse_pairs.len() >= 2 * MAX_SPARSE_FRAGMENTS {
+                    return Err(bad("too many sparse fragments"));
+                }
+                p.sparse_pairs.push(parse_u64(value).ok_or(bad("invalid sparse record"))?)
+            }
+            b"GNU.sparse.map" => {
+                let mut map = Vec::new();
+                if !value.is_empty() {
+                    for part in value.split(|&b| b == b',') {
+                        if map.len() >= 2 * MAX_SPARSE_FRAGMENTS {
+                            return Err(bad("too many sparse fragments"));
+                        }
+                        map.push(parse_u64(part).ok_or(bad("invalid sparse map"))?);
+                    }
+                }
+                p.sparse_map = Some(map);
+            }
+            _ => {
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    match p.xattrs.binary_search_by(|(k, _)| k.as_slice().cmp(name)) {
+                        Ok(i) => p.xattrs[i].1 = value.to_vec(),
+                        Err(i) => p.xattrs.insert(i, (name.to_vec(), value.to_vec())),
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
+        assert_eq!(parse_numeric(b"  755 \0"), Some(0o755));
+        assert_eq!(numeric(b"\0\0\0\0"), Some(0));
+        assert_eq!(parse_numeric(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]), Some(1 << 32));
+        assert_eq!(parse_numeric(&[0xff; 8]), Some(-1));
+        assert_eq!(parse_numeric(b"0009"), None);
+        assert_eq!(parse_pax_time(b"1.5"), Some((1, 500_000_000)));
+        assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(parse_pax_time(b"1577934245"), Some((1_577_934_245, 0)));
+        assert_eq!(parse_pax_time(b"1.x"), None);
+    }
+
+    #[test]
+    fn pax_parsing() {
+        let mut p = Pending::default();
+        parse_pax(b"16 path=a/b/c/d\n25 SCHILY.xattr.user.k=v\n", &mut p).unwrap();
+        assert_eq!(p.path.as_deref(), Some(&b"a/b/c/d"[..]));
+        assert_eq!(p.xattrs, alloc::vec![(b"user.k".to_vec(), b"v".to_vec())]);
+        assert!(parse_pax(b"99 path=x\n", &mut Pending::default()).is_err());
+        assert!(parse_pax(b"9 =x\nxx\n", &mut Pending::default()).is_err());
+    }
+}
