@@ -1,0 +1,154 @@
+//! Remote blobs as `crfs_core::ReadAt`: a registry blob and a plain HTTP(S) URL.
+//!
+//! Both are a [`Blob`]: an endpoint, a size and, when known, a digest (the cache key). A read
+//! is served from the disk cache when an entry covers it, else fetched as exactly the asked
+//! range (see `fetch`) and stored. Reads are independent, so a later coalescing layer can sit
+//! between `read_at` and `fetch_range` (merging neighbouring misses into one request) without
+//! changing either side.
+
+use std::sync::Arc;
+
+use crfs_core::ReadAt;
+
+use crate::cache::DiskCache;
+use crate::error::{EIO, FetchError};
+use crate::fetch::{Endpoint, Got, fetch_range};
+use crate::remote::{Counters, Inner};
+
+/// The shared part of remote blobs.
+pub(crate) struct Blob {
+    pub inner: Arc<Inner>,
+    pub ep: Arc<Endpoint>,
+    pub size: u64,
+    /// The blob digest (`sha256:…`), when known: the disk cache key.
+    pub digest: Option<String>,
+}
+
+impl Blob {
+    fn cache(&self) -> Option<(&Arc<DiskCache>, &str)> {
+        Some((self.inner.cache.as_ref()?, self.digest.as_deref()?))
+    }
+
+    /// Reads `[start, end)`, from the cache or the network.
+    pub fn fetch(&self, start: u64, end: u64) -> Result<Vec<u8>, FetchError> {
+        if let Some((cache, digest)) = self.cache()
+            && let Some(data) = cache.get(digest, start, end)
+        {
+            Counters::add(&self.inner.counters.cache_hits, 1);
+            return Ok(data);
+        }
+        let inner = Arc::clone(&self.inner);
+        let ep = Arc::clone(&self.ep);
+        let size = self.size;
+        let cache = self.inner.cache.clone().filter(|_| self.digest.is_some());
+        let got = self
+            .inner
+            .run(async move { fetch_range(&inner, &ep, size, start, end, cache.as_deref()).await }, || {
+                FetchError::permanent("the I/O runtime stopped", String::new())
+            })?;
+        let data = match got {
+            Got::Range(d) => {
+                if let Some((cache, digest)) = self.cache() {
+                    cache.put(digest, start, &d);
+                }
+                d
+            }
+            Got::FromWhole(d, writer) => {
+                // The whole blob went to the cache, so the next reads are local.
+                if let (Some((cache, digest)), Some(w)) = (self.cache(), writer) {
+                    cache.commit(w, digest, 0);
+                }
+                tracing::warn!(
+                    url = %crate::fetch::redact(&self.ep.url),
+                    "the server ignored a Range request and sent the whole blob"
+                );
+                d
+            }
+        };
+        Ok(data)
+    }
+
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
+        if offset >= self.size || buf.is_empty() {
+            return Ok(0);
+        }
+        let len = (buf.len() as u64).min(self.size - offset);
+        match self.fetch(offset, offset + len) {
+            Ok(data) if data.len() as u64 == len => {
+                buf[..data.len()].copy_from_slice(&data);
+                Ok(data.len())
+            }
+            Ok(_) => Err(crfs_core::Error::Io(crfs_core::error::IoError {
+                errno: EIO,
+                what: "remote read returned the wrong length",
+            })),
+            Err(e) => {
+                tracing::warn!(offset, len, url = %crate::fetch::redact(&self.ep.url), "{e}");
+                Err(e.to_core())
+            }
+        }
+    }
+}
+
+/// A blob in an OCI registry, read by Range requests. Made by [`crate::Remote::open_layer`]
+/// or [`crate::Remote::open_blob`].
+pub struct RegistryBlob {
+    pub(crate) blob: Blob,
+}
+
+impl RegistryBlob {
+    /// The blob digest.
+    pub fn digest(&self) -> &str {
+        self.blob.digest.as_deref().unwrap_or_default()
+    }
+
+    /// The blob URL at the registry.
+    pub fn url(&self) -> &str {
+        self.blob.ep.url.as_str()
+    }
+}
+
+impl std::fmt::Debug for RegistryBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryBlob").field("url", &self.url()).field("size", &self.blob.size).finish()
+    }
+}
+
+impl ReadAt for RegistryBlob {
+    fn size(&self) -> u64 {
+        self.blob.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
+        self.blob.read_at(offset, buf)
+    }
+}
+
+/// A blob at a plain HTTP(S) URL: size from HEAD, bytes by Range requests, the same rules as
+/// registry blobs. Made by [`crate::Remote::open_url`].
+pub struct HttpBlob {
+    pub(crate) blob: Blob,
+}
+
+impl HttpBlob {
+    /// The URL.
+    pub fn url(&self) -> &str {
+        self.blob.ep.url.as_str()
+    }
+}
+
+impl std::fmt::Debug for HttpBlob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpBlob").field("url", &self.url()).field("size", &self.blob.size).finish()
+    }
+}
+
+impl ReadAt for HttpBlob {
+    fn size(&self) -> u64 {
+        self.blob.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
+        self.blob.read_at(offset, buf)
+    }
+}

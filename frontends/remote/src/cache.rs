@@ -1,0 +1,275 @@
+//! The on-disk cache of fetched compressed ranges, keyed by blob digest.
+//!
+//! Layout under the cache directory:
+//!
+//! | path | what |
+//! |---|---|
+//! | `tmp/` | files being written; renamed into place when complete |
+//! | `blobs/<algorithm>/<hex>/<start>-<end>` | bytes `[start, end)` of that blob, exactly `end - start` long |
+//!
+//! Safe across processes and restarts: an entry appears only by `rename` of a complete file, so
+//! readers see a whole entry or none; an entry that vanishes between listing and opening
+//! (evicted by another process) is a miss; an entry whose length is wrong is ignored and
+//! removed. Blobs are immutable and named by digest, so entries never go stale. The bound is
+//! kept by deleting the least recently used entries (modification time, refreshed on hits)
+//! once the total, counted by a scan at open and by this process's writes since, passes it.
+//! The bytes are checked by the core above (TOC digest, chunk digests), like network bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use crate::error::{Error, Result};
+
+/// The cache. Shared by all the blobs of a `Remote`.
+#[derive(Debug)]
+pub struct DiskCache {
+    root: PathBuf,
+    max_bytes: u64,
+    /// Bytes on disk as far as this process knows.
+    total: AtomicU64,
+    /// Per blob directory: known entries, start → end.
+    index: Mutex<HashMap<PathBuf, BTreeMap<u64, u64>>>,
+    seq: AtomicU64,
+}
+
+/// The directory of a blob digest, or `None` when the digest is not `algo:hex`.
+fn blob_dir(root: &Path, digest: &str) -> Option<PathBuf> {
+    let (algo, hex) = digest.split_once(':')?;
+    let ok_algo = !algo.is_empty() && algo.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let ok_hex = hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    (ok_algo && ok_hex).then(|| root.join("blobs").join(algo).join(hex))
+}
+
+fn parse_entry(name: &str) -> Option<(u64, u64)> {
+    let (a, b) = name.split_once('-')?;
+    let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+    (a < b).then_some((a, b))
+}
+
+impl DiskCache {
+    /// Opens (creating) the cache directory and counts what it holds.
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<DiskCache> {
+        let err = |e: std::io::Error| Error::Local(format!("cache directory {}: {e}", dir.display()));
+        fs::create_dir_all(dir.join("tmp")).map_err(err)?;
+        fs::create_dir_all(dir.join("blobs")).map_err(err)?;
+        let cache = DiskCache {
+            root: dir.to_path_buf(),
+            max_bytes,
+            total: AtomicU64::new(0),
+            index: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
+        };
+        let total = cache.entries().iter().map(|e| e.2).sum();
+        cache.total.store(total, Ordering::Relaxed);
+        Ok(cache)
+    }
+
+    /// Every entry: path, modification time, size.
+    fn entries(&self) -> Vec<(PathBuf, SystemTime, u64)> {
+        let mut out = Vec::new();
+        let Ok(algos) = fs::read_dir(self.root.join("blobs")) else { return out };
+        for algo in algos.flatten() {
+            let Ok(blobs) = fs::read_dir(algo.path()) else { continue };
+            for blob in blobs.flatten() {
+                let Ok(files) = fs::read_dir(blob.path()) else { continue };
+                for f in files.flatten() {
+                    if let Ok(m) = f.metadata()
+                        && m.is_file()
+                    {
+                        out.push((f.path(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn rescan_blob(&self, dir: &Path) -> BTreeMap<u64, u64> {
+        let mut map = BTreeMap::new();
+        if let Ok(files) = fs::read_dir(dir) {
+            for f in files.flatten() {
+                if let Some((a, b)) = f.file_name().to_str().and_then(parse_entry) {
+                    map.insert(a, b);
+                }
+            }
+        }
+        map
+    }
+
+    /// A known entry covering `[start, end)`.
+    fn covering(map: &BTreeMap<u64, u64>, start: u64, end: u64) -> Option<(u64, u64)> {
+        map.range(..=start).rev().find(|&(_, &e)| e >= end).map(|(&s, &e)| (s, e))
+    }
+
+    /// Bytes `[start, end)` of blob `digest`, if an entry holds them.
+    pub fn get(&self, digest: &str, start: u64, end: u64) -> Option<Vec<u8>> {
+        let dir = blob_dir(&self.root, digest)?;
+        let mut found = {
+            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            index.get(&dir).and_then(|m| Self::covering(m, start, end))
+        };
+        if found.is_none() {
+            // Another process may have added entries since we last looked.
+            let map = self.rescan_blob(&dir);
+            found = Self::covering(&map, start, end);
+            self.index.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.clone(), map);
+        }
+        let (s, e) = found?;
+        let path = dir.join(format!("{s}-{e}"));
+        let forget = || {
+            if let Some(m) = self.index.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&dir) {
+                m.remove(&s);
+            }
+        };
+        let Ok(file) = File::open(&path) else {
+            forget();
+            return None;
+        };
+        if file.metadata().map(|m| m.len()).ok() != Some(e - s) {
+            forget();
+            let _ = fs::remove_file(&path);
+            return None;
+        }
+        let mut buf = vec![0u8; usize::try_from(end - start).ok()?];
+        if file.read_exact_at(&mut buf, start - s).is_err() {
+            forget();
+            return None;
+        }
+        let _ = file.set_modified(SystemTime::now());
+        Some(buf)
+    }
+
+    /// Starts writing an entry; bytes go to a temporary file until `commit`.
+    pub fn writer(&self) -> Option<CacheWriter> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let path = self.root.join("tmp").join(format!("{}-{n}", std::process::id()));
+        let file = File::create(&path).ok()?;
+        Some(CacheWriter { file: Some(file), path, len: 0, failed: false })
+    }
+
+    /// Stores bytes `[start, start + data.len())` of blob `digest`. Failures are logged and
+    /// otherwise ignored: the cache is an optimisation.
+    pub fn put(&self, digest: &str, start: u64, data: &[u8]) {
+        if data.is_empty() || data.len() as u64 > self.max_bytes {
+            return;
+        }
+        let Some(mut w) = self.writer() else { return };
+        w.write(data);
+        self.commit(w, digest, start);
+    }
+
+    /// Moves a finished writer's file into place as the entry at `start` of blob `digest`.
+    pub fn commit(&self, mut w: CacheWriter, digest: &str, start: u64) {
+        let Some(dir) = blob_dir(&self.root, digest) else { return };
+        let end = start + w.len;
+        if w.failed || w.len == 0 || w.len > self.max_bytes {
+            return;
+        }
+        let _ = w.file.take(); // close before rename
+        let target = dir.join(format!("{start}-{end}"));
+        if let Err(e) = fs::create_dir_all(&dir).and_then(|()| fs::rename(&w.path, &target)) {
+            tracing::debug!(error = %e, "cache: storing an entry failed");
+            return;
+        }
+        self.index.lock().unwrap_or_else(|p| p.into_inner()).entry(dir).or_default().insert(start, end);
+        let total = self.total.fetch_add(w.len, Ordering::Relaxed) + w.len;
+        if total > self.max_bytes {
+            self.evict();
+        }
+    }
+
+    /// Deletes the least recently used entries until the cache is at 80% of its bound.
+    fn evict(&self) {
+        let mut entries = self.entries();
+        let mut total: u64 = entries.iter().map(|e| e.2).sum();
+        let target = self.max_bytes / 10 * 8;
+        entries.sort_by_key(|e| e.1);
+        for (path, _, len) in entries {
+            if total <= target {
+                break;
+            }
+            if fs::remove_file(&path).is_ok() {
+                total = total.saturating_sub(len);
+            }
+        }
+        self.total.store(total, Ordering::Relaxed);
+        self.index.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Bytes held, as this process counts them.
+    pub fn total_bytes(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// An entry being written (see [`DiskCache::writer`]); dropped without commit, it is deleted.
+#[derive(Debug)]
+pub struct CacheWriter {
+    file: Option<File>,
+    path: PathBuf,
+    len: u64,
+    failed: bool,
+}
+
+impl CacheWriter {
+    /// Appends bytes; a failure marks the entry as not to be committed.
+    pub fn write(&mut self, data: &[u8]) {
+        if let Some(f) = self.file.as_mut()
+            && !self.failed
+        {
+            if f.write_all(data).is_err() {
+                self.failed = true;
+            }
+            self.len += data.len() as u64;
+        }
+    }
+}
+
+impl Drop for CacheWriter {
+    fn drop(&mut self) {
+        // After a successful commit the file has been renamed away and this fails quietly.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn put_get_evict() {
+        let dir = std::env::temp_dir().join(format!("crfs-cache-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let c = DiskCache::open(&dir, 1000).unwrap();
+        assert!(c.get(D, 0, 10).is_none());
+        c.put(D, 100, &[7u8; 300]);
+        assert_eq!(c.get(D, 150, 160).unwrap(), vec![7u8; 10]);
+        assert!(c.get(D, 50, 160).is_none());
+        assert!(c.get("../../etc:passwd", 0, 1).is_none());
+        // A second handle (another process) sees the entry.
+        let c2 = DiskCache::open(&dir, 1000).unwrap();
+        assert_eq!(c2.total_bytes(), 300);
+        assert_eq!(c2.get(D, 100, 400).unwrap().len(), 300);
+        // Going over the bound evicts the oldest.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        c.put(D, 1000, &[1u8; 400]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        c.put(D, 2000, &[2u8; 400]);
+        assert!(c.total_bytes() <= 800, "{}", c.total_bytes());
+        assert!(c.get(D, 2000, 2400).is_some());
+        // Truncated entries are ignored.
+        let e = blob_dir(&dir, D).unwrap().join("5000-5010");
+        fs::write(&e, b"short").unwrap();
+        assert!(c.get(D, 5000, 5010).is_none());
+        assert!(!e.exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,503 @@
+//! Range reads over HTTP, with the rules every blob source shares.
+//!
+//! One attempt sends `GET` with `Range: bytes=START-END` (inclusive end) and
+//! `Accept-Encoding: identity`, then accepts only:
+//!
+//! | answer | taken as |
+//! |---|---|
+//! | 206 + `Content-Range: bytes START-END/TOTAL` equal to what was asked (TOTAL = blob size or `*`), body exactly that long | the range |
+//! | 200 with the blob's size (Content-Length, and the body counted to its end) | the whole blob: the range is sliced out of it |
+//! | anything else | an error, never bytes |
+//!
+//! Failures are classed (`error::Class`): connect errors, timeouts, 429, 5xx except 501, cut or
+//! short bodies are retried with exponential backoff and jitter until the policy's deadline or
+//! attempt count; a 401 from the registry refreshes the token once; a 401/403/400/404 from a
+//! cached redirect target (an expired presigned storage URL) drops the cached target so the
+//! next attempt asks the registry again. Redirects are followed by reqwest, which drops
+//! `Authorization` across hosts; the final URL is cached per blob so later reads skip the
+//! registry round trip.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oci_client::RegistryOperation;
+use oci_client::secrets::RegistryAuth;
+use reqwest::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use reqwest::{StatusCode, Url};
+
+use crate::cache::{CacheWriter, DiskCache};
+use crate::error::{Class, FetchError};
+use crate::remote::{Counters, Inner};
+
+/// How requests to one registry repository authenticate, shared by all its blobs.
+pub(crate) struct RepoAuth {
+    pub oci: oci_client::Client,
+    pub reference: oci_client::Reference,
+    pub creds: RegistryAuth,
+    /// Where `creds` came from, for messages.
+    pub source: &'static str,
+    state: tokio::sync::Mutex<AuthState>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum AuthHeader {
+    Unknown,
+    None,
+    Bearer(String),
+    Basic(String, String),
+}
+
+struct AuthState {
+    header: AuthHeader,
+    /// Bumped at every refresh, so concurrent 401s refresh once.
+    generation: u64,
+}
+
+impl RepoAuth {
+    pub fn new(
+        oci: oci_client::Client,
+        reference: oci_client::Reference,
+        creds: RegistryAuth,
+        source: &'static str,
+    ) -> Self {
+        RepoAuth {
+            oci,
+            reference,
+            creds,
+            source,
+            state: tokio::sync::Mutex::new(AuthState { header: AuthHeader::Unknown, generation: 0 }),
+        }
+    }
+
+    async fn current(&self) -> Result<(AuthHeader, u64), FetchError> {
+        let mut st = self.state.lock().await;
+        if st.header == AuthHeader::Unknown {
+            st.header = self.fetch().await?;
+            st.generation += 1;
+        }
+        Ok((st.header.clone(), st.generation))
+    }
+
+    /// Gets a new token unless another request already did since `seen`.
+    async fn refresh(&self, seen: u64) -> Result<(), FetchError> {
+        let mut st = self.state.lock().await;
+        if st.generation == seen {
+            st.header = self.fetch().await?;
+            st.generation += 1;
+        }
+        Ok(())
+    }
+
+    /// Asks the registry how to authenticate (GET /v2/, then the token realm for bearer auth).
+    async fn fetch(&self) -> Result<AuthHeader, FetchError> {
+        match self.oci.auth(&self.reference, &self.creds, RegistryOperation::Pull).await {
+            Ok(Some(token)) => Ok(AuthHeader::Bearer(token)),
+            Ok(None) => Ok(match &self.creds {
+                RegistryAuth::Basic(u, p) => AuthHeader::Basic(u.clone(), p.clone()),
+                _ => AuthHeader::None,
+            }),
+            Err(oci_client::errors::OciDistributionError::RequestError(e)) => {
+                Err(FetchError::transient("registry token request failed", e.to_string()))
+            }
+            Err(e) => Err(FetchError::new(
+                Class::Unauthorized,
+                "registry refused the credentials",
+                format!("{} with {}: {e}", self.reference.resolve_registry(), self.source),
+            )),
+        }
+    }
+}
+
+/// Where one blob lives: its URL, how to authenticate there, and the redirect target learnt.
+pub(crate) struct Endpoint {
+    pub url: Url,
+    /// Registry auth; `None` for plain URLs.
+    pub auth: Option<Arc<RepoAuth>>,
+    /// The final URL of the last redirect (blob storage), used directly until it fails.
+    redirect: Mutex<Option<Url>>,
+}
+
+impl Endpoint {
+    pub fn new(url: Url, auth: Option<Arc<RepoAuth>>) -> Self {
+        Endpoint { url, auth, redirect: Mutex::new(None) }
+    }
+
+    fn cached_redirect(&self) -> Option<Url> {
+        self.redirect.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_redirect(&self, url: Option<Url>) {
+        *self.redirect.lock().unwrap_or_else(|p| p.into_inner()) = url;
+    }
+
+    /// Builds a request to the blob: to the cached redirect target without credentials, or
+    /// to the blob URL with them. Returns the builder, whether it is direct, and the auth
+    /// generation used.
+    async fn request(
+        &self,
+        inner: &Inner,
+        method: reqwest::Method,
+    ) -> Result<(reqwest::RequestBuilder, bool, u64), FetchError> {
+        if let Some(url) = self.cached_redirect() {
+            return Ok((inner.http.request(method, url), true, 0));
+        }
+        let mut req = inner.http.request(method, self.url.clone());
+        let mut generation = 0;
+        if let Some(auth) = &self.auth {
+            let (header, g) = auth.current().await?;
+            generation = g;
+            req = match header {
+                AuthHeader::Bearer(t) => req.bearer_auth(t),
+                AuthHeader::Basic(u, p) => req.basic_auth(u, Some(p)),
+                AuthHeader::None | AuthHeader::Unknown => req,
+            };
+        }
+        Ok((req, false, generation))
+    }
+}
+
+/// Classifies a reqwest error: everything on the wire is transient; building errors are not.
+fn classify(e: &reqwest::Error, what: &'static str) -> FetchError {
+    if e.is_builder() || e.is_redirect() {
+        FetchError::permanent(what, e.to_string())
+    } else {
+        let mut detail = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            src = s.source();
+        }
+        FetchError::transient(what, detail)
+    }
+}
+
+/// Classifies a failing status. `direct` means the request went to a cached redirect target.
+fn status_error(status: StatusCode, direct: bool, url: &Url) -> FetchError {
+    let detail = format!("{status} from {}", redact(url));
+    match status.as_u16() {
+        400 | 401 | 403 | 404 if direct => {
+            FetchError::new(Class::ExpiredRedirect, "blob storage refused a redirect target", detail)
+        }
+        401 => FetchError::new(Class::Unauthorized, "registry refused the credentials", detail),
+        403 => FetchError::new(Class::Unauthorized, "access to the blob denied", detail),
+        404 => FetchError::permanent("blob not found", detail),
+        416 => FetchError::permanent("range not satisfiable", detail),
+        429 => FetchError::transient("server busy (429)", detail),
+        501 => FetchError::permanent("server error (501)", detail),
+        500..=599 => FetchError::transient("server error (5xx)", detail),
+        _ => FetchError::permanent("unexpected HTTP status", detail),
+    }
+}
+
+/// A URL for logs: presigned query strings are credentials, so they are left out.
+pub(crate) fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    if u.query().is_some() {
+        u.set_query(Some("…"));
+    }
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`).
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let a: u64 = a.trim().parse().ok()?;
+    let b: u64 = b.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    (a <= b).then_some((a, b, total))
+}
+
+fn header_u64(resp: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<u64> {
+    resp.headers().get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Receives a whole blob sent as a 200, keeping `[start, end)`; with a cache, every byte also
+/// goes to a cache writer, returned for the caller to commit. Fails unless exactly `size`
+/// bytes arrive.
+async fn take_from_full(
+    inner: &Inner,
+    mut resp: reqwest::Response,
+    size: u64,
+    start: u64,
+    end: u64,
+    cache: Option<&DiskCache>,
+) -> Result<(Vec<u8>, Option<CacheWriter>), FetchError> {
+    if let Some(len) = header_u64(&resp, CONTENT_LENGTH)
+        && len != size
+    {
+        return Err(FetchError::permanent(
+            "server sent 200 with a body that is not the blob",
+            format!("Content-Length {len}, blob size {size}"),
+        ));
+    }
+    let mut out = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
+    let mut pos = 0u64;
+    let mut writer = cache.and_then(DiskCache::writer);
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, "reading the response failed"))? {
+        Counters::add(&inner.counters.bytes, chunk.len() as u64);
+        let c_end = pos + chunk.len() as u64;
+        if c_end > size {
+            return Err(FetchError::transient("response longer than the blob", format!("more than {size} bytes")));
+        }
+        let lo = start.max(pos);
+        let hi = end.min(c_end);
+        if lo < hi {
+            out.extend_from_slice(&chunk[(lo - pos) as usize..(hi - pos) as usize]);
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write(&chunk);
+        }
+        pos = c_end;
+    }
+    if pos != size {
+        return Err(FetchError::transient("response body cut short", format!("{pos} of {size} bytes")));
+    }
+    Ok((out, writer))
+}
+
+/// The result of one range attempt.
+pub(crate) enum Got {
+    /// Exactly the range.
+    Range(Vec<u8>),
+    /// The range, sliced from a whole-blob 200 answer, and the whole blob written to the
+    /// cache (not yet committed), when there is a cache.
+    FromWhole(Vec<u8>, Option<CacheWriter>),
+}
+
+/// One attempt at `[start, end)` of a blob of `size` bytes.
+async fn attempt(
+    inner: &Inner,
+    ep: &Endpoint,
+    size: u64,
+    start: u64,
+    end: u64,
+    seen_generation: &mut u64,
+    cache: Option<&DiskCache>,
+) -> Result<Got, FetchError> {
+    let (req, direct, generation) = ep.request(inner, reqwest::Method::GET).await?;
+    *seen_generation = generation;
+    let req = req.header(RANGE, format!("bytes={}-{}", start, end - 1)).header(ACCEPT_ENCODING, "identity");
+    Counters::add(&inner.counters.requests, 1);
+    let timeout = inner.options.request_timeout;
+    let mut resp = match tokio::time::timeout(timeout, req.send()).await {
+        Err(_) => return Err(FetchError::transient("request timed out", format!("no answer in {timeout:?}"))),
+        Ok(Err(e)) => return Err(classify(&e, "request failed")),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    let final_url = resp.url().clone();
+    if !status.is_success() {
+        return Err(status_error(status, direct, &final_url));
+    }
+    if !direct && final_url != ep.url {
+        tracing::debug!(from = %redact(&ep.url), to = %redact(&final_url), "blob redirected; caching the target");
+        ep.set_redirect(Some(final_url.clone()));
+    }
+    match status {
+        StatusCode::PARTIAL_CONTENT => {
+            let cr = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let Some((a, b, total)) = cr.as_deref().and_then(parse_content_range) else {
+                return Err(FetchError::permanent(
+                    "206 without a valid Content-Range",
+                    format!("Content-Range {cr:?} from {}", redact(&final_url)),
+                ));
+            };
+            if a != start || b != end - 1 || total.is_some_and(|t| t != size) {
+                return Err(FetchError::transient(
+                    "206 for another range than asked",
+                    format!("asked bytes {start}-{}/{size}, got {}", end - 1, cr.unwrap_or_default()),
+                ));
+            }
+            let want = end - start;
+            let mut out = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
+            while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, "reading the response failed"))? {
+                Counters::add(&inner.counters.bytes, chunk.len() as u64);
+                if out.len() as u64 + chunk.len() as u64 > want {
+                    return Err(FetchError::transient("206 body longer than its range", format!("{want} bytes asked")));
+                }
+                out.extend_from_slice(&chunk);
+            }
+            if (out.len() as u64) < want {
+                return Err(FetchError::transient("response body cut short", format!("{} of {want} bytes", out.len())));
+            }
+            Ok(Got::Range(out))
+        }
+        StatusCode::OK => {
+            let (data, writer) = take_from_full(inner, resp, size, start, end, cache).await?;
+            Ok(Got::FromWhole(data, writer))
+        }
+        other => Err(FetchError::permanent(
+            "unexpected HTTP status",
+            format!("{other} from {} for a range request", redact(&final_url)),
+        )),
+    }
+}
+
+/// The retry policy and the auth/redirect rules, applied between attempts.
+struct Retry<'a> {
+    inner: &'a Inner,
+    ep: &'a Endpoint,
+    t0: Instant,
+    backoff: Duration,
+    attempts: u32,
+    refreshed: bool,
+    re_resolved: u32,
+}
+
+impl<'a> Retry<'a> {
+    fn new(inner: &'a Inner, ep: &'a Endpoint) -> Self {
+        Retry {
+            inner,
+            ep,
+            t0: Instant::now(),
+            backoff: inner.options.retry.initial_backoff,
+            attempts: 0,
+            refreshed: false,
+            re_resolved: 0,
+        }
+    }
+
+    /// After a failed attempt: `Ok` to try again (having waited if needed), `Err` to give up.
+    /// `generation` is the auth generation the attempt used.
+    async fn after(&mut self, err: FetchError, generation: u64) -> Result<(), FetchError> {
+        self.attempts += 1;
+        let policy = &self.inner.options.retry;
+        match err.class {
+            Class::Unauthorized if !self.refreshed && self.ep.auth.is_some() => {
+                self.refreshed = true;
+                if let Some(auth) = &self.ep.auth {
+                    auth.refresh(generation).await?;
+                }
+                Ok(())
+            }
+            Class::ExpiredRedirect if self.re_resolved < 3 => {
+                tracing::debug!(detail = %err.detail, "redirect target failed; resolving the redirect again");
+                self.re_resolved += 1;
+                self.ep.set_redirect(None);
+                Ok(())
+            }
+            Class::Transient => {
+                let elapsed = self.t0.elapsed();
+                if self.attempts >= policy.max_attempts || elapsed + self.backoff > policy.deadline {
+                    return Err(FetchError {
+                        detail: format!("{} (gave up after {} attempts in {elapsed:.1?})", err.detail, self.attempts),
+                        ..err
+                    });
+                }
+                tracing::debug!(attempt = self.attempts, detail = %err.detail, "{}; retrying", err.what);
+                self.inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(jitter(self.backoff)).await;
+                self.backoff = (self.backoff * 2).min(policy.max_backoff);
+                Ok(())
+            }
+            _ => Err(err),
+        }
+    }
+}
+
+/// `d` scaled by a pseudo-random factor in [0.5, 1.0).
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
+    let frac = 0.5 + f64::from(nanos % 1000) / 2000.0;
+    d.mul_f64(frac)
+}
+
+/// Reads `[start, end)` of a blob of `size` bytes, with retries. With a cache, a whole-blob
+/// answer (200) is also written to a cache writer (see [`Got::FromWhole`]).
+pub(crate) async fn fetch_range(
+    inner: &Inner,
+    ep: &Endpoint,
+    size: u64,
+    start: u64,
+    end: u64,
+    cache: Option<&DiskCache>,
+) -> Result<Got, FetchError> {
+    let mut retry = Retry::new(inner, ep);
+    loop {
+        let mut generation = 0;
+        match attempt(inner, ep, size, start, end, &mut generation, cache).await {
+            Ok(got) => return Ok(got),
+            Err(e) => retry.after(e, generation).await?,
+        }
+    }
+}
+
+/// Finds a blob's size: `HEAD` (Content-Length of a 200), else `GET bytes=0-0` (the total of
+/// a 206's Content-Range).
+pub(crate) async fn fetch_size(inner: &Inner, ep: &Endpoint) -> Result<u64, FetchError> {
+    let mut retry = Retry::new(inner, ep);
+    loop {
+        let mut generation = 0;
+        match probe_size(inner, ep, &mut generation).await {
+            Ok(n) => return Ok(n),
+            Err(e) => retry.after(e, generation).await?,
+        }
+    }
+}
+
+async fn probe_size(inner: &Inner, ep: &Endpoint, generation: &mut u64) -> Result<u64, FetchError> {
+    let (req, direct, g) = ep.request(inner, reqwest::Method::HEAD).await?;
+    *generation = g;
+    Counters::add(&inner.counters.requests, 1);
+    let resp = req.header(ACCEPT_ENCODING, "identity").send().await.map_err(|e| classify(&e, "HEAD failed"))?;
+    let status = resp.status();
+    if status == StatusCode::OK
+        && let Some(n) = header_u64(&resp, CONTENT_LENGTH)
+    {
+        return Ok(n);
+    }
+    if !status.is_success() && status != StatusCode::METHOD_NOT_ALLOWED {
+        return Err(status_error(status, direct, resp.url()));
+    }
+    let (req, direct, g) = ep.request(inner, reqwest::Method::GET).await?;
+    *generation = g;
+    Counters::add(&inner.counters.requests, 1);
+    let resp = req
+        .header(RANGE, "bytes=0-0")
+        .header(ACCEPT_ENCODING, "identity")
+        .send()
+        .await
+        .map_err(|e| classify(&e, "size probe failed"))?;
+    match resp.status() {
+        StatusCode::PARTIAL_CONTENT => resp
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_content_range)
+            .and_then(|(_, _, total)| total)
+            .ok_or_else(|| FetchError::permanent("cannot tell the blob's size", "206 without a total")),
+        StatusCode::OK => header_u64(&resp, CONTENT_LENGTH)
+            .ok_or_else(|| FetchError::permanent("cannot tell the blob's size", "no Content-Length")),
+        s => Err(status_error(s, direct, resp.url())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, Some(100))));
+        assert_eq!(parse_content_range("bytes 5-5/*"), Some((5, 5, None)));
+        assert_eq!(parse_content_range("bytes 9-0/100"), None);
+        assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range("items 0-9/100"), None);
+        assert_eq!(parse_content_range("bytes 0-x/100"), None);
+    }
+
+    #[test]
+    fn redaction() {
+        let u = Url::parse("https://user:pw@store.example/blob?X-Amz-Signature=abc").unwrap();
+        let r = redact(&u);
+        assert!(!r.contains("abc") && !r.contains("pw"), "{r}");
+    }
+}

@@ -1,0 +1,42 @@
+//! crfs-remote: where blob bytes come from when they are not in a local file.
+//!
+//! It owns the network side of crfs: resolving image references in OCI registries (manifest
+//! lists and OCI indexes narrowed to a platform, Docker and OCI media types, anonymous bearer
+//! tokens, basic auth from flags, the environment or `~/.docker/config.json`), and turning
+//! `crfs_core::ReadAt` calls on a registry blob or an HTTP(S) URL into verified Range requests
+//! (206 with a matching Content-Range, or a whole-blob 200 sliced; retries with backoff inside a
+//! deadline; redirects to blob storage without credentials; expired redirects resolved again),
+//! with an optional on-disk cache of fetched ranges keyed by blob digest.
+//!
+//! Main types: [`Remote`] (the shared context: one tokio runtime, one HTTP pool for blob data,
+//! registry clients, credentials, cache, counters), [`Image`] / [`LayerDesc`] (what `resolve`
+//! returns), [`RegistryBlob`] and [`HttpBlob`] (the `ReadAt` implementations), [`DiskCache`],
+//! and [`Remote::open_source`], which turns a command-line source into layers.
+//!
+//! `ReadAt` is synchronous and called from FUSE threads; each read is run on the `Remote`'s own
+//! runtime (`block_on` from plain threads, spawn-and-wait from inside another runtime).
+//!
+//! It must never depend on crfs-vfs, crfs-fuse, crfs-nfs or the CLI, nor look inside a layer:
+//! it sees bytes and descriptors, never a TOC entry (data flows remote → core → vfs).
+//!
+//! Crates: oci-client for manifests, platform choice and tokens; reqwest (rustls with the ring
+//! provider) for the blob range requests, because oci-client's partial-blob call hides the
+//! Content-Range it got and cannot cache redirect targets; docker_credential for the Docker
+//! config.
+
+mod blob;
+mod cache;
+mod error;
+mod fetch;
+mod platform;
+mod registry;
+mod remote;
+mod source;
+
+pub use blob::{HttpBlob, RegistryBlob};
+pub use cache::{CacheWriter, DiskCache};
+pub use error::{Error, Result};
+pub use platform::Platform;
+pub use registry::{Image, LayerDesc, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION};
+pub use remote::{CREDS_ENV, CacheOptions, Credentials, Options, Remote, RetryPolicy, Stats};
+pub use source::{Source, SourceKind, SourceLayer};

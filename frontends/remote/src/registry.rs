@@ -1,0 +1,313 @@
+//! Images in OCI registries: resolving a reference to its layers, and opening layer blobs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use oci_client::Reference;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
+use oci_client::secrets::RegistryAuth;
+
+use crate::blob::{Blob, HttpBlob, RegistryBlob};
+use crate::error::{Error, FetchError, Result};
+use crate::fetch::{Endpoint, RepoAuth, fetch_size};
+use crate::remote::{Inner, Remote};
+
+/// The layer annotation holding the sha256 of the layer's uncompressed TOC JSON (eStargz,
+/// zstd:chunked); crfs refuses a layer whose TOC does not match it.
+pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
+/// The layer annotation with the size of the fully uncompressed layer (eStargz).
+pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
+
+/// One layer of an image manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerDesc {
+    /// `sha256:…` of the compressed blob.
+    pub digest: String,
+    /// Size of the compressed blob in bytes.
+    pub size: u64,
+    /// OCI or Docker layer media type.
+    pub media_type: String,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl LayerDesc {
+    /// The `toc.digest` annotation, if present.
+    pub fn toc_digest(&self) -> Option<&str> {
+        self.annotations.get(TOC_DIGEST_ANNOTATION).map(String::as_str)
+    }
+
+    /// The `toc.digest` annotation parsed, ready for `crfs_core::OpenOptions::expected_toc_digest`.
+    /// `Ok(None)` when absent; an error when present but malformed.
+    pub fn expected_toc_digest(&self) -> Result<Option<crfs_core::Digest>> {
+        match self.toc_digest() {
+            None => Ok(None),
+            Some(s) => crfs_core::Digest::parse(s)
+                .map(Some)
+                .ok_or_else(|| Error::Invalid(format!("layer {}: bad {TOC_DIGEST_ANNOTATION} {s:?}", self.digest))),
+        }
+    }
+
+    fn from_oci(d: &OciDescriptor) -> Result<LayerDesc> {
+        let size =
+            u64::try_from(d.size).map_err(|_| Error::Protocol(format!("layer {} has a negative size", d.digest)))?;
+        Ok(LayerDesc {
+            digest: d.digest.clone(),
+            size,
+            media_type: d.media_type.clone(),
+            annotations: d.annotations.clone().unwrap_or_default().into_iter().collect(),
+        })
+    }
+}
+
+/// A resolved image: one platform's manifest and its layers, bottom first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The reference as given, normalised (`docker.io/library/…` for short names).
+    pub reference: String,
+    /// The registry host (`index.docker.io` for Docker Hub), empty for a local OCI layout.
+    pub registry: String,
+    /// The repository path within the registry.
+    pub repository: String,
+    /// Digest of the manifest list / OCI index the reference named, if it named one.
+    pub index_digest: Option<String>,
+    /// Digest of the image manifest.
+    pub manifest_digest: String,
+    /// Media type of the image manifest (OCI or Docker v2).
+    pub media_type: String,
+    /// Digest of the image config blob.
+    pub config_digest: String,
+    pub layers: Vec<LayerDesc>,
+}
+
+impl Image {
+    pub(crate) fn from_manifest(
+        reference: String,
+        registry: String,
+        repository: String,
+        index_digest: Option<String>,
+        manifest_digest: String,
+        m: &OciImageManifest,
+    ) -> Result<Image> {
+        Ok(Image {
+            reference,
+            registry,
+            repository,
+            index_digest,
+            manifest_digest,
+            media_type: m.media_type.clone().unwrap_or_else(|| oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_owned()),
+            config_digest: m.config.digest.clone(),
+            layers: m.layers.iter().map(LayerDesc::from_oci).collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// Parses an image reference (`[REGISTRY/]REPO[:TAG][@DIGEST]`, `docker://` accepted).
+pub(crate) fn parse_reference(s: &str) -> Result<Reference> {
+    let s = s.strip_prefix("docker://").unwrap_or(s);
+    s.parse::<Reference>().map_err(|e| Error::Invalid(format!("{s}: not an image reference: {e}")))
+}
+
+/// Whether an oci-client error is worth retrying.
+fn transient(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::RequestError(r) => !r.is_builder(),
+        OciDistributionError::ServerError { code, .. } => *code == 429 || (*code >= 500 && *code != 501),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|e| e.code == OciErrorCode::Toomanyrequests)
+        }
+        _ => false,
+    }
+}
+
+/// Turns an oci-client error into a message a user can act on.
+fn explain(e: OciDistributionError, reference: &Reference, source: &str) -> Error {
+    let registry = reference.resolve_registry();
+    let repo = reference.repository();
+    let auth_msg = || {
+        if source == "anonymous access" {
+            Error::Auth(format!(
+                "{registry} requires credentials for {repo}: give them with --creds USER:PASSWORD, \
+                 $CRFS_REGISTRY_CREDS, or `docker login {registry}`"
+            ))
+        } else {
+            Error::Auth(format!("{registry} refused {source} for {repo} (wrong username or password?)"))
+        }
+    };
+    match e {
+        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => auth_msg(),
+        OciDistributionError::ServerError { code: 401 | 403, .. } => auth_msg(),
+        OciDistributionError::ServerError { code: 404, .. } => {
+            Error::NotFound(format!("{}: no such image at {registry}", reference.whole()))
+        }
+        OciDistributionError::RegistryError { envelope, url } => {
+            let codes = &envelope.errors;
+            if codes.iter().any(|c| matches!(c.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
+                auth_msg()
+            } else if codes.iter().any(|c| {
+                matches!(
+                    c.code,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                        | OciErrorCode::BlobUnknown
+                )
+            }) {
+                Error::NotFound(format!("{}: no such image at {registry}", reference.whole()))
+            } else {
+                Error::Protocol(format!("{url}: {envelope}"))
+            }
+        }
+        e if transient(&e) => Error::Network(format!("{registry}: {e}")),
+        e => Error::Protocol(format!("{registry}: {e}")),
+    }
+}
+
+impl Inner {
+    /// Runs a registry call, retrying transient failures under the retry policy.
+    async fn retry_oci<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, OciDistributionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, OciDistributionError>>,
+    {
+        let policy = &self.options.retry;
+        let t0 = Instant::now();
+        let mut backoff = policy.initial_backoff;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match op().await {
+                Err(e)
+                    if transient(&e) && attempts < policy.max_attempts && t0.elapsed() + backoff < policy.deadline =>
+                {
+                    tracing::debug!(attempt = attempts, "registry: {e}; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(policy.max_backoff);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// The shared auth state of one repository.
+    fn repo_auth(&self, reference: &Reference) -> Arc<RepoAuth> {
+        let registry = reference.resolve_registry().to_owned();
+        let key = format!("{registry}/{}", reference.repository());
+        let mut repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(repos.entry(key).or_insert_with(|| {
+            let (creds, source) = self.credentials_for(&registry);
+            Arc::new(RepoAuth::new(self.registry_client(&registry), reference.clone(), creds, source))
+        }))
+    }
+
+    fn blob_url(&self, reference: &Reference, digest: &str) -> Result<reqwest::Url> {
+        let registry = reference.resolve_registry();
+        let url = format!("{}://{registry}/v2/{}/blobs/{digest}", self.scheme_for(registry), reference.repository());
+        reqwest::Url::parse(&url).map_err(|e| Error::Invalid(format!("{url}: {e}")))
+    }
+}
+
+async fn resolve(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
+    let registry = reference.resolve_registry().to_owned();
+    let client = inner.registry_client(&registry);
+    let (auth, source): (RegistryAuth, &str) = inner.credentials_for(&registry);
+    let pull = |r: Reference| {
+        let (client, auth) = (client.clone(), auth.clone());
+        let inner = Arc::clone(&inner);
+        async move { inner.retry_oci(|| client.pull_manifest(&r, &auth)).await }
+    };
+    let (manifest, digest) = pull(reference.clone()).await.map_err(|e| explain(e, &reference, source))?;
+    let (index_digest, manifest, manifest_digest) = match manifest {
+        OciManifest::Image(m) => (None, m, digest),
+        OciManifest::ImageIndex(index) => {
+            let Some(chosen) = inner.platform.select(&index.manifests) else {
+                return Err(Error::NoPlatform(format!(
+                    "{} has no image for {} (it has: {})",
+                    reference.whole(),
+                    inner.platform,
+                    crate::platform::describe(&index.manifests)
+                )));
+            };
+            let r = reference.clone_with_digest(chosen.clone());
+            match pull(r).await.map_err(|e| explain(e, &reference, source))? {
+                (OciManifest::Image(m), _) => (Some(digest), m, chosen),
+                (OciManifest::ImageIndex(_), _) => {
+                    return Err(Error::Protocol(format!(
+                        "{}: the index entry for {} is itself an index",
+                        reference.whole(),
+                        inner.platform
+                    )));
+                }
+            }
+        }
+    };
+    Image::from_manifest(
+        reference.whole(),
+        registry,
+        reference.repository().to_owned(),
+        index_digest,
+        manifest_digest,
+        &manifest,
+    )
+}
+
+impl Remote {
+    /// Resolves an image reference to one platform's manifest and its layers: manifest lists
+    /// and OCI indexes are narrowed to the platform of the options (default: the host's).
+    pub fn resolve(&self, reference: &str) -> Result<Image> {
+        let reference = parse_reference(reference)?;
+        let inner = Arc::clone(&self.inner);
+        self.inner.run(resolve(inner, reference), || Error::Local("the I/O runtime stopped".into()))
+    }
+
+    /// Opens one layer of a resolved image.
+    pub fn open_layer(&self, image: &Image, layer: &LayerDesc) -> Result<RegistryBlob> {
+        self.open_blob(&image.reference, &layer.digest, layer.size)
+    }
+
+    /// Opens a blob of a registry repository by digest and size (nothing is fetched yet).
+    pub fn open_blob(&self, reference: &str, digest: &str, size: u64) -> Result<RegistryBlob> {
+        let reference = parse_reference(reference)?;
+        if crfs_core::Digest::parse(digest).is_none() {
+            return Err(Error::Invalid(format!("{digest}: not a sha256 digest")));
+        }
+        let url = self.inner.blob_url(&reference, digest)?;
+        let auth = self.inner.repo_auth(&reference);
+        Ok(RegistryBlob {
+            blob: Blob {
+                inner: Arc::clone(&self.inner),
+                ep: Arc::new(Endpoint::new(url, Some(auth))),
+                size,
+                digest: Some(digest.to_owned()),
+            },
+        })
+    }
+
+    /// Opens a blob at a plain HTTP(S) URL; its size comes from a HEAD request. `digest`, when
+    /// known, lets the disk cache keep its bytes (without it nothing is cached).
+    pub fn open_url(&self, url: &str, digest: Option<&str>) -> Result<HttpBlob> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::Invalid(format!("{url}: only http and https URLs")));
+        }
+        if let Some(d) = digest
+            && crfs_core::Digest::parse(d).is_none()
+        {
+            return Err(Error::Invalid(format!("{d}: not a sha256 digest")));
+        }
+        let ep = Arc::new(Endpoint::new(parsed, None));
+        let inner = Arc::clone(&self.inner);
+        let ep2 = Arc::clone(&ep);
+        let size = self
+            .inner
+            .run(async move { fetch_size(&inner, &ep2).await }, || {
+                FetchError::permanent("the I/O runtime stopped", String::new())
+            })
+            .map_err(|e| match e.class {
+                crate::error::Class::Permanent if e.what == "blob not found" => Error::NotFound(format!("{url}: {e}")),
+                _ => e.to_error(),
+            })?;
+        Ok(HttpBlob { blob: Blob { inner: Arc::clone(&self.inner), ep, size, digest: digest.map(str::to_owned) } })
+    }
+}

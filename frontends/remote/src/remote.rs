@@ -1,0 +1,321 @@
+//! `Remote`: the shared context every remote blob reads through — one tokio runtime, one HTTP
+//! connection pool for blob data, one registry client per registry host, the credentials, the
+//! retry policy, the optional disk cache and the counters.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+
+use crate::cache::DiskCache;
+use crate::error::{Error, Result};
+use crate::platform::Platform;
+
+/// A username and password for a registry (basic auth, or exchanged for a bearer token).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Parses `USER:PASSWORD` (the password may contain `:`).
+    pub fn parse(s: &str) -> Result<Credentials> {
+        match s.split_once(':') {
+            Some((u, p)) if !u.is_empty() => Ok(Credentials { username: u.to_owned(), password: p.to_owned() }),
+            _ => Err(Error::Invalid("credentials must be USER:PASSWORD".into())),
+        }
+    }
+}
+
+/// The environment variable holding `USER:PASSWORD` for every registry, when
+/// [`Options::env_credentials`] is on.
+pub const CREDS_ENV: &str = "CRFS_REGISTRY_CREDS";
+
+/// When to give up on a range read, and how to space the retries of transient failures
+/// (connect errors, timeouts, 429, 5xx except 501, cut or short bodies).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// No retry starts after this much time since the first attempt.
+    pub deadline: Duration,
+    /// Most attempts per read, the first included.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled each time (with jitter), capped at `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            deadline: Duration::from_secs(60),
+            max_attempts: 8,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The on-disk cache of fetched compressed ranges.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    pub dir: PathBuf,
+    /// Bound on the bytes kept, across every process sharing `dir`.
+    pub max_bytes: u64,
+}
+
+/// How a [`Remote`] reaches registries and servers.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The platform picked from manifest lists and OCI indexes; `None` means the host's.
+    pub platform: Option<Platform>,
+    /// Plain HTTP for every registry (always used for localhost, 127.0.0.0/8 and ::1).
+    pub plain_http: bool,
+    /// Credentials given explicitly (a flag); used for every registry, before anything else.
+    pub credentials: Option<Credentials>,
+    /// Read `USER:PASSWORD` from [`CREDS_ENV`] when no explicit credentials are given.
+    pub env_credentials: bool,
+    /// Look up `~/.docker/config.json` (`$DOCKER_CONFIG`): auths, credsStore, credHelpers.
+    pub docker_config: bool,
+    pub retry: RetryPolicy,
+    /// Connecting to a server times out after this.
+    pub connect_timeout: Duration,
+    /// One request (headers and body of one range) times out after this; it is then retried.
+    pub request_timeout: Duration,
+    /// The disk cache of compressed ranges, if any.
+    pub cache: Option<CacheOptions>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            platform: None,
+            plain_http: false,
+            credentials: None,
+            env_credentials: true,
+            docker_config: true,
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            cache: None,
+        }
+    }
+}
+
+/// What a `Remote` has done, for tests, `crfs info` and benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// HTTP requests for blob bytes (range GETs and HEADs), retries included.
+    pub requests: u64,
+    /// Body bytes received for blob data.
+    pub bytes: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+    /// Reads served from the disk cache.
+    pub cache_hits: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub requests: AtomicU64,
+    pub bytes: AtomicU64,
+    pub retries: AtomicU64,
+    pub cache_hits: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The shared context: cheap to clone, safe to use from any thread.
+#[derive(Clone)]
+pub struct Remote {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The pool for blob data: range GETs, HEADs, redirects to blob storage.
+    pub http: reqwest::Client,
+    /// Registry clients (manifests, tokens), one per registry host, created on first use.
+    registries: Mutex<HashMap<String, oci_client::Client>>,
+    /// Auth state per `registry/repository`, shared by the blobs of that repository.
+    pub repos: Mutex<HashMap<String, Arc<crate::fetch::RepoAuth>>>,
+    pub options: Options,
+    pub platform: Platform,
+    pub counters: Counters,
+    pub cache: Option<Arc<DiskCache>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Never blocks, so dropping the last handle inside some async context is fine.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote").field("platform", &self.inner.platform).finish_non_exhaustive()
+    }
+}
+
+/// Whether `host` (with or without `:port`) is this machine.
+pub(crate) fn is_loopback_host(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        registry.rsplit_once(':').map_or(registry, |(h, _)| h)
+    };
+    host == "localhost" || host == "::1" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Remote {
+    /// Creates the context: a small runtime (two worker threads), the HTTP pool and the cache.
+    pub fn new(options: Options) -> Result<Remote> {
+        // reqwest and oci-client are built without a default TLS provider (aws-lc-rs is a long C
+        // build); ring is installed as the process default. Err means one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("crfs-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Local(format!("starting the I/O runtime: {e}")))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("crfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Local(format!("creating the HTTP client: {e}")))?;
+        let platform = options.platform.clone().unwrap_or_else(Platform::host);
+        let cache = match &options.cache {
+            Some(c) => Some(Arc::new(DiskCache::open(&c.dir, c.max_bytes)?)),
+            None => None,
+        };
+        Ok(Remote {
+            inner: Arc::new(Inner {
+                runtime: Some(runtime),
+                http,
+                registries: Mutex::new(HashMap::new()),
+                repos: Mutex::new(HashMap::new()),
+                options,
+                platform,
+                counters: Counters::default(),
+                cache,
+            }),
+        })
+    }
+
+    /// What this context has fetched so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        Stats {
+            requests: c.requests.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            cache_hits: c.cache_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The platform used to pick from manifest lists.
+    pub fn platform(&self) -> &Platform {
+        &self.inner.platform
+    }
+}
+
+impl Inner {
+    /// Runs `fut` on the runtime and waits for it. From a thread outside any runtime (FUSE
+    /// threads, the CLI) it is `block_on`; from inside some other runtime (an async front-end)
+    /// the future is spawned and this thread waits on a channel, which never panics.
+    pub fn run<T, E, F>(&self, fut: F, lost: impl FnOnce() -> E) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+        F: Future<Output = std::result::Result<T, E>> + Send + 'static,
+    {
+        let Some(rt) = self.runtime.as_ref() else { return Err(lost()) };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return rt.block_on(fut);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().unwrap_or_else(|_| Err(lost()))
+    }
+
+    /// The URL scheme for a registry host.
+    pub fn scheme_for(&self, registry: &str) -> &'static str {
+        if self.options.plain_http || is_loopback_host(registry) { "http" } else { "https" }
+    }
+
+    /// The registry client for `registry`, created on first use.
+    pub fn registry_client(&self, registry: &str) -> oci_client::Client {
+        let mut map = self.registries.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(registry.to_owned())
+            .or_insert_with(|| {
+                let protocol =
+                    if self.scheme_for(registry) == "http" { ClientProtocol::Http } else { ClientProtocol::Https };
+                let platform = self.platform.clone();
+                let config = ClientConfig {
+                    protocol,
+                    connect_timeout: Some(self.options.connect_timeout),
+                    read_timeout: Some(self.options.request_timeout),
+                    platform_resolver: Some(Box::new(move |entries| platform.select(entries))),
+                    ..ClientConfig::default()
+                };
+                oci_client::Client::new(config)
+            })
+            .clone()
+    }
+
+    /// The credentials for `registry`: explicit, then the environment, then the Docker config.
+    /// Returns the auth and where it came from (for error messages).
+    pub fn credentials_for(&self, registry: &str) -> (RegistryAuth, &'static str) {
+        let basic = |c: &Credentials| RegistryAuth::Basic(c.username.clone(), c.password.clone());
+        if let Some(c) = &self.options.credentials {
+            return (basic(c), "the given credentials");
+        }
+        if self.options.env_credentials
+            && let Ok(v) = std::env::var(CREDS_ENV)
+            && let Ok(c) = Credentials::parse(&v)
+        {
+            return (basic(&c), "the credentials in $CRFS_REGISTRY_CREDS");
+        }
+        if self.options.docker_config {
+            // docker_credential normalises docker.io <-> index.docker.io and runs helpers.
+            let key = if registry == "index.docker.io" { "docker.io" } else { registry };
+            match docker_credential::get_credential(key) {
+                Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
+                    return (RegistryAuth::Basic(u, p), "the Docker config credentials");
+                }
+                Ok(docker_credential::DockerCredential::IdentityToken(_)) => {
+                    tracing::warn!(
+                        registry,
+                        "the Docker config holds an identity token for this registry, which crfs cannot use; \
+                         trying anonymous access"
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+        (RegistryAuth::Anonymous, "anonymous access")
+    }
+}

@@ -1,0 +1,432 @@
+//! crfs-remote against real components: Debian's docker-registry (anonymous and behind
+//! htpasswd basic auth), images pushed by skopeo, and a fault-injecting proxy of our own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Fault, PASSWORD, Proxy, USER, registry_with_image, test_options};
+use crfs_core::{Layer, ReadAt};
+use crfs_remote::{Credentials, Error, Remote};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    crfs_testkit::testdata().join("fixtures").join(name)
+}
+
+fn fixture_bytes() -> Vec<u8> {
+    std::fs::read(fixture("all-types.esgz")).unwrap()
+}
+
+fn expected_listing() -> String {
+    std::fs::read_to_string(fixture("all-types.esgz.list")).unwrap()
+}
+
+/// Opens the only layer of `reference` and checks its listing against the fixture's.
+fn open_and_list(remote: &Remote, reference: &str) -> Layer<Arc<dyn ReadAt + Send + Sync>> {
+    let source = remote.open_source(reference).unwrap();
+    assert_eq!(source.layers.len(), 1);
+    let l = &source.layers[0];
+    let layer = Layer::open_with(Arc::clone(&l.blob), &l.open_options(true).unwrap()).unwrap();
+    crfs_testkit::assert_same_listing(reference, &crfs_testkit::layer_listing(&layer), &expected_listing());
+    layer
+}
+
+#[test]
+fn resolve_open_and_list_through_the_registry() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("plain", false);
+    let remote = Remote::new(test_options()).unwrap();
+    let reference = format!("{}/test/all-types:v1", reg.host());
+    let image = remote.resolve(&reference).unwrap();
+    assert_eq!(image.manifest_digest, pushed.manifest_digest);
+    assert_eq!(image.index_digest, None);
+    assert_eq!(image.registry, reg.host());
+    assert_eq!(image.repository, "test/all-types");
+    assert_eq!(image.media_type, "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(image.layers.len(), 1);
+    let desc = &image.layers[0];
+    assert_eq!((desc.digest.as_str(), desc.size), (pushed.layer_digest.as_str(), pushed.layer_size));
+    assert_eq!(desc.toc_digest(), Some(pushed.toc_digest.as_str()));
+
+    // The layer through RegistryBlob, verified against the annotation.
+    let blob = remote.open_layer(&image, desc).unwrap();
+    let opts =
+        crfs_core::OpenOptions { expected_toc_digest: desc.expected_toc_digest().unwrap(), ..Default::default() };
+    let layer = Layer::open_with(blob, &opts).unwrap();
+    crfs_testkit::assert_same_listing("registry", &crfs_testkit::layer_listing(&layer), &expected_listing());
+
+    // The same through open_source, by tag and by digest.
+    open_and_list(&remote, &reference);
+    open_and_list(&remote, &format!("{}/test/all-types@{}", reg.host(), pushed.manifest_digest));
+
+    // A wrong toc.digest is refused.
+    let bad = crfs_core::OpenOptions {
+        expected_toc_digest: crfs_core::Digest::parse(&pushed.layer_digest),
+        ..Default::default()
+    };
+    let err = Layer::open_with(remote.open_layer(&image, desc).unwrap(), &bad).unwrap_err();
+    assert_eq!(err, crfs_core::Error::TocDigestMismatch);
+
+    // Missing images and tags are reported as such.
+    let err = remote.resolve(&format!("{}/test/all-types:nope", reg.host())).unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+    let err = remote.resolve(&format!("{}/test/nothing:v1", reg.host())).unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err}");
+}
+
+#[test]
+fn oci_layout_and_plain_url_sources() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("url", false);
+    let remote = Remote::new(test_options()).unwrap();
+    // The layout skopeo pushed from, as a source of its own.
+    let layout = reg.dir.join("layout");
+    open_and_list(&remote, &format!("oci:{}:v1", layout.display()));
+    // The blob by URL: HEAD for the size, then Range GETs.
+    let url = format!("http://{}/v2/test/all-types/blobs/{}", reg.host(), pushed.layer_digest);
+    let blob = remote.open_url(&url, None).unwrap();
+    assert_eq!(blob.size(), pushed.layer_size);
+    let layer = Layer::open(blob).unwrap();
+    crfs_testkit::assert_same_listing("url", &crfs_testkit::layer_listing(&layer), &expected_listing());
+    let err =
+        remote.open_url(&format!("http://{}/v2/test/all-types/blobs/sha256:{}", reg.host(), "0".repeat(64)), None);
+    assert!(err.is_err());
+}
+
+#[test]
+fn manifest_list_platform_selection() {
+    if !common::have_tools() {
+        return;
+    }
+    let reg = common::Registry::start("index", false);
+    let layout = reg.dir.join("layout");
+    let host = crfs_remote::Platform::host();
+    let host_str = format!("{}/{}", host.os, host.architecture);
+    let others: Vec<&str> =
+        ["linux/amd64", "linux/arm64", "linux/riscv64"].into_iter().filter(|p| *p != host_str).collect();
+    let mut platforms = others.clone();
+    platforms.push(&host_str);
+    let pushed = common::make_layout(&layout, "all-types.esgz", "multi", &platforms);
+    common::skopeo_copy(&layout, "multi", &format!("{}/test/multi:v1", reg.host()), None, true);
+    let reference = format!("{}/test/multi:v1", reg.host());
+
+    let remote = Remote::new(test_options()).unwrap();
+    let image = remote.resolve(&reference).unwrap();
+    assert!(image.index_digest.is_some());
+    assert_eq!(image.manifest_digest, pushed.manifest_digest, "host platform picked");
+    open_and_list(&remote, &reference);
+
+    let other: crfs_remote::Platform = others[0].parse().unwrap();
+    let remote_other = Remote::new(crfs_remote::Options { platform: Some(other), ..test_options() }).unwrap();
+    let image_other = remote_other.resolve(&reference).unwrap();
+    assert_ne!(image_other.manifest_digest, image.manifest_digest);
+    assert_eq!(image_other.index_digest, image.index_digest);
+
+    let none =
+        Remote::new(crfs_remote::Options { platform: Some("plan9/mips".parse().unwrap()), ..test_options() }).unwrap();
+    let err = none.resolve(&reference).unwrap_err();
+    assert!(matches!(err, Error::NoPlatform(_)), "{err}");
+    assert!(err.to_string().contains("plan9/mips") && err.to_string().contains(others[0]), "{err}");
+}
+
+#[test]
+fn basic_auth_right_wrong_and_missing_credentials() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, _pushed) = registry_with_image("auth", true);
+    let reference = format!("{}/test/all-types:v1", reg.host());
+    let with = |creds: Option<Credentials>| {
+        Remote::new(crfs_remote::Options { credentials: creds, ..test_options() }).unwrap()
+    };
+
+    let good = with(Some(Credentials { username: USER.into(), password: PASSWORD.into() }));
+    open_and_list(&good, &reference);
+
+    let wrong = with(Some(Credentials::parse(&format!("{USER}:not-the-password")).unwrap()));
+    let err = wrong.resolve(&reference).unwrap_err();
+    assert!(matches!(err, Error::Auth(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&reg.host()) && msg.contains("refused") && msg.contains("wrong username or password"),
+        "{msg}"
+    );
+
+    let anonymous = with(None);
+    let err = anonymous.resolve(&reference).unwrap_err();
+    assert!(matches!(err, Error::Auth(_)), "{err}");
+    assert!(err.to_string().contains("requires credentials"), "{err}");
+
+    // A blob opened without valid credentials reads as EACCES, not as data.
+    let desc = good.resolve(&reference).unwrap().layers[0].clone();
+    let blob = wrong.open_blob(&reference, &desc.digest, desc.size).unwrap();
+    let mut buf = [0u8; 16];
+    match blob.read_at(0, &mut buf).unwrap_err() {
+        crfs_core::Error::Io(e) => assert_eq!(e.errno, 13, "{e:?}"),
+        e => panic!("{e}"),
+    }
+}
+
+/// Where the TOC and a small file's chunk live in the fixture, from a local open.
+fn local_layout() -> (u64, u64, u64, u64) {
+    let blob = fixture_bytes();
+    let layer = Layer::open(blob.clone()).unwrap();
+    let toc_offset = layer.footer().toc_offset;
+    let id = layer.index().lookup_path(b"dotted/file.txt").unwrap();
+    let chunk = layer.index().chunks(id)[0];
+    (blob.len() as u64, toc_offset, chunk.offset, chunk.size)
+}
+
+#[test]
+fn one_small_file_costs_footer_toc_and_its_chunk() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("count", false);
+    let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
+    let remote = Remote::new(test_options()).unwrap();
+    let reference = format!("{}/test/all-types:v1", proxy.host());
+    let image = remote.resolve(&reference).unwrap();
+    let desc = &image.layers[0];
+    let blob = remote.open_layer(&image, desc).unwrap();
+    let opts =
+        crfs_core::OpenOptions { expected_toc_digest: desc.expected_toc_digest().unwrap(), ..Default::default() };
+    let layer = Layer::open_with(blob, &opts).unwrap();
+    let opened = proxy.blob_gets();
+    let id = layer.index().lookup_path(b"dotted/file.txt").unwrap();
+    let mut out = Vec::new();
+    layer.read_file_verified(id, &mut out).unwrap();
+    let local = Layer::open(fixture_bytes()).unwrap();
+    let mut want = Vec::new();
+    local.read_file_verified(local.index().lookup_path(b"dotted/file.txt").unwrap(), &mut want).unwrap();
+    assert_eq!(out, want);
+    let all = proxy.blob_gets();
+    let (size, toc_offset, _chunk_offset, _chunk_size) = local_layout();
+    let bytes: u64 = all.iter().map(|s| s.body_bytes).sum();
+    eprintln!(
+        "blob {size} bytes: open = {} GETs ({} bytes), + one small file = {} GETs, {bytes} bytes in all; ranges {:?}",
+        opened.len(),
+        opened.iter().map(|s| s.body_bytes).sum::<u64>(),
+        all.len(),
+        all.iter().map(|s| s.range.clone().unwrap_or_default()).collect::<Vec<_>>()
+    );
+    assert!(all.iter().all(|s| s.range.is_some()), "every blob GET is a range request");
+    assert!(opened.len() <= 2, "open = footer + TOC: {opened:?}");
+    assert_eq!(all.len(), opened.len() + 1, "one small file = one more request");
+    // Footer + TOC (everything from the TOC offset to the end) + the file's chunk, nothing else:
+    // the TOC is at most the tail from toc_offset, and the chunk is far smaller than 64 KiB.
+    assert!(bytes <= (size - toc_offset) + 64 + 4096, "{bytes} bytes fetched");
+    assert_eq!(remote.stats().requests, all.len() as u64);
+    assert_eq!(pushed.layer_size, size);
+    // Connections are reused: the proxy saw fewer connections than requests is not observable
+    // here, but the counters must match what the proxy saw.
+    assert_eq!(remote.stats().bytes, bytes);
+}
+
+/// Reads the whole blob in odd-sized pieces at odd offsets through a faulty proxy; each read
+/// must give the fixture's bytes or an error.
+fn read_pieces(blob: &dyn ReadAt, want: &[u8]) -> (usize, usize) {
+    let (mut ok, mut failed) = (0, 0);
+    let mut off = 0u64;
+    let mut len = 1usize;
+    while off < want.len() as u64 {
+        let mut buf = vec![0u8; len];
+        match blob.read_at(off, &mut buf) {
+            Ok(n) => {
+                assert!(n > 0);
+                assert_eq!(&buf[..n], &want[off as usize..off as usize + n], "wrong bytes at {off}+{n}");
+                ok += 1;
+            }
+            Err(_) => failed += 1,
+        }
+        off += len as u64;
+        len = len * 3 + 7;
+    }
+    (ok, failed)
+}
+
+#[test]
+fn faults_give_right_bytes_or_errors() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("faults", false);
+    let want = fixture_bytes();
+    // Each fault hits every other blob GET, so retries succeed.
+    let transient = [
+        Fault::Reset,
+        Fault::Status(503),
+        Fault::Status(429),
+        Fault::Status(500),
+        Fault::Delay(Duration::from_millis(700)), // past the 300 ms request timeout below
+        Fault::Short(10),
+        Fault::Shift(1),
+        Fault::Full200,
+    ];
+    for fault in transient {
+        let t0 = std::time::Instant::now();
+        let f = fault.clone();
+        // Slow answers cost a timeout each: fewer of them.
+        let every = if matches!(fault, Fault::Delay(_)) { 5 } else { 2 };
+        let proxy =
+            Proxy::start(
+                reg.port,
+                move |s, n| {
+                    if s.path.contains("/blobs/") && n % every == 0 { f.clone() } else { Fault::Pass }
+                },
+            );
+        let timeout = Duration::from_millis(if matches!(fault, Fault::Delay(_)) { 300 } else { 2000 });
+        let remote = Remote::new(crfs_remote::Options { request_timeout: timeout, ..test_options() }).unwrap();
+        let reference = format!("{}/test/all-types:v1", proxy.host());
+        let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+        let (ok, failed) = read_pieces(&blob, &want);
+        let stats = remote.stats();
+        eprintln!("{fault:?}: {ok} reads ok, {failed} failed; {stats:?}; {:?}", t0.elapsed());
+        assert_eq!(failed, 0, "{fault:?}: transient faults are retried");
+        if fault != Fault::Full200 {
+            assert!(stats.retries > 0, "{fault:?}: retried");
+        }
+        // And whole layers open and list through it.
+        let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+        let layer = Layer::open(blob).unwrap();
+        crfs_testkit::assert_same_listing(
+            &format!("{fault:?}"),
+            &crfs_testkit::layer_listing(&layer),
+            &expected_listing(),
+        );
+        eprintln!("{fault:?}: listed after {:?}", t0.elapsed());
+    }
+
+    // Faults on every request: errors, never bytes.
+    for fault in
+        [Fault::Status(503), Fault::Status(501), Fault::Status(404), Fault::Short(3), Fault::Shift(2), Fault::Reset]
+    {
+        let t0 = std::time::Instant::now();
+        let f = fault.clone();
+        let proxy = Proxy::start(reg.port, move |_, _| f.clone());
+        let mut options = test_options();
+        options.retry.max_attempts = 3;
+        let remote = Remote::new(options).unwrap();
+        let reference = format!("{}/test/all-types:v1", proxy.host());
+        let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+        let (ok, failed) = read_pieces(&blob, &want);
+        eprintln!("always {fault:?}: {ok} ok, {failed} failed; {:?}; {:?}", remote.stats(), t0.elapsed());
+        // A body cut after 3 bytes still serves reads of up to 3 bytes (the first one, 1 byte).
+        let max_ok = if matches!(fault, Fault::Short(_)) { 1 } else { 0 };
+        assert!(ok <= max_ok, "{fault:?}: {ok} reads succeeded");
+        assert!(failed > 0);
+        if matches!(fault, Fault::Status(501 | 404)) {
+            assert_eq!(remote.stats().retries, 0, "{fault:?} is not retried");
+        }
+    }
+
+    // Corrupt content with correct framing: the core's digests catch it.
+    let proxy = Proxy::start(reg.port, |_, _| Fault::Garbage);
+    let remote = Remote::new(test_options()).unwrap();
+    let reference = format!("{}/test/all-types:v1", proxy.host());
+    let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+    let opts = crfs_core::OpenOptions {
+        expected_toc_digest: crfs_core::Digest::parse(&pushed.toc_digest),
+        ..Default::default()
+    };
+    assert!(Layer::open_with(blob, &opts).is_err());
+}
+
+#[test]
+fn redirects_drop_credentials_and_expired_targets_are_resolved_again() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("redirect", true);
+    let proxy = Proxy::start(reg.port, |s, _| if s.path.contains("/blobs/") { Fault::Redirect } else { Fault::Pass });
+    let remote = Remote::new(crfs_remote::Options {
+        credentials: Some(Credentials { username: USER.into(), password: PASSWORD.into() }),
+        ..test_options()
+    })
+    .unwrap();
+    let reference = format!("{}/test/all-types:v1", proxy.host());
+    let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+    let want = fixture_bytes();
+    let (ok, failed) = read_pieces(&blob, &want);
+    assert_eq!(failed, 0);
+    let seen = proxy.blob_gets();
+    let to_registry: Vec<_> = seen.iter().filter(|s| s.path.starts_with("/v2/")).collect();
+    let to_storage: Vec<_> = seen.iter().filter(|s| s.path.starts_with("/storage/")).collect();
+    assert!(to_registry.iter().all(|s| s.authorization), "credentials go to the registry");
+    assert!(to_storage.iter().all(|s| !s.authorization), "but never to blob storage: {to_storage:?}");
+    assert_eq!(to_registry.len(), 1, "the redirect target is cached");
+    assert_eq!(to_storage.len(), ok);
+
+    // Expire the signed URLs: the next read gets 403 from storage, asks the registry again.
+    proxy.sig.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let (ok2, failed2) = read_pieces(&blob, &want);
+    assert_eq!(failed2, 0);
+    let seen2 = proxy.blob_gets();
+    let again = seen2.iter().filter(|s| s.path.starts_with("/v2/")).count();
+    assert_eq!(again, 2, "one new redirect after expiry");
+    assert_eq!(seen2.len(), seen.len() + ok2 + 2, "one 403 and one registry GET extra");
+}
+
+#[test]
+fn disk_cache_serves_a_second_open_with_the_registry_stopped() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("cache", false);
+    let cache_dir = reg.dir.join("cache");
+    let options = || crfs_remote::Options {
+        cache: Some(crfs_remote::CacheOptions { dir: cache_dir.clone(), max_bytes: 64 << 20 }),
+        ..test_options()
+    };
+    let reference = format!("{}/test/all-types:v1", reg.host());
+    let read_all = |remote: &Remote| {
+        let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+        let layer = Layer::open_with(
+            blob,
+            &crfs_core::OpenOptions {
+                expected_toc_digest: crfs_core::Digest::parse(&pushed.toc_digest),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        crfs_testkit::assert_same_listing("cache", &crfs_testkit::layer_listing(&layer), &expected_listing());
+    };
+    let first = Remote::new(options()).unwrap();
+    read_all(&first);
+    let fetched = first.stats();
+    assert!(fetched.requests > 0);
+    drop(reg); // the registry is gone
+    let second = Remote::new(options()).unwrap();
+    read_all(&second);
+    let s = second.stats();
+    eprintln!("first open: {fetched:?}; second open, registry stopped: {s:?}");
+    assert_eq!(s.requests, 0, "everything from the cache");
+    assert_eq!(s.cache_hits, fetched.requests + fetched.cache_hits);
+}
+
+#[test]
+fn whole_blob_answers_fill_the_cache() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("full200", false);
+    let proxy = Proxy::start(reg.port, |_, _| Fault::Full200);
+    let cache_dir = reg.dir.join("cache");
+    let remote = Remote::new(crfs_remote::Options {
+        cache: Some(crfs_remote::CacheOptions { dir: cache_dir, max_bytes: 64 << 20 }),
+        ..test_options()
+    })
+    .unwrap();
+    let reference = format!("{}/test/all-types:v1", proxy.host());
+    let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+    let (_, failed) = read_pieces(&blob, &fixture_bytes());
+    assert_eq!(failed, 0);
+    assert_eq!(proxy.blob_gets().len(), 1, "after one whole-blob answer every read is local");
+}
