@@ -430,3 +430,58 @@ fn whole_blob_answers_fill_the_cache() {
     assert_eq!(failed, 0);
     assert_eq!(proxy.blob_gets().len(), 1, "after one whole-blob answer every read is local");
 }
+
+#[test]
+fn anonymous_bearer_tokens_and_their_expiry() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("bearer", false);
+    let proxy = Proxy::start_with_tokens(reg.port);
+    let remote = Remote::new(test_options()).unwrap();
+    let reference = format!("{}/test/all-types:v1", proxy.host());
+    let layer = open_and_list(&remote, &reference);
+    drop(layer);
+    let tokens = |p: &Proxy| p.seen().iter().filter(|s| s.path.starts_with("/token")).count();
+    let before = tokens(&proxy);
+    assert!(before >= 1, "a token was fetched");
+    let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+    let mut buf = vec![0u8; 100];
+    blob.read_exact_at(0, &mut buf).unwrap();
+    assert_eq!(tokens(&proxy), before, "the token is reused");
+    // The token expires: the next read gets 401, fetches a new token once, and succeeds.
+    proxy.token.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    blob.read_exact_at(100, &mut buf).unwrap();
+    assert_eq!(&buf[..], &fixture_bytes()[100..200]);
+    assert_eq!(tokens(&proxy), before + 1, "one refresh");
+    assert!(proxy.blob_gets().iter().all(|s| s.range.is_some()));
+}
+
+/// The Docker config is read from $DOCKER_CONFIG, which only a child process can set safely:
+/// the test runs itself again with it.
+#[test]
+fn docker_config_credentials() {
+    if let Ok(host) = std::env::var("CRFS_TEST_DOCKER_CONFIG_REGISTRY") {
+        // The child: no explicit credentials, only the Docker config.
+        let remote = Remote::new(crfs_remote::Options { docker_config: true, ..test_options() }).unwrap();
+        open_and_list(&remote, &format!("{host}/test/all-types:v1"));
+        return;
+    }
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, _pushed) = registry_with_image("dockercfg", true);
+    let config = reg.dir.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    let auth = common::base64_basic().trim_start_matches("Basic ").to_owned();
+    std::fs::write(config.join("config.json"), format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host()))
+        .unwrap();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["docker_config_credentials", "--exact", "--nocapture"])
+        .env("DOCKER_CONFIG", &config)
+        .env("CRFS_TEST_DOCKER_CONFIG_REGISTRY", reg.host())
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "child failed:\n{text}");
+}

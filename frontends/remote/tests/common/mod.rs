@@ -277,33 +277,49 @@ pub struct Proxy {
     stop: Arc<AtomicBool>,
     /// Signature generation of storage URLs: older ones get 403 (expired).
     pub sig: Arc<AtomicU64>,
+    /// With token auth: the generation of the only valid bearer token (`tok-N`); bump it to
+    /// expire the tokens handed out. 0: no token auth.
+    pub token: Arc<AtomicU64>,
 }
 
 impl Proxy {
     pub fn start(upstream: u16, plan: impl Fn(&Seen, u64) -> Fault + Send + Sync + 'static) -> Proxy {
+        Self::start_inner(upstream, plan, false)
+    }
+
+    /// A proxy that also plays a registry with token auth, like Docker Hub: /v2/ requests
+    /// without the current bearer token get 401 with a `WWW-Authenticate: Bearer` challenge
+    /// whose realm is this proxy's /token, which hands out tokens to anyone.
+    pub fn start_with_tokens(upstream: u16) -> Proxy {
+        Self::start_inner(upstream, |_, _| Fault::Pass, true)
+    }
+
+    fn start_inner(upstream: u16, plan: impl Fn(&Seen, u64) -> Fault + Send + Sync + 'static, tokens: bool) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let log = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let sig = Arc::new(AtomicU64::new(1));
+        let token = Arc::new(AtomicU64::new(u64::from(tokens)));
         let plan: Arc<Plan> = Arc::new(plan);
         let blob_gets = Arc::new(AtomicU64::new(0));
         {
-            let (log, stop, sig) = (log.clone(), stop.clone(), sig.clone());
+            let (log, stop, sig, token) = (log.clone(), stop.clone(), sig.clone(), token.clone());
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
-                    let (log, plan, sig, blob_gets) = (log.clone(), plan.clone(), sig.clone(), blob_gets.clone());
+                    let (log, plan, sig, token, blob_gets) =
+                        (log.clone(), plan.clone(), sig.clone(), token.clone(), blob_gets.clone());
                     std::thread::spawn(move || {
-                        let _ = serve_conn(conn, upstream, port, &log, &*plan, &sig, &blob_gets);
+                        let _ = serve_conn(conn, upstream, port, &log, &*plan, &sig, &token, &blob_gets);
                     });
                 }
             });
         }
-        Proxy { port, log, stop, sig }
+        Proxy { port, log, stop, sig, token }
     }
 
     pub fn host(&self) -> String {
@@ -461,6 +477,7 @@ fn parse_range(v: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+#[allow(clippy::too_many_arguments)] // the proxy's shared state, passed as is
 fn serve_conn(
     conn: TcpStream,
     upstream: u16,
@@ -468,6 +485,7 @@ fn serve_conn(
     log: &Mutex<Vec<Seen>>,
     plan: &Plan,
     sig: &AtomicU64,
+    token: &AtomicU64,
     blob_gets: &AtomicU64,
 ) -> std::io::Result<()> {
     conn.set_nodelay(true)?;
@@ -493,7 +511,23 @@ fn serve_conn(
         let head_only = req.method == "HEAD";
         let mut headers = req.headers.clone();
         let mut close = false;
-        let resp = if let Some(rest) = req.path.strip_prefix("/storage/") {
+        let generation = token.load(Ordering::SeqCst);
+        let valid = format!("Bearer tok-{generation}");
+        let resp = if generation > 0 && req.path.starts_with("/token") {
+            let body = format!(r#"{{"token":"tok-{generation}","expires_in":300}}"#).into_bytes();
+            Response {
+                status: 200,
+                reason: "OK".into(),
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body,
+            }
+        } else if generation > 0
+            && req.path.starts_with("/v2/")
+            && header(&req.headers, "authorization") != Some(valid.as_str())
+        {
+            let challenge = format!(r#"Bearer realm="http://127.0.0.1:{self_port}/token",service="crfs-test""#);
+            simple(401, vec![("WWW-Authenticate".into(), challenge)])
+        } else if let Some(rest) = req.path.strip_prefix("/storage/") {
             // Blob storage: /storage/REPO-PATH?sig=N; no credentials needed, old signatures expire.
             let (blob_path, q) = rest.split_once("?sig=").unwrap_or((rest, "0"));
             if q.parse::<u64>().unwrap_or(0) < sig.load(Ordering::SeqCst) {
@@ -565,7 +599,7 @@ fn serve_conn(
 }
 
 /// `Basic base64(USER:PASSWORD)`, written out by hand to keep the helpers dependency-free.
-fn base64_basic() -> String {
+pub fn base64_basic() -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let input = format!("{USER}:{PASSWORD}");
     let b = input.as_bytes();
