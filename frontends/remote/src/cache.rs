@@ -22,7 +22,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
 
@@ -33,8 +33,8 @@ pub struct DiskCache {
     max_bytes: u64,
     /// Bytes on disk as far as this process knows.
     total: AtomicU64,
-    /// Per blob directory: known entries, start → end.
-    index: Mutex<HashMap<PathBuf, BTreeMap<u64, u64>>>,
+    /// Per blob directory: known entries (start → end), and when the directory was last read.
+    index: Mutex<HashMap<PathBuf, Known>>,
     seq: AtomicU64,
 }
 
@@ -45,6 +45,16 @@ fn blob_dir(root: &Path, digest: &str) -> Option<PathBuf> {
     let ok_hex = hex.len() >= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     (ok_algo && ok_hex).then(|| root.join("blobs").join(algo).join(hex))
 }
+
+#[derive(Debug, Default)]
+struct Known {
+    entries: BTreeMap<u64, u64>,
+    scanned: Option<Instant>,
+}
+
+/// A blob directory is listed again on a miss at most this often (other processes' entries
+/// show up within this delay; a miss costs a network fetch anyway, but not a listing each).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(2);
 
 fn parse_entry(name: &str) -> Option<(u64, u64)> {
     let (a, b) = name.split_once('-')?;
@@ -110,21 +120,26 @@ impl DiskCache {
     /// Bytes `[start, end)` of blob `digest`, if an entry holds them.
     pub fn get(&self, digest: &str, start: u64, end: u64) -> Option<Vec<u8>> {
         let dir = blob_dir(&self.root, digest)?;
-        let mut found = {
+        let (mut found, stale) = {
             let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            index.get(&dir).and_then(|m| Self::covering(m, start, end))
+            let known = index.get(&dir);
+            (
+                known.and_then(|k| Self::covering(&k.entries, start, end)),
+                known.and_then(|k| k.scanned).is_none_or(|t| t.elapsed() >= RESCAN_INTERVAL),
+            )
         };
-        if found.is_none() {
+        if found.is_none() && stale {
             // Another process may have added entries since we last looked.
-            let map = self.rescan_blob(&dir);
-            found = Self::covering(&map, start, end);
-            self.index.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.clone(), map);
+            let entries = self.rescan_blob(&dir);
+            found = Self::covering(&entries, start, end);
+            let known = Known { entries, scanned: Some(Instant::now()) };
+            self.index.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.clone(), known);
         }
         let (s, e) = found?;
         let path = dir.join(format!("{s}-{e}"));
         let forget = || {
-            if let Some(m) = self.index.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&dir) {
-                m.remove(&s);
+            if let Some(k) = self.index.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&dir) {
+                k.entries.remove(&s);
             }
         };
         let Ok(file) = File::open(&path) else {
@@ -177,7 +192,7 @@ impl DiskCache {
             tracing::debug!(error = %e, "cache: storing an entry failed");
             return;
         }
-        self.index.lock().unwrap_or_else(|p| p.into_inner()).entry(dir).or_default().insert(start, end);
+        self.index.lock().unwrap_or_else(|p| p.into_inner()).entry(dir).or_default().entries.insert(start, end);
         let total = self.total.fetch_add(w.len, Ordering::Relaxed) + w.len;
         if total > self.max_bytes {
             self.evict();
@@ -268,7 +283,8 @@ mod tests {
         // Truncated entries are ignored.
         let e = blob_dir(&dir, D).unwrap().join("5000-5010");
         fs::write(&e, b"short").unwrap();
-        assert!(c.get(D, 5000, 5010).is_none());
+        let c3 = DiskCache::open(&dir, 1000).unwrap(); // a fresh handle lists the directory
+        assert!(c3.get(D, 5000, 5010).is_none());
         assert!(!e.exists());
         let _ = fs::remove_dir_all(&dir);
     }

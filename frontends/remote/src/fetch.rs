@@ -139,12 +139,15 @@ impl Endpoint {
         inner: &Inner,
         method: reqwest::Method,
     ) -> Result<(reqwest::RequestBuilder, bool, u64), FetchError> {
-        if let Some(url) = self.cached_redirect() {
-            return Ok((inner.http.request(method, url), true, 0));
-        }
-        let mut req = inner.http.request(method, self.url.clone());
+        let (url, direct) = match self.cached_redirect() {
+            Some(u) => (u, true),
+            None => (self.url.clone(), false),
+        };
+        // Credentials go to the registry's own origin only, never to blob storage elsewhere.
+        let same_origin = url.origin() == self.url.origin();
+        let mut req = inner.http.request(method, url);
         let mut generation = 0;
-        if let Some(auth) = &self.auth {
+        if same_origin && let Some(auth) = &self.auth {
             let (header, g) = auth.current().await?;
             generation = g;
             req = match header {
@@ -153,7 +156,7 @@ impl Endpoint {
                 AuthHeader::None | AuthHeader::Unknown => req,
             };
         }
-        Ok((req, false, generation))
+        Ok((req, direct, generation))
     }
 }
 
