@@ -485,3 +485,45 @@ fn docker_config_credentials() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && text.contains("1 passed"), "child failed:\n{text}");
 }
+
+#[test]
+fn concurrent_reads_share_connections_and_work_inside_a_runtime() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("concurrent", false);
+    let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
+    let remote = Remote::new(test_options()).unwrap();
+    let reference = format!("{}/test/all-types:v1", proxy.host());
+    let blob = Arc::new(remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap());
+    let want = Arc::new(fixture_bytes());
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let (blob, want) = (Arc::clone(&blob), Arc::clone(&want));
+            std::thread::spawn(move || {
+                for i in 0..25u64 {
+                    let off = (t * 997 + i * 611) % (want.len() as u64 - 300);
+                    let mut buf = vec![0u8; 1 + ((t + i) % 300) as usize];
+                    blob.read_exact_at(off, &mut buf).unwrap();
+                    assert_eq!(&buf[..], &want[off as usize..off as usize + buf.len()]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let requests = remote.stats().requests;
+    let connections = proxy.connections.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("{requests} range requests from 8 threads over {connections} connections");
+    assert_eq!(requests, 200);
+    assert!(connections <= 16, "connections are pooled and reused: {connections}");
+
+    // From inside another runtime (an async front-end calling a synchronous ReadAt).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let got = rt.block_on(async {
+        let mut buf = vec![0u8; 64];
+        blob.read_exact_at(1000, &mut buf).map(|()| buf)
+    });
+    assert_eq!(got.unwrap(), want[1000..1064].to_vec());
+}

@@ -280,6 +280,8 @@ pub struct Proxy {
     /// With token auth: the generation of the only valid bearer token (`tok-N`); bump it to
     /// expire the tokens handed out. 0: no token auth.
     pub token: Arc<AtomicU64>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -301,16 +303,19 @@ impl Proxy {
         let stop = Arc::new(AtomicBool::new(false));
         let sig = Arc::new(AtomicU64::new(1));
         let token = Arc::new(AtomicU64::new(u64::from(tokens)));
+        let connections = Arc::new(AtomicU64::new(0));
         let plan: Arc<Plan> = Arc::new(plan);
         let blob_gets = Arc::new(AtomicU64::new(0));
         {
-            let (log, stop, sig, token) = (log.clone(), stop.clone(), sig.clone(), token.clone());
+            let (log, stop, sig, token, connections) =
+                (log.clone(), stop.clone(), sig.clone(), token.clone(), connections.clone());
             std::thread::spawn(move || {
                 for conn in listener.incoming() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let Ok(conn) = conn else { continue };
+                    connections.fetch_add(1, Ordering::SeqCst);
                     let (log, plan, sig, token, blob_gets) =
                         (log.clone(), plan.clone(), sig.clone(), token.clone(), blob_gets.clone());
                     std::thread::spawn(move || {
@@ -319,7 +324,7 @@ impl Proxy {
                 }
             });
         }
-        Proxy { port, log, stop, sig, token }
+        Proxy { port, log, stop, sig, token, connections }
     }
 
     pub fn host(&self) -> String {
