@@ -39,4 +39,4 @@ pub use error::{Error, Result};
 pub use platform::Platform;
 pub use registry::{Image, LayerDesc, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION};
 pub use remote::{CREDS_ENV, CacheOptions, Credentials, Options, Remote, RetryPolicy, Stats};
-pub use source::{Source, SourceKind, SourceLayer};
+pub use source::{Source, SourceKind, SourceLayer, open_file_source};
