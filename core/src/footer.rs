@@ -42,6 +42,8 @@ use crate::read_at::ReadAt;
 pub const ESTARGZ_FOOTER_LEN: u64 = 51;
 /// Legacy stargz footer length.
 pub const LEGACY_FOOTER_LEN: u64 = 47;
+/// eStargz external-TOC footer length: XLEN = 21, subfield `SG`, LEN = 17, `STARGZEXTERNALTOC`.
+pub const EXTERNAL_TOC_FOOTER_LEN: u64 = 46;
 /// zstd:chunked footer payload length, `GnUlInUx` variant (stargz-snapshotter, containers/storage < 2023-08).
 pub const ZSTD_FOOTER_LEN: u64 = 40;
 /// zstd:chunked footer payload length, `GNUlInUx` variant (containers/storage since 2023-08).
@@ -122,6 +124,11 @@ pub fn parse_footer(tail: &[u8], blob_size: u64) -> Result<Footer> {
             Err(e) => first_error = Some(e),
         }
     }
+    if let Some(bytes) = from_end(EXTERNAL_TOC_FOOTER_LEN)
+        && is_external_toc(bytes)
+    {
+        return Err(Error::ExternalToc);
+    }
     if let Some(bytes) = from_end(LEGACY_FOOTER_LEN)
         && let Ok(toc_offset) = parse_legacy(bytes)
     {
@@ -187,6 +194,12 @@ fn parse_estargz(bytes: &[u8]) -> Result<u64> {
     }
     check_empty_member_body(&bytes[header.len..])?;
     parse_hex_offset(&payload[..16])
+}
+
+/// Whether `bytes` (the last 46 of the blob) are the external-TOC footer: its TOC lives elsewhere.
+fn is_external_toc(bytes: &[u8]) -> bool {
+    let Ok(header) = gzip::parse_header(bytes) else { return false };
+    header.extra.is_some_and(|e| e.len() == 21 && e[..4] == [b'S', b'G', 17, 0] && &e[4..] == EXTERNAL_TOC_MAGIC)
 }
 
 fn parse_legacy(bytes: &[u8]) -> Result<u64> {

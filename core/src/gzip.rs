@@ -124,25 +124,42 @@ pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Inflates the first `out.len()` bytes of the member at the start of `member` into `out`.
+/// Inflates the first `len` bytes of the member at the start of `member` into `out`, replacing
+/// its contents.
 ///
-/// Never produces more than `out.len()` bytes, whatever the stream holds after them. The member
+/// Never produces more than `len` bytes, whatever the stream holds after them. The member
 /// may end exactly there or go on (eStargz members often carry the next tar header after a
-/// chunk); a member that ends earlier is an error.
-pub fn inflate_prefix(member: &[u8], out: &mut [u8]) -> Result<()> {
+/// chunk); a member that ends earlier is an error. `out` grows only as inflated bytes arrive, so
+/// a `len` that the compressed data cannot back is never allocated.
+pub fn inflate_prefix(member: &[u8], len: usize, out: &mut Vec<u8>) -> Result<()> {
     let header = parse_header(member)?;
     let data = &member[header.len..];
+    out.clear();
+    if len == 0 {
+        return Ok(());
+    }
+    out.resize(data.len().saturating_mul(4).max(4096).min(len), 0);
     let mut decomp = new_decompressor();
     let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
-    let (status, _, written) = decompress(&mut decomp, data, out, 0, flags);
-    match status {
-        TINFLStatus::Done | TINFLStatus::HasMoreOutput if written == out.len() => Ok(()),
-        TINFLStatus::Done => Err(Error::Corrupt("gzip member holds fewer bytes than the TOC says")),
-        TINFLStatus::HasMoreOutput => Err(Error::Corrupt("inflate stopped early")),
-        TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
-            Err(Error::Corrupt("gzip member ends early"))
+    let mut in_pos = 0usize;
+    let mut out_pos = 0usize;
+    loop {
+        let (status, consumed, written) = decompress(&mut decomp, &data[in_pos..], out, out_pos, flags);
+        in_pos += consumed;
+        out_pos += written;
+        match status {
+            TINFLStatus::Done | TINFLStatus::HasMoreOutput if out_pos == len => return Ok(()),
+            TINFLStatus::HasMoreOutput if out_pos == out.len() => {
+                let grown = out.len().saturating_mul(2).min(len);
+                out.resize(grown, 0);
+            }
+            TINFLStatus::Done => return Err(Error::Corrupt("gzip member holds fewer bytes than the TOC says")),
+            TINFLStatus::HasMoreOutput => return Err(Error::Corrupt("inflate stopped early")),
+            TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
+                return Err(Error::Corrupt("gzip member ends early"));
+            }
+            _ => return Err(Error::Corrupt("invalid deflate data")),
         }
-        _ => Err(Error::Corrupt("invalid deflate data")),
     }
 }
 
@@ -166,11 +183,12 @@ mod tests {
 
     #[test]
     fn prefix_stops_at_requested_length() {
-        let mut out = [0u8; 3];
-        inflate_prefix(&HELLO, &mut out).unwrap();
-        assert_eq!(&out, b"hel");
-        let mut too_long = [0u8; 6];
-        assert!(matches!(inflate_prefix(&HELLO, &mut too_long), Err(Error::Corrupt(_))));
+        let mut out = Vec::new();
+        inflate_prefix(&HELLO, 3, &mut out).unwrap();
+        assert_eq!(out, b"hel");
+        inflate_prefix(&HELLO, 5, &mut out).unwrap();
+        assert_eq!(out, b"hello");
+        assert!(matches!(inflate_prefix(&HELLO, 6, &mut out), Err(Error::Corrupt(_))));
     }
 
     #[test]

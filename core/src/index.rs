@@ -196,7 +196,7 @@ pub struct Stats {
     pub other: usize,
     /// Chunk records of regular files.
     pub chunks: usize,
-    /// Sum of regular file sizes (hardlinked files counted once).
+    /// Sum of regular file sizes (hardlinked files counted once), saturating at `u64::MAX`.
     pub file_bytes: u64,
 }
 
@@ -414,6 +414,11 @@ impl Index {
     /// Whether the layer says nothing is worth prefetching (`.no.prefetch.landmark`).
     pub fn no_prefetch_landmark(&self) -> bool {
         self.no_prefetch_landmark
+    }
+
+    /// Whether any node has extended attributes.
+    pub fn has_xattrs(&self) -> bool {
+        !self.xattr_index.is_empty()
     }
 
     /// Counts of what the index holds.
@@ -644,6 +649,10 @@ impl Builder {
         let xattr_first = len_u32(self.xattr_entries.len(), entry)?;
         for &(name, value) in &e.xattrs {
             self.unescape(name, entry)?;
+            // listxattr separates names with NULs: a name holding one would forge others.
+            if self.scratch.contains(&0) {
+                return Err(entry_err(entry, "xattr name contains a NUL byte"));
+            }
             let name_off = len_u32(self.xattr_data.len(), entry)?;
             let name_len = len_u32(self.scratch.len(), entry)?;
             self.xattr_data.extend_from_slice(&self.scratch);
@@ -765,14 +774,26 @@ impl Builder {
         }
 
         // Synthesise missing parents; a parent that is not a directory becomes one.
+        //
+        // Walking up from each path stops at the first ancestor that is also an ancestor of the
+        // previous path: paths starting with "q/" are contiguous in sorted order, so that
+        // ancestor and everything above it were handled already. Each missing directory is thus
+        // found once, not once per descendant. Their paths are prefixes of input paths but are
+        // compared whole, so their total length is bounded by a multiple of the input's.
         let find = |winners: &[(u32, u32, u32)], paths: &[u8], p: &[u8]| {
             winners.binary_search_by(|w| paths[w.1 as usize..(w.1 + w.2) as usize].cmp(p))
         };
+        let synth_limit = self.paths.len().saturating_mul(8).saturating_add(16 << 20);
+        let mut synth_bytes = 0usize;
         let mut missing: Vec<(u32, u32)> = Vec::new();
         for w in 1..winners.len() {
             let mut p = parent_of(&self.paths[winners[w].1 as usize..(winners[w].1 + winners[w].2) as usize]);
+            let prev = self.path(winners[w - 1].1, winners[w - 1].2);
             let base = winners[w].1;
             loop {
+                if !p.is_empty() && prev.len() > p.len() && prev.starts_with(p) && prev[p.len()] == b'/' {
+                    break;
+                }
                 match find(&winners, &self.paths, p) {
                     Ok(k) => {
                         let rec = winners[k].0;
@@ -782,6 +803,21 @@ impl Builder {
                         break;
                     }
                     Err(_) => {
+                        synth_bytes = synth_bytes.saturating_add(p.len());
+                        if synth_bytes > synth_limit {
+                            return Err(Error::TooLarge {
+                                what: "paths of synthesised parent directories",
+                                size: synth_bytes as u64,
+                                limit: synth_limit as u64,
+                            });
+                        }
+                        if winners.len() + missing.len() > self.limits.max_entries.saturating_add(1) {
+                            return Err(Error::TooLarge {
+                                what: "tree",
+                                size: (winners.len() + missing.len()) as u64,
+                                limit: self.limits.max_entries as u64,
+                            });
+                        }
                         missing.push((base, p.len() as u32));
                         p = parent_of(p);
                     }
@@ -878,29 +914,56 @@ impl Builder {
         }
 
         // Hardlinks point at their final target: follow chains, refuse cycles and directories.
-        for &(id, off, len, entry) in &links {
-            let mut target = find(&winners, &self.paths, self.path(off, len))
-                .map_err(|_| Error::BadHardlink { entry: entry as usize, what: "target does not exist" })?
-                as NodeId;
-            let mut steps = 0usize;
-            while nodes[target as usize].kind == Kind::Hardlink {
-                steps += 1;
-                if steps > links.len() {
-                    return Err(Error::BadHardlink { entry: entry as usize, what: "hardlinks form a cycle" });
+        // Each link's own target first (a missing one is that link's fault); then chains are
+        // walked iteratively, each link resolved once and remembered, so a chain of n links
+        // costs O(n log n), not O(n^2) or a recursion n deep. `links` is in id order.
+        let mut direct: Vec<NodeId> = Vec::with_capacity(links.len());
+        for &(_, off, len, entry) in &links {
+            let target = find(&winners, &self.paths, self.path(off, len))
+                .map_err(|_| Error::BadHardlink { entry: entry as usize, what: "target does not exist" })?;
+            direct.push(target as NodeId);
+        }
+        const UNRESOLVED: NodeId = NodeId::MAX;
+        const IN_PROGRESS: NodeId = NodeId::MAX - 1;
+        let mut resolved: Vec<NodeId> = alloc::vec![UNRESOLVED; links.len()];
+        let mut walk: Vec<usize> = Vec::new();
+        for start in 0..links.len() {
+            if resolved[start] != UNRESOLVED {
+                continue;
+            }
+            let mut cur = start;
+            let target = loop {
+                resolved[cur] = IN_PROGRESS;
+                walk.push(cur);
+                let next = direct[cur];
+                match links.binary_search_by_key(&next, |l| l.0) {
+                    Err(_) => {
+                        if nodes[next as usize].kind == Kind::Dir {
+                            let entry = links[cur].3 as usize;
+                            return Err(Error::BadHardlink { entry, what: "target is a directory" });
+                        }
+                        break next;
+                    }
+                    Ok(k) => match resolved[k] {
+                        UNRESOLVED => cur = k,
+                        IN_PROGRESS => {
+                            let entry = links[start].3 as usize;
+                            return Err(Error::BadHardlink { entry, what: "hardlinks form a cycle" });
+                        }
+                        done => break done,
+                    },
                 }
-                let &(_, o, l, _) = links
-                    .iter()
-                    .find(|l| l.0 == target)
-                    .ok_or(Error::BadHardlink { entry: entry as usize, what: "lost link" })?;
-                target = find(&winners, &self.paths, self.path(o, l))
-                    .map_err(|_| Error::BadHardlink { entry: entry as usize, what: "target does not exist" })?
-                    as NodeId;
+            };
+            for &i in &walk {
+                resolved[i] = target;
             }
-            if nodes[target as usize].kind == Kind::Dir {
-                return Err(Error::BadHardlink { entry: entry as usize, what: "target is a directory" });
-            }
+            walk.clear();
+        }
+        for (&(id, ..), &target) in links.iter().zip(&resolved) {
             nodes[id as usize].first = target;
         }
+        drop(direct);
+        drop(resolved);
         drop(winners);
         drop(self.recs);
         drop(self.paths);
@@ -948,7 +1011,8 @@ impl Builder {
                 Kind::Dir => stats.dirs += 1,
                 Kind::Reg => {
                     stats.regular_files += 1;
-                    stats.file_bytes += n.size;
+                    // Sizes are the TOC's claims: saturate rather than overflow.
+                    stats.file_bytes = stats.file_bytes.saturating_add(n.size);
                 }
                 Kind::Symlink => stats.symlinks += 1,
                 Kind::Hardlink => stats.hardlinks += 1,

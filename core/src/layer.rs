@@ -154,25 +154,94 @@ impl<R: ReadAt> Layer<R> {
         if len == 0 {
             return Ok(());
         }
-        let span = c.compressed_end.saturating_sub(c.offset).min(compressed_budget(total));
-        let mut compressed = alloc::vec![0u8; span as usize];
-        let got = read_full(&self.blob, c.offset, &mut compressed)?;
-        compressed.truncate(got);
-        out.resize(total as usize, 0);
-        if self.footer.format.is_zstd() {
-            decode_zstd(&compressed, out)?;
-        } else {
-            crate::gzip::inflate_prefix(&compressed, out)?;
-        }
+        self.decode_member(c, total, out)?;
         if c.inner_offset > 0 {
             out.drain(..c.inner_offset as usize);
         }
         Ok(())
     }
 
-    /// Reads file bytes at `offset` into `buf`, decoding each chunk it touches once. Returns the
-    /// number of bytes read (short only at the end of the file). With `verify`, every chunk
-    /// touched is decoded whole and checked against its digest.
+    /// Decodes the first `total` bytes (`innerOffset` included) of the member that holds `c`
+    /// into `out`, replacing its contents. `total` must be within `max_chunk_size`.
+    fn decode_member(&self, c: &Chunk, total: u64, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        if total == 0 {
+            return Ok(());
+        }
+        let span = c.compressed_end.saturating_sub(c.offset).min(compressed_budget(total));
+        let mut compressed = alloc::vec![0u8; span as usize];
+        let got = read_full(&self.blob, c.offset, &mut compressed)?;
+        compressed.truncate(got);
+        // The decoders grow `out` as data arrives: a claimed size is never allocated up front.
+        let total = usize::try_from(total).map_err(|_| Error::TooLarge {
+            what: "chunk",
+            size: total,
+            limit: self.max_chunk_size,
+        })?;
+        if self.footer.format.is_zstd() {
+            decode_zstd(&compressed, total, out)
+        } else {
+            crate::gzip::inflate_prefix(&compressed, total, out)
+        }
+    }
+
+    /// The first `need` bytes of chunk `i` of `chunks`, decoded (not verified).
+    ///
+    /// Chunks packed into one member (`innerOffset`) are decoded together: the member is
+    /// inflated once, from its start up to the furthest byte that any chunk of this call (those
+    /// starting before `end`) needs from it, and kept in `cache`. Decoding each of n such chunks
+    /// from the member's start would cost O(n^2), which a hostile TOC could make minutes per
+    /// read. If the shared decode fails (a later chunk claims more than the member holds), this
+    /// chunk is decoded alone, so a bad chunk still fails only the reads that touch it.
+    fn chunk_prefix<'c>(
+        &self,
+        chunks: &[Chunk],
+        i: usize,
+        need: u64,
+        end: u64,
+        verify: bool,
+        cache: &'c mut MemberCache,
+    ) -> Result<&'c [u8]> {
+        let c = &chunks[i];
+        let own = c.inner_offset.checked_add(need).ok_or(Error::Corrupt("chunk size overflows"))?;
+        if own > self.max_chunk_size {
+            return Err(Error::TooLarge { what: "chunk", size: own, limit: self.max_chunk_size });
+        }
+        if c.zeros {
+            cache.zeros.clear();
+            cache.zeros.resize(need as usize, 0);
+            return Ok(&cache.zeros);
+        }
+        if cache.offset != Some(c.offset) || (cache.data.len() as u64) < own {
+            let mut upto = own;
+            for later in chunks.get(i + 1..).unwrap_or(&[]) {
+                if later.offset != c.offset || later.zeros || later.file_offset >= end {
+                    break;
+                }
+                let later_need =
+                    if verify && later.digest.is_some() { later.size } else { later.size.min(end - later.file_offset) };
+                match later.inner_offset.checked_add(later_need) {
+                    Some(e) if e <= self.max_chunk_size => upto = upto.max(e),
+                    _ => break,
+                }
+            }
+            cache.offset = None;
+            let shared = self.decode_member(c, upto, &mut cache.data);
+            if shared.is_err() && upto > own {
+                self.decode_member(c, own, &mut cache.data)?;
+            } else {
+                shared?;
+            }
+            cache.offset = Some(c.offset);
+        }
+        let start = c.inner_offset as usize;
+        Ok(&cache.data[start..start + need as usize])
+    }
+
+    /// Reads file bytes at `offset` into `buf`, decoding each chunk it touches once (and each
+    /// member shared by several chunks once). Returns the number of bytes read (short only at
+    /// the end of the file). With `verify`, every chunk touched is decoded whole and checked
+    /// against its digest.
     pub fn read_at(&self, file: NodeId, offset: u64, buf: &mut [u8], verify: bool) -> Result<usize> {
         let id = self.index.resolve(file);
         let size = match self.index.node(id) {
@@ -184,21 +253,21 @@ impl<R: ReadAt> Layer<R> {
         }
         let end = size.min(offset.saturating_add(buf.len() as u64));
         let chunks = self.index.chunks(id);
-        let mut scratch = Vec::new();
+        let mut cache = MemberCache::default();
         let mut pos = offset;
         while pos < end {
             let i = self.index.chunk_at(id, pos).ok_or(Error::Corrupt("no chunk covers the offset"))?;
             let c = chunks[i];
             let within = pos - c.file_offset;
             let take = (c.file_offset + c.size).min(end) - pos;
-            if verify && c.digest.is_some() {
-                self.decode(&c, c.size, &mut scratch)?;
-                check_chunk(&c, &scratch)?;
-            } else {
-                self.decode(&c, within + take, &mut scratch)?;
+            let whole = verify && c.digest.is_some();
+            let need = if whole { c.size } else { within + take };
+            let bytes = self.chunk_prefix(chunks, i, need, end, verify, &mut cache)?;
+            if whole {
+                check_chunk(&c, bytes)?;
             }
             let dst = (pos - offset) as usize;
-            buf[dst..dst + take as usize].copy_from_slice(&scratch[within as usize..(within + take) as usize]);
+            buf[dst..dst + take as usize].copy_from_slice(&bytes[within as usize..(within + take) as usize]);
             pos += take;
         }
         Ok((end - offset) as usize)
@@ -208,12 +277,14 @@ impl<R: ReadAt> Layer<R> {
     pub fn read_file_verified(&self, file: NodeId, out: &mut Vec<u8>) -> Result<()> {
         let id = self.index.resolve(file);
         out.clear();
-        let mut scratch = Vec::new();
+        let chunks = self.index.chunks(id);
+        let mut cache = MemberCache::default();
         let mut hasher = Hasher::default();
-        for i in 0..self.index.chunks(id).len() {
-            self.read_chunk(id, i, true, &mut scratch)?;
-            hasher.update(&scratch);
-            out.extend_from_slice(&scratch);
+        for (i, c) in chunks.iter().enumerate() {
+            let bytes = self.chunk_prefix(chunks, i, c.size, u64::MAX, true, &mut cache)?;
+            check_chunk(c, bytes)?;
+            hasher.update(bytes);
+            out.extend_from_slice(bytes);
         }
         if let Some(expected) = self.index.file_digest(id)
             && hasher.finish() != expected
@@ -222,6 +293,16 @@ impl<R: ReadAt> Layer<R> {
         }
         Ok(())
     }
+}
+
+/// Decoded bytes kept across the chunks of one read: the prefix of one member (gzip member or
+/// zstd frame) decoded from its start, and zeros for `chunkType: "zeros"` chunks.
+#[derive(Default)]
+struct MemberCache {
+    /// Blob offset of the member whose prefix `data` holds, if any.
+    offset: Option<u64>,
+    data: Vec<u8>,
+    zeros: Vec<u8>,
 }
 
 /// Fills as much of `buf` as the blob holds from `offset`.
@@ -246,11 +327,11 @@ pub fn check_chunk(c: &Chunk, data: &[u8]) -> Result<()> {
 }
 
 #[cfg(feature = "zstd")]
-fn decode_zstd(frame: &[u8], out: &mut [u8]) -> Result<()> {
-    crate::zstd::decode_prefix(frame, out)
+fn decode_zstd(frame: &[u8], len: usize, out: &mut Vec<u8>) -> Result<()> {
+    crate::zstd::decode_prefix(frame, len, out)
 }
 
 #[cfg(not(feature = "zstd"))]
-fn decode_zstd(_: &[u8], _: &mut [u8]) -> Result<()> {
+fn decode_zstd(_: &[u8], _: usize, _: &mut Vec<u8>) -> Result<()> {
     Err(Error::ZstdUnsupported)
 }
