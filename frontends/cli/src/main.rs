@@ -3,6 +3,7 @@
 //! This binary owns argument parsing, output formatting and exit codes only; formats live in
 //! crfs-core. It must never hold format logic of its own.
 
+mod convert;
 mod inspect;
 mod mount;
 mod nfs;
@@ -120,6 +121,9 @@ enum Command {
         /// The mountpoint.
         mountpoint: std::path::PathBuf,
     },
+    /// Convert a tar layer (tar, tar.gz, tar.zst or - for stdin) to eStargz, on every core; prints
+    /// its TOC digest, DiffID and uncompressed size.
+    Convert(convert::ConvertArgs),
     /// Show what crfs does on the sample layer built into this binary.
     Demo,
 }
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
+        Command::Convert(args) => convert::run(args),
         Command::Demo => inspect::demo(),
     };
     match result {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crfs_vfs::{Attr, FileKind, FsError, ReadOnlyFs};
 use fuser::{
-    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL,
     TimeOrNow, WriteFlags,
@@ -114,12 +114,9 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
         }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
-        for flag in [
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
-            InitFlags::FUSE_CACHE_SYMLINKS,
-            InitFlags::FUSE_PARALLEL_DIROPS,
-        ] {
+        // Always READDIRPLUS (not AUTO): every listing brings attributes and creates dentries,
+        // so walking into subdirectories and stat-ing entries costs no LOOKUP.
+        for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_CACHE_SYMLINKS, InitFlags::FUSE_PARALLEL_DIROPS] {
             if config.add_capabilities(flag).is_err() {
                 tracing::debug!("kernel lacks FUSE capability {flag:?}");
             }
@@ -148,14 +145,11 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-            return reply.error(Errno::EROFS);
-        }
-        match self.fs.open(ino.0) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(e)),
-        }
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Zero-message opens: on ENOSYS the kernel stops sending OPEN (and RELEASE) and opens
+        // every file with FOPEN_KEEP_CACHE, which is what we would answer anyway. The mount is
+        // read-only, so the kernel refuses opens for writing before they reach us.
+        reply.error(Errno::ENOSYS);
     }
 
     fn read(
@@ -176,17 +170,14 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+        // Nothing to flush in a read-only tree; ENOSYS makes the kernel stop sending FLUSH.
+        reply.error(Errno::ENOSYS);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.getattr(ino.0) {
-            Ok(a) if a.kind == FileKind::Dir => {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR)
-            }
-            Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(errno(e)),
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Zero-message opendir, as for open: the kernel then keeps directory listings cached
+        // (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR) and sends READDIR(PLUS) directly.
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
@@ -231,10 +222,17 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if !self.fs.has_xattrs() {
+            // `ls -l` asks two xattrs of every file; ENOSYS tells the kernel to stop asking.
+            return reply.error(Errno::ENOSYS);
+        }
         xattr_reply(self.fs.getxattr(ino.0, name.as_bytes()), size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if !self.fs.has_xattrs() {
+            return reply.error(Errno::ENOSYS);
+        }
         xattr_reply(self.fs.listxattr(ino.0), size, reply);
     }
 

@@ -165,7 +165,14 @@ pub fn tree_listing(root: &Path) -> String {
         });
         let mut xattrs = Vec::new();
         if !ft.is_symlink() {
-            for name in xattr::list(&full).unwrap_or_else(|e| panic!("listxattr {}: {e}", full.display())) {
+            // A filesystem without xattrs may say so with EOPNOTSUPP (crfs-fuse does, so the
+            // kernel stops asking); that is an empty list.
+            let names = match xattr::list(&full) {
+                Ok(names) => names.collect(),
+                Err(e) if e.raw_os_error() == Some(95) => Vec::new(),
+                Err(e) => panic!("listxattr {}: {e}", full.display()),
+            };
+            for name in names {
                 let value = xattr::get(&full, &name).unwrap().unwrap_or_default();
                 xattrs.push(xattr_field(name.as_bytes(), &value));
             }

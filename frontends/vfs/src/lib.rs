@@ -163,6 +163,11 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError>;
     /// Filesystem totals.
     fn statfs(&self) -> StatFs;
+    /// Whether any inode may have extended attributes. A tree that says no lets a front-end
+    /// tell its client to stop asking (FUSE: ENOSYS once, no more getxattr requests).
+    fn has_xattrs(&self) -> bool {
+        true
+    }
 }
 
 /// One layer as a read-only filesystem.
@@ -489,5 +494,8 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for LayerFs<R> {
     }
     fn statfs(&self) -> StatFs {
         LayerFs::statfs(self)
+    }
+    fn has_xattrs(&self) -> bool {
+        self.options.overlay_whiteouts || self.index().has_xattrs()
     }
 }

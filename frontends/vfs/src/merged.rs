@@ -300,4 +300,8 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for MergedFs<R> {
     fn statfs(&self) -> StatFs {
         self.statfs
     }
+
+    fn has_xattrs(&self) -> bool {
+        self.layers.iter().any(|l| l.layer().index().has_xattrs())
+    }
 }

@@ -1,0 +1,211 @@
+//! Compressing the planned members on worker threads and writing them in order.
+//!
+//! Members are grouped into jobs of about 1 MiB (consecutive members), handed out in order to
+//! `threads` workers, which fill each member from the input, digest its chunk and compress it.
+//! The calling thread takes the results in order: it writes the compressed bytes and feeds the
+//! core's `Assembler` (offsets, DiffID, multi-chunk file digests). Workers never run more than a
+//! fixed window of jobs ahead of the writer, so memory stays bounded.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Condvar, Mutex};
+
+use crfs_core::writer::{self, Deflate, Plan, Summary};
+use crfs_core::{Digest, ReadAt};
+use flate2::{Compress, Compression, FlushCompress, Status};
+
+use crate::{Error, Settings};
+
+/// zlib-rs's deflater (through flate2): pure Rust, deterministic on every CPU, and several
+/// times faster than miniz_oxide at the same level with the same or better ratio.
+pub struct ZlibDeflate {
+    inner: Compress,
+}
+
+impl ZlibDeflate {
+    /// A raw-DEFLATE compressor at `level` (0 to 9).
+    pub fn new(level: u8) -> Self {
+        ZlibDeflate { inner: Compress::new(Compression::new(u32::from(level.min(9))), false) }
+    }
+}
+
+impl Deflate for ZlibDeflate {
+    fn deflate(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), writer::Error> {
+        self.inner.reset();
+        out.reserve(input.len() + input.len() / 1024 + 64);
+        loop {
+            let before = self.inner.total_in();
+            let status = self
+                .inner
+                .compress_vec(input, out, FlushCompress::Finish)
+                .map_err(|_| writer::Error::Deflate("zlib-rs failed to compress"))?;
+            let consumed = (self.inner.total_in() - before) as usize;
+            input = input.get(consumed..).unwrap_or_default();
+            match status {
+                Status::StreamEnd => return Ok(()),
+                Status::Ok | Status::BufError => out.reserve(out.capacity().max(4096)),
+            }
+        }
+    }
+}
+
+/// Uncompressed bytes per job (consecutive small members are grouped).
+const JOB_BYTES: u64 = 1 << 20;
+/// Jobs a worker may run ahead of the writer, per worker.
+const WINDOW_PER_THREAD: usize = 3;
+
+struct Done {
+    data: Vec<u8>,
+    compressed: Vec<u8>,
+    digest: Option<Digest>,
+}
+
+type JobResult = Result<Vec<Done>, writer::Error>;
+
+/// Splits the members into jobs.
+fn jobs(plan: &Plan) -> Vec<std::ops::Range<usize>> {
+    let mut jobs = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, m) in plan.members().iter().enumerate() {
+        bytes += m.len;
+        if bytes >= JOB_BYTES {
+            jobs.push(start..i + 1);
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    if start < plan.members().len() {
+        jobs.push(start..plan.members().len());
+    }
+    jobs
+}
+
+/// Plans, compresses and writes the blob for the tar in `src`.
+pub fn run<R: ReadAt + Sync>(src: &R, settings: &Settings, out: &mut dyn Write) -> Result<Summary, Error> {
+    let (plan, mut assembler) = writer::plan(src, &settings.options)?;
+    let threads = match settings.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let jobs = jobs(&plan);
+    let total = plan.payload_len();
+    let level = plan.level();
+    let next_job = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
+    // How many jobs the writer has consumed, and a condvar for workers waiting on the window.
+    let consumed = Mutex::new(0usize);
+    let room = Condvar::new();
+    let window = threads * WINDOW_PER_THREAD;
+    let pool: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+    std::thread::scope(|scope| -> Result<Summary, Error> {
+        let (tx, rx) = mpsc::channel::<(usize, JobResult)>();
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (plan, jobs, next_job, abort, consumed, room, pool) =
+                (&plan, &jobs, &next_job, &abort, &consumed, &room, &pool);
+            scope.spawn(move || {
+                let mut deflater = ZlibDeflate::new(level);
+                let take = || pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
+                loop {
+                    let job = next_job.fetch_add(1, Ordering::SeqCst);
+                    if job >= jobs.len() || abort.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    // Wait until the job is inside the window.
+                    if let Ok(mut done) = consumed.lock() {
+                        while job >= *done + window && !abort.load(Ordering::SeqCst) {
+                            done = match room.wait(done) {
+                                Ok(d) => d,
+                                Err(_) => return,
+                            };
+                        }
+                    }
+                    let mut results = Vec::with_capacity(jobs[job].len());
+                    let mut failed = None;
+                    for i in jobs[job].clone() {
+                        let mut data = take();
+                        let mut compressed = take();
+                        compressed.clear();
+                        let r = plan
+                            .fill_member(src, i, &mut data)
+                            .and_then(|()| plan.compress_member(i, &data, &mut deflater, &mut compressed));
+                        match r {
+                            Ok(digest) => results.push(Done { data, compressed, digest }),
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    let msg = match failed {
+                        Some(e) => Err(e),
+                        None => Ok(results),
+                    };
+                    if tx.send((job, msg)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+
+        let stop = |e: Error| {
+            abort.store(true, Ordering::SeqCst);
+            room.notify_all();
+            e
+        };
+        let mut pending: BTreeMap<usize, Vec<Done>> = BTreeMap::new();
+        let mut written_jobs = 0;
+        let mut written = 0u64;
+        while written_jobs < jobs.len() {
+            let Ok((job, msg)) = rx.recv() else {
+                return Err(stop(Error::Writer(writer::Error::Deflate("a worker thread stopped"))));
+            };
+            pending.insert(job, msg.map_err(|e| stop(e.into()))?);
+            while let Some(done) = pending.remove(&written_jobs) {
+                for d in done {
+                    out.write_all(&d.compressed).map_err(|e| stop(Error::io("writing the output", e)))?;
+                    assembler.add(&plan, &d.data, d.compressed.len() as u64, d.digest).map_err(|e| stop(e.into()))?;
+                    written += d.data.len() as u64;
+                    if let Ok(mut p) = pool.lock()
+                        && p.len() < 4 * window
+                    {
+                        p.push(d.data);
+                        p.push(d.compressed);
+                    }
+                }
+                written_jobs += 1;
+                if let Ok(mut c) = consumed.lock() {
+                    *c = written_jobs;
+                }
+                room.notify_all();
+                if let Some(progress) = &settings.progress {
+                    progress(written, total);
+                }
+            }
+        }
+        let mut tail = Vec::new();
+        let summary = assembler.finish(&plan, &mut ZlibDeflate::new(level), &mut tail)?;
+        out.write_all(&tail).map_err(|e| Error::io("writing the output", e))?;
+        Ok(summary)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zlib_members_inflate_back() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8 ^ (i / 1000) as u8).collect();
+        for level in [0u8, 1, 6, 9] {
+            let mut out = Vec::new();
+            writer::compress::gzip_member(&mut ZlibDeflate::new(level), level, &data, &mut out).unwrap();
+            assert_eq!(crfs_core::gzip::inflate_member(&out, 1 << 20).unwrap(), data);
+        }
+    }
+}
