@@ -163,6 +163,13 @@ fn serve<F: ReadOnlyFs>(fs: F, mountpoint: &Path, config: &MountConfig, source: 
             std::process::exit(0);
         }
     });
+    // Once the mount answers, lift the kernel's 128 KiB readahead cap (root only).
+    let mp = mountpoint.to_path_buf();
+    std::thread::spawn(move || {
+        if let Err(e) = crfs_fuse::raise_readahead(&mp, crfs_fuse::READAHEAD_KB) {
+            tracing::debug!("readahead left at the kernel's default: {e}");
+        }
+    });
     eprintln!("crfs: {source} mounted on {} (Ctrl-C or `crfs umount` to unmount)", mountpoint.display());
     let served = mount.run();
     handle.close();

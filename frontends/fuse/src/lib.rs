@@ -380,3 +380,18 @@ impl<F: ReadOnlyFs> Mount<F> {
         self.session.run()
     }
 }
+
+/// Readahead crfs asks for on its mounts: FUSE reads are at most 1 MiB (256 pages).
+pub const READAHEAD_KB: u32 = 1024;
+
+/// Raises the kernel's readahead for the FUSE mount at `mountpoint` to `kb` KiB.
+///
+/// The kernel starts a FUSE mount's backing device at 128 KiB whatever the filesystem asks in
+/// INIT, which caps sequential READs at 128 KiB; the device's `read_ahead_kb` in sysfs lifts
+/// that (root only). Call it once the mount serves requests: it stats the mountpoint.
+pub fn raise_readahead(mountpoint: &Path, kb: u32) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(mountpoint)?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    std::fs::write(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"), kb.to_string())
+}
