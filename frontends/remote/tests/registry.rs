@@ -266,6 +266,7 @@ fn faults_give_right_bytes_or_errors() {
         Fault::Status(429),
         Fault::Status(500),
         Fault::Delay(Duration::from_millis(700)), // past the 300 ms request timeout below
+        Fault::Stall(Duration::from_millis(700)),
         Fault::Short(10),
         Fault::Shift(1),
         Fault::Full200,
@@ -274,7 +275,8 @@ fn faults_give_right_bytes_or_errors() {
         let t0 = std::time::Instant::now();
         let f = fault.clone();
         // Slow answers cost a timeout each: fewer of them.
-        let every = if matches!(fault, Fault::Delay(_)) { 5 } else { 2 };
+        let slow = matches!(fault, Fault::Delay(_) | Fault::Stall(_));
+        let every = if slow { 5 } else { 2 };
         let proxy =
             Proxy::start(
                 reg.port,
@@ -282,7 +284,7 @@ fn faults_give_right_bytes_or_errors() {
                     if s.path.contains("/blobs/") && n % every == 0 { f.clone() } else { Fault::Pass }
                 },
             );
-        let timeout = Duration::from_millis(if matches!(fault, Fault::Delay(_)) { 300 } else { 2000 });
+        let timeout = Duration::from_millis(if slow { 300 } else { 2000 });
         let remote = Remote::new(crfs_remote::Options { request_timeout: timeout, ..test_options() }).unwrap();
         let reference = format!("{}/test/all-types:v1", proxy.host());
         let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();

@@ -246,6 +246,8 @@ pub enum Fault {
     Full200,
     /// Forward, but cut the body after this many bytes (headers unchanged) and close.
     Short(usize),
+    /// Forward, but stall this long after the headers and the first half of the body.
+    Stall(Duration),
     /// Answer a range request with the next range over: 206 whose Content-Range and body are
     /// shifted by this many bytes.
     Shift(u64),
@@ -546,7 +548,7 @@ fn serve_conn(
             }
         } else {
             match &fault {
-                Fault::Pass | Fault::Short(_) | Fault::Garbage | Fault::Shift(_) => {
+                Fault::Pass | Fault::Short(_) | Fault::Stall(_) | Fault::Garbage | Fault::Shift(_) => {
                     let mut r = match (&fault, range.as_deref().and_then(parse_range)) {
                         (Fault::Shift(d), Some((a, b))) => {
                             headers.retain(|(k, _)| !k.eq_ignore_ascii_case("range"));
@@ -595,7 +597,23 @@ fn serve_conn(
         // Logged before answering, so a client that got the answer also finds it in the log.
         seen.body_bytes = if head_only { 0 } else { cut.unwrap_or(usize::MAX).min(resp.body.len()) as u64 };
         log.lock().unwrap().push(seen);
-        write_response(&mut c, &resp, head_only, cut)?;
+        if let (Fault::Stall(d), false) = (&fault, head_only) {
+            let half = resp.body.len() / 2;
+            let mut first = Response {
+                status: resp.status,
+                reason: resp.reason.clone(),
+                headers: resp.headers.clone(),
+                body: resp.body.clone(),
+            };
+            if !first.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length")) {
+                first.headers.push(("Content-Length".into(), resp.body.len().to_string()));
+            }
+            write_response(&mut c, &first, false, Some(half))?;
+            std::thread::sleep(*d);
+            c.write_all(&resp.body[half..])?;
+        } else {
+            write_response(&mut c, &resp, head_only, cut)?;
+        }
         if close {
             return Ok(());
         }
