@@ -16,6 +16,27 @@
 //! `ReadAt` is synchronous and called from FUSE threads; each read is run on the `Remote`'s own
 //! runtime (`block_on` from plain threads, spawn-and-wait from inside another runtime).
 //!
+//! Wiring a front-end (flags map to [`Options`] fields: `--platform` → `platform`,
+//! `--plain-http` → `plain_http`, `--creds USER:PASSWORD` → `credentials`, `--cache-dir` and
+//! `--cache-size` → `cache`; `--no-verify` → `open_options(false)`):
+//!
+//! ```no_run
+//! use crfs_remote::{Options, Remote, SourceKind};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let spec = "127.0.0.1:5000/app/python:3.12"; // or https://…/blob, oci:DIR:TAG, a file
+//! let source = if SourceKind::of(spec) == SourceKind::File {
+//!     crfs_remote::open_file_source(std::path::Path::new(spec))? // no runtime, no network
+//! } else {
+//!     Remote::new(Options { plain_http: false, ..Options::default() })?.open_source(spec)?
+//! };
+//! for layer in &source.layers {
+//!     // Bottom layer first; the TOC is checked against the toc.digest annotation.
+//!     let opened = crfs_core::Layer::open_with(layer.blob.clone(), &layer.open_options(true)?)?;
+//!     println!("{} entries", opened.index().len());
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! It must never depend on crfs-vfs, crfs-fuse, crfs-nfs or the CLI, nor look inside a layer:
 //! it sees bytes and descriptors, never a TOC entry (data flows remote → core → vfs).
 //!
