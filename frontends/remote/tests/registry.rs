@@ -191,7 +191,7 @@ fn one_small_file_costs_footer_toc_and_its_chunk() {
     }
     let (reg, pushed) = registry_with_image("count", false);
     let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
-    let remote = Remote::new(test_options()).unwrap();
+    let remote = Remote::new(common::counting_options()).unwrap();
     let reference = format!("{}/test/all-types:v1", proxy.host());
     let image = remote.resolve(&reference).unwrap();
     let desc = &image.layers[0];
@@ -350,7 +350,7 @@ fn redirects_drop_credentials_and_expired_targets_are_resolved_again() {
     let proxy = Proxy::start(reg.port, |s, _| if s.path.contains("/blobs/") { Fault::Redirect } else { Fault::Pass });
     let remote = Remote::new(crfs_remote::Options {
         credentials: Some(Credentials { username: USER.into(), password: PASSWORD.into() }),
-        ..test_options()
+        ..common::counting_options()
     })
     .unwrap();
     let reference = format!("{}/test/all-types:v1", proxy.host());
@@ -423,7 +423,7 @@ fn whole_blob_answers_fill_the_cache() {
     let cache_dir = reg.dir.join("cache");
     let remote = Remote::new(crfs_remote::Options {
         cache: Some(crfs_remote::CacheOptions { dir: cache_dir, max_bytes: 64 << 20 }),
-        ..test_options()
+        ..common::counting_options()
     })
     .unwrap();
     let reference = format!("{}/test/all-types:v1", proxy.host());
@@ -495,7 +495,7 @@ fn concurrent_reads_share_connections_and_work_inside_a_runtime() {
     }
     let (reg, pushed) = registry_with_image("concurrent", false);
     let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
-    let remote = Remote::new(test_options()).unwrap();
+    let remote = Remote::new(common::counting_options()).unwrap();
     let reference = format!("{}/test/all-types:v1", proxy.host());
     let blob = Arc::new(remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap());
     let want = Arc::new(fixture_bytes());

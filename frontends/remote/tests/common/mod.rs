@@ -211,6 +211,12 @@ pub fn registry_with_image(name: &str, htpasswd: bool) -> (Registry, Pushed) {
     (reg, pushed)
 }
 
+/// Patient options for tests that count requests exactly: no timeout-driven retry even on a
+/// loaded machine.
+pub fn counting_options() -> crfs_remote::Options {
+    crfs_remote::Options { request_timeout: Duration::from_secs(30), ..test_options() }
+}
+
 /// Fast retries, so fault tests finish quickly.
 pub fn test_options() -> crfs_remote::Options {
     crfs_remote::Options {
