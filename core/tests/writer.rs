@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{assert_same_listing, interop, interop_bin, listing, testdata};
-use crfs_core::writer::{self, Error, Options};
+use crfs_core::writer::{self, Error, Format, Options};
 use crfs_core::{Digest, Layer, OpenOptions};
 use miniz_oxide::inflate::TINFLStatus;
 use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
@@ -22,7 +22,12 @@ fn tmpdir(name: &str) -> PathBuf {
 }
 
 fn options(chunk_size: u64, level: u8, prioritized: &[&str]) -> Options {
-    Options { chunk_size, level, prioritized: prioritized.iter().map(|s| s.to_string()).collect() }
+    Options {
+        chunk_size,
+        level,
+        prioritized: prioritized.iter().map(|s| s.to_string()).collect(),
+        ..Options::default()
+    }
 }
 
 /// Inflates every gzip member of `blob`; returns the whole stream and each member's offset.
@@ -58,8 +63,43 @@ fn gunzip_members(blob: &[u8]) -> (Vec<u8>, Vec<usize>) {
     (out, starts)
 }
 
+/// Decodes every zstd frame of a zstd:chunked blob (skippable frames are skipped).
+fn unzstd(blob: &[u8], size: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size as usize + 1);
+    ruzstd::decoding::FrameDecoder::new().decode_all_to_vec(blob, &mut out).unwrap();
+    out
+}
+
+/// Converts to zstd:chunked and checks the blob's frames, footer, annotations and listing.
+fn convert_and_check_zstd(tar: &[u8], opts: &Options) -> (Vec<u8>, writer::Summary, String) {
+    let opts = Options { format: Format::ZstdChunked, ..opts.clone() };
+    let (blob, summary) = writer::convert_to_vec(tar, &opts).unwrap();
+    assert_eq!(blob.len() as u64, summary.blob_size);
+    let stream = unzstd(&blob, summary.uncompressed_size);
+    assert_eq!(stream.len() as u64, summary.uncompressed_size);
+    assert_eq!(Digest::of(&stream), summary.diff_id, "DiffID");
+    assert!(stream.ends_with(&[0u8; 1024]), "tar end-of-archive");
+    let (offset, len, json_len) = summary.manifest_position.unwrap();
+    let toc = &blob[offset as usize..(offset + len) as usize];
+    assert_eq!(Some(Digest::of(toc)), summary.toc_compressed_digest);
+    assert_eq!(&blob[offset as usize - 8..offset as usize - 4], &[0x50, 0x2a, 0x4d, 0x18]);
+    assert_eq!(&blob[blob.len() - 8..], b"GnUlInUx");
+    let layer = Layer::open_with(
+        blob.clone(),
+        &OpenOptions { expected_toc_digest: Some(summary.toc_digest), ..OpenOptions::default() },
+    )
+    .unwrap();
+    assert_eq!(layer.format(), crfs_core::Format::ZstdChunked);
+    assert_eq!(layer.toc_json_len() as u64, json_len);
+    let list = listing(&layer);
+    (blob, summary, list)
+}
+
 /// Converts, reads the blob back with crfs-core and checks what the writer promised.
 fn convert_and_check(tar: &[u8], opts: &Options) -> (Vec<u8>, writer::Summary, String) {
+    if opts.format == Format::ZstdChunked {
+        return convert_and_check_zstd(tar, opts);
+    }
     let (blob, summary) = writer::convert_to_vec(tar, opts).unwrap();
     assert_eq!(blob.len() as u64, summary.blob_size);
     let (stream, starts) = gunzip_members(&blob);
@@ -107,6 +147,8 @@ fn reads_back_every_entry_type() {
         options(1, 1, &[]),
         options(512, 0, &["files/medium.bin", "links/hard2"]),
         options(3000, 6, &["/xattr/file", "./unicode/日本語/ファイル", "orphan/sub/file.txt", "no/such/file"]),
+        Options { format: Format::ZstdChunked, ..Options::default() },
+        Options { format: Format::ZstdChunked, ..options(4096, 0, &["files/medium.bin"]) },
     ] {
         let (_, summary, list) = convert_and_check(&tar, &opts);
         assert_same_listing(&format!("{opts:?}"), &list, &want);
@@ -432,6 +474,7 @@ fn reference_reader_opens_our_blobs() {
             options(65536, 1, prio),
             options(1 << 20, 6, prio),
             options(100_000, 0, &[]),
+            Options { format: Format::ZstdChunked, ..options(65536, 3, prio) },
         ]
         .iter()
         .enumerate()

@@ -73,6 +73,83 @@ impl Deflate for MinizDeflate {
     }
 }
 
+/// Makes one self-contained member of a blob: a gzip member (eStargz) or a zstd frame
+/// (zstd:chunked). Must be deterministic; one per thread lets members be made in parallel.
+pub trait MemberCompressor {
+    /// Appends one complete member holding `data` to `out`.
+    fn member(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error>;
+}
+
+/// gzip members around any [`Deflate`], at `level` (which also sets the header's XFL byte).
+pub struct GzipMembers<D> {
+    /// The raw DEFLATE compressor.
+    pub deflate: D,
+    /// The level `deflate` compresses at.
+    pub level: u8,
+}
+
+impl<D: Deflate> MemberCompressor for GzipMembers<D> {
+    fn member(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        gzip_member(&mut self.deflate, self.level, data, out)
+    }
+}
+
+impl GzipMembers<MinizDeflate> {
+    /// gzip members compressed by miniz_oxide at `level`.
+    pub fn miniz(level: u8) -> Self {
+        GzipMembers { deflate: MinizDeflate::new(level), level }
+    }
+}
+
+/// zstd frames from ruzstd's encoder. ruzstd implements only its "Fastest" level (about zstd
+/// level 1): level 0 stores, every other level is Fastest. Frames carry a content checksum.
+#[cfg(feature = "zstd")]
+pub struct ZstdFrames {
+    level: u8,
+}
+
+#[cfg(feature = "zstd")]
+impl ZstdFrames {
+    /// A frame compressor for `level` (0: uncompressed frames; else ruzstd's Fastest).
+    pub fn new(level: u8) -> Self {
+        ZstdFrames { level }
+    }
+}
+
+#[cfg(feature = "zstd")]
+impl MemberCompressor for ZstdFrames {
+    fn member(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        use ruzstd::encoding::CompressionLevel;
+        let level = if self.level == 0 { CompressionLevel::Uncompressed } else { CompressionLevel::Fastest };
+        ruzstd::encoding::compress(data, &mut *out, level);
+        Ok(())
+    }
+}
+
+/// The zstd skippable-frame magic zstd:chunked wraps its TOC and footer in (0x184D2A50, LE).
+pub const SKIPPABLE_MAGIC: [u8; 4] = [0x50, 0x2a, 0x4d, 0x18];
+/// Length of the zstd:chunked footer payload (stargz-snapshotter's, `GnUlInUx`).
+pub const ZSTD_FOOTER_LEN: usize = 40;
+
+/// Appends `payload` as a zstd skippable frame.
+pub fn skippable_frame(payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&SKIPPABLE_MAGIC);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// The 40-byte zstd:chunked footer payload (formats.md §3.1): TOC offset (of the frame data),
+/// compressed and uncompressed TOC lengths, manifest type 1, `GnUlInUx`.
+pub fn zstd_footer(toc_offset: u64, compressed_len: u64, json_len: u64) -> [u8; ZSTD_FOOTER_LEN] {
+    let mut f = [0u8; ZSTD_FOOTER_LEN];
+    f[..8].copy_from_slice(&toc_offset.to_le_bytes());
+    f[8..16].copy_from_slice(&compressed_len.to_le_bytes());
+    f[16..24].copy_from_slice(&json_len.to_le_bytes());
+    f[24..32].copy_from_slice(&1u64.to_le_bytes());
+    f[32..].copy_from_slice(b"GnUlInUx");
+    f
+}
+
 /// The gzip member header Go's `compress/gzip` writes at `level`.
 pub fn gzip_header(level: u8) -> [u8; 10] {
     let xfl = match level {
@@ -121,6 +198,19 @@ mod tests {
             0x47, 0x5a, 0x01, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         ];
         assert_eq!(estargz_footer(0x12345), want);
+    }
+
+    #[test]
+    fn zstd_footer_matches_the_reference_sample() {
+        // formats.md §3.1: the tail of sample.zstdchunked (TOC data at 282, 461 compressed, 1125 raw).
+        let mut tail = Vec::new();
+        skippable_frame(&zstd_footer(282, 461, 1125), &mut tail);
+        let mut want = alloc::vec![0x50, 0x2a, 0x4d, 0x18, 0x28, 0, 0, 0];
+        for v in [0x11au64, 0x1cd, 0x465, 1] {
+            want.extend_from_slice(&v.to_le_bytes());
+        }
+        want.extend_from_slice(b"GnUlInUx");
+        assert_eq!(tail, want);
     }
 
     #[test]

@@ -29,7 +29,9 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-pub use compress::{Deflate, MinizDeflate};
+#[cfg(feature = "zstd")]
+pub use compress::ZstdFrames;
+pub use compress::{Deflate, GzipMembers, MemberCompressor, MinizDeflate};
 pub use plan::{Assembler, Member, Plan, plan};
 
 use crate::digest::Digest;
@@ -40,9 +42,24 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Default gzip level: 9, as the reference.
 pub const DEFAULT_LEVEL: u8 = 9;
 
+/// The blob's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// gzip eStargz with the 51-byte footer.
+    #[default]
+    Estargz,
+    /// zstd:chunked as stargz-snapshotter writes it: a zstd frame per member, the TOC JSON in a
+    /// zstd frame inside a skippable frame, the 40-byte `GnUlInUx` footer in another. Unlike the
+    /// reference (v0.12), the tar end-of-archive blocks end the last payload frame, so the
+    /// decompressed stream is a complete tar.
+    ZstdChunked,
+}
+
 /// How to write the blob.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Output format.
+    pub format: Format,
     /// Largest chunk of a regular file in one gzip member.
     pub chunk_size: u64,
     /// gzip level, 0 to 9.
@@ -53,7 +70,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { chunk_size: DEFAULT_CHUNK_SIZE, level: DEFAULT_LEVEL, prioritized: Vec::new() }
+        Options {
+            format: Format::Estargz,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            level: DEFAULT_LEVEL,
+            prioritized: Vec::new(),
+        }
     }
 }
 
@@ -66,6 +88,11 @@ pub struct Summary {
     pub diff_id: Digest,
     /// Length of that stream (the `io.containers.estargz.uncompressed-size` annotation).
     pub uncompressed_size: u64,
+    /// zstd:chunked only: sha256 of the compressed TOC (the `manifest-checksum` annotation).
+    pub toc_compressed_digest: Option<Digest>,
+    /// zstd:chunked only: the `manifest-position` annotation's offset, compressed length and
+    /// uncompressed length of the TOC (its type is always 1).
+    pub manifest_position: Option<(u64, u64, u64)>,
     /// Length of the blob.
     pub blob_size: u64,
     /// Offset of the TOC's gzip member.
@@ -146,12 +173,12 @@ impl fmt::Display for Error {
 #[cfg(feature = "std")]
 impl std::error::Error for Error {}
 
-/// Converts the tar in `src` to eStargz on one thread, passing the blob's bytes to `sink` in
-/// order. Uses `deflater` for every member.
+/// Converts the tar in `src` on one thread, passing the blob's bytes to `sink` in order.
+/// `compressor` makes every member; it must suit `options.format`.
 pub fn convert<R: ReadAt + ?Sized>(
     src: &R,
     options: &Options,
-    deflater: &mut dyn Deflate,
+    compressor: &mut dyn MemberCompressor,
     mut sink: impl FnMut(&[u8]) -> Result<(), Error>,
 ) -> Result<Summary, Error> {
     let (plan, mut assembler) = plan(src, options)?;
@@ -160,21 +187,32 @@ pub fn convert<R: ReadAt + ?Sized>(
     for i in 0..plan.members().len() {
         plan.fill_member(src, i, &mut data)?;
         out.clear();
-        let digest = plan.compress_member(i, &data, deflater, &mut out)?;
+        let digest = plan.compress_member(i, &data, compressor, &mut out)?;
         sink(&out)?;
         assembler.add(&plan, &data, out.len() as u64, digest)?;
     }
     out.clear();
-    let summary = assembler.finish(&plan, deflater, &mut out)?;
+    let summary = assembler.finish(&plan, compressor, &mut out)?;
     sink(&out)?;
     Ok(summary)
 }
 
-/// [`convert`] into a `Vec`, with miniz_oxide at the options' level.
+/// The core's own compressor for `options`: miniz_oxide gzip members, or ruzstd frames.
+pub fn default_compressor(options: &Options) -> Result<alloc::boxed::Box<dyn MemberCompressor>, Error> {
+    match options.format {
+        Format::Estargz => Ok(alloc::boxed::Box::new(GzipMembers::miniz(options.level))),
+        #[cfg(feature = "zstd")]
+        Format::ZstdChunked => Ok(alloc::boxed::Box::new(ZstdFrames::new(options.level))),
+        #[cfg(not(feature = "zstd"))]
+        Format::ZstdChunked => Err(Error::BadOption("zstd:chunked needs the zstd feature")),
+    }
+}
+
+/// [`convert`] into a `Vec`, with the [`default_compressor`].
 pub fn convert_to_vec<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Vec<u8>, Summary), Error> {
     let mut blob = Vec::new();
-    let mut deflater = MinizDeflate::new(options.level);
-    let summary = convert(src, options, &mut deflater, |bytes| {
+    let mut compressor = default_compressor(options)?;
+    let summary = convert(src, options, compressor.as_mut(), |bytes| {
         blob.extend_from_slice(bytes);
         Ok(())
     })?;

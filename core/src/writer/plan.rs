@@ -19,11 +19,11 @@ use core::ops::Range;
 
 use alloc::collections::{BTreeMap, BTreeSet};
 
-use super::compress::{self, Deflate};
+use super::compress::{self, MemberCompressor};
 use super::tarhdr::{self, HeaderSpec, pad_len};
 use super::tarscan::{EntryKind, TarEntry, TarScanner};
 use super::toc_json::{self, TocEntry};
-use super::{Error, Options, Summary};
+use super::{Error, Format, Options, Summary};
 use crate::digest::{Digest, Hasher};
 use crate::read_at::ReadAt;
 
@@ -91,6 +91,7 @@ pub struct Plan {
     lit: Vec<u8>,
     members: Vec<Member>,
     level: u8,
+    format: Format,
 }
 
 impl Plan {
@@ -102,6 +103,11 @@ impl Plan {
     /// The compression level the plan was made for.
     pub fn level(&self) -> u8 {
         self.level
+    }
+
+    /// The format the plan was made for.
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     /// Total uncompressed bytes of the members (the TOC member not included).
@@ -128,17 +134,18 @@ impl Plan {
         Ok(())
     }
 
-    /// Compresses member `i`'s bytes into a gzip member appended to `out`, and returns the
-    /// digest of the chunk it starts with, if any.
+    /// Compresses member `i`'s bytes into one member appended to `out`, and returns the digest
+    /// of the chunk it starts with, if any.
     pub fn compress_member(
         &self,
         i: usize,
         data: &[u8],
-        deflater: &mut dyn Deflate,
+        compressor: &mut dyn MemberCompressor,
         out: &mut Vec<u8>,
     ) -> Result<Option<Digest>, Error> {
-        let digest = self.members[i].chunk.map(|c| Digest::of(&data[..c.len as usize]));
-        compress::gzip_member(deflater, self.level, data, out)?;
+        let m = self.members.get(i).ok_or(Error::BadOption("no such member"))?;
+        let digest = m.chunk.map(|c| Digest::of(&data[..c.len as usize]));
+        compressor.member(data, out)?;
         Ok(digest)
     }
 }
@@ -357,7 +364,7 @@ pub fn plan<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Plan, Ass
     let (items, missed) = order(&stream, &prioritized);
 
     let mut l = Layout {
-        plan: Plan { level: options.level, ..Plan::default() },
+        plan: Plan { level: options.level, format: options.format, ..Plan::default() },
         toc: Vec::new(),
         toc_member: Vec::new(),
         open: None,
@@ -446,6 +453,10 @@ pub fn plan<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Plan, Ass
                 }
             }
         }
+    }
+    if options.format == Format::ZstdChunked {
+        // The TOC is not a tar entry here: end the tar in the last payload frame.
+        l.push(Piece::Zeros(1024));
     }
     l.close();
     let member_count = l.plan.members.len();
@@ -557,9 +568,14 @@ impl Assembler {
         Ok(())
     }
 
-    /// After the last member: writes the TOC member and the footer to `tail` and returns the
-    /// blob's digests and sizes.
-    pub fn finish(mut self, plan: &Plan, deflater: &mut dyn Deflate, tail: &mut Vec<u8>) -> Result<Summary, Error> {
+    /// After the last member: writes the TOC and the footer to `tail` and returns the blob's
+    /// digests and sizes.
+    pub fn finish(
+        mut self,
+        plan: &Plan,
+        compressor: &mut dyn MemberCompressor,
+        tail: &mut Vec<u8>,
+    ) -> Result<Summary, Error> {
         if self.offsets.len() != plan.members.len() {
             return Err(Error::BadOption("not every member was added"));
         }
@@ -570,6 +586,26 @@ impl Assembler {
         }
         let json = toc_json::toc_json(&self.toc);
         let toc_digest = Digest::of(&json);
+        if plan.format == Format::ZstdChunked {
+            let mut compressed = Vec::new();
+            compressor.member(&json, &mut compressed)?;
+            let start = tail.len();
+            compress::skippable_frame(&compressed, tail);
+            let toc_offset = self.offset + 8;
+            let footer = compress::zstd_footer(toc_offset, compressed.len() as u64, json.len() as u64);
+            compress::skippable_frame(&footer, tail);
+            return Ok(Summary {
+                toc_digest,
+                diff_id: self.diff.finish(),
+                uncompressed_size: self.uncompressed,
+                toc_compressed_digest: Some(Digest::of(&compressed)),
+                manifest_position: Some((toc_offset, compressed.len() as u64, json.len() as u64)),
+                blob_size: self.offset + (tail.len() - start) as u64,
+                toc_offset,
+                entries: self.toc.len(),
+                missed_prioritized: self.missed,
+            });
+        }
         let mut member = Vec::with_capacity(json.len() + 2048);
         tarhdr::write_header(
             &HeaderSpec { typeflag: b'0', name: TOC_NAME, size: json.len() as u64, ..HeaderSpec::default() },
@@ -580,12 +616,14 @@ impl Assembler {
         self.diff.update(&member);
         let toc_offset = self.offset;
         let start = tail.len();
-        compress::gzip_member(deflater, plan.level, &member, tail)?;
+        compressor.member(&member, tail)?;
         tail.extend_from_slice(&compress::estargz_footer(toc_offset));
         Ok(Summary {
             toc_digest,
             diff_id: self.diff.finish(),
             uncompressed_size: self.uncompressed + member.len() as u64,
+            toc_compressed_digest: None,
+            manifest_position: None,
             blob_size: toc_offset + (tail.len() - start) as u64,
             toc_offset,
             entries: self.toc.len(),

@@ -4,13 +4,15 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crfs_convert::{Error, Options, Output, Settings, Summary};
+use crfs_convert::{Error, Format, Options, Output, Settings, Summary};
 
 /// Arguments of `crfs convert`.
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// Output format.
-    #[arg(long, default_value = "estargz", value_parser = ["estargz"])]
+    /// Output format. zstd-chunked is stargz-snapshotter's zstd:chunked (40-byte footer), made
+    /// with ruzstd, whose encoder has one level (about zstd -1): --level 0 stores, any other
+    /// level compresses.
+    #[arg(long, default_value = "estargz", value_parser = ["estargz", "zstd-chunked"])]
     format: String,
     /// Largest piece of a file in one gzip member, in bytes (K, M, G suffixes allowed).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = crate::mount::parse_size)]
@@ -44,7 +46,12 @@ pub fn run(args: ConvertArgs) -> Result<(), String> {
     let to_stdout = args.output == "-";
     let progress = progress_bar();
     let mut settings = Settings {
-        options: Options { chunk_size: args.chunk_size, level: args.level, prioritized },
+        options: Options {
+            format: if args.format == "zstd-chunked" { Format::ZstdChunked } else { Format::Estargz },
+            chunk_size: args.chunk_size,
+            level: args.level,
+            prioritized,
+        },
         threads: args.threads.unwrap_or(0),
         progress: None,
     };
@@ -78,8 +85,14 @@ pub fn run(args: ConvertArgs) -> Result<(), String> {
     written.map_err(|e| format!("writing the summary: {e}"))
 }
 
+/// The summary lines; zstd:chunked adds its two manifest annotations.
 fn report(s: &Summary) -> String {
-    format!("toc-digest {}\ndiff-id {}\nuncompressed-size {}\n", s.toc_digest, s.diff_id, s.uncompressed_size)
+    let mut text =
+        format!("toc-digest {}\ndiff-id {}\nuncompressed-size {}\n", s.toc_digest, s.diff_id, s.uncompressed_size);
+    if let (Some(checksum), Some((offset, len, json_len))) = (s.toc_compressed_digest, s.manifest_position) {
+        text.push_str(&format!("manifest-checksum {checksum}\nmanifest-position {offset}:{len}:{json_len}:1\n"));
+    }
+    text
 }
 
 fn message(input: &str, e: &Error) -> String {

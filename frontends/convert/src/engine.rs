@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 
-use crfs_core::writer::{self, Deflate, Plan, Summary};
+use crfs_core::writer::{self, Deflate, Format, GzipMembers, MemberCompressor, Plan, Summary, ZstdFrames};
 use crfs_core::{Digest, ReadAt};
 use flate2::{Compress, Compression, FlushCompress, Status};
 
@@ -48,6 +48,14 @@ impl Deflate for ZlibDeflate {
                 Status::Ok | Status::BufError => out.reserve(out.capacity().max(4096)),
             }
         }
+    }
+}
+
+/// The compressor for `format` at `level`: zlib-rs gzip members, or ruzstd frames.
+pub fn compressor(format: Format, level: u8) -> Box<dyn MemberCompressor + Send> {
+    match format {
+        Format::Estargz => Box::new(GzipMembers { deflate: ZlibDeflate::new(level), level }),
+        Format::ZstdChunked => Box::new(ZstdFrames::new(level)),
     }
 }
 
@@ -92,7 +100,7 @@ pub fn run<R: ReadAt + Sync>(src: &R, settings: &Settings, out: &mut dyn Write) 
     };
     let jobs = jobs(&plan);
     let total = plan.payload_len();
-    let level = plan.level();
+    let (level, format) = (plan.level(), plan.format());
     let next_job = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
     // How many jobs the writer has consumed, and a condvar for workers waiting on the window.
@@ -108,7 +116,7 @@ pub fn run<R: ReadAt + Sync>(src: &R, settings: &Settings, out: &mut dyn Write) 
             let (plan, jobs, next_job, abort, consumed, room, pool) =
                 (&plan, &jobs, &next_job, &abort, &consumed, &room, &pool);
             scope.spawn(move || {
-                let mut deflater = ZlibDeflate::new(level);
+                let mut deflater = compressor(format, level);
                 let take = || pool.lock().ok().and_then(|mut p| p.pop()).unwrap_or_default();
                 loop {
                     let job = next_job.fetch_add(1, Ordering::SeqCst);
@@ -132,7 +140,7 @@ pub fn run<R: ReadAt + Sync>(src: &R, settings: &Settings, out: &mut dyn Write) 
                         compressed.clear();
                         let r = plan
                             .fill_member(src, i, &mut data)
-                            .and_then(|()| plan.compress_member(i, &data, &mut deflater, &mut compressed));
+                            .and_then(|()| plan.compress_member(i, &data, deflater.as_mut(), &mut compressed));
                         match r {
                             Ok(digest) => results.push(Done { data, compressed, digest }),
                             Err(e) => {
@@ -189,7 +197,7 @@ pub fn run<R: ReadAt + Sync>(src: &R, settings: &Settings, out: &mut dyn Write) 
             }
         }
         let mut tail = Vec::new();
-        let summary = assembler.finish(&plan, &mut ZlibDeflate::new(level), &mut tail)?;
+        let summary = assembler.finish(&plan, compressor(format, level).as_mut(), &mut tail)?;
         out.write_all(&tail).map_err(|e| Error::io("writing the output", e))?;
         Ok(summary)
     })

@@ -20,7 +20,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use crfs_core::writer::{Options, Summary};
+pub use crfs_core::writer::{Format, Options, Summary};
 pub use engine::ZlibDeflate;
 
 /// Why a conversion failed. `Display` gives one line.
