@@ -25,6 +25,9 @@ const FLG_FNAME: u8 = 0x08;
 const FLG_FCOMMENT: u8 = 0x10;
 const FLG_RESERVED: u8 = 0xe0;
 
+/// DEFLATE's largest expansion: 258 bytes out per 2 bits in, i.e. about 1032 to 1.
+const MAX_DEFLATE_RATIO: usize = 1032;
+
 /// Size of the gzip trailer: CRC32 and ISIZE.
 pub const TRAILER_LEN: usize = 8;
 
@@ -84,9 +87,16 @@ fn new_decompressor() -> Box<DecompressorOxide> {
 pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
     let header = parse_header(member)?;
     let data = &member[header.len..];
-    let mut out: Vec<u8> = Vec::new();
-    let initial = data.len().saturating_mul(4).max(4096).min(limit);
-    out.resize(initial, 0);
+    // Size the output from the trailer's ISIZE when the member fills `member` (as the TOC's
+    // does), believed only as far as DEFLATE's 1032:1 ceiling allows. `vec!` of zeros maps
+    // pages lazily, so a false claim costs address space, not memory.
+    let claimed = member.len().checked_sub(4).map(|at| {
+        let isize = u32::from_le_bytes([member[at], member[at + 1], member[at + 2], member[at + 3]]);
+        (isize as usize).saturating_add(1)
+    });
+    let ceiling = data.len().saturating_mul(MAX_DEFLATE_RATIO).saturating_add(64);
+    let initial = claimed.unwrap_or(data.len().saturating_mul(4)).min(ceiling).max(4096).min(limit);
+    let mut out: Vec<u8> = alloc::vec![0u8; initial];
     let mut decomp = new_decompressor();
     let mut in_pos = 0usize;
     let mut out_pos = 0usize;
@@ -106,7 +116,9 @@ pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
                     });
                 }
                 let grown = out.len().saturating_mul(2).min(limit);
-                out.resize(grown, 0);
+                let mut bigger = alloc::vec![0u8; grown];
+                bigger[..out_pos].copy_from_slice(&out[..out_pos]);
+                out = bigger;
             }
             TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
                 return Err(Error::Corrupt("gzip member ends early"));

@@ -733,8 +733,9 @@ impl Builder {
             order.push(i as u32);
         }
 
-        // Sort by path, then TOC position: the last record of each path wins.
-        order.sort_by(|&a, &b| {
+        // Sort by path, then TOC position: the last record of each path wins. The order is
+        // total (positions are unique), so an unstable sort gives the same result, faster.
+        order.sort_unstable_by(|&a, &b| {
             let (ra, rb) = (&self.recs[a as usize], &self.recs[b as usize]);
             self.path(ra.path_off, ra.path_len).cmp(self.path(rb.path_off, rb.path_len)).then(a.cmp(&b))
         });

@@ -7,13 +7,15 @@
 //! skipped, and nesting depth is checked before parsing because skipping recurses.
 
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json_core::de::Deserializer;
 
 use crate::error::{Error, Result};
 
-/// Deepest JSON nesting accepted. A TOC needs 3 (top object, entries array, entry object, xattrs).
+/// Deepest JSON nesting accepted. A TOC needs 4 (top object, entries array, entry object,
+/// xattrs); unknown values may nest up to here.
 pub const MAX_DEPTH: usize = 32;
 
 /// One TOC entry as it appears in the JSON: raw (escaped) strings and numbers, absent ones zero.
@@ -53,37 +55,6 @@ impl RawEntry<'_> {
 pub trait EntrySink {
     /// Takes one entry; an error stops the parse and is returned from [`parse_toc`].
     fn entry(&mut self, entry: &RawEntry<'_>) -> Result<()>;
-}
-
-/// Checks that `json` nests no deeper than `MAX_DEPTH`, scanning strings correctly.
-pub fn check_depth(json: &[u8]) -> Result<()> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(Error::BadJson { entry: 0, what: "nesting too deep" });
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 fn hex4(s: &[u8]) -> Option<u32> {
@@ -159,12 +130,15 @@ pub fn unescape(raw: &str, out: &mut Vec<u8>) -> core::result::Result<(), &'stat
 
 /// Parses a whole TOC, feeding each entry to `sink`, and returns the `version` field.
 pub fn parse_toc<S: EntrySink>(json: &[u8], sink: &mut S) -> Result<i64> {
-    check_depth(json)?;
-    let mut state = State { sink, error: None, count: 0, entry: RawEntry::default() };
+    let too_deep = Cell::new(false);
+    let mut state = State { sink, error: None, count: 0, entry: RawEntry::default(), too_deep: &too_deep };
     let mut de = Deserializer::new(json, None);
     let parsed = (&mut de).deserialize_map(TopVisitor { state: &mut state });
     if let Some(e) = state.error {
         return Err(e);
+    }
+    if too_deep.get() {
+        return Err(Error::BadJson { entry: state.count, what: "nesting too deep" });
     }
     let bad = |what| Error::BadJson { entry: state.count, what };
     let version = parsed.map_err(|e| bad(json_error_text(&e)))?;
@@ -201,6 +175,8 @@ struct State<'s, 'de, S> {
     /// Entries completed so far.
     count: usize,
     entry: RawEntry<'de>,
+    /// Set when an unknown value nests deeper than `MAX_DEPTH`.
+    too_deep: &'s Cell<bool>,
 }
 
 impl<S> State<'_, '_, S> {
@@ -209,6 +185,72 @@ impl<S> State<'_, '_, S> {
             self.error = Some(e);
         }
         E::custom("aborted")
+    }
+}
+
+/// Skips one value of any shape. serde-json-core recurses into nested arrays and objects, so
+/// the depth is counted here and refused past `MAX_DEPTH`: no input can exhaust the stack.
+struct Skip<'a> {
+    /// Nesting level of the value skipped; the TOC's top object is level 1.
+    depth: usize,
+    too_deep: &'a Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for Skip<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> core::result::Result<(), D::Error> {
+        d.deserialize_ignored_any(self)
+    }
+}
+
+impl Skip<'_> {
+    /// Refuses an array or object at `depth` past `MAX_DEPTH`, before going into it.
+    fn enter<E: de::Error>(&self) -> core::result::Result<(), E> {
+        if self.depth > MAX_DEPTH {
+            self.too_deep.set(true);
+            return Err(E::custom("nesting too deep"));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for Skip<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_unit<E: de::Error>(self) -> core::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> core::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> core::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> core::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> core::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> core::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E: de::Error>(self) -> core::result::Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> core::result::Result<(), A::Error> {
+        self.enter()?;
+        while seq.next_element_seed(Skip { depth: self.depth + 1, too_deep: self.too_deep })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> core::result::Result<(), A::Error> {
+        self.enter()?;
+        while map.next_key::<IgnoredAny>()?.is_some() {
+            map.next_value_seed(Skip { depth: self.depth + 1, too_deep: self.too_deep })?;
+        }
+        Ok(())
     }
 }
 
@@ -370,9 +412,7 @@ impl<'de, S: EntrySink> Visitor<'de> for TopVisitor<'_, '_, 'de, S> {
             match key {
                 Key::Version => version = Some(map.next_value_seed(Int)?),
                 Key::Entries => map.next_value_seed(EntriesSeed { state: &mut *self.state })?,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                _ => map.next_value_seed(Skip { depth: 2, too_deep: self.state.too_deep })?,
             }
         }
         Ok(version)
@@ -448,9 +488,7 @@ impl<'de, S: EntrySink> Visitor<'de> for EntrySeed<'_, '_, 'de, S> {
                 Key::ChunkDigest => e.chunk_digest = map.next_value_seed(RawStr)?,
                 Key::ChunkType => e.chunk_type = map.next_value_seed(RawStr)?,
                 Key::Xattrs => map.next_value_seed(XattrsSeed { out: &mut e.xattrs })?,
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                _ => map.next_value_seed(Skip { depth: 4, too_deep: state.too_deep })?,
             }
         }
         let result = state.sink.entry(&state.entry);
@@ -586,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_is_refused_before_parsing() {
+    fn deep_nesting_is_refused() {
         let mut json = Vec::from(&b"{\"version\":1,\"x\":"[..]);
         json.extend(core::iter::repeat_n(b'[', 100_000));
         json.extend(core::iter::repeat_n(b']', 100_000));
