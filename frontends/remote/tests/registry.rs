@@ -529,3 +529,61 @@ fn concurrent_reads_share_connections_and_work_inside_a_runtime() {
     });
     assert_eq!(got.unwrap(), want[1000..1064].to_vec());
 }
+
+/// 5 000 files (many.esgz, 1.3 MB): what opening, one small file and every file cost.
+#[test]
+fn many_files_costs() {
+    if !common::have_tools() {
+        return;
+    }
+    let reg = common::Registry::start("many", false);
+    let layout = reg.dir.join("layout");
+    let pushed = common::make_layout(&layout, "many.esgz", "v1", &[]);
+    common::skopeo_copy(&layout, "v1", &format!("{}/test/many:v1", reg.host()), None, false);
+    let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
+    let remote = Remote::new(common::counting_options()).unwrap();
+    let reference = format!("{}/test/many:v1", proxy.host());
+    let t0 = std::time::Instant::now();
+    let image = remote.resolve(&reference).unwrap();
+    let desc = &image.layers[0];
+    let blob = remote.open_layer(&image, desc).unwrap();
+    let opts =
+        crfs_core::OpenOptions { expected_toc_digest: desc.expected_toc_digest().unwrap(), ..Default::default() };
+    let layer = Layer::open_with(blob, &opts).unwrap();
+    let opened_in = t0.elapsed();
+    let open = remote.stats();
+    let id = layer.index().lookup_path(b"d00/f001").unwrap();
+    let mut out = Vec::new();
+    layer.read_file_verified(id, &mut out).unwrap();
+    let first_byte = t0.elapsed();
+    let one = remote.stats();
+    assert_eq!(one.requests, open.requests + 1, "one small file, one request");
+    let chunk = layer.index().chunks(id)[0];
+    // Every file, straight from the registry (no proxy in between).
+    let direct = Remote::new(common::counting_options()).unwrap();
+    let blob = direct.open_blob(&format!("{}/test/many:v1", reg.host()), &desc.digest, desc.size).unwrap();
+    let layer = Layer::open_with(blob, &opts).unwrap();
+    let t1 = std::time::Instant::now();
+    let listing = crfs_testkit::layer_listing(&layer);
+    let remote_all = t1.elapsed();
+    let all = direct.stats();
+    crfs_testkit::assert_same_listing("many", &listing, &std::fs::read_to_string(fixture("many.esgz.list")).unwrap());
+    let local = Layer::open(std::fs::read(fixture("many.esgz")).unwrap()).unwrap();
+    let t2 = std::time::Instant::now();
+    let _ = crfs_testkit::layer_listing(&local);
+    let local_all = t2.elapsed();
+    eprintln!(
+        "many.esgz ({} bytes): resolve+open {opened_in:.1?}, {} range requests, {} bytes (TOC from {} to the end); \
+         first byte of d00/f001 after {first_byte:.1?}: +1 request, +{} bytes (chunk {} bytes compressed); \
+         every file: {} requests, {} bytes, {remote_all:.1?} (local {local_all:.1?})",
+        pushed.layer_size,
+        open.requests,
+        open.bytes,
+        layer.footer().toc_offset,
+        one.bytes - open.bytes,
+        chunk.compressed_end - chunk.offset,
+        all.requests,
+        all.bytes,
+    );
+    assert!(one.bytes - open.bytes < 64 << 10);
+}
