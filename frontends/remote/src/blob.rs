@@ -15,6 +15,9 @@ use crate::error::{EIO, FetchError};
 use crate::fetch::{Endpoint, Got, fetch_range};
 use crate::remote::{Counters, Inner};
 
+/// Prefetches are fetched and cached in pieces of this size (one request each).
+pub const PREFETCH_PIECE: u64 = 16 << 20;
+
 /// The shared part of remote blobs.
 pub(crate) struct Blob {
     pub inner: Arc<Inner>,
@@ -68,6 +71,30 @@ impl Blob {
         Ok(data)
     }
 
+    /// Fetches `[start, end)` into the disk cache in pieces of [`PREFETCH_PIECE`] bytes,
+    /// skipping pieces already there; later reads inside a piece are local. Returns the bytes
+    /// fetched. Without a disk cache (or a digest to key it) there is nowhere to keep them.
+    pub fn prefetch(&self, start: u64, end: u64) -> crate::Result<u64> {
+        let Some((cache, digest)) = self.cache() else {
+            return Err(crate::Error::Invalid("prefetching needs a disk cache (CacheOptions)".into()));
+        };
+        let end = end.min(self.size);
+        let mut fetched = 0;
+        let mut at = start;
+        while at < end {
+            let piece_end = (at + PREFETCH_PIECE).min(end);
+            if !cache.contains(digest, at, piece_end) {
+                let data = self.fetch(at, piece_end).map_err(|e| e.to_error())?;
+                fetched += data.len() as u64;
+                if !cache.contains(digest, at, piece_end) {
+                    cache.put(digest, at, &data);
+                }
+            }
+            at = piece_end;
+        }
+        Ok(fetched)
+    }
+
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
         if offset >= self.size || buf.is_empty() {
             return Ok(0);
@@ -106,6 +133,12 @@ impl RegistryBlob {
     pub fn url(&self) -> &str {
         self.blob.ep.url.as_str()
     }
+
+    /// Fetches `[start, end)` into the disk cache (prefetch at mount: the range before the
+    /// prefetch landmark; background fetch: the whole blob). See [`PREFETCH_PIECE`].
+    pub fn prefetch(&self, start: u64, end: u64) -> crate::Result<u64> {
+        self.blob.prefetch(start, end)
+    }
 }
 
 impl std::fmt::Debug for RegistryBlob {
@@ -134,6 +167,12 @@ impl HttpBlob {
     /// The URL.
     pub fn url(&self) -> &str {
         self.blob.ep.url.as_str()
+    }
+
+    /// Fetches `[start, end)` into the disk cache, as [`RegistryBlob::prefetch`] (the blob
+    /// needs a digest, given to [`crate::Remote::open_url`]).
+    pub fn prefetch(&self, start: u64, end: u64) -> crate::Result<u64> {
+        self.blob.prefetch(start, end)
     }
 }
 

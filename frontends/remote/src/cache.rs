@@ -160,6 +160,30 @@ impl DiskCache {
         Some(buf)
     }
 
+    /// Whether an entry covers `[start, end)` of blob `digest` (as far as this process knows,
+    /// listing the directory if it was not listed lately).
+    pub fn contains(&self, digest: &str, start: u64, end: u64) -> bool {
+        let Some(dir) = blob_dir(&self.root, digest) else { return false };
+        let (found, stale) = {
+            let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            let known = index.get(&dir);
+            (
+                known.and_then(|k| Self::covering(&k.entries, start, end)),
+                known.and_then(|k| k.scanned).is_none_or(|t| t.elapsed() >= RESCAN_INTERVAL),
+            )
+        };
+        if found.is_some() || !stale {
+            return found.is_some();
+        }
+        let entries = self.rescan_blob(&dir);
+        let found = Self::covering(&entries, start, end).is_some();
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(dir, Known { entries, scanned: Some(Instant::now()) });
+        found
+    }
+
     /// Starts writing an entry; bytes go to a temporary file until `commit`.
     pub fn writer(&self) -> Option<CacheWriter> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);

@@ -587,3 +587,35 @@ fn many_files_costs() {
     );
     assert!(one.bytes - open.bytes < 64 << 10);
 }
+
+#[test]
+fn prefetch_fills_the_cache_in_one_request() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("prefetch", false);
+    let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
+    let remote = Remote::new(crfs_remote::Options {
+        cache: Some(crfs_remote::CacheOptions { dir: reg.dir.join("cache"), max_bytes: 64 << 20 }),
+        ..common::counting_options()
+    })
+    .unwrap();
+    let reference = format!("{}/test/all-types:v1", proxy.host());
+    let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+    assert_eq!(blob.prefetch(0, u64::MAX).unwrap(), pushed.layer_size);
+    assert_eq!(blob.prefetch(0, u64::MAX).unwrap(), 0, "already cached");
+    let layer = Layer::open_with(
+        blob,
+        &crfs_core::OpenOptions {
+            expected_toc_digest: crfs_core::Digest::parse(&pushed.toc_digest),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    crfs_testkit::assert_same_listing("prefetch", &crfs_testkit::layer_listing(&layer), &expected_listing());
+    assert_eq!(proxy.blob_gets().len(), 1, "the whole blob in one request, then every read local");
+    // Without a cache there is nowhere to put it.
+    let bare = Remote::new(test_options()).unwrap();
+    let blob = bare.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+    assert!(blob.prefetch(0, 100).is_err());
+}
