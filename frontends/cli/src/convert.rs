@@ -44,6 +44,9 @@ pub fn run(args: ConvertArgs) -> Result<(), String> {
         prioritized.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
     }
     let to_stdout = args.output == "-";
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err("refusing to write a blob to a terminal (redirect standard output)".into());
+    }
     let progress = progress_bar();
     let mut settings = Settings {
         options: Options {

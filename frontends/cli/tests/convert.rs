@@ -101,6 +101,17 @@ fn every_input_form_gives_the_same_blob() {
     assert!(o.stdout == blob, "stdin to stdout differs");
     assert_eq!(summary(&o.stderr), printed);
 
+    // A named pipe is spooled like standard input.
+    let fifo = dir.join("in.fifo");
+    if Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success()) {
+        let (path, bytes) = (fifo.clone(), std::fs::read(&tar).unwrap());
+        let feeder = std::thread::spawn(move || std::fs::write(path, bytes).unwrap());
+        let out_fifo = dir.join("fifo.esgz");
+        assert_eq!(convert_ok(&[s(&fifo), s(&out_fifo)]), printed);
+        feeder.join().unwrap();
+        assert!(std::fs::read(&out_fifo).unwrap() == blob);
+    }
+
     // tar.gz and tar.zst inputs.
     if have("gzip") {
         let gz = dir.join("in.tar.gz");

@@ -42,6 +42,11 @@ pub fn open(path: &str) -> Result<Input, Error> {
         return spool(Box::new(stdin.lock()), "standard input");
     }
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {path}"), e))?;
+    let regular = file.metadata().map_err(|e| Error::io(format!("reading {path}"), e))?.is_file();
+    if !regular {
+        // A pipe or device cannot be read twice at random: spool it like standard input.
+        return spool(Box::new(file), path);
+    }
     let mut magic = [0u8; 4];
     let n = read_up_to(&mut file, &mut magic).map_err(|e| Error::io(format!("reading {path}"), e))?;
     if magic[..n].starts_with(GZIP_MAGIC) || magic[..n].starts_with(ZSTD_MAGIC) {
