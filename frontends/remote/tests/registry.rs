@@ -545,6 +545,7 @@ fn many_files_costs() {
     let reference = format!("{}/test/many:v1", proxy.host());
     let t0 = std::time::Instant::now();
     let image = remote.resolve(&reference).unwrap();
+    let resolved_in = t0.elapsed();
     let desc = &image.layers[0];
     let blob = remote.open_layer(&image, desc).unwrap();
     let opts =
@@ -568,14 +569,28 @@ fn many_files_costs() {
     let remote_all = t1.elapsed();
     let all = direct.stats();
     crfs_testkit::assert_same_listing("many", &listing, &std::fs::read_to_string(fixture("many.esgz.list")).unwrap());
+    // The same after a whole-blob prefetch into the disk cache (background fetch).
+    let cached = Remote::new(crfs_remote::Options {
+        cache: Some(crfs_remote::CacheOptions { dir: reg.dir.join("cache"), max_bytes: 64 << 20 }),
+        ..common::counting_options()
+    })
+    .unwrap();
+    let t3 = std::time::Instant::now();
+    let blob = cached.open_blob(&format!("{}/test/many:v1", reg.host()), &desc.digest, desc.size).unwrap();
+    blob.prefetch(0, u64::MAX).unwrap();
+    let layer = Layer::open_with(blob, &opts).unwrap();
+    assert_eq!(crfs_testkit::layer_listing(&layer), listing);
+    let prefetched_all = t3.elapsed();
+    assert_eq!(cached.stats().requests, 1);
     let local = Layer::open(std::fs::read(fixture("many.esgz")).unwrap()).unwrap();
     let t2 = std::time::Instant::now();
     let _ = crfs_testkit::layer_listing(&local);
     let local_all = t2.elapsed();
     eprintln!(
-        "many.esgz ({} bytes): resolve+open {opened_in:.1?}, {} range requests, {} bytes (TOC from {} to the end); \
+        "many.esgz ({} bytes): resolve {resolved_in:.1?}, +open {opened_in:.1?}, {} range requests, {} bytes (TOC from {} to the end); \
          first byte of d00/f001 after {first_byte:.1?}: +1 request, +{} bytes (chunk {} bytes compressed); \
-         every file: {} requests, {} bytes, {remote_all:.1?} (local {local_all:.1?})",
+         every file: {} requests, {} bytes, {remote_all:.1?}; after a whole-blob prefetch (1 request) \
+         {prefetched_all:.1?}; local {local_all:.1?}",
         pushed.layer_size,
         open.requests,
         open.bytes,
