@@ -1,21 +1,22 @@
-//! `info`, `ls`, `cat`, `verify` and `demo`: inspecting a local blob.
+//! `info`, `ls`, `cat`, `verify` and `demo`: inspecting a layer or an image without mounting it.
+//!
+//! `info` and `verify` look at each layer; `ls` and `cat` walk the tree a mount would show
+//! (one layer, or an image's layers merged), through crfs-vfs.
 
 use std::io::Write;
-use std::path::Path;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crfs_core::{Digest, FileReadAt, Index, Kind, Layer, NodeId, OpenOptions, ROOT, ReadAt};
+use crfs_core::{Digest, Kind, Layer, NodeId, ReadAt};
+use crfs_vfs::{Attr, FileKind, FsError, Ino, LayerFs, Options, ROOT_INO, ReadOnlyFs};
+
+use crate::source::{OpenedLayer, RemoteArgs, open_layers, tree};
 
 /// The sample layer shown by `crfs demo`.
 const DEMO_BLOB: &[u8] = include_bytes!("../../../testdata/sample.esgz");
 
 type CmdResult = Result<(), String>;
-
-fn open(blob: &Path, options: &OpenOptions) -> Result<Layer<FileReadAt>, String> {
-    let file = FileReadAt::open(blob).map_err(|e| format!("{}: {e}", blob.display()))?;
-    Layer::open_with(file, options).map_err(|e| format!("{}: {e}", blob.display()))
-}
 
 /// Writes to stdout; a closed pipe (`| head`) ends quietly.
 fn out_err(e: std::io::Error) -> String {
@@ -25,10 +26,32 @@ fn out_err(e: std::io::Error) -> String {
     format!("writing output: {e}")
 }
 
-pub fn info(blob: &Path) -> CmdResult {
-    let layer = open(blob, &OpenOptions::default())?;
+fn fs_err(what: &str, e: FsError) -> String {
+    let why = match e {
+        FsError::NotFound => "no such file or directory",
+        FsError::NotDir => "not a directory",
+        FsError::IsDir => "is a directory",
+        FsError::Invalid => "not a regular file",
+        FsError::NoXattr => "no such attribute",
+        FsError::Io => "I/O error (corrupt or unreadable data; see the log)",
+        FsError::ReadOnly => "read-only",
+        FsError::Denied => "permission denied",
+    };
+    format!("{what}: {why}")
+}
+
+pub fn info(spec: &str, remote: &RemoteArgs) -> CmdResult {
+    let layers = open_layers(&[spec.to_string()], remote, false)?;
     let mut out = std::io::stdout().lock();
-    print_info(&mut out, &layer).map_err(out_err)
+    let many = layers.len() > 1;
+    for (i, l) in layers.iter().enumerate() {
+        if many {
+            writeln!(out, "{}layer {} of {}: {}", if i > 0 { "\n" } else { "" }, i + 1, layers.len(), l.name)
+                .map_err(out_err)?;
+        }
+        print_info(&mut out, &l.layer).map_err(out_err)?;
+    }
+    Ok(())
 }
 
 fn print_info<R: ReadAt, W: Write>(out: &mut W, layer: &Layer<R>) -> std::io::Result<()> {
@@ -114,137 +137,205 @@ fn format_time(secs: i64) -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
 }
 
-fn write_long<W: Write>(out: &mut W, index: &Index, id: NodeId, name: &[u8]) -> std::io::Result<()> {
-    let inode = index.resolve(id);
-    let Some(node) = index.node(inode) else { return Ok(()) };
-    let size = match node.kind() {
-        Kind::Char | Kind::Block => {
-            let (major, minor) = node.rdev();
-            format!("{major}, {minor}")
-        }
-        _ => node.size().to_string(),
+fn file_kind(kind: FileKind) -> Kind {
+    match kind {
+        FileKind::Dir => Kind::Dir,
+        FileKind::Reg => Kind::Reg,
+        FileKind::Symlink => Kind::Symlink,
+        FileKind::Char => Kind::Char,
+        FileKind::Block => Kind::Block,
+        FileKind::Fifo => Kind::Fifo,
+    }
+}
+
+fn write_long<W: Write>(out: &mut W, fs: &dyn ReadOnlyFs, a: &Attr, name: &[u8]) -> std::io::Result<()> {
+    let size = match a.kind {
+        FileKind::Char | FileKind::Block => format!("{}, {}", a.rdev_major, a.rdev_minor),
+        _ => a.size.to_string(),
     };
+    let mtime = a
+        .mtime
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or_else(|e| -(e.duration().as_secs() as i64), |d| d.as_secs() as i64);
     write!(
         out,
         "{} {:>3} {:>5} {:>5} {:>10} {} ",
-        mode_string(node.kind(), node.mode()),
-        node.nlink(),
-        node.uid(),
-        node.gid(),
+        mode_string(file_kind(a.kind), a.perm),
+        a.nlink,
+        a.uid,
+        a.gid,
         size,
-        format_time(node.mtime().0)
+        format_time(mtime)
     )?;
     out.write_all(name)?;
-    if node.kind() == Kind::Symlink {
+    if a.kind == FileKind::Symlink {
         out.write_all(b" -> ")?;
-        out.write_all(index.symlink_target(inode))?;
+        out.write_all(&fs.readlink(a.ino).unwrap_or_default())?;
     }
     out.write_all(b"\n")
 }
 
-pub fn ls(blob: &Path, path: Option<&str>, long: bool, recursive: bool) -> CmdResult {
-    let layer = open(blob, &OpenOptions::default())?;
-    let index = layer.index();
+/// Looks up `path` from the root. With `follow`, symlinks inside the tree are followed as a
+/// program with this tree as its root would (absolute targets restart at the root, `..` stops
+/// there, 40 expansions at most); the last component too.
+fn resolve(fs: &dyn ReadOnlyFs, path: &[u8], follow: bool) -> Result<Attr, FsError> {
+    const MAX_SYMLINK_HOPS: usize = 40;
+    let mut pending: Vec<Vec<u8>> = path.split(|&b| b == b'/').rev().map(<[u8]>::to_vec).collect();
+    let mut cur = fs.getattr(ROOT_INO)?;
+    let mut hops = 0;
+    while let Some(comp) = pending.pop() {
+        match comp.as_slice() {
+            b"" | b"." => {}
+            b".." => cur = fs.getattr(fs.parent(cur.ino)?)?,
+            name => {
+                let next = fs.lookup(cur.ino, name)?;
+                if follow && next.kind == FileKind::Symlink {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return Err(FsError::NotFound);
+                    }
+                    let target = fs.readlink(next.ino)?;
+                    if target.first() == Some(&b'/') {
+                        cur = fs.getattr(ROOT_INO)?;
+                    }
+                    pending.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+                } else {
+                    cur = next;
+                }
+            }
+        }
+    }
+    Ok(cur)
+}
+
+/// The entries of a directory, "." and ".." left out.
+fn entries(fs: &dyn ReadOnlyFs, dir: Ino) -> Result<Vec<(Vec<u8>, Ino)>, FsError> {
+    let mut out = Vec::new();
+    fs.readdir(dir, 2, &mut |e| {
+        out.push((e.name.to_vec(), e.ino));
+        true
+    })?;
+    Ok(out)
+}
+
+pub fn ls(spec: &str, remote: &RemoteArgs, path: Option<&str>, long: bool, recursive: bool) -> CmdResult {
+    let (fs, _) = tree(open_layers(&[spec.to_string()], remote, true)?, Options::default())?;
     let path = path.unwrap_or("");
-    let id = index
-        .lookup_path(path.as_bytes())
-        .ok_or_else(|| format!("{}: {path}: no such file or directory", blob.display()))?;
+    let shown = path.trim_start_matches('/').trim_end_matches('/');
+    let attr = resolve(fs.as_ref(), path.as_bytes(), false).map_err(|e| fs_err(&format!("{spec}: {path}"), e))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let result = if index.node(id).is_some_and(|n| n.kind() == Kind::Dir) {
-        if recursive { list_tree(&mut out, index, id, long) } else { list_dir(&mut out, index, id, long) }
+    let result = if attr.kind == FileKind::Dir {
+        list(&mut out, fs.as_ref(), attr.ino, shown.as_bytes(), long, recursive)
     } else if long {
-        write_long(&mut out, index, id, &index.path(id))
+        write_long(&mut out, fs.as_ref(), &attr, shown.as_bytes())
     } else {
-        out.write_all(&index.path(id)).and_then(|()| out.write_all(b"\n"))
+        out.write_all(shown.as_bytes()).and_then(|()| out.write_all(b"\n"))
     };
     result.and_then(|()| out.flush()).map_err(out_err)
 }
 
-fn list_dir<W: Write>(out: &mut W, index: &Index, dir: NodeId, long: bool) -> std::io::Result<()> {
-    for &child in index.children(dir) {
-        if long {
-            write_long(out, index, child, index.name(child))?;
+/// A directory's entries; with `recursive`, every descendant depth first in name order as a
+/// path from the layer root (`prefix` is the directory's own path).
+fn list<W: Write>(
+    out: &mut W,
+    fs: &dyn ReadOnlyFs,
+    dir: Ino,
+    prefix: &[u8],
+    long: bool,
+    recursive: bool,
+) -> std::io::Result<()> {
+    let io = |e: FsError| std::io::Error::other(fs_err(&String::from_utf8_lossy(prefix), e));
+    // An explicit stack of (entries left, directory path): no recursion on input depth.
+    type Pending = (std::vec::IntoIter<(Vec<u8>, Ino)>, Vec<u8>);
+    let mut stack: Vec<Pending> = vec![(entries(fs, dir).map_err(io)?.into_iter(), prefix.to_vec())];
+    while let Some((mut rest, dir_path)) = stack.pop() {
+        let Some((name, ino)) = rest.next() else { continue };
+        stack.push((rest, dir_path.clone()));
+        let shown = if recursive {
+            let mut p = dir_path.clone();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(&name);
+            p
         } else {
-            out.write_all(index.name(child))?;
+            name
+        };
+        let attr = fs.getattr(ino).map_err(io)?;
+        if long {
+            write_long(out, fs, &attr, &shown)?;
+        } else {
+            out.write_all(&shown)?;
             out.write_all(b"\n")?;
+        }
+        if recursive && attr.kind == FileKind::Dir {
+            stack.push((entries(fs, ino).map_err(io)?.into_iter(), shown));
         }
     }
     Ok(())
 }
 
-/// Every descendant of `dir`, depth first in name order, as paths from the layer root.
-fn list_tree<W: Write>(out: &mut W, index: &Index, dir: NodeId, long: bool) -> std::io::Result<()> {
-    // An explicit stack of (directory, next child position): no recursion on input depth.
-    let mut stack: Vec<(NodeId, usize)> = vec![(dir, 0)];
-    while let Some((d, pos)) = stack.pop() {
-        let children = index.children(d);
-        let Some(&child) = children.get(pos) else { continue };
-        stack.push((d, pos + 1));
-        let path = index.path(child);
-        if long {
-            write_long(out, index, child, &path)?;
-        } else {
-            out.write_all(&path)?;
-            out.write_all(b"\n")?;
-        }
-        if index.node(child).is_some_and(|n| n.kind() == Kind::Dir) {
-            stack.push((child, 0));
-        }
-    }
-    Ok(())
-}
-
-pub fn cat(blob: &Path, paths: &[String], verify: bool) -> CmdResult {
-    let layer = open(blob, &OpenOptions::default())?;
+pub fn cat(spec: &str, remote: &RemoteArgs, paths: &[String], verify: bool) -> CmdResult {
+    let options = Options { verify, cache_bytes: 64 << 20, ..Options::default() };
+    let (fs, _) = tree(open_layers(&[spec.to_string()], remote, verify)?, options)?;
     let mut out = std::io::stdout().lock();
-    cat_layer(&layer, paths, verify, &mut out).map_err(|e| format!("{}: {e}", blob.display()))
+    cat_fs(fs.as_ref(), paths, &mut out).map_err(|e| format!("{spec}: {e}"))
 }
 
-fn cat_layer<R: ReadAt, W: Write>(layer: &Layer<R>, paths: &[String], verify: bool, out: &mut W) -> CmdResult {
-    let index = layer.index();
-    let mut chunk = Vec::new();
+fn cat_fs<W: Write>(fs: &dyn ReadOnlyFs, paths: &[String], out: &mut W) -> CmdResult {
+    const PIECE: u32 = 1 << 20;
     for path in paths {
-        let id = index.resolve_path(path.as_bytes()).ok_or_else(|| format!("{path}: no such file or directory"))?;
-        match index.node(id).map(|n| n.kind()) {
-            Some(Kind::Reg) => {}
-            Some(Kind::Dir) => return Err(format!("{path}: is a directory")),
+        let attr = resolve(fs, path.as_bytes(), true).map_err(|e| fs_err(path, e))?;
+        match attr.kind {
+            FileKind::Reg => {}
+            FileKind::Dir => return Err(format!("{path}: is a directory")),
             _ => return Err(format!("{path}: not a regular file")),
         }
-        for i in 0..index.chunks(id).len() {
-            layer.read_chunk(id, i, verify, &mut chunk).map_err(|e| format!("{path}: {e}"))?;
-            out.write_all(&chunk).map_err(out_err)?;
+        let mut offset = 0;
+        while offset < attr.size {
+            let data = fs.read(attr.ino, offset, PIECE).map_err(|e| fs_err(path, e))?;
+            if data.is_empty() {
+                return Err(format!("{path}: file ends early"));
+            }
+            out.write_all(&data).map_err(out_err)?;
+            offset += data.len() as u64;
         }
     }
     out.flush().map_err(out_err)
 }
 
-pub fn verify(blob: &Path, toc_digest: Option<&str>, threads: Option<usize>) -> CmdResult {
+pub fn verify(spec: &str, remote: &RemoteArgs, toc_digest: Option<&str>, threads: Option<usize>) -> CmdResult {
     let expected = match toc_digest {
         Some(d) => Some(Digest::parse(d).ok_or_else(|| format!("--toc-digest {d}: not sha256:<64 hex digits>"))?),
         None => None,
     };
-    let options = OpenOptions { expected_toc_digest: expected, ..OpenOptions::default() };
-    let layer = open(blob, &options)?;
+    let layers: Vec<OpenedLayer> = open_layers(&[spec.to_string()], remote, true)?;
+    if let (Some(expected), [only]) = (expected, layers.as_slice()) {
+        if only.layer.toc_digest() != expected {
+            return Err(format!("{spec}: {}", crfs_core::Error::TocDigestMismatch));
+        }
+    } else if expected.is_some() {
+        return Err(format!("{spec}: --toc-digest needs a single layer; this source has {}", layers.len()));
+    }
     let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
-    let report = verify_layer(&layer, threads);
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{}: {} files, {} chunks, {} bytes checked; {} files without digests",
-        blob.display(),
-        report.files,
-        report.chunks,
-        report.bytes,
-        report.undigested
-    );
-    if report.failures.is_empty() {
-        let _ = writeln!(out, "toc-digest {}", layer.toc_digest());
-        return Ok(());
+    let mut failed = 0;
+    for l in &layers {
+        let report = verify_layer(&l.layer, threads);
+        let _ = writeln!(
+            out,
+            "{}: {} files, {} chunks, {} bytes checked; {} files without digests",
+            l.name, report.files, report.chunks, report.bytes, report.undigested
+        );
+        if report.failures.is_empty() {
+            let _ = writeln!(out, "toc-digest {}", l.layer.toc_digest());
+        }
+        for failure in &report.failures {
+            let _ = writeln!(out, "FAILED {failure}");
+        }
+        failed += report.failures.len();
     }
-    for failure in &report.failures {
-        let _ = writeln!(out, "FAILED {failure}");
-    }
-    Err(format!("{}: {} files failed verification", blob.display(), report.failures.len()))
+    if failed == 0 { Ok(()) } else { Err(format!("{spec}: {failed} files failed verification")) }
 }
 
 /// What `verify` found.
@@ -297,24 +388,25 @@ pub fn verify_layer<R: ReadAt + Sync>(layer: &Layer<R>, threads: usize) -> Verif
 }
 
 pub fn demo() -> CmdResult {
-    let layer = Layer::open(DEMO_BLOB).map_err(|e| format!("built-in sample: {e}"))?;
+    let layer = Arc::new(Layer::open(DEMO_BLOB).map_err(|e| format!("built-in sample: {e}"))?);
+    let fs = LayerFs::new(layer.clone(), Options::default());
     let mut out = std::io::stdout().lock();
-    let index = layer.index();
     let run = |out: &mut std::io::StdoutLock<'_>| -> std::io::Result<()> {
         writeln!(out, "$ crfs info testdata/sample.esgz")?;
         print_info(out, &layer)?;
         writeln!(out, "\n$ crfs ls -lR testdata/sample.esgz")?;
-        list_tree(out, index, ROOT, true)?;
+        list(out, &fs, ROOT_INO, b"", true, true)?;
         Ok(())
     };
     run(&mut out).map_err(out_err)?;
-    // Show the first text file of the sample.
+    // Show the first small file of the sample.
+    let index = layer.index();
     let first_text = (0..index.len() as NodeId)
         .find(|&id| index.node(id).is_some_and(|n| n.kind() == Kind::Reg && n.size() > 0 && n.size() < 4096));
     if let Some(id) = first_text {
         let path = String::from_utf8_lossy(&index.path(id)).into_owned();
         writeln!(out, "\n$ crfs cat testdata/sample.esgz {path}").map_err(out_err)?;
-        cat_layer(&layer, &[path], true, &mut out)?;
+        cat_fs(&fs, &[path], &mut out)?;
     }
     let report = verify_layer(&layer, 2);
     writeln!(out, "\n$ crfs verify testdata/sample.esgz").map_err(out_err)?;

@@ -7,6 +7,7 @@ mod convert;
 mod inspect;
 mod mount;
 mod nfs;
+mod source;
 
 use std::process::ExitCode;
 
@@ -24,8 +25,10 @@ struct Cli {
 enum Command {
     /// Show a blob's format, TOC location and digest, and what it holds.
     Info {
-        /// The layer blob (a local file).
-        blob: std::path::PathBuf,
+        #[command(flatten)]
+        remote: source::RemoteArgs,
+        /// A layer blob file, blob URL, oci:DIR[:TAG] or registry image (each layer shown).
+        blob: String,
     },
     /// List a directory of a blob, like ls.
     Ls {
@@ -36,8 +39,10 @@ enum Command {
         /// included.
         #[arg(short = 'R')]
         recursive: bool,
-        /// The layer blob.
-        blob: std::path::PathBuf,
+        #[command(flatten)]
+        remote: source::RemoteArgs,
+        /// A layer blob file, blob URL, oci:DIR[:TAG] or registry image (layers merged).
+        blob: String,
         /// A path inside the layer (default: the root).
         path: Option<String>,
     },
@@ -46,8 +51,10 @@ enum Command {
         /// Skip chunk digest checks.
         #[arg(long)]
         no_verify: bool,
-        /// The layer blob.
-        blob: std::path::PathBuf,
+        #[command(flatten)]
+        remote: source::RemoteArgs,
+        /// A layer blob file, blob URL, oci:DIR[:TAG] or registry image (layers merged).
+        blob: String,
         /// Paths inside the layer.
         #[arg(required = true)]
         paths: Vec<String>,
@@ -60,8 +67,10 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
-        /// The layer blob.
-        blob: std::path::PathBuf,
+        #[command(flatten)]
+        remote: source::RemoteArgs,
+        /// A layer blob file, blob URL, oci:DIR[:TAG] or registry image (layers merged).
+        blob: String,
     },
     /// Mount a layer blob read-only with FUSE and serve it until unmounted or interrupted.
     Mount {
@@ -84,10 +93,18 @@ enum Command {
         /// Log every request (same as RUST_LOG=debug).
         #[arg(long)]
         debug: bool,
-        /// The layer blob(s) to mount, then where (an existing directory). Several blobs are
-        /// stacked bottom first into one merged tree, whiteouts applied.
-        #[arg(value_name = "SOURCE... MOUNTPOINT", required = true, num_args = 2..)]
-        paths: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        remote: source::RemoteArgs,
+        /// What to mount, then where (an existing directory). A source is a blob file, a blob
+        /// URL, oci:DIR[:TAG] or a registry image (HOST/REPO:TAG); several are stacked bottom
+        /// first into one merged tree, whiteouts applied. With only a mountpoint (default
+        /// /crfs), every image is a path away: MOUNTPOINT/image/HOST/REPO:TAG/.
+        #[arg(value_name = "SOURCE... MOUNTPOINT", num_args = 0..)]
+        paths: Vec<String>,
+        /// In the /crfs namespace: how long a tag stays pinned to the digest it first resolved
+        /// to, in seconds (default: for the life of the mount).
+        #[arg(long, value_name = "SECONDS")]
+        pin_ttl: Option<u64>,
     },
     /// Serve a layer blob (or an image's layers, merged) read-only over NFSv3, for macOS and
     /// hosts without FUSE, until interrupted; prints the mount commands.
@@ -111,10 +128,12 @@ enum Command {
         /// Log every request (same as RUST_LOG=debug).
         #[arg(long)]
         debug: bool,
-        /// The layer blob(s) to serve. Several blobs are stacked bottom first into one merged
-        /// tree, whiteouts applied.
+        #[command(flatten)]
+        remote: source::RemoteArgs,
+        /// What to serve: blob files, URLs, oci:DIR[:TAG] or registry images, stacked bottom
+        /// first into one merged tree, whiteouts applied.
         #[arg(value_name = "SOURCE", required = true, num_args = 1..)]
-        sources: Vec<std::path::PathBuf>,
+        sources: Vec<String>,
     },
     /// Unmount a crfs mount (also clears a stale mount left by a crash).
     Umount {
@@ -139,24 +158,58 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = match cli.command {
-        Command::Info { blob } => inspect::info(&blob),
-        Command::Ls { long, recursive, blob, path } => inspect::ls(&blob, path.as_deref(), long, recursive),
-        Command::Cat { no_verify, blob, paths } => inspect::cat(&blob, &paths, !no_verify),
-        Command::Verify { toc_digest, threads, blob } => inspect::verify(&blob, toc_digest.as_deref(), threads),
-        Command::Mount { cache_size, allow_other, threads, no_verify, overlay_whiteouts, debug: _, mut paths } => {
-            mount::mount(mount::MountArgs {
-                mountpoint: paths.pop().unwrap_or_default(),
-                sources: paths,
-                cache_bytes: cache_size,
-                allow_other,
-                threads,
-                verify: !no_verify,
-                overlay_whiteouts,
-            })
+        Command::Info { remote, blob } => inspect::info(&blob, &remote),
+        Command::Ls { long, recursive, remote, blob, path } => {
+            inspect::ls(&blob, &remote, path.as_deref(), long, recursive)
         }
-        Command::Nfs { listen, cache_size, threads, no_verify, overlay_whiteouts, debug: _, sources } => {
+        Command::Cat { no_verify, remote, blob, paths } => inspect::cat(&blob, &remote, &paths, !no_verify),
+        Command::Verify { toc_digest, threads, remote, blob } => {
+            inspect::verify(&blob, &remote, toc_digest.as_deref(), threads)
+        }
+        Command::Mount {
+            cache_size,
+            allow_other,
+            threads,
+            no_verify,
+            overlay_whiteouts,
+            debug: _,
+            remote,
+            mut paths,
+            pin_ttl,
+        } if paths.len() < 2 => mount::mount_namespace(mount::NamespaceArgs {
+            mountpoint: paths.pop().map_or_else(|| std::path::PathBuf::from(mount::DEFAULT_MOUNTPOINT), Into::into),
+            remote,
+            cache_bytes: cache_size,
+            allow_other,
+            threads,
+            verify: !no_verify,
+            overlay_whiteouts,
+            pin_ttl: pin_ttl.map(std::time::Duration::from_secs),
+        }),
+        Command::Mount {
+            cache_size,
+            allow_other,
+            threads,
+            no_verify,
+            overlay_whiteouts,
+            debug: _,
+            remote,
+            mut paths,
+            pin_ttl: _,
+        } => mount::mount(mount::MountArgs {
+            mountpoint: paths.pop().unwrap_or_default().into(),
+            sources: paths,
+            remote,
+            cache_bytes: cache_size,
+            allow_other,
+            threads,
+            verify: !no_verify,
+            overlay_whiteouts,
+        }),
+        Command::Nfs { listen, cache_size, threads, no_verify, overlay_whiteouts, debug: _, remote, sources } => {
             nfs::serve(nfs::NfsArgs {
                 sources,
+                remote,
                 listen,
                 cache_bytes: cache_size,
                 threads,

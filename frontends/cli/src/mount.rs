@@ -2,19 +2,35 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use crfs_core::{FileReadAt, Layer, OpenOptions};
 use crfs_fuse::{Mount, MountConfig};
-use crfs_vfs::{LayerFs, MergedFs, Options, ReadOnlyFs};
+use crfs_vfs::{NamespaceFs, NamespaceOptions, Options, ReadOnlyFs};
+
+use crate::source::{RemoteArgs, open_layers, tree};
 
 /// How long to keep serving open files after a signal's unmount before exiting.
 const UNMOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Where `crfs mount` with no source serves the namespace, as the original crfs did.
+pub const DEFAULT_MOUNTPOINT: &str = "/crfs";
+
+/// What `crfs mount [MOUNTPOINT]` (the namespace) was asked to do.
+pub struct NamespaceArgs {
+    pub mountpoint: PathBuf,
+    pub remote: RemoteArgs,
+    pub cache_bytes: u64,
+    pub allow_other: bool,
+    pub threads: usize,
+    pub verify: bool,
+    pub overlay_whiteouts: bool,
+    pub pin_ttl: Option<std::time::Duration>,
+}
+
 /// What `crfs mount` was asked to do.
 pub struct MountArgs {
-    /// One layer, or several stacked bottom first.
-    pub sources: Vec<PathBuf>,
+    /// Blob files, URLs, OCI layouts or registry images, stacked bottom first.
+    pub sources: Vec<String>,
+    pub remote: RemoteArgs,
     pub mountpoint: PathBuf,
     pub cache_bytes: u64,
     pub allow_other: bool,
@@ -82,6 +98,13 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
     }
     let canonical = mountpoint.canonicalize().map_err(|e| format!("{shown}: {e}"))?;
     if is_mount_point(&canonical) {
+        // stat may answer from the kernel's attribute cache even when the server behind the
+        // mount is gone; statfs always asks it.
+        if nix::sys::statfs::statfs(&canonical).err() == Some(nix::errno::Errno::ENOTCONN) {
+            return Err(format!(
+                "{shown}: stale mount (transport endpoint is not connected); run `crfs umount {shown}`"
+            ));
+        }
         return Err(format!("{shown}: something is already mounted there (mountpoint is busy)"));
     }
     Ok(canonical)
@@ -95,6 +118,24 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Refuses early what fusermount3 would refuse for an ordinary user.
+fn check_user_can_mount(allow_other: bool) -> Result<(), String> {
+    if is_root() {
+        return Ok(());
+    }
+    if allow_other && !user_allow_other_enabled() {
+        return Err("--allow-other needs `user_allow_other` in /etc/fuse.conf when not run as root".to_string());
+    }
+    // Ordinary users mount through fusermount3, which fuser only tries after opening
+    // /dev/fuse itself; a device closed to them fails before that.
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+        return Err(format!(
+            "/dev/fuse: {e}; ordinary users need it readable and writable (mode 0666, as Debian's udev sets it), or run as root"
+        ));
+    }
+    Ok(())
+}
+
 fn user_allow_other_enabled() -> bool {
     std::fs::read_to_string("/etc/fuse.conf")
         .map(|c| c.lines().any(|l| l.split('#').next().is_some_and(|l| l.trim() == "user_allow_other")))
@@ -103,40 +144,34 @@ fn user_allow_other_enabled() -> bool {
 
 pub fn mount(args: MountArgs) -> Result<(), String> {
     let mountpoint = check_mountpoint(&args.mountpoint)?;
-    if !is_root() {
-        if args.allow_other && !user_allow_other_enabled() {
-            return Err("--allow-other needs `user_allow_other` in /etc/fuse.conf when not run as root".to_string());
-        }
-        // Ordinary users mount through fusermount3, which fuser only tries after opening
-        // /dev/fuse itself; a device closed to them fails before that.
-        if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
-            return Err(format!(
-                "/dev/fuse: {e}; ordinary users need it readable and writable (mode 0666, as Debian's udev sets it), or run as root"
-            ));
-        }
-    }
-    let mut layers = Vec::with_capacity(args.sources.len());
-    for path in &args.sources {
-        let shown = path.display();
-        let blob = FileReadAt::open(path).map_err(|e| format!("{shown}: {e}"))?;
-        let layer = Layer::open_with(blob, &OpenOptions::default()).map_err(|e| format!("{shown}: {e}"))?;
-        tracing::info!(source = %shown, format = layer.format().name(), toc_digest = %layer.toc_digest(), "opened layer");
-        layers.push(Arc::new(layer));
-    }
-    let source = args.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+    check_user_can_mount(args.allow_other)?;
+    let layers = open_layers(&args.sources, &args.remote, args.verify)?;
+    let source = args.sources.join(" ");
     let options =
         Options { verify: args.verify, overlay_whiteouts: args.overlay_whiteouts, cache_bytes: args.cache_bytes };
     let config = MountConfig { allow_other: args.allow_other, threads: args.threads, fs_name: source.clone() };
-    if layers.len() == 1 {
-        let fs = LayerFs::new(layers.remove(0), options);
-        serve(fs, &mountpoint, &config, &source)
-    } else {
-        if args.overlay_whiteouts {
-            return Err("--overlay-whiteouts applies to a single layer; a merged image applies its whiteouts".into());
-        }
-        let fs = MergedFs::new(layers, options).map_err(|e| format!("merging layers: {e:?}"))?;
-        serve(fs, &mountpoint, &config, &source)
+    let (fs, _identity) = tree(layers, options)?;
+    serve(fs, &mountpoint, &config, &source)
+}
+
+/// Serves every image and layer under one mountpoint, each resolved on first lookup.
+pub fn mount_namespace(args: NamespaceArgs) -> Result<(), String> {
+    if args.mountpoint == Path::new(DEFAULT_MOUNTPOINT) && !args.mountpoint.exists() {
+        std::fs::create_dir_all(&args.mountpoint).map_err(|e| format!("{DEFAULT_MOUNTPOINT}: {e}"))?;
     }
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    check_user_can_mount(args.allow_other)?;
+    if args.overlay_whiteouts {
+        return Err("--overlay-whiteouts applies to a single layer, not to the namespace".into());
+    }
+    let resolver = crate::source::RegistryResolver::new(args.remote.remote()?, args.verify);
+    let options = NamespaceOptions {
+        fs: Options { verify: args.verify, overlay_whiteouts: false, cache_bytes: args.cache_bytes },
+        pin_ttl: args.pin_ttl,
+        ..NamespaceOptions::default()
+    };
+    let config = MountConfig { allow_other: args.allow_other, threads: args.threads, fs_name: "crfs".into() };
+    serve(NamespaceFs::new(resolver, options), &mountpoint, &config, "the crfs namespace")
 }
 
 /// Mounts `fs` and serves it until unmounted or signalled.

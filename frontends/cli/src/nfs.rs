@@ -1,12 +1,12 @@
 //! `crfs nfs`: serve a layer over NFSv3 on a local TCP port.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 
-use crfs_core::{Digest, FileReadAt, Layer, OpenOptions};
+use crfs_core::Digest;
 use crfs_nfs::NfsServer;
-use crfs_vfs::{LayerFs, MergedFs, Options, ReadOnlyFs};
+use crfs_vfs::{Options, ReadOnlyFs};
+
+use crate::source::{RemoteArgs, open_layers, tree};
 
 /// Where `crfs nfs` listens unless told otherwise: loopback, an unprivileged port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:11111";
@@ -14,7 +14,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:11111";
 /// What `crfs nfs` was asked to do.
 pub struct NfsArgs {
     /// One layer, or several stacked bottom first.
-    pub sources: Vec<PathBuf>,
+    pub sources: Vec<String>,
+    pub remote: RemoteArgs,
     pub listen: SocketAddr,
     pub cache_bytes: u64,
     pub threads: usize,
@@ -40,32 +41,14 @@ pub fn mount_commands(addr: SocketAddr) -> [String; 2] {
 }
 
 pub fn serve(args: NfsArgs) -> Result<(), String> {
-    let mut layers = Vec::with_capacity(args.sources.len());
-    for path in &args.sources {
-        let shown = path.display();
-        let blob = FileReadAt::open(path).map_err(|e| format!("{shown}: {e}"))?;
-        let layer = Layer::open_with(blob, &OpenOptions::default()).map_err(|e| format!("{shown}: {e}"))?;
-        tracing::info!(source = %shown, format = layer.format().name(), toc_digest = %layer.toc_digest(), "opened layer");
-        layers.push(Arc::new(layer));
-    }
-    let source = args.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+    let layers = open_layers(&args.sources, &args.remote, args.verify)?;
+    let source = args.sources.join(" ");
     let options =
         Options { verify: args.verify, overlay_whiteouts: args.overlay_whiteouts, cache_bytes: args.cache_bytes };
-    if layers.len() == 1 {
-        let fs = LayerFs::new(layers.remove(0), options);
-        let identity = crfs_nfs::layer_identity(&fs);
-        run(fs, identity, &args, &source)
-    } else {
-        if args.overlay_whiteouts {
-            return Err("--overlay-whiteouts applies to a single layer; a merged image applies its whiteouts".into());
-        }
-        let identity = crfs_nfs::image_identity(layers.iter().map(|l| l.toc_digest()));
-        let fs = MergedFs::new(layers, options).map_err(|e| format!("merging layers: {e:?}"))?;
-        run(fs, identity, &args, &source)
-    }
+    let (fs, identity) = tree(layers, options)?;
+    run(fs, identity, &args, &source)
 }
 
-/// Serves `fs` until SIGINT or SIGTERM.
 fn run<F: ReadOnlyFs>(fs: F, identity: Digest, args: &NfsArgs, source: &str) -> Result<(), String> {
     let server = NfsServer::bind(fs, identity, args.listen, args.threads)
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;

@@ -499,3 +499,40 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for LayerFs<R> {
         self.options.overlay_whiteouts || self.index().has_xattrs()
     }
 }
+
+/// A boxed tree serves like the tree inside: front-ends can pick a tree at run time.
+impl ReadOnlyFs for Box<dyn ReadOnlyFs> {
+    fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        (**self).getattr(ino)
+    }
+    fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        (**self).lookup(parent, name)
+    }
+    fn parent(&self, ino: Ino) -> Result<Ino, FsError> {
+        (**self).parent(ino)
+    }
+    fn readdir(&self, ino: Ino, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError> {
+        (**self).readdir(ino, offset, add)
+    }
+    fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        (**self).readlink(ino)
+    }
+    fn open(&self, ino: Ino) -> Result<(), FsError> {
+        (**self).open(ino)
+    }
+    fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        (**self).read(ino, offset, size)
+    }
+    fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        (**self).getxattr(ino, name)
+    }
+    fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        (**self).listxattr(ino)
+    }
+    fn statfs(&self) -> StatFs {
+        (**self).statfs()
+    }
+    fn has_xattrs(&self) -> bool {
+        (**self).has_xattrs()
+    }
+}

@@ -1,0 +1,193 @@
+//! Turning what a user names (a blob file, a blob URL, `oci:DIR[:TAG]`, a registry image) into
+//! opened layers and one tree to serve. Shared by mount, nfs and the inspection commands.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crfs_core::{Digest, Layer, ReadAt};
+use crfs_remote::{CacheOptions, Credentials, Options as RemoteOptions, Platform, Remote, SourceKind, SourceLayer};
+use crfs_vfs::{LayerFs, MergedFs, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver, Version};
+
+/// Blob bytes from wherever they live.
+pub type Blob = Arc<dyn ReadAt + Send + Sync>;
+
+/// The zstd:chunked annotations carrying the sha256 of the compressed TOC.
+const MANIFEST_CHECKSUM_ANNOTATIONS: [&str; 2] =
+    ["io.github.containers.zstd-chunked.manifest-checksum", "io.containers.zstd-chunked.manifest-checksum"];
+
+/// Where remote layers come from and how they are fetched (flags shared by several commands).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RemoteArgs {
+    /// Platform to pick from a multi-platform image (os/arch[/variant]; default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Talk plain HTTP to the registry (always so for localhost and 127.0.0.1).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Registry credentials USER:PASSWORD (else $CRFS_CREDS, else ~/.docker/config.json).
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+    /// Keep fetched compressed ranges here, so a later mount reads them without the network.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Bound of the on-disk cache (K, M, G suffixes).
+    #[arg(long, default_value = "4G", value_parser = crate::mount::parse_size)]
+    pub disk_cache_size: u64,
+}
+
+impl RemoteArgs {
+    /// A registry/HTTP client for these flags.
+    pub fn remote(&self) -> Result<Remote, String> {
+        let platform = match &self.platform {
+            Some(p) => Some(p.parse::<Platform>().map_err(|e| format!("--platform {p}: {e}"))?),
+            None => None,
+        };
+        let credentials = match &self.creds {
+            Some(c) => Some(Credentials::parse(c).map_err(|e| format!("--creds: {e}"))?),
+            None => None,
+        };
+        let cache =
+            self.cache_dir.as_ref().map(|dir| CacheOptions { dir: dir.clone(), max_bytes: self.disk_cache_size });
+        let options =
+            RemoteOptions { platform, plain_http: self.plain_http, credentials, cache, ..RemoteOptions::default() };
+        Remote::new(options).map_err(|e| e.to_string())
+    }
+}
+
+/// One opened layer and where it came from, for messages.
+pub struct OpenedLayer {
+    pub name: String,
+    pub layer: Arc<Layer<Blob>>,
+    /// Whether it is a layer of an image (whose root filesystem applies whiteouts) rather
+    /// than a blob named on its own (shown as the layer holds it).
+    pub of_image: bool,
+}
+
+/// Opens one layer, checking its TOC against the manifest's annotation when `verify` is set:
+/// `toc.digest` (sha256 of the TOC JSON) or zstd:chunked's manifest-checksum (sha256 of the
+/// compressed TOC). A layer of an image with neither is refused unless `verify` is off.
+fn open_layer(name: &str, l: &SourceLayer, verify: bool) -> Result<Arc<Layer<Blob>>, String> {
+    let options = l.open_options(verify).map_err(|e| format!("{name}: {e}"))?;
+    let layer = Layer::open_with(l.blob.clone(), &options).map_err(|e| format!("{name}: {e}"))?;
+    if let (true, Some(desc), None) = (verify, &l.desc, options.expected_toc_digest) {
+        {
+            let checksum = MANIFEST_CHECKSUM_ANNOTATIONS.iter().find_map(|k| desc.annotations.get(*k));
+            match checksum {
+                Some(c) if Digest::parse(c) == Some(layer.toc_compressed_digest()) => {}
+                Some(c) => return Err(format!("{name}: TOC does not match the manifest-checksum annotation {c}")),
+                None => {
+                    return Err(format!(
+                        "{name}: the manifest gives no TOC digest to verify this layer against (toc.digest \
+                         annotation); pass --no-verify to use it unverified"
+                    ));
+                }
+            }
+        }
+    }
+    tracing::info!(layer = %name, format = layer.format().name(), toc_digest = %layer.toc_digest(), "opened layer");
+    Ok(Arc::new(layer))
+}
+
+/// Opens every source, bottom first; an image contributes all its layers.
+pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> Result<Vec<OpenedLayer>, String> {
+    let mut remote: Option<Remote> = None;
+    let mut out = Vec::new();
+    for spec in specs {
+        let source = if SourceKind::of(spec) == SourceKind::File {
+            crfs_remote::open_file_source(std::path::Path::new(spec)).map_err(|e| e.to_string())?
+        } else {
+            if remote.is_none() {
+                remote = Some(remote_args.remote()?);
+            }
+            let Some(r) = remote.as_ref() else { return Err("no registry client".into()) };
+            r.open_source(spec).map_err(|e| format!("{spec}: {e}"))?
+        };
+        let many = source.layers.len() > 1;
+        for l in &source.layers {
+            let name = match (&l.desc, many) {
+                (Some(d), _) => format!("{spec} layer {}", d.digest),
+                (None, _) => spec.clone(),
+            };
+            out.push(OpenedLayer { layer: open_layer(&name, l, verify)?, name, of_image: source.image.is_some() });
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no layers", specs.join(" ")));
+    }
+    Ok(out)
+}
+
+/// A blob on its own as the layer holds it; an image's layers, or several sources, merged
+/// (whiteouts applied); with the tree's identity: the layer's TOC digest, or a digest of the
+/// layers' TOC digests.
+pub fn tree(layers: Vec<OpenedLayer>, options: Options) -> Result<(Box<dyn ReadOnlyFs>, Digest), String> {
+    if layers.len() == 1 && !layers.iter().any(|l| l.of_image) {
+        let layer = layers.into_iter().map(|l| l.layer).next().ok_or("no layers")?;
+        let identity = layer.toc_digest();
+        return Ok((Box::new(LayerFs::new(layer, options)), identity));
+    }
+    if options.overlay_whiteouts {
+        return Err("--overlay-whiteouts applies to a single layer; a merged image applies its whiteouts".into());
+    }
+    let identity = crfs_nfs::image_identity(layers.iter().map(|l| l.layer.toc_digest()));
+    let fs = MergedFs::new(layers.into_iter().map(|l| l.layer).collect(), options)
+        .map_err(|e| format!("merging layers: {e:?}"))?;
+    Ok((Box::new(fs), identity))
+}
+
+/// Layers by (host/repo, blob digest).
+type SeenLayers = std::collections::HashMap<(String, String), Arc<Layer<Blob>>>;
+
+/// The /crfs namespace's resolver: references to images in registries.
+pub struct RegistryResolver {
+    remote: Remote,
+    verify: bool,
+    /// Layers seen in resolved images, by (host/repo, digest): what `layer/...@digest` serves.
+    seen: std::sync::Mutex<SeenLayers>,
+}
+
+impl RegistryResolver {
+    pub fn new(remote: Remote, verify: bool) -> Self {
+        RegistryResolver { remote, verify, seen: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    }
+}
+
+fn resolve_error(e: crfs_remote::Error) -> ResolveError {
+    match e {
+        crfs_remote::Error::NotFound(m) | crfs_remote::Error::NoPlatform(m) => ResolveError::NotFound(m),
+        crfs_remote::Error::Auth(m) => ResolveError::Denied(m),
+        other => ResolveError::Failed(other.to_string()),
+    }
+}
+
+impl Resolver for RegistryResolver {
+    type Blob = Blob;
+
+    fn image(&self, host: &str, repo: &str, version: &Version) -> Result<ResolvedImage<Blob>, ResolveError> {
+        let spec = match version {
+            Version::Tag(t) => format!("{host}/{repo}:{t}"),
+            Version::Digest(d) => format!("{host}/{repo}@{d}"),
+        };
+        let source = self.remote.open_source(&spec).map_err(resolve_error)?;
+        let digest = source.image.as_ref().map(|i| i.manifest_digest.clone()).unwrap_or_default();
+        let mut layers = Vec::with_capacity(source.layers.len());
+        for l in &source.layers {
+            let layer_digest = l.desc.as_ref().map(|d| d.digest.clone()).unwrap_or_default();
+            let layer =
+                open_layer(&format!("{spec} layer {layer_digest}"), l, self.verify).map_err(ResolveError::Failed)?;
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.insert((format!("{host}/{repo}"), layer_digest.clone()), layer.clone());
+            layers.push((layer_digest, layer));
+        }
+        Ok(ResolvedImage { digest, layers })
+    }
+
+    fn layer(&self, host: &str, repo: &str, digest: &str) -> Result<Arc<Layer<Blob>>, ResolveError> {
+        // A blob's size comes from the manifest that lists it; layers are served by digest
+        // once an image of the repository holding them has been looked up.
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&(format!("{host}/{repo}"), digest.to_string())).cloned().ok_or_else(|| {
+            ResolveError::NotFound(format!("{host}/{repo}@{digest}: look up an image holding this layer first"))
+        })
+    }
+}
