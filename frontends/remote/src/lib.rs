@@ -17,7 +17,7 @@
 //! runtime (`block_on` from plain threads, spawn-and-wait from inside another runtime).
 //!
 //! Wiring a front-end (flags map to [`Options`] fields: `--platform` → `platform`,
-//! `--plain-http` → `plain_http`, `--creds USER:PASSWORD` → `credentials`, `--cache-dir` and
+//! `--plain-http` → `plain_http`, `--mirror REGISTRY=MIRROR` → `mirrors`, `--creds USER:PASSWORD` → `credentials`, `--cache-dir` and
 //! `--cache-size` → `cache`; `--no-verify` → `open_options(false)`):
 //!
 //! ```no_run
@@ -59,5 +59,5 @@ pub use cache::{CacheWriter, DiskCache};
 pub use error::{Error, Result};
 pub use platform::Platform;
 pub use registry::{Image, LayerDesc, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION};
-pub use remote::{CREDS_ENV, CacheOptions, Credentials, Options, Remote, RetryPolicy, Stats};
+pub use remote::{CREDS_ENV, CacheOptions, Credentials, Mirror, Options, Remote, RetryPolicy, Stats};
 pub use source::{Source, SourceKind, SourceLayer, open_file_source};

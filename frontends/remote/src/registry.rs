@@ -68,6 +68,8 @@ pub struct Image {
     pub reference: String,
     /// The registry host (`index.docker.io` for Docker Hub), empty for a local OCI layout.
     pub registry: String,
+    /// The mirror the image was found at (blobs are read from there too), if any.
+    pub mirror: Option<String>,
     /// The repository path within the registry.
     pub repository: String,
     /// Digest of the manifest list / OCI index the reference named, if it named one.
@@ -93,6 +95,7 @@ impl Image {
         Ok(Image {
             reference,
             registry,
+            mirror: None,
             repository,
             index_digest,
             manifest_digest,
@@ -203,12 +206,34 @@ impl Inner {
 
     fn blob_url(&self, reference: &Reference, digest: &str) -> Result<reqwest::Url> {
         let registry = reference.resolve_registry();
-        let url = format!("{}://{registry}/v2/{}/blobs/{digest}", self.scheme_for(registry), reference.repository());
+        let ns = reference.namespace().map(|ns| format!("?ns={ns}")).unwrap_or_default();
+        let url =
+            format!("{}://{registry}/v2/{}/blobs/{digest}{ns}", self.scheme_for(registry), reference.repository());
         reqwest::Url::parse(&url).map_err(|e| Error::Invalid(format!("{url}: {e}")))
     }
 }
 
+/// Resolves through each mirror of the reference's registry in turn, then the registry itself.
 async fn resolve(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
+    let mirrors: Vec<String> =
+        inner.options.mirrors.iter().filter(|m| m.mirrors(reference.registry())).map(|m| m.mirror.clone()).collect();
+    for mirror in mirrors {
+        let mut r = reference.clone();
+        r.set_mirror_registry(mirror.clone());
+        match resolve_at(Arc::clone(&inner), r).await {
+            Ok(mut image) => {
+                image.registry = reference.resolve_registry().to_owned();
+                image.mirror = Some(mirror);
+                return Ok(image);
+            }
+            Err(e) => tracing::info!(mirror, "mirror failed, trying the next host: {e}"),
+        }
+    }
+    resolve_at(inner, reference).await
+}
+
+/// Resolves at one host: `reference.resolve_registry()` (the mirror, when one is set).
+async fn resolve_at(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
     let registry = reference.resolve_registry().to_owned();
     let client = inner.registry_client(&registry);
     let (auth, source): (RegistryAuth, &str) = inner.credentials_for(&registry);
@@ -261,14 +286,22 @@ impl Remote {
         self.inner.run(resolve(inner, reference), || Error::Local("the I/O runtime stopped".into()))
     }
 
-    /// Opens one layer of a resolved image.
+    /// Opens one layer of a resolved image, at the host (mirror or registry) it came from.
     pub fn open_layer(&self, image: &Image, layer: &LayerDesc) -> Result<RegistryBlob> {
-        self.open_blob(&image.reference, &layer.digest, layer.size)
+        let mut reference = parse_reference(&image.reference)?;
+        if let Some(m) = &image.mirror {
+            reference.set_mirror_registry(m.clone());
+        }
+        self.open_blob_at(reference, &layer.digest, layer.size)
     }
 
     /// Opens a blob of a registry repository by digest and size (nothing is fetched yet).
+    /// Mirrors are not consulted: use [`Remote::open_layer`] on a resolved image for that.
     pub fn open_blob(&self, reference: &str, digest: &str, size: u64) -> Result<RegistryBlob> {
-        let reference = parse_reference(reference)?;
+        self.open_blob_at(parse_reference(reference)?, digest, size)
+    }
+
+    fn open_blob_at(&self, reference: Reference, digest: &str, size: u64) -> Result<RegistryBlob> {
         if crfs_core::Digest::parse(digest).is_none() {
             return Err(Error::Invalid(format!("{digest}: not a sha256 digest")));
         }

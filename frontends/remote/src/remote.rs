@@ -75,6 +75,35 @@ pub struct CacheOptions {
     pub max_bytes: u64,
 }
 
+/// A registry mirror: images of `registry` are looked for at `mirror` first (containerd's
+/// convention: same repository path, `?ns=REGISTRY` added to every URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// The registry mirrored, as in references (`docker.io`, `ghcr.io`, `127.0.0.1:5000`).
+    pub registry: String,
+    /// The mirror's host (and port).
+    pub mirror: String,
+}
+
+impl Mirror {
+    /// Parses `REGISTRY=MIRROR` (the `--mirror` flag).
+    pub fn parse(s: &str) -> Result<Mirror> {
+        match s.split_once('=') {
+            Some((r, m)) if !r.is_empty() && !m.is_empty() && !m.contains('/') => {
+                Ok(Mirror { registry: r.to_owned(), mirror: m.to_owned() })
+            }
+            _ => Err(Error::Invalid(format!("{s}: a mirror is REGISTRY=MIRROR_HOST[:PORT]"))),
+        }
+    }
+
+    /// Whether this mirrors the registry of a reference (`docker.io` and `index.docker.io`
+    /// are the same).
+    pub(crate) fn mirrors(&self, registry: &str) -> bool {
+        let norm = |r: &str| if r == "docker.io" { "index.docker.io".to_owned() } else { r.to_owned() };
+        norm(&self.registry) == norm(registry)
+    }
+}
+
 /// How a [`Remote`] reaches registries and servers.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -82,6 +111,8 @@ pub struct Options {
     pub platform: Option<Platform>,
     /// Plain HTTP for every registry (always used for localhost, 127.0.0.0/8 and ::1).
     pub plain_http: bool,
+    /// Mirrors, tried in order before the registry they mirror.
+    pub mirrors: Vec<Mirror>,
     /// Credentials given explicitly (a flag); used for every registry, before anything else.
     pub credentials: Option<Credentials>,
     /// Read `USER:PASSWORD` from [`CREDS_ENV`] when no explicit credentials are given.
@@ -102,6 +133,7 @@ impl Default for Options {
         Options {
             platform: None,
             plain_http: false,
+            mirrors: Vec::new(),
             credentials: None,
             env_credentials: true,
             docker_config: true,

@@ -634,3 +634,57 @@ fn prefetch_fills_the_cache_in_one_request() {
     let blob = bare.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
     assert!(blob.prefetch(0, 100).is_err());
 }
+
+#[test]
+fn mirrors_are_tried_in_order_before_the_registry() {
+    if !common::have_tools() {
+        return;
+    }
+    let (upstream, _pushed) = registry_with_image("upstream", false);
+    let (mirror_reg, _) = registry_with_image("mirror", false);
+    let mirror = Proxy::start(mirror_reg.port, |_, _| Fault::Pass);
+    let empty = common::Registry::start("empty-mirror", false);
+    let closed = "127.0.0.1:1"; // nothing listens there
+    let options = |mirrors: Vec<crfs_remote::Mirror>| {
+        let mut o = test_options();
+        o.mirrors = mirrors;
+        o.retry.max_attempts = 2;
+        Remote::new(o).unwrap()
+    };
+    let m = |r: &str, h: &str| crfs_remote::Mirror::parse(&format!("{r}={h}")).unwrap();
+
+    // The registry is down; its mirror has the image: everything comes from the mirror, with
+    // the registry named in ?ns=.
+    let remote = options(vec![m(closed, &mirror.host())]);
+    let reference = format!("{closed}/test/all-types:v1");
+    let image = remote.resolve(&reference).unwrap();
+    assert_eq!(image.mirror.as_deref(), Some(mirror.host().as_str()));
+    assert_eq!(image.registry, closed);
+    let blob = remote.open_layer(&image, &image.layers[0]).unwrap();
+    let layer = Layer::open_with(
+        blob,
+        &crfs_core::OpenOptions {
+            expected_toc_digest: image.layers[0].expected_toc_digest().unwrap(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    crfs_testkit::assert_same_listing("mirror", &crfs_testkit::layer_listing(&layer), &expected_listing());
+    let gets = mirror.blob_gets();
+    assert!(!gets.is_empty());
+    assert!(gets.iter().all(|s| s.path.ends_with(&format!("?ns={closed}"))), "{gets:?}");
+
+    // Mirrors that fail (down, or without the image) are skipped, in order, for the registry.
+    let remote = options(vec![m(&upstream.host(), closed), m(&upstream.host(), &empty.host())]);
+    let image = remote.resolve(&format!("{}/test/all-types:v1", upstream.host())).unwrap();
+    assert_eq!(image.mirror, None);
+    let blob = remote.open_layer(&image, &image.layers[0]).unwrap();
+    let mut buf = [0u8; 64];
+    blob.read_exact_at(0, &mut buf).unwrap();
+    assert_eq!(&buf[..], &fixture_bytes()[..64]);
+
+    // Mirrors of other registries are not used.
+    let remote = options(vec![m("ghcr.io", closed)]);
+    assert_eq!(remote.resolve(&format!("{}/test/all-types:v1", upstream.host())).unwrap().mirror, None);
+    assert!(crfs_remote::Mirror::parse("nomirror").is_err());
+}
