@@ -61,10 +61,13 @@ impl Blob {
                 if let (Some((cache, digest)), Some(w)) = (self.cache(), writer) {
                     cache.commit(w, digest, 0);
                 }
-                tracing::warn!(
-                    url = %crate::fetch::redact(&self.ep.url),
-                    "the server ignored a Range request and sent the whole blob"
-                );
+                if !self.ep.warned_whole.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        url = %crate::fetch::redact(&self.ep.url),
+                        "the server ignores Range requests and sends the whole blob; \
+                         use a disk cache to fetch it only once"
+                    );
+                }
                 d
             }
         };

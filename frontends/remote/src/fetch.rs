@@ -116,11 +116,13 @@ pub(crate) struct Endpoint {
     pub auth: Option<Arc<RepoAuth>>,
     /// The final URL of the last redirect (blob storage), used directly until it fails.
     redirect: Mutex<Option<Url>>,
+    /// Whether the "server ignores Range" warning was logged (once per blob).
+    pub warned_whole: std::sync::atomic::AtomicBool,
 }
 
 impl Endpoint {
     pub fn new(url: Url, auth: Option<Arc<RepoAuth>>) -> Self {
-        Endpoint { url, auth, redirect: Mutex::new(None) }
+        Endpoint { url, auth, redirect: Mutex::new(None), warned_whole: std::sync::atomic::AtomicBool::new(false) }
     }
 
     fn cached_redirect(&self) -> Option<Url> {
