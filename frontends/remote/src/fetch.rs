@@ -174,6 +174,10 @@ fn classify(e: &reqwest::Error, what: &'static str) -> FetchError {
             detail.push_str(&s.to_string());
             src = s.source();
         }
+        // An untrusted or invalid certificate will not get better by retrying.
+        if detail.contains("certificate") {
+            return FetchError::permanent("TLS certificate not trusted", detail);
+        }
         FetchError::transient(what, detail)
     }
 }

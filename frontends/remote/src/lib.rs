@@ -17,7 +17,7 @@
 //! runtime (`block_on` from plain threads, spawn-and-wait from inside another runtime).
 //!
 //! Wiring a front-end (flags map to [`Options`] fields: `--platform` → `platform`,
-//! `--plain-http` → `plain_http`, `--mirror REGISTRY=MIRROR` → `mirrors`, `--creds USER:PASSWORD` → `credentials`, `--cache-dir` and
+//! `--plain-http` → `plain_http`, `--mirror REGISTRY=MIRROR` → `mirrors`, `--ca-cert FILE` → `ca_certs`, `--creds USER:PASSWORD` → `credentials`, `--cache-dir` and
 //! `--cache-size` → `cache`; `--no-verify` → `open_options(false)`):
 //!
 //! ```no_run

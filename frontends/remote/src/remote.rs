@@ -113,6 +113,8 @@ pub struct Options {
     pub plain_http: bool,
     /// Mirrors, tried in order before the registry they mirror.
     pub mirrors: Vec<Mirror>,
+    /// PEM files of extra certificate authorities trusted for HTTPS, beside the system's.
+    pub ca_certs: Vec<PathBuf>,
     /// Credentials given explicitly (a flag); used for every registry, before anything else.
     pub credentials: Option<Credentials>,
     /// Read `USER:PASSWORD` from [`CREDS_ENV`] when no explicit credentials are given.
@@ -134,6 +136,7 @@ impl Default for Options {
             platform: None,
             plain_http: false,
             mirrors: Vec::new(),
+            ca_certs: Vec::new(),
             credentials: None,
             env_credentials: true,
             docker_config: true,
@@ -184,6 +187,8 @@ pub(crate) struct Inner {
     pub http: reqwest::Client,
     /// Registry clients (manifests, tokens), one per registry host, created on first use.
     registries: Mutex<HashMap<String, oci_client::Client>>,
+    /// The extra CA certificates (PEM), for the registry clients.
+    ca_pem: Vec<Vec<u8>>,
     /// Auth state per `registry/repository`, shared by the blobs of that repository.
     pub repos: Mutex<HashMap<String, Arc<crate::fetch::RepoAuth>>>,
     pub options: Options,
@@ -229,7 +234,17 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| Error::Local(format!("starting the I/O runtime: {e}")))?;
+        let mut ca_pem = Vec::new();
+        let mut ca = Vec::new();
+        for path in &options.ca_certs {
+            let pem = std::fs::read(path).map_err(|e| Error::Local(format!("{}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Invalid(format!("{}: not PEM certificates: {e}", path.display())))?;
+            ca.extend(certs);
+            ca_pem.push(pem);
+        }
         let http = reqwest::Client::builder()
+            .tls_certs_merge(ca)
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.request_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -246,6 +261,7 @@ impl Remote {
                 runtime: Some(runtime),
                 http,
                 registries: Mutex::new(HashMap::new()),
+                ca_pem,
                 repos: Mutex::new(HashMap::new()),
                 options,
                 platform,
@@ -311,6 +327,14 @@ impl Inner {
                     connect_timeout: Some(self.options.connect_timeout),
                     read_timeout: Some(self.options.request_timeout),
                     platform_resolver: Some(Box::new(move |entries| platform.select(entries))),
+                    extra_root_certificates: self
+                        .ca_pem
+                        .iter()
+                        .map(|pem| oci_client::client::Certificate {
+                            encoding: oci_client::client::CertificateEncoding::Pem,
+                            data: pem.clone(),
+                        })
+                        .collect(),
                     ..ClientConfig::default()
                 };
                 oci_client::Client::new(config)

@@ -688,3 +688,28 @@ fn mirrors_are_tried_in_order_before_the_registry() {
     assert_eq!(remote.resolve(&format!("{}/test/all-types:v1", upstream.host())).unwrap().mirror, None);
     assert!(crfs_remote::Mirror::parse("nomirror").is_err());
 }
+
+#[test]
+fn https_with_an_extra_ca() {
+    if !common::have_tools() {
+        return;
+    }
+    let reg = common::Registry::start_tls("tls");
+    let layout = reg.dir.join("layout");
+    let pushed = common::make_layout(&layout, "all-types.esgz", "v1", &[]);
+    common::skopeo_copy(&layout, "v1", &format!("{}/test/all-types:v1", reg.host()), None, false);
+    let url = format!("https://{}/v2/test/all-types/blobs/{}", reg.host(), pushed.layer_digest);
+
+    let trusted =
+        Remote::new(crfs_remote::Options { ca_certs: vec![reg.dir.join("ca.pem")], ..test_options() }).unwrap();
+    let blob = trusted.open_url(&url, Some(&pushed.layer_digest)).unwrap();
+    assert_eq!(blob.size(), pushed.layer_size);
+    let layer = Layer::open(blob).unwrap();
+    crfs_testkit::assert_same_listing("https", &crfs_testkit::layer_listing(&layer), &expected_listing());
+
+    // Without the CA the server is not trusted: a prompt error, not retries.
+    let untrusted = Remote::new(test_options()).unwrap();
+    let err = untrusted.open_url(&url, None).unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    assert_eq!(untrusted.stats().retries, 0);
+}

@@ -55,7 +55,18 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(name: &str, htpasswd: bool) -> Registry {
+        Self::start_with(name, htpasswd, false)
+    }
+
+    /// A registry serving HTTPS with a certificate for 127.0.0.1 from a fresh test CA, whose
+    /// certificate is `dir/ca.pem`.
+    pub fn start_tls(name: &str) -> Registry {
+        Self::start_with(name, false, true)
+    }
+
+    fn start_with(name: &str, htpasswd: bool, tls: bool) -> Registry {
         let dir = crfs_testkit::scratch_dir(&format!("registry-{name}"));
+        let tls_conf = if tls { make_certs(&dir) } else { String::new() };
         let mut auth = String::new();
         if htpasswd {
             let file = dir.join("htpasswd");
@@ -68,7 +79,7 @@ impl Registry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: crfs-test-secret\n{auth}",
+                    "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: crfs-test-secret\n{tls_conf}{auth}",
                     dir.join("storage").display()
                 ),
             )
@@ -100,6 +111,69 @@ impl Registry {
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+}
+
+/// A CA and a server certificate for IP 127.0.0.1 signed by it (openssl); returns the
+/// registry's `http.tls` configuration.
+fn make_certs(dir: &Path) -> String {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("running openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=crfs test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    format!(
+        "  tls:\n    certificate: {}\n    key: {}\n",
+        dir.join("server.pem").display(),
+        dir.join("server.key").display()
+    )
 }
 
 impl Drop for Registry {
