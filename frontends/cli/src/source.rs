@@ -24,9 +24,16 @@ pub struct RemoteArgs {
     /// Talk plain HTTP to the registry (always so for localhost and 127.0.0.1).
     #[arg(long)]
     pub plain_http: bool,
-    /// Registry credentials USER:PASSWORD (else $CRFS_CREDS, else ~/.docker/config.json).
+    /// Registry credentials USER:PASSWORD (else $CRFS_REGISTRY_CREDS, else
+    /// ~/.docker/config.json).
     #[arg(long, value_name = "USER:PASSWORD")]
     pub creds: Option<String>,
+    /// A mirror tried before a registry, REGISTRY=MIRROR (repeatable; tried in order).
+    #[arg(long, value_name = "REGISTRY=MIRROR")]
+    pub mirror: Vec<String>,
+    /// Extra certificate authority (PEM) trusted for HTTPS registries (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
     /// Keep fetched compressed ranges here, so a later mount reads them without the network.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
