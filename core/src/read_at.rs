@@ -15,6 +15,13 @@ pub trait ReadAt {
     /// Returns 0 only at or past the end of the blob.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize>;
 
+    /// A hint that `[start, end)` will be read soon: a remote blob may fetch it ahead in few,
+    /// large requests. The default does nothing; errors here are never fatal to a reader.
+    fn prefetch(&self, start: u64, end: u64) -> Result<()> {
+        let _ = (start, end);
+        Ok(())
+    }
+
     /// Fills `buf` completely from `offset`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let mut done = 0usize;
@@ -62,6 +69,10 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         (**self).read_at(offset, buf)
     }
+
+    fn prefetch(&self, start: u64, end: u64) -> Result<()> {
+        (**self).prefetch(start, end)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for alloc::sync::Arc<T> {
@@ -71,6 +82,10 @@ impl<T: ReadAt + ?Sized> ReadAt for alloc::sync::Arc<T> {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         (**self).read_at(offset, buf)
+    }
+
+    fn prefetch(&self, start: u64, end: u64) -> Result<()> {
+        (**self).prefetch(start, end)
     }
 }
 

@@ -40,6 +40,21 @@ pub struct RemoteArgs {
     /// Bound of the on-disk cache (K, M, G suffixes).
     #[arg(long, default_value = "4G", value_parser = crate::mount::parse_size)]
     pub disk_cache_size: u64,
+    /// Keep nothing on disk (by default fetched ranges go to $XDG_CACHE_HOME/crfs, or
+    /// ~/.cache/crfs).
+    #[arg(long, conflicts_with = "cache_dir")]
+    pub no_disk_cache: bool,
+    /// After the prioritized files, fetch whole layers into the disk cache in the background.
+    #[arg(long)]
+    pub background_fetch: bool,
+}
+
+/// Where fetched ranges go when `--cache-dir` is not given.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("crfs"))
 }
 
 impl RemoteArgs {
@@ -53,8 +68,8 @@ impl RemoteArgs {
             Some(c) => Some(Credentials::parse(c).map_err(|e| format!("--creds: {e}"))?),
             None => None,
         };
-        let cache =
-            self.cache_dir.as_ref().map(|dir| CacheOptions { dir: dir.clone(), max_bytes: self.disk_cache_size });
+        let dir = if self.no_disk_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
+        let cache = dir.map(|dir| CacheOptions { dir, max_bytes: self.disk_cache_size });
         let options =
             RemoteOptions { platform, plain_http: self.plain_http, credentials, cache, ..RemoteOptions::default() };
         Remote::new(options).map_err(|e| e.to_string())
@@ -121,7 +136,31 @@ pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> 
     if out.is_empty() {
         return Err(format!("{}: no layers", specs.join(" ")));
     }
+    start_prefetch(&out, remote_args.background_fetch);
     Ok(out)
+}
+
+/// In the background: each layer's prioritized region (before `.prefetch.landmark`), then,
+/// with `whole`, every layer in full. Only remote blobs with a disk cache act on it.
+fn start_prefetch(layers: &[OpenedLayer], whole: bool) {
+    let jobs: Vec<(String, Blob, u64, u64)> = layers
+        .iter()
+        .filter_map(|l| l.layer.index().prefetch_landmark().map(|end| (l.name.clone(), l.layer.blob().clone(), 0, end)))
+        .chain(
+            layers.iter().filter(|_| whole).map(|l| (l.name.clone(), l.layer.blob().clone(), 0, l.layer.blob().size())),
+        )
+        .collect();
+    if jobs.is_empty() {
+        return;
+    }
+    std::thread::spawn(move || {
+        for (name, blob, start, end) in jobs {
+            match blob.prefetch(start, end) {
+                Ok(()) => tracing::debug!(layer = %name, bytes = end - start, "prefetched"),
+                Err(e) => tracing::debug!(layer = %name, "prefetch skipped: {e}"),
+            }
+        }
+    });
 }
 
 /// A blob on its own as the layer holds it; an image's layers, or several sources, merged

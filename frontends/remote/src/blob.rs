@@ -158,6 +158,13 @@ impl ReadAt for RegistryBlob {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
         self.blob.read_at(offset, buf)
     }
+
+    fn prefetch(&self, start: u64, end: u64) -> crfs_core::Result<()> {
+        self.blob.prefetch(start, end).map(|_| ()).map_err(|e| {
+            tracing::debug!("prefetch of [{start}, {end}) skipped: {e}");
+            crfs_core::Error::Io(crfs_core::error::IoError { errno: 0, what: "prefetching the blob" })
+        })
+    }
 }
 
 /// A blob at a plain HTTP(S) URL: size from HEAD, bytes by Range requests, the same rules as
@@ -192,5 +199,12 @@ impl ReadAt for HttpBlob {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
         self.blob.read_at(offset, buf)
+    }
+
+    fn prefetch(&self, start: u64, end: u64) -> crfs_core::Result<()> {
+        self.blob.prefetch(start, end).map(|_| ()).map_err(|e| {
+            tracing::debug!("prefetch of [{start}, {end}) skipped: {e}");
+            crfs_core::Error::Io(crfs_core::error::IoError { errno: 0, what: "prefetching the blob" })
+        })
     }
 }
