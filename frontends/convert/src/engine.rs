@@ -162,8 +162,11 @@ pub fn run<R: ReadAt + Sync>(src: &R, settings: &Settings, out: &mut dyn Write) 
         drop(tx);
 
         let stop = |e: Error| {
+            // Under the window's lock, so a worker between its check and its wait cannot miss it.
+            let guard = consumed.lock();
             abort.store(true, Ordering::SeqCst);
             room.notify_all();
+            drop(guard);
             e
         };
         let mut pending: BTreeMap<usize, Vec<Done>> = BTreeMap::new();
@@ -206,6 +209,73 @@ pub fn run<R: ReadAt + Sync>(src: &R, settings: &Settings, out: &mut dyn Write) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tar in memory whose large reads (payloads, never the 512-byte header reads) fail.
+    struct FailingPayloads(Vec<u8>);
+
+    impl ReadAt for FailingPayloads {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
+            if buf.len() > 4096 {
+                return Err(crfs_core::error::IoError { errno: 5, what: "injected failure" }.into());
+            }
+            self.0.as_slice().read_at(offset, buf)
+        }
+    }
+
+    fn tar_of_big_files(n: usize) -> Vec<u8> {
+        let mut tar = Vec::new();
+        for i in 0..n {
+            let mut h = [0u8; 512];
+            let name = format!("f{i}");
+            h[..name.len()].copy_from_slice(name.as_bytes());
+            h[100..108].copy_from_slice(b"0000644\0");
+            h[108..124].copy_from_slice(b"0000000\x000000000\x00");
+            h[124..136].copy_from_slice(format!("{:011o}\0", 200_000).as_bytes());
+            h[136..148].copy_from_slice(b"13606670245\0");
+            h[156] = b'0';
+            h[257..265].copy_from_slice(b"ustar\x0000");
+            h[148..156].fill(b' ');
+            let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+            h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+            tar.extend_from_slice(&h);
+            tar.extend((0..200_000u32).map(|j| (j.wrapping_mul(i as u32 + 7) >> 5) as u8));
+            tar.resize(tar.len().div_ceil(512) * 512, 0);
+        }
+        tar.resize(tar.len() + 1024, 0);
+        tar
+    }
+
+    #[test]
+    fn read_errors_stop_every_worker() {
+        let src = FailingPayloads(tar_of_big_files(40));
+        for threads in [1, 2, 8] {
+            let settings = Settings { threads, ..Settings::default() };
+            let mut out = Vec::new();
+            let err = run(&src, &settings, &mut out).unwrap_err();
+            assert!(err.to_string().contains("injected failure"), "{err}");
+        }
+    }
+
+    #[test]
+    fn same_bytes_for_any_thread_count() {
+        let tar = tar_of_big_files(12);
+        let mut blobs = Vec::new();
+        for threads in [1, 2, 5] {
+            let mut settings = Settings { threads, ..Settings::default() };
+            settings.options.chunk_size = 50_000;
+            settings.options.level = 6;
+            let mut out = Vec::new();
+            run(&tar.as_slice(), &settings, &mut out).unwrap();
+            blobs.push(out);
+        }
+        assert!(blobs.windows(2).all(|w| w[0] == w[1]));
+        let layer = crfs_core::Layer::open(blobs.pop().unwrap()).unwrap();
+        assert_eq!(layer.index().len(), 12 + 1);
+    }
 
     #[test]
     fn zlib_members_inflate_back() {
