@@ -14,6 +14,9 @@
 //	interop list BLOB
 //	interop list-tar TAR
 //	interop verify BLOB TOCDIGEST
+//	interop open BLOB                       (benchmark: estargz.Open only)
+//	interop readall BLOB [-piece N]         (benchmark: OpenFile + ReadAt every file)
+//	interop mkcorpus -out TAR [-files N] [-bytes N]   (benchmark: synthetic tree)
 //
 // Canonical listing (list, list-tar): one line per entry, tab-separated
 //
@@ -68,6 +71,12 @@ func main() {
 		err = cmdListTar(args)
 	case "verify":
 		err = cmdVerify(args)
+	case "open":
+		err = cmdOpen(args)
+	case "readall":
+		err = cmdReadall(args)
+	case "mkcorpus":
+		err = cmdMkcorpus(args)
 	default:
 		usage()
 	}
@@ -1003,4 +1012,146 @@ func cmdVerify(args []string) error {
 	fmt.Fprintf(os.Stderr, "verified %d chunks of %d files\n", chunks, len(seen))
 	fmt.Println("ok")
 	return nil
+}
+
+// ---------------------------------------------------------------------------
+// Benchmark peers (benches/compare.sh): each does one measured thing and exits.
+
+// cmdOpen opens a blob with estargz.Open (footer, TOC, index) and exits.
+func cmdOpen(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("usage: interop open BLOB")
+	}
+	_, f, err := openBlob(args[0])
+	if err != nil {
+		return err
+	}
+	f.Close()
+	fmt.Println("ok")
+	return nil
+}
+
+// cmdReadall reads every regular file (each inode once, landmarks skipped)
+// start to end through OpenFile + ReadAt in pieces of -piece bytes; with
+// -piece 0, one ReadAt per chunk. The library's ReadAt checks no digests.
+func cmdReadall(args []string) error {
+	fs := flag.NewFlagSet("readall", flag.ExitOnError)
+	piece := fs.Int("piece", 128<<10, "bytes per ReadAt (0 = one ReadAt per chunk)")
+	fs.Parse(args)
+	if fs.NArg() != 1 || *piece < 0 {
+		return fmt.Errorf("usage: interop readall BLOB [-piece N]")
+	}
+	r, f, err := openBlob(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	root, ok := r.Lookup("")
+	if !ok {
+		return fmt.Errorf("no root")
+	}
+	seen := map[*estargz.TOCEntry]bool{}
+	var files, total int64
+	var buf []byte
+	err = walk(root, "", true, func(p string, e *estargz.TOCEntry) error {
+		if e.Type != "reg" || seen[e] {
+			return nil
+		}
+		seen[e] = true
+		sr, err := r.OpenFile(e.Name)
+		if err != nil {
+			return err
+		}
+		for off := int64(0); off < e.Size; {
+			n := int64(*piece)
+			if n == 0 {
+				ce, ok := r.ChunkEntryForOffset(e.Name, off)
+				if !ok || ce.ChunkOffset != off || ce.ChunkSize <= 0 {
+					return fmt.Errorf("%q: no chunk starting at %d", e.Name, off)
+				}
+				n = ce.ChunkSize
+			}
+			if off+n > e.Size {
+				n = e.Size - off
+			}
+			if int64(cap(buf)) < n {
+				buf = make([]byte, n)
+			}
+			got, err := sr.ReadAt(buf[:n], off)
+			if err != nil && !(err == io.EOF && off+int64(got) == e.Size) {
+				return fmt.Errorf("%q: ReadAt(%d, %d): %v", e.Name, off, n, err)
+			}
+			if got == 0 {
+				return fmt.Errorf("%q: ReadAt(%d, %d) read nothing", e.Name, off, n)
+			}
+			off += int64(got)
+			total += int64(got)
+		}
+		files++
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("files %d bytes %d\n", files, total)
+	return nil
+}
+
+// cmdMkcorpus writes a deterministic synthetic tree for quick benchmark runs:
+// -files regular files in directories of 100, -bytes in all. Three eighths
+// of the bytes sit in four big files (each spans two 4 MiB chunks when -bytes
+// is at least 45 MB); the rest spread over the other files, whose sizes
+// are powers of two from 16 B to 64 KiB (jittered up to 2x, scaled to the
+// total). Two thirds of those are numbered text lines (compress well), the
+// rest half random bytes (compress about 2x).
+func cmdMkcorpus(args []string) error {
+	fs := flag.NewFlagSet("mkcorpus", flag.ExitOnError)
+	out := fs.String("out", "", "output tar")
+	nfiles := fs.Int("files", 5000, "regular files")
+	nbytes := fs.Int64("bytes", 50_000_000, "total file bytes")
+	fs.Parse(args)
+	if *out == "" || *nfiles < 8 || *nbytes < int64(*nfiles) {
+		return fmt.Errorf("need -out, -files >= 8 and -bytes >= -files")
+	}
+	r := newRNG(11)
+	big := *nbytes * 3 / 8 / 4
+	small := make([]float64, *nfiles-4)
+	sum := 0.0
+	for i := range small {
+		small[i] = float64(int64(16)<<r.intn(13)) * (1 + float64(r.intn(1000))/1000)
+		sum += small[i]
+	}
+	scale := float64(*nbytes-4*big) / sum
+	f, err := os.Create(*out)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(f)
+	t := &tarOut{tw: tar.NewWriter(bw)}
+	quarter, k := *nfiles/4, 0
+	for i := 0; i < *nfiles; i++ {
+		dir := fmt.Sprintf("d%03d/", i/100)
+		if i%100 == 0 {
+			t.dir(dir, 0755, t0)
+		}
+		name := fmt.Sprintf("%sf%04d", dir, i)
+		if i%quarter == 0 && i/quarter < 4 {
+			t.file(name+".big", 0644, t1, content(uint64(1000+i), int(big)))
+			continue
+		}
+		n := int(small[k] * scale)
+		k++
+		if i%3 == 2 {
+			t.file(name+".bin", 0644, t1, content(uint64(1000+i), n))
+		} else {
+			t.file(name+".txt", 0644, t1, lines(name, n))
+		}
+	}
+	if err := t.tw.Close(); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return f.Close()
 }
