@@ -275,23 +275,37 @@ impl<R: ReadAt> Layer<R> {
 
     /// Reads a whole regular file, checking every chunk digest and the file digest when present.
     pub fn read_file_verified(&self, file: NodeId, out: &mut Vec<u8>) -> Result<()> {
-        let id = self.index.resolve(file);
         out.clear();
+        self.each_verified_chunk(file, |bytes| out.extend_from_slice(bytes)).map(|_| ())
+    }
+
+    /// Checks a whole regular file (every chunk digest, then the file digest when present)
+    /// without keeping it: memory is one member at a time. Returns the bytes checked.
+    pub fn verify_file(&self, file: NodeId) -> Result<u64> {
+        self.each_verified_chunk(file, |_| {})
+    }
+
+    /// Decodes and checks each chunk of `file` in order, hands it to `sink`, then checks the
+    /// file digest. Returns the file's length.
+    fn each_verified_chunk(&self, file: NodeId, mut sink: impl FnMut(&[u8])) -> Result<u64> {
+        let id = self.index.resolve(file);
         let chunks = self.index.chunks(id);
         let mut cache = MemberCache::default();
         let mut hasher = Hasher::default();
+        let mut total = 0u64;
         for (i, c) in chunks.iter().enumerate() {
             let bytes = self.chunk_prefix(chunks, i, c.size, u64::MAX, true, &mut cache)?;
             check_chunk(c, bytes)?;
             hasher.update(bytes);
-            out.extend_from_slice(bytes);
+            sink(bytes);
+            total += bytes.len() as u64;
         }
         if let Some(expected) = self.index.file_digest(id)
             && hasher.finish() != expected
         {
             return Err(Error::FileDigestMismatch);
         }
-        Ok(())
+        Ok(total)
     }
 }
 
