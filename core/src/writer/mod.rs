@@ -62,7 +62,8 @@ pub struct Options {
     pub format: Format,
     /// Largest chunk of a regular file in one gzip member.
     pub chunk_size: u64,
-    /// gzip level, 0 to 9.
+    /// Compression level: gzip 0 to 9; zstd 0 to 22 (what a zstd compressor makes of it is its
+    /// own business: ruzstd has one level).
     pub level: u8,
     /// Files to put first (paths in the layer; `/`, `./` prefixes allowed), in this order.
     pub prioritized: Vec<String>,

@@ -340,8 +340,10 @@ pub fn plan<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Plan, Ass
     if options.chunk_size == 0 {
         return Err(Error::BadOption("chunk size must be at least 1"));
     }
-    if options.level > 9 {
-        return Err(Error::BadOption("compression level must be 0 to 9"));
+    match options.format {
+        Format::Estargz if options.level > 9 => return Err(Error::BadOption("gzip levels are 0 to 9")),
+        Format::ZstdChunked if options.level > 22 => return Err(Error::BadOption("zstd levels are 0 to 22")),
+        _ => {}
     }
     let mut scanner = TarScanner::new(src);
     let mut stream: Vec<Option<TarEntry>> = Vec::new();

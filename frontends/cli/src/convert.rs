@@ -9,17 +9,15 @@ use crfs_convert::{Error, Format, Options, Output, Settings, Summary};
 /// Arguments of `crfs convert`.
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// Output format. zstd-chunked is stargz-snapshotter's zstd:chunked (40-byte footer), made
-    /// with ruzstd, whose encoder has one level (about zstd -1): --level 0 stores, any other
-    /// level compresses.
+    /// Output format: gzip eStargz, or stargz-snapshotter's zstd:chunked (40-byte footer).
     #[arg(long, default_value = "estargz", value_parser = ["estargz", "zstd-chunked"])]
     format: String,
     /// Largest piece of a file in one gzip member, in bytes (K, M, G suffixes allowed).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = crate::mount::parse_size)]
     chunk_size: u64,
-    /// gzip compression level, 0 (store) to 9 (best).
-    #[arg(long, value_name = "N", default_value_t = 9, value_parser = clap::value_parser!(u8).range(0..=9))]
-    level: u8,
+    /// Compression level: gzip 0 (store) to 9 (best), default 9; zstd 1 to 22, default 3.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=22))]
+    level: Option<u8>,
     /// Put this file first (with its parent directories), for prefetching. Repeatable; kept in
     /// order, before those of --prioritize-from.
     #[arg(long = "prioritize", value_name = "PATH")]
@@ -43,6 +41,11 @@ pub fn run(args: ConvertArgs) -> Result<(), String> {
         let text = std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
         prioritized.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
     }
+    let zstd = args.format == "zstd-chunked";
+    let level = args.level.unwrap_or(if zstd { 3 } else { 9 });
+    if !zstd && level > 9 {
+        return Err(format!("--level {level}: gzip levels are 0 to 9"));
+    }
     let to_stdout = args.output == "-";
     if to_stdout && std::io::stdout().is_terminal() {
         return Err("refusing to write a blob to a terminal (redirect standard output)".into());
@@ -50,9 +53,9 @@ pub fn run(args: ConvertArgs) -> Result<(), String> {
     let progress = progress_bar();
     let mut settings = Settings {
         options: Options {
-            format: if args.format == "zstd-chunked" { Format::ZstdChunked } else { Format::Estargz },
+            format: if zstd { Format::ZstdChunked } else { Format::Estargz },
             chunk_size: args.chunk_size,
-            level: args.level,
+            level,
             prioritized,
         },
         threads: args.threads.unwrap_or(0),

@@ -105,29 +105,12 @@ fn spool(mut r: Box<dyn Read + '_>, what: &str) -> Result<Input, Error> {
     Ok(Input { file, _spool: Some(spool_guard) })
 }
 
-/// Decompresses every zstd frame of `r` (zstd:chunked blobs are many frames), skipping
-/// skippable frames, into `w`.
-fn copy_zstd(mut r: impl std::io::BufRead, w: &mut dyn Write, what: &str) -> Result<(), Error> {
-    use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
-    let bad = |e: String| Error::BadCompression { format: "zstd", error: std::io::Error::other(e) };
-    let mut decoder = ruzstd::decoding::FrameDecoder::new();
-    loop {
-        let at_end = r.fill_buf().map_err(|e| Error::io(format!("reading {what}"), e))?.is_empty();
-        if at_end {
-            return Ok(());
-        }
-        match ruzstd::decoding::StreamingDecoder::new_with_decoder(&mut r, &mut decoder) {
-            Ok(mut frame) => copy(&mut frame, w, "zstd", what)?,
-            Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame { length, .. })) => {
-                let skipped = std::io::copy(&mut (&mut r).take(u64::from(length)), &mut std::io::sink())
-                    .map_err(|e| Error::io(format!("reading {what}"), e))?;
-                if skipped != u64::from(length) {
-                    return Err(bad("a skippable frame is cut short".into()));
-                }
-            }
-            Err(e) => return Err(bad(e.to_string())),
-        }
-    }
+/// Decompresses every zstd frame of `r` (zstd:chunked blobs are many frames, and skippable
+/// frames, which libzstd skips) into `w`.
+fn copy_zstd(r: impl std::io::BufRead, w: &mut dyn Write, what: &str) -> Result<(), Error> {
+    let mut decoder =
+        zstd::stream::read::Decoder::with_buffer(r).map_err(|e| Error::BadCompression { format: "zstd", error: e })?;
+    copy(&mut decoder, w, "zstd", what)
 }
 
 /// Copies, telling read errors of a decompressor (broken input) from write errors (the spool).
