@@ -12,7 +12,7 @@ pub struct ConvertArgs {
     /// Output format: gzip eStargz, or stargz-snapshotter's zstd:chunked (40-byte footer).
     #[arg(long, default_value = "estargz", value_parser = ["estargz", "zstd-chunked"])]
     format: String,
-    /// Largest piece of a file in one gzip member, in bytes (K, M, G suffixes allowed).
+    /// Largest piece of a file in one gzip member or zstd frame, in bytes (K, M, G suffixes).
     #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = crate::mount::parse_size)]
     chunk_size: u64,
     /// Compression level: gzip 0 (store) to 9 (best), default 9; zstd 1 to 22, default 3.

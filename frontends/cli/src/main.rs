@@ -140,8 +140,8 @@ enum Command {
         /// The mountpoint.
         mountpoint: std::path::PathBuf,
     },
-    /// Convert a tar layer (tar, tar.gz, tar.zst or - for stdin) to eStargz, on every core; prints
-    /// its TOC digest, DiffID and uncompressed size.
+    /// Convert a tar layer (tar, tar.gz, tar.zst or - for stdin) to eStargz or zstd:chunked, on
+    /// every core; prints its TOC digest, DiffID and uncompressed size.
     Convert(convert::ConvertArgs),
     /// Show what crfs does on the sample layer built into this binary.
     Demo,
