@@ -23,6 +23,7 @@ use crfs_core::{Index, Kind, Layer, NodeId, ReadAt};
 
 mod merged;
 mod namespace;
+mod readahead;
 pub use merged::MergedFs;
 pub use namespace::{NamespaceFs, NamespaceOptions, ResolveError, ResolvedImage, Resolver, Version};
 
@@ -177,6 +178,7 @@ pub struct LayerFs<R> {
     /// This layer's part of the cache key.
     cache_tag: u32,
     options: Options,
+    readahead: readahead::ReadAhead,
 }
 
 fn file_kind(kind: Kind) -> FileKind {
@@ -204,12 +206,13 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
     /// Serves `layer` with `options`, with a cache of its own.
     pub fn new(layer: Arc<Layer<R>>, options: Options) -> Self {
         let cache = new_chunk_cache(options.cache_bytes);
-        LayerFs { layer, cache, cache_tag: 0, options }
+        Self::with_cache(layer, options, cache, 0)
     }
 
     /// Serves `layer` with a cache shared with other layers; `tag` tells its entries apart.
     pub fn with_cache(layer: Arc<Layer<R>>, options: Options, cache: ChunkCache, tag: u32) -> Self {
-        LayerFs { layer, cache, cache_tag: tag, options }
+        let readahead = readahead::ReadAhead::new(&layer);
+        LayerFs { layer, cache, cache_tag: tag, options, readahead }
     }
 
     /// The layer served.
@@ -379,6 +382,12 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         let key = (self.cache_tag, file, u32::try_from(chunk).map_err(|_| FsError::Io)?);
         self.cache
             .try_get_with(key, || {
+                // A miss: if misses walk forward through the blob, decode what follows ahead.
+                if let Some(c) = self.index().chunks(file).get(chunk) {
+                    self.readahead.on_miss(c.offset, file, key.2, || {
+                        Some((self.layer.clone(), self.cache.clone(), self.cache_tag, self.options.verify))
+                    });
+                }
                 let mut data = Vec::new();
                 self.layer.read_chunk(file, chunk, self.options.verify, &mut data).map(|()| Arc::new(data))
             })

@@ -152,3 +152,34 @@ fn whiteouts_only_change_when_asked() {
     assert_eq!(ovl.listxattr(opaque.ino).unwrap(), b"trusted.overlay.opaque\0");
     assert_eq!(plain.getxattr(opaque.ino, b"trusted.overlay.opaque"), Err(FsError::NoXattr));
 }
+
+#[test]
+fn reading_in_blob_order_decodes_ahead_once() {
+    let (fs, blob) = open("fixtures/many.esgz", Options::default());
+    let index = fs.layer().index();
+    // Regular files with data, in the order the blob stores them.
+    let mut files: Vec<(u64, u32)> = (0..index.len() as u32)
+        .filter_map(|id| index.chunks(id).first().filter(|c| !c.zeros).map(|c| (c.offset, id)))
+        .collect();
+    files.sort_unstable();
+    let before = blob.reads.load(Ordering::SeqCst);
+    for &(_, id) in &files[..3] {
+        assert!(!fs.read(u64::from(id) + 1, 0, 1 << 20).unwrap().is_empty());
+    }
+    // Forward misses: the following chunks are decoded in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while blob.reads.load(Ordering::SeqCst) - before <= 3 {
+        assert!(std::time::Instant::now() < deadline, "no read-ahead happened");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Reading the next files finds them decoded: every chunk was read from the blob once.
+    for &(_, id) in &files[3..11] {
+        assert!(!fs.read(u64::from(id) + 1, 0, 1 << 20).unwrap().is_empty());
+    }
+    let reads = blob.reads.load(Ordering::SeqCst) - before;
+    assert!(reads <= 11 + 8, "{reads} blob reads for 11 files read once each plus read-ahead");
+    let mut distinct: Vec<u64> = files[..11].iter().map(|f| f.0).collect();
+    distinct.dedup();
+    assert!(reads >= distinct.len());
+}

@@ -1,0 +1,103 @@
+//! Reading ahead in blob order, across files.
+//!
+//! Programs that read a whole tree (tar, cp -r, a container starting) tend to visit files in
+//! the order a layer stores them, one file at a time, so each chunk is decoded only when its
+//! read arrives and one core does all the inflating. When misses walk forward through the
+//! blob, the next chunks in blob order are queued to a background thread that decodes them
+//! into the shared chunk cache, where the coming reads find them; for remote blobs this also
+//! fetches them ahead. Concurrent demand for a chunk being read ahead waits for that one decode
+//! (the cache's single flight). Random access does not trigger it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, OnceLock};
+
+use crfs_core::{Kind, Layer, NodeId, ReadAt};
+
+use crate::ChunkCache;
+
+/// Chunks queued ahead of a forward miss.
+const AHEAD: usize = 8;
+/// Most requests waiting for the background thread; more are dropped.
+const QUEUE: usize = 64;
+
+/// Every stored chunk of a layer in blob order, and the thread that decodes ahead.
+pub(crate) struct ReadAhead {
+    /// (member offset, file, chunk index), sorted.
+    order: Vec<(u64, NodeId, u32)>,
+    queue: OnceLock<Option<SyncSender<usize>>>,
+    /// Position in `order` of the last miss, to tell forward walks from random access.
+    last_miss: AtomicUsize,
+}
+
+impl ReadAhead {
+    pub(crate) fn new<R: ReadAt>(layer: &Layer<R>) -> Self {
+        let index = layer.index();
+        let mut order: Vec<(u64, NodeId, u32)> = Vec::new();
+        for id in 0..index.len() as NodeId {
+            if index.node(id).is_some_and(|n| n.kind() == Kind::Reg) {
+                for (i, c) in index.chunks(id).iter().enumerate() {
+                    if !c.zeros {
+                        order.push((c.offset, id, i as u32));
+                    }
+                }
+            }
+        }
+        order.sort_unstable();
+        ReadAhead { order, queue: OnceLock::new(), last_miss: AtomicUsize::new(usize::MAX) }
+    }
+
+    /// Called by the reader that missed chunk `chunk` of `file` (stored at blob `offset`):
+    /// if misses are walking forward, queue the chunks that follow.
+    pub(crate) fn on_miss<R: ReadAt + Send + Sync + 'static>(
+        &self,
+        offset: u64,
+        file: NodeId,
+        chunk: u32,
+        start: impl FnOnce() -> Option<(Arc<Layer<R>>, ChunkCache, u32, bool)>,
+    ) {
+        let Ok(pos) = self.order.binary_search(&(offset, file, chunk)) else { return };
+        let last = self.last_miss.swap(pos, Ordering::Relaxed);
+        let forward = last != usize::MAX && pos > last && pos - last <= 2 * AHEAD;
+        if !forward {
+            return;
+        }
+        let Some(queue) = self.queue.get_or_init(|| start().and_then(|ctx| spawn(ctx, self.order.clone()))) else {
+            return;
+        };
+        for next in pos + 1..(pos + 1 + AHEAD).min(self.order.len()) {
+            if queue.try_send(next).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// The background decoder; it ends when its queue's sender is dropped with the filesystem.
+fn spawn<R: ReadAt + Send + Sync + 'static>(
+    (layer, cache, tag, verify): (Arc<Layer<R>>, ChunkCache, u32, bool),
+    order: Vec<(u64, NodeId, u32)>,
+) -> Option<SyncSender<usize>> {
+    let (tx, rx) = sync_channel::<usize>(QUEUE);
+    let worker = move || {
+        for pos in rx {
+            let Some(&(_, file, chunk)) = order.get(pos) else { continue };
+            let key = (tag, file, chunk);
+            if cache.contains_key(&key) {
+                continue;
+            }
+            // Errors are left to the read that needs the chunk: it decodes again and reports.
+            let _ = cache.try_get_with(key, || {
+                let mut data = Vec::new();
+                layer.read_chunk(file, chunk as usize, verify, &mut data).map(|()| Arc::new(data))
+            });
+        }
+    };
+    match std::thread::Builder::new().name("crfs-readahead".into()).spawn(worker) {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::debug!("no read-ahead thread: {e}");
+            None
+        }
+    }
+}
