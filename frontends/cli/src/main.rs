@@ -72,27 +72,14 @@ enum Command {
         /// A layer blob file, blob URL, oci:DIR[:TAG] or registry image (layers merged).
         blob: String,
     },
-    /// Mount a layer blob read-only with FUSE and serve it until unmounted or interrupted.
+    /// Mount a layer, a stack of layers, an image, or the whole /crfs namespace read-only with
+    /// FUSE, and serve it until unmounted or interrupted.
     Mount {
-        /// Bytes of decompressed chunks to keep in memory (K, M, G suffixes).
-        #[arg(long, default_value = "256M", value_parser = mount::parse_size)]
-        cache_size: u64,
+        #[command(flatten)]
+        serve: source::ServeArgs,
         /// Let other users see the mount (non-root users need user_allow_other in /etc/fuse.conf).
         #[arg(long)]
         allow_other: bool,
-        /// Request-handling threads.
-        #[arg(long, default_value_t = 4)]
-        threads: usize,
-        /// Skip chunk digest checks (they are on by default).
-        #[arg(long)]
-        no_verify: bool,
-        /// Present OCI whiteouts the way overlayfs expects (.wh.X as a 0/0 char device X, opaque
-        /// directories with trusted.overlay.opaque=y), so the mount can be an overlay lowerdir.
-        #[arg(long)]
-        overlay_whiteouts: bool,
-        /// Log every request (same as RUST_LOG=debug).
-        #[arg(long)]
-        debug: bool,
         #[command(flatten)]
         remote: source::RemoteArgs,
         /// What to mount, then where (an existing directory). A source is a blob file, a blob
@@ -112,22 +99,8 @@ enum Command {
         /// Address to listen on (IPv4; port 0 picks a free port, printed at start).
         #[arg(long, default_value = nfs::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
-        /// Bytes of decompressed chunks to keep in memory (K, M, G suffixes).
-        #[arg(long, default_value = "256M", value_parser = mount::parse_size)]
-        cache_size: u64,
-        /// Request-handling threads.
-        #[arg(long, default_value_t = 4)]
-        threads: usize,
-        /// Skip chunk digest checks (they are on by default).
-        #[arg(long)]
-        no_verify: bool,
-        /// Present OCI whiteouts the way overlayfs expects (.wh.X as a 0/0 char device X, opaque
-        /// directories with trusted.overlay.opaque=y).
-        #[arg(long)]
-        overlay_whiteouts: bool,
-        /// Log every request (same as RUST_LOG=debug).
-        #[arg(long)]
-        debug: bool,
+        #[command(flatten)]
+        serve: source::ServeArgs,
         #[command(flatten)]
         remote: source::RemoteArgs,
         /// What to serve: blob files, URLs, oci:DIR[:TAG] or registry images, stacked bottom
@@ -149,7 +122,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let debug = matches!(cli.command, Command::Mount { debug: true, .. } | Command::Nfs { debug: true, .. });
+    let debug = match &cli.command {
+        Command::Mount { serve, .. } | Command::Nfs { serve, .. } => serve.debug,
+        _ => false,
+    };
     let filter = if debug {
         tracing_subscriber::EnvFilter::new("debug")
     } else {
@@ -166,57 +142,23 @@ fn main() -> ExitCode {
         Command::Verify { toc_digest, threads, remote, blob } => {
             inspect::verify(&blob, &remote, toc_digest.as_deref(), threads)
         }
-        Command::Mount {
-            cache_size,
-            allow_other,
-            threads,
-            no_verify,
-            overlay_whiteouts,
-            debug: _,
-            remote,
-            mut paths,
-            pin_ttl,
-        } if paths.len() < 2 => mount::mount_namespace(mount::NamespaceArgs {
-            mountpoint: paths.pop().map_or_else(|| std::path::PathBuf::from(mount::DEFAULT_MOUNTPOINT), Into::into),
-            remote,
-            cache_bytes: cache_size,
-            allow_other,
-            threads,
-            verify: !no_verify,
-            overlay_whiteouts,
-            pin_ttl: pin_ttl.map(std::time::Duration::from_secs),
-        }),
-        Command::Mount {
-            cache_size,
-            allow_other,
-            threads,
-            no_verify,
-            overlay_whiteouts,
-            debug: _,
-            remote,
-            mut paths,
-            pin_ttl: _,
-        } => mount::mount(mount::MountArgs {
+        Command::Mount { serve, allow_other, remote, mut paths, pin_ttl } if paths.len() < 2 => {
+            mount::mount_namespace(mount::NamespaceArgs {
+                mountpoint: paths.pop().map_or_else(|| std::path::PathBuf::from(mount::DEFAULT_MOUNTPOINT), Into::into),
+                remote,
+                serve,
+                allow_other,
+                pin_ttl: pin_ttl.map(std::time::Duration::from_secs),
+            })
+        }
+        Command::Mount { serve, allow_other, remote, mut paths, pin_ttl: _ } => mount::mount(mount::MountArgs {
             mountpoint: paths.pop().unwrap_or_default().into(),
             sources: paths,
             remote,
-            cache_bytes: cache_size,
+            serve,
             allow_other,
-            threads,
-            verify: !no_verify,
-            overlay_whiteouts,
         }),
-        Command::Nfs { listen, cache_size, threads, no_verify, overlay_whiteouts, debug: _, remote, sources } => {
-            nfs::serve(nfs::NfsArgs {
-                sources,
-                remote,
-                listen,
-                cache_bytes: cache_size,
-                threads,
-                verify: !no_verify,
-                overlay_whiteouts,
-            })
-        }
+        Command::Nfs { listen, serve, remote, sources } => nfs::serve(nfs::NfsArgs { sources, remote, listen, serve }),
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Convert(args) => convert::run(args),
         Command::Demo => inspect::demo(),

@@ -4,9 +4,9 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crfs_fuse::{Mount, MountConfig};
-use crfs_vfs::{NamespaceFs, NamespaceOptions, Options, ReadOnlyFs};
+use crfs_vfs::{NamespaceFs, NamespaceOptions, ReadOnlyFs};
 
-use crate::source::{RemoteArgs, open_layers, tree};
+use crate::source::{RemoteArgs, ServeArgs, on_stop_signal, open_layers, tree};
 
 /// How long to keep serving open files after a signal's unmount before exiting.
 const UNMOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -18,25 +18,19 @@ pub const DEFAULT_MOUNTPOINT: &str = "/crfs";
 pub struct NamespaceArgs {
     pub mountpoint: PathBuf,
     pub remote: RemoteArgs,
-    pub cache_bytes: u64,
+    pub serve: ServeArgs,
     pub allow_other: bool,
-    pub threads: usize,
-    pub verify: bool,
-    pub overlay_whiteouts: bool,
     pub pin_ttl: Option<std::time::Duration>,
 }
 
-/// What `crfs mount` was asked to do.
+/// What `crfs mount SOURCE... MOUNTPOINT` was asked to do.
 pub struct MountArgs {
     /// Blob files, URLs, OCI layouts or registry images, stacked bottom first.
     pub sources: Vec<String>,
     pub remote: RemoteArgs,
     pub mountpoint: PathBuf,
-    pub cache_bytes: u64,
+    pub serve: ServeArgs,
     pub allow_other: bool,
-    pub threads: usize,
-    pub verify: bool,
-    pub overlay_whiteouts: bool,
 }
 
 /// Parses sizes like `512M`, `2G`, `65536` (K, M, G, T are powers of 1024).
@@ -145,12 +139,10 @@ fn user_allow_other_enabled() -> bool {
 pub fn mount(args: MountArgs) -> Result<(), String> {
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_user_can_mount(args.allow_other)?;
-    let layers = open_layers(&args.sources, &args.remote, args.verify)?;
+    let layers = open_layers(&args.sources, &args.remote, args.serve.verify())?;
     let source = args.sources.join(" ");
-    let options =
-        Options { verify: args.verify, overlay_whiteouts: args.overlay_whiteouts, cache_bytes: args.cache_bytes };
-    let config = MountConfig { allow_other: args.allow_other, threads: args.threads, fs_name: source.clone() };
-    let (fs, _identity) = tree(layers, options)?;
+    let config = MountConfig { allow_other: args.allow_other, threads: args.serve.threads, fs_name: source.clone() };
+    let (fs, _identity) = tree(layers, args.serve.fs_options())?;
     serve(fs, &mountpoint, &config, &source)
 }
 
@@ -161,16 +153,13 @@ pub fn mount_namespace(args: NamespaceArgs) -> Result<(), String> {
     }
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_user_can_mount(args.allow_other)?;
-    if args.overlay_whiteouts {
+    if args.serve.overlay_whiteouts {
         return Err("--overlay-whiteouts applies to a single layer, not to the namespace".into());
     }
-    let resolver = crate::source::RegistryResolver::new(args.remote.remote()?, args.verify);
-    let options = NamespaceOptions {
-        fs: Options { verify: args.verify, overlay_whiteouts: false, cache_bytes: args.cache_bytes },
-        pin_ttl: args.pin_ttl,
-        ..NamespaceOptions::default()
-    };
-    let config = MountConfig { allow_other: args.allow_other, threads: args.threads, fs_name: "crfs".into() };
+    let resolver = crate::source::RegistryResolver::new(args.remote.remote()?, args.serve.verify());
+    let options =
+        NamespaceOptions { fs: args.serve.fs_options(), pin_ttl: args.pin_ttl, ..NamespaceOptions::default() };
+    let config = MountConfig { allow_other: args.allow_other, threads: args.serve.threads, fs_name: "crfs".into() };
     serve(NamespaceFs::new(resolver, options), &mountpoint, &config, "the crfs namespace")
 }
 
@@ -181,23 +170,18 @@ fn serve<F: ReadOnlyFs>(fs: F, mountpoint: &Path, config: &MountConfig, source: 
 
     // SIGINT/SIGTERM unmount; the serving loop then ends and we exit 0.
     let mut unmounter = mount.unmounter();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| format!("installing signal handlers: {e}"))?;
-    let handle = signals.handle();
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            tracing::info!(signal = sig, "unmounting");
-            if let Err(e) = unmounter.unmount() {
-                tracing::error!("unmount failed: {e}");
-            }
-            // The unmount is lazy: files still open keep the connection alive and the serving
-            // loop running. Give it a moment to end on its own, then exit anyway; those files
-            // then get ENOTCONN, as with any FUSE server that stops.
-            std::thread::sleep(UNMOUNT_GRACE);
-            tracing::warn!("files were still open at unmount; exiting");
-            std::process::exit(0);
+    let handle = on_stop_signal(move |sig| {
+        tracing::info!(signal = sig, "unmounting");
+        if let Err(e) = unmounter.unmount() {
+            tracing::error!("unmount failed: {e}");
         }
-    });
+        // The unmount is lazy: files still open keep the connection alive and the serving
+        // loop running. Give it a moment to end on its own, then exit anyway; those files
+        // then get ENOTCONN, as with any FUSE server that stops.
+        std::thread::sleep(UNMOUNT_GRACE);
+        tracing::warn!("files were still open at unmount; exiting");
+        std::process::exit(0);
+    })?;
     // Once the mount answers, lift the kernel's 128 KiB readahead cap (root only).
     let mp = mountpoint.to_path_buf();
     std::thread::spawn(move || {

@@ -4,23 +4,19 @@ use std::net::SocketAddr;
 
 use crfs_core::Digest;
 use crfs_nfs::NfsServer;
-use crfs_vfs::{Options, ReadOnlyFs};
+use crfs_vfs::ReadOnlyFs;
 
-use crate::source::{RemoteArgs, open_layers, tree};
+use crate::source::{RemoteArgs, ServeArgs, on_stop_signal, open_layers, tree};
 
 /// Where `crfs nfs` listens unless told otherwise: loopback, an unprivileged port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:11111";
 
 /// What `crfs nfs` was asked to do.
 pub struct NfsArgs {
-    /// One layer, or several stacked bottom first.
     pub sources: Vec<String>,
     pub remote: RemoteArgs,
     pub listen: SocketAddr,
-    pub cache_bytes: u64,
-    pub threads: usize,
-    pub verify: bool,
-    pub overlay_whiteouts: bool,
+    pub serve: ServeArgs,
 }
 
 /// The read-only mount commands for a server on `addr`, Linux first, then macOS.
@@ -41,30 +37,23 @@ pub fn mount_commands(addr: SocketAddr) -> [String; 2] {
 }
 
 pub fn serve(args: NfsArgs) -> Result<(), String> {
-    let layers = open_layers(&args.sources, &args.remote, args.verify)?;
+    let layers = open_layers(&args.sources, &args.remote, args.serve.verify())?;
     let source = args.sources.join(" ");
-    let options =
-        Options { verify: args.verify, overlay_whiteouts: args.overlay_whiteouts, cache_bytes: args.cache_bytes };
-    let (fs, identity) = tree(layers, options)?;
+    let (fs, identity) = tree(layers, args.serve.fs_options())?;
     run(fs, identity, &args, &source)
 }
 
 fn run<F: ReadOnlyFs>(fs: F, identity: Digest, args: &NfsArgs, source: &str) -> Result<(), String> {
-    let server = NfsServer::bind(fs, identity, args.listen, args.threads)
+    let server = NfsServer::bind(fs, identity, args.listen, args.serve.threads)
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let addr = server.local_addr();
 
     // SIGINT/SIGTERM stop the server; run() then returns and we exit 0.
     let stopper = server.stopper();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| format!("installing signal handlers: {e}"))?;
-    let handle = signals.handle();
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            tracing::info!(signal = sig, "stopping");
-            stopper.stop();
-        }
-    });
+    let handle = on_stop_signal(move |sig| {
+        tracing::info!(signal = sig, "stopping");
+        stopper.stop();
+    })?;
 
     let [linux, macos] = mount_commands(addr);
     eprintln!("crfs: serving {source} over NFSv3 on {addr} (read-only; Ctrl-C to stop)");

@@ -15,6 +15,53 @@ pub type Blob = Arc<dyn ReadAt + Send + Sync>;
 const MANIFEST_CHECKSUM_ANNOTATIONS: [&str; 2] =
     ["io.github.containers.zstd-chunked.manifest-checksum", "io.containers.zstd-chunked.manifest-checksum"];
 
+/// How a tree is served, by FUSE or NFS (flags shared by `mount` and `nfs`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Bytes of decompressed chunks to keep in memory (K, M, G suffixes).
+    #[arg(long, default_value = "256M", value_parser = crate::mount::parse_size)]
+    pub cache_size: u64,
+    /// Request-handling threads.
+    #[arg(long, default_value_t = 4)]
+    pub threads: usize,
+    /// Skip chunk digest checks (they are on by default).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Present OCI whiteouts the way overlayfs expects (.wh.X as a 0/0 char device X, opaque
+    /// directories with trusted.overlay.opaque=y), so a single layer can be an overlay lowerdir.
+    #[arg(long)]
+    pub overlay_whiteouts: bool,
+    /// Log every request (same as RUST_LOG=debug).
+    #[arg(long)]
+    pub debug: bool,
+}
+
+impl ServeArgs {
+    /// Whether chunk digests are checked.
+    pub fn verify(&self) -> bool {
+        !self.no_verify
+    }
+
+    /// The vfs options these flags ask for.
+    pub fn fs_options(&self) -> Options {
+        Options { verify: self.verify(), overlay_whiteouts: self.overlay_whiteouts, cache_bytes: self.cache_size }
+    }
+}
+
+/// Runs `on_signal` once, on a thread of its own, at the first SIGINT or SIGTERM. Returns the
+/// handle that stops waiting.
+pub fn on_stop_signal(on_signal: impl FnOnce(i32) + Send + 'static) -> Result<signal_hook::iterator::Handle, String> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    let handle = signals.handle();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            on_signal(sig);
+        }
+    });
+    Ok(handle)
+}
+
 /// Where remote layers come from and how they are fetched (flags shared by several commands).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RemoteArgs {
