@@ -150,22 +150,30 @@ impl std::fmt::Debug for RegistryBlob {
     }
 }
 
-impl ReadAt for RegistryBlob {
-    fn size(&self) -> u64 {
-        self.blob.size
-    }
+/// Both blob kinds read through their [`Blob`]: sizes, verified range reads, and prefetch
+/// into the disk cache (a prefetch that cannot happen is only logged by callers).
+macro_rules! read_at_through_blob {
+    ($($kind:ty),*) => {$(
+        impl ReadAt for $kind {
+            fn size(&self) -> u64 {
+                self.blob.size
+            }
 
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
-        self.blob.read_at(offset, buf)
-    }
+            fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
+                self.blob.read_at(offset, buf)
+            }
 
-    fn prefetch(&self, start: u64, end: u64) -> crfs_core::Result<()> {
-        self.blob.prefetch(start, end).map(|_| ()).map_err(|e| {
-            tracing::debug!("prefetch of [{start}, {end}) skipped: {e}");
-            crfs_core::Error::Io(crfs_core::error::IoError { errno: 0, what: "prefetching the blob" })
-        })
-    }
+            fn prefetch(&self, start: u64, end: u64) -> crfs_core::Result<()> {
+                self.blob.prefetch(start, end).map(|_| ()).map_err(|e| {
+                    tracing::debug!("prefetch of [{start}, {end}) skipped: {e}");
+                    crfs_core::Error::Io(crfs_core::error::IoError { errno: 0, what: "prefetching the blob" })
+                })
+            }
+        }
+    )*};
 }
+
+read_at_through_blob!(RegistryBlob, HttpBlob);
 
 /// A blob at a plain HTTP(S) URL: size from HEAD, bytes by Range requests, the same rules as
 /// registry blobs. Made by [`crate::Remote::open_url`].
@@ -189,22 +197,5 @@ impl HttpBlob {
 impl std::fmt::Debug for HttpBlob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpBlob").field("url", &self.url()).field("size", &self.blob.size).finish()
-    }
-}
-
-impl ReadAt for HttpBlob {
-    fn size(&self) -> u64 {
-        self.blob.size
-    }
-
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
-        self.blob.read_at(offset, buf)
-    }
-
-    fn prefetch(&self, start: u64, end: u64) -> crfs_core::Result<()> {
-        self.blob.prefetch(start, end).map(|_| ()).map_err(|e| {
-            tracing::debug!("prefetch of [{start}, {end}) skipped: {e}");
-            crfs_core::Error::Io(crfs_core::error::IoError { errno: 0, what: "prefetching the blob" })
-        })
     }
 }
