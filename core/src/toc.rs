@@ -31,9 +31,44 @@ impl TocBytes {
     }
 }
 
-/// Reads and decompresses the TOC that `footer` points at. `limit` bounds both its compressed
-/// and decompressed size.
+/// The TOC before hashing: the compressed bytes as read, and the decompressed JSON.
+#[derive(Debug, Clone)]
+pub struct RawToc {
+    /// The compressed TOC, as stored in the blob.
+    pub compressed: Vec<u8>,
+    buf: Vec<u8>,
+    json: Range<usize>,
+}
+
+impl RawToc {
+    /// The JSON text.
+    pub fn json(&self) -> &[u8] {
+        &self.buf[self.json.clone()]
+    }
+
+    /// sha256 of the JSON and of the compressed bytes, in that order.
+    pub fn digests(&self) -> (Digest, Digest) {
+        (Digest::of(self.json()), Digest::of(&self.compressed))
+    }
+
+    /// Attaches digests computed elsewhere (see [`RawToc::digests`]), dropping the compressed bytes.
+    pub fn into_toc_bytes(self, (digest, compressed_digest): (Digest, Digest)) -> TocBytes {
+        let compressed_len = self.compressed.len() as u64;
+        TocBytes { buf: self.buf, json: self.json, digest, compressed_digest, compressed_len }
+    }
+}
+
+/// Reads and decompresses the TOC that `footer` points at, and hashes it. `limit` bounds both
+/// its compressed and decompressed size.
 pub fn read_toc<R: ReadAt + ?Sized>(blob: &R, footer: &Footer, limit: u64) -> Result<TocBytes> {
+    let raw = read_raw_toc(blob, footer, limit)?;
+    let digests = raw.digests();
+    Ok(raw.into_toc_bytes(digests))
+}
+
+/// Reads and decompresses the TOC that `footer` points at, without hashing it. `limit` bounds
+/// both its compressed and decompressed size.
+pub fn read_raw_toc<R: ReadAt + ?Sized>(blob: &R, footer: &Footer, limit: u64) -> Result<RawToc> {
     let too_large = |size: u64| Error::TooLarge { what: "TOC", size, limit };
     if footer.toc_len > limit {
         return Err(too_large(footer.toc_len));
@@ -41,7 +76,6 @@ pub fn read_toc<R: ReadAt + ?Sized>(blob: &R, footer: &Footer, limit: u64) -> Re
     let len = usize::try_from(footer.toc_len).map_err(|_| too_large(footer.toc_len))?;
     let mut compressed = alloc::vec![0u8; len];
     blob.read_exact_at(footer.toc_offset, &mut compressed)?;
-    let compressed_digest = Digest::of(&compressed);
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     let (buf, json) = if footer.format.is_zstd() {
         decode_zstd_toc(&compressed, footer, limit)?
@@ -50,8 +84,7 @@ pub fn read_toc<R: ReadAt + ?Sized>(blob: &R, footer: &Footer, limit: u64) -> Re
         let json = tar::toc_json(&buf)?;
         (buf, json)
     };
-    let digest = Digest::of(&buf[json.clone()]);
-    Ok(TocBytes { buf, json, digest, compressed_digest, compressed_len: footer.toc_len })
+    Ok(RawToc { compressed, buf, json })
 }
 
 #[cfg(feature = "zstd")]
