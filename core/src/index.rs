@@ -79,7 +79,7 @@ impl Kind {
 }
 
 /// One name in the tree and, unless it is a hardlink, the inode behind it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Node {
     /// Regular file: size. Char/block: `major << 32 | minor`. Symlink: target length.
     size: u64,
@@ -201,7 +201,7 @@ pub struct Stats {
 }
 
 /// The layer's tree, ready for lookups and reads.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Index {
     nodes: Vec<Node>,
     names: Vec<u8>,
@@ -222,12 +222,7 @@ pub struct Index {
 impl Index {
     /// Builds the index from TOC JSON. `data_end` is where payload data must end (the TOC's offset).
     pub fn from_json(toc_json: &[u8], data_end: u64, limits: Limits) -> Result<Index> {
-        let mut builder = Builder::new(limits);
-        let version = json::parse_toc(toc_json, &mut builder)?;
-        if version != 1 {
-            return Err(Error::UnsupportedVersion(version));
-        }
-        builder.finish(data_end)
+        ParsedToc::parse(toc_json, limits)?.finish(data_end)
     }
 
     /// Number of nodes (the root included).
@@ -477,6 +472,109 @@ struct Builder {
     /// The record chunk entries attach to: the latest entry, if it is a regular file.
     current_reg: Option<usize>,
     entries: usize,
+    /// For the second half of a split TOC: chunk entries met before any other entry.
+    leading_chunks: Option<Vec<ChunkEntry>>,
+}
+
+/// Where a chunk's bytes are, as the TOC gives it (checked when the chunk is stored).
+#[derive(Clone, Copy)]
+struct ChunkPlace {
+    offset: i64,
+    inner_offset: i64,
+    /// Whether the chunk is all zeros; `None` for an unknown chunkType.
+    zeros: Option<bool>,
+}
+
+impl ChunkPlace {
+    fn of(e: &RawEntry<'_>) -> ChunkPlace {
+        let zeros = match e.chunk_type {
+            None | Some("") | Some("data") => Some(false),
+            Some("zeros") => Some(true),
+            Some(_) => None,
+        };
+        ChunkPlace { offset: e.offset, inner_offset: e.inner_offset, zeros }
+    }
+}
+
+/// A `chunk` entry as the TOC gives it, not yet checked or attached to its file.
+#[derive(Clone, Copy)]
+struct ChunkEntry {
+    place: ChunkPlace,
+    chunk_offset: i64,
+    chunk_size: i64,
+    /// `Some(None)`: present but not a digest.
+    chunk_digest: Option<Option<Digest>>,
+    /// Position in the TOC.
+    entry: usize,
+}
+
+impl ChunkEntry {
+    fn of(e: &RawEntry<'_>, entry: usize) -> ChunkEntry {
+        ChunkEntry {
+            place: ChunkPlace::of(e),
+            chunk_offset: e.chunk_offset,
+            chunk_size: e.chunk_size,
+            chunk_digest: e.chunk_digest.map(Digest::parse),
+            entry,
+        }
+    }
+}
+
+/// A TOC's entries, read from its text but not yet made into a tree. The text is no longer
+/// needed at this point: callers that own it can free it before [`ParsedToc::finish`], which
+/// is when the index's own tables are allocated.
+pub(crate) struct ParsedToc {
+    builder: Builder,
+    /// The second half of a TOC read in two, joined to `builder` by `finish`.
+    tail: Option<Builder>,
+    version: i64,
+}
+
+impl ParsedToc {
+    /// Reads every entry of `toc_json` in one pass.
+    pub(crate) fn parse(toc_json: &[u8], limits: Limits) -> Result<ParsedToc> {
+        let mut builder = Builder::new(limits);
+        let version = json::parse_toc(toc_json, &mut builder)?;
+        Ok(ParsedToc { builder, tail: None, version })
+    }
+
+    /// Reads a TOC cut at `split` (see [`json::Split`]), its two halves on two threads.
+    /// `toc_json` is the TOC text with the split's comma replaced by `[`. `None` when the cut
+    /// does not hold or a half fails; then call [`ParsedToc::parse`] instead. Otherwise
+    /// [`ParsedToc::finish`] gives what it gives after that one pass, errors included.
+    #[cfg(feature = "std")]
+    pub(crate) fn parse_split(toc_json: &[u8], split: json::Split, limits: Limits) -> Option<ParsedToc> {
+        let tail_text = toc_json.get(split.tail())?;
+        let head_text = toc_json.get(..split.comma)?;
+        // The tail's builder is allocated here, not on its thread: glibc grows a block in the
+        // arena it came from, and a second arena would keep its freed pages, adding about a
+        // third to the peak memory of opening.
+        let mut tail = Builder::with_capacity_for(limits, tail_text.len());
+        tail.leading_chunks = Some(Vec::new());
+        let (head, tail) = std::thread::scope(|scope| {
+            let tail = std::thread::Builder::new()
+                .name("crfs-toc-tail".into())
+                .spawn_scoped(scope, move || json::parse_toc_tail(tail_text, &mut tail).then_some(tail));
+            // Room for the whole TOC, so that joining the tail needs no reallocation.
+            let mut head = Builder::with_capacity_for(limits, toc_json.len());
+            let head = json::parse_toc_head(head_text, &mut head).map(|version| (version, head));
+            (head, tail.ok().and_then(|t| t.join().ok()).flatten())
+        });
+        let ((version, builder), tail) = (head?, tail?);
+        Some(ParsedToc { builder, tail: Some(tail), version })
+    }
+
+    /// Makes the tree.
+    pub(crate) fn finish(self, data_end: u64) -> Result<Index> {
+        let ParsedToc { mut builder, tail, version } = self;
+        if let Some(tail) = tail {
+            builder.append(tail)?;
+        }
+        if version != 1 {
+            return Err(Error::UnsupportedVersion(version));
+        }
+        builder.finish(data_end)
+    }
 }
 
 fn entry_err(entry: usize, what: &'static str) -> Error {
@@ -563,6 +661,21 @@ fn base_of(path: &[u8]) -> &[u8] {
 }
 
 impl Builder {
+    /// A builder with room for what `text_len` bytes of TOC typically hold (an entry takes
+    /// 200 to 400 bytes of JSON), so its tables are allocated up front.
+    #[cfg(feature = "std")]
+    fn with_capacity_for(limits: Limits, text_len: usize) -> Builder {
+        let entries = text_len / 256;
+        let mut b = Builder::new(limits);
+        b.recs.reserve(entries);
+        b.paths.reserve(entries * 48);
+        b.chunks.reserve(entries);
+        b.xattr_entries.reserve(16);
+        b.xattr_data.reserve(256);
+        b.scratch.reserve(256);
+        b
+    }
+
     fn new(limits: Limits) -> Builder {
         Builder {
             limits,
@@ -574,6 +687,7 @@ impl Builder {
             scratch: Vec::new(),
             current_reg: None,
             entries: 0,
+            leading_chunks: None,
         }
     }
 
@@ -590,45 +704,113 @@ impl Builder {
     fn add_chunk(&mut self, e: &RawEntry<'_>, entry: usize) -> Result<()> {
         // Like the reference: a chunk belongs to the latest non-chunk entry; if that is not a
         // regular file there is nothing to attach to, and the chunk is ignored.
-        let Some(reg) = self.current_reg else { return Ok(()) };
+        let Some(reg) = self.current_reg else {
+            // In a TOC's second half, chunks before any other entry belong to the first half's
+            // last entry: keep them for `append`.
+            if let Some(leading) = self.leading_chunks.as_mut()
+                && self.recs.is_empty()
+            {
+                leading.push(ChunkEntry::of(e, entry));
+            }
+            return Ok(());
+        };
+        self.attach_chunk(reg, ChunkEntry::of(e, entry))
+    }
+
+    fn attach_chunk(&mut self, reg: usize, c: ChunkEntry) -> Result<()> {
+        let entry = c.entry;
         let file_size = self.recs[reg].size;
-        let file_offset = to_u64(e.chunk_offset, entry, "negative chunkOffset")?;
-        let mut size = to_u64(e.chunk_size, entry, "negative chunkSize")?;
+        let file_offset = to_u64(c.chunk_offset, entry, "negative chunkOffset")?;
+        let mut size = to_u64(c.chunk_size, entry, "negative chunkSize")?;
         if size == 0 {
             size =
                 file_size.checked_sub(file_offset).ok_or(entry_err(entry, "chunkOffset past the end of the file"))?;
         }
-        let digest = match e.chunk_digest {
-            Some(d) => Some(Digest::parse(d).ok_or(entry_err(entry, "invalid chunkDigest"))?),
+        let digest = match c.chunk_digest {
+            Some(d) => Some(d.ok_or(entry_err(entry, "invalid chunkDigest"))?),
             None => None,
         };
-        self.push_chunk(reg, e, entry, file_offset, size, digest)
+        self.push_chunk(reg, c.place, entry, file_offset, size, digest)
     }
 
     fn push_chunk(
         &mut self,
         reg: usize,
-        e: &RawEntry<'_>,
+        place: ChunkPlace,
         entry: usize,
         file_offset: u64,
         size: u64,
         digest: Option<Digest>,
     ) -> Result<()> {
-        let zeros = match e.chunk_type {
-            None | Some("") | Some("data") => false,
-            Some("zeros") => true,
-            Some(_) => return Err(entry_err(entry, "unknown chunkType")),
-        };
+        let zeros = place.zeros.ok_or(entry_err(entry, "unknown chunkType"))?;
         self.chunks.push(Chunk {
-            offset: to_u64(e.offset, entry, "negative offset")?,
+            offset: to_u64(place.offset, entry, "negative offset")?,
             compressed_end: 0,
-            inner_offset: to_u64(e.inner_offset, entry, "negative innerOffset")?,
+            inner_offset: to_u64(place.inner_offset, entry, "negative innerOffset")?,
             file_offset,
             size,
             digest,
             zeros,
         });
         self.recs[reg].chunk_count += 1;
+        Ok(())
+    }
+
+    /// Appends the builder of a TOC's second half (made with `leading_chunks` on, and complete
+    /// without error), so that `self` holds what one pass over the whole TOC would have built,
+    /// or fails as that pass would have.
+    fn append(&mut self, tail: Builder) -> Result<()> {
+        let Builder { recs, paths, chunks, xattr_entries, xattr_data, current_reg, entries, leading_chunks, .. } = tail;
+        let too_many = |count: usize, limits: Limits| Error::TooLarge {
+            what: "TOC entry count",
+            size: count as u64,
+            limit: limits.max_entries as u64,
+        };
+        for c in leading_chunks.unwrap_or_default() {
+            let entry = self.entries + c.entry;
+            if entry + 1 > self.limits.max_entries {
+                return Err(too_many(entry + 1, self.limits));
+            }
+            if let Some(reg) = self.current_reg {
+                self.attach_chunk(reg, ChunkEntry { entry, ..c })?;
+            }
+        }
+        if self.entries + entries > self.limits.max_entries {
+            return Err(too_many(self.limits.max_entries + 1, self.limits));
+        }
+        // Offsets cannot overflow: each table is smaller than the TOC text, which is below
+        // 4 GiB when it is split. Checked all the same.
+        let last = self.entries + entries;
+        let base = |len: usize| len_u32(len, last);
+        let shifted = |off: u32, by: u32| off.checked_add(by).ok_or(entry_err(last, "TOC strings exceed 4 GiB"));
+        let (path_base, chunk_base) = (base(self.paths.len())?, base(self.chunks.len())?);
+        let (xattr_base, xattr_data_base) = (base(self.xattr_entries.len())?, base(self.xattr_data.len())?);
+        let (entry_base, rec_base) = (base(self.entries)?, self.recs.len());
+        base(self.paths.len() + paths.len())?;
+        base(self.chunks.len() + chunks.len())?;
+        base(self.xattr_entries.len() + xattr_entries.len())?;
+        base(self.xattr_data.len() + xattr_data.len())?;
+        self.recs.reserve(recs.len());
+        for mut r in recs {
+            r.path_off = shifted(r.path_off, path_base)?;
+            r.link_off = shifted(r.link_off, path_base)?;
+            r.chunk_first = shifted(r.chunk_first, chunk_base)?;
+            r.xattr_first = shifted(r.xattr_first, xattr_base)?;
+            r.entry = shifted(r.entry, entry_base)?;
+            self.recs.push(r);
+        }
+        self.paths.extend_from_slice(&paths);
+        drop(paths);
+        self.chunks.extend_from_slice(&chunks);
+        drop(chunks);
+        self.xattr_entries.reserve(xattr_entries.len());
+        for (name_off, name_len, value_off, value_len) in xattr_entries {
+            let (name_off, value_off) = (shifted(name_off, xattr_data_base)?, shifted(value_off, xattr_data_base)?);
+            self.xattr_entries.push((name_off, name_len, value_off, value_len));
+        }
+        self.xattr_data.extend_from_slice(&xattr_data);
+        self.entries = last;
+        self.current_reg = current_reg.map(|r| r + rec_base);
         Ok(())
     }
 
@@ -743,7 +925,7 @@ impl Builder {
                 if e.chunk_offset != 0 {
                     return Err(entry_err(entry, "regular file entry with a non-zero chunkOffset"));
                 }
-                self.push_chunk(rec, e, entry, 0, first_size, chunk_digest)?;
+                self.push_chunk(rec, ChunkPlace::of(e), entry, 0, first_size, chunk_digest)?;
             }
         }
         Ok(())
@@ -1118,6 +1300,118 @@ impl EntrySink for Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::format;
+    use alloc::string::String;
+
+    /// A TOC with what a cut can fall between or inside: multi-chunk files (a cut may leave a
+    /// file's chunks in the other half), xattrs, a nested unknown array of objects, names with
+    /// `,{` in them, a hardlink whose target is in the other half, a later duplicate.
+    fn awkward_toc() -> String {
+        let mut entries = Vec::new();
+        entries.push(String::from(r#"{"name":"d/","type":"dir","mode":493}"#));
+        for i in 0..6 {
+            entries.push(format!(
+                r#"{{"name":"d/f{i},{{x","type":"reg","size":30,"offset":{},"chunkSize":10,"digest":"sha256:{:064x}","xattrs":{{"user.a":"YWI="}},"unknown":[{{"a":[1,{{}}]}},{{}}]}}"#,
+                100 * i,
+                i
+            ));
+            entries.push(format!(
+                r#"{{"name":"d/f{i},{{x","type":"chunk","offset":{},"chunkOffset":10,"chunkSize":10}}"#,
+                100 * i + 40
+            ));
+            entries
+                .push(format!(r#"{{"name":"d/f{i},{{x","type":"chunk","offset":{},"chunkOffset":20}}"#, 100 * i + 70));
+        }
+        entries.push(String::from(r#"{"name":"d/link","type":"hardlink","linkName":"d/f0,{x"}"#));
+        entries.push(String::from(r#"{"name":"d/","type":"dir","mode":448}"#));
+        format!("{{\"version\":1,\"entries\":[\n{}\n]}}\n", entries.join(",\n"))
+    }
+
+    /// Every comma of the text tried as a cut: each one that parses in halves gives exactly the
+    /// one-pass index, and each comma between two entries does parse in halves.
+    #[test]
+    fn split_parsing_equals_one_pass_at_every_cut() {
+        let text = awkward_toc();
+        let limits = Limits::default();
+        let whole = Index::from_json(text.as_bytes(), 1000, limits);
+        assert!(whole.is_ok(), "{whole:?}");
+        let close = text.rfind(']').unwrap();
+        let (mut joined, mut between_entries) = (0, 0);
+        for (comma, _) in text.match_indices(',') {
+            let mut cut = text.clone().into_bytes();
+            cut[comma] = b'[';
+            let split = json::Split { comma, close };
+            let is_entry_boundary = text[comma + 1..].starts_with("\n{");
+            between_entries += usize::from(is_entry_boundary);
+            match ParsedToc::parse_split(&cut, split, limits).map(|p| p.finish(1000)) {
+                Some(index) => {
+                    assert_eq!(index, whole, "cut at {comma}");
+                    joined += 1;
+                }
+                None => assert!(!is_entry_boundary, "a cut between entries at {comma} was refused"),
+            }
+        }
+        assert_eq!(between_entries, 20, "21 entries");
+        assert_eq!(joined, between_entries, "only cuts between entries join");
+    }
+
+    /// Errors come out the same through halves: the halves refuse, or report what one pass does.
+    #[test]
+    fn split_parsing_reports_one_pass_errors() {
+        let bad = [
+            awkward_toc().replace(r#""chunkOffset":20}"#, r#""chunkOffset":-1}"#),
+            awkward_toc().replace(r#""linkName":"d/f0,{x""#, r#""linkName":"nowhere""#),
+            awkward_toc().replace(r#""version":1"#, r#""version":2"#),
+            awkward_toc().replace(r#""type":"chunk""#, r#""type":"chonk""#),
+        ];
+        for text in bad {
+            let whole = Index::from_json(text.as_bytes(), 1000, Limits::default());
+            assert!(whole.is_err());
+            let close = text.rfind(']').unwrap();
+            for (comma, _) in text.match_indices(",\n{") {
+                let mut cut = text.clone().into_bytes();
+                cut[comma] = b'[';
+                let split = json::Split { comma, close };
+                if let Some(index) = ParsedToc::parse_split(&cut, split, Limits::default()).map(|p| p.finish(1000)) {
+                    assert_eq!(index, whole, "cut at {comma}");
+                }
+            }
+        }
+        // A limit on entries that only the two halves together exceed.
+        let text = awkward_toc();
+        let limits = Limits { max_entries: 20 };
+        let whole = Index::from_json(text.as_bytes(), 1000, limits);
+        assert!(matches!(whole, Err(Error::TooLarge { .. })), "{whole:?}");
+        let comma = text.match_indices(",\n{").nth(10).unwrap().0;
+        let mut cut = text.clone().into_bytes();
+        cut[comma] = b'[';
+        let close = text.rfind(']').unwrap();
+        // Each half is within the limit, so the halves are read; joining them must fail as one
+        // pass does.
+        let split = ParsedToc::parse_split(&cut, json::Split { comma, close }, limits).map(|p| p.finish(1000));
+        assert_eq!(split, Some(whole));
+        // The same where the limit falls on a chunk entry that opens the second half.
+        let leading_chunk =
+            text.match_indices(",\n{").find(|(at, _)| text[at + 3..].starts_with(r#""name":"d/f3,{x","type":"chunk""#));
+        let comma = leading_chunk.unwrap().0;
+        let limits = Limits { max_entries: text[..comma].matches("\n{").count() };
+        let whole = Index::from_json(text.as_bytes(), 1000, limits);
+        assert!(matches!(whole, Err(Error::TooLarge { .. })), "{whole:?}");
+        let mut cut = text.clone().into_bytes();
+        cut[comma] = b'[';
+        let split = ParsedToc::parse_split(&cut, json::Split { comma, close }, limits).map(|p| p.finish(1000));
+        assert_eq!(split, Some(whole));
+    }
+
+    #[test]
+    fn split_guess_lands_between_entries_of_an_indented_toc() {
+        let text = awkward_toc();
+        let split = json::Split::find(text.as_bytes()).unwrap();
+        assert_eq!(split.close, text.rfind(']').unwrap());
+        assert!(text[split.comma..].starts_with(",\n{") || text[split.comma..].starts_with(",{"));
+        assert_eq!(json::Split::find(b"{\"version\":1,\"entries\":[]}"), None);
+        assert_eq!(json::Split::find(b"{\"entries\":[{},{}],\"version\":1}"), None);
+    }
 
     /// The fast path of `clean_path` must agree with the component-by-component one on every
     /// name built from awkward pieces.

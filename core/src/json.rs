@@ -131,7 +131,7 @@ pub fn unescape(raw: &str, out: &mut Vec<u8>) -> core::result::Result<(), &'stat
 /// Parses a whole TOC, feeding each entry to `sink`, and returns the `version` field.
 pub fn parse_toc<S: EntrySink>(json: &[u8], sink: &mut S) -> Result<i64> {
     let too_deep = Cell::new(false);
-    let mut state = State { sink, error: None, count: 0, entry: RawEntry::default(), too_deep: &too_deep };
+    let mut state = State::new(sink, &too_deep);
     let mut de = Deserializer::new(json, None);
     let parsed = (&mut de).deserialize_map(TopVisitor { state: &mut state });
     if let Some(e) = state.error {
@@ -141,9 +141,89 @@ pub fn parse_toc<S: EntrySink>(json: &[u8], sink: &mut S) -> Result<i64> {
         return Err(Error::BadJson { entry: state.count, what: "nesting too deep" });
     }
     let bad = |what| Error::BadJson { entry: state.count, what };
-    let version = parsed.map_err(|e| bad(json_error_text(&e)))?;
+    parsed.map_err(|e| bad(json_error_text(&e)))?;
     de.end().map_err(|e| bad(json_error_text(&e)))?;
-    version.ok_or(bad("no \"version\" field"))
+    state.version.ok_or(bad("no \"version\" field"))
+}
+
+/// A place to cut a TOC in two, so that its halves can be parsed at the same time: a comma
+/// between two entries of the `entries` array, which must be the TOC object's last member.
+///
+/// [`Split::find`] only guesses; the guess is proven by parsing. [`parse_toc_head`] succeeds only
+/// if the text before the comma ends between two entries of the top-level `entries` array, and
+/// [`parse_toc_tail`] only if the text from the comma on is a run of complete entries closing
+/// that array and then the TOC. Both together mean one pass over the whole text would have read
+/// exactly the same entries, so their results can be joined. Anything else (a guess that landed
+/// in a string, a TOC with members after `entries`, a malformed TOC) is left to [`parse_toc`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    /// Position of the comma.
+    pub comma: usize,
+    /// Position of the `]` that closes the entries array.
+    pub close: usize,
+}
+
+fn is_json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+impl Split {
+    /// Guesses a cut near the middle: the first comma there followed (after white space) by `{`.
+    pub fn find(json: &[u8]) -> Option<Split> {
+        let mut end = json.len();
+        for expected in [b'}', b']'] {
+            while end > 0 && is_json_space(json[end - 1]) {
+                end -= 1;
+            }
+            if end == 0 || json[end - 1] != expected {
+                return None;
+            }
+            end -= 1;
+        }
+        let close = end;
+        let mut at = json.len() / 2;
+        while at < close {
+            let comma = at + json[at..close].iter().position(|&b| b == b',')?;
+            let next = json[comma + 1..close].iter().position(|&b| !is_json_space(b)).map(|p| comma + 1 + p);
+            if next.is_some_and(|n| json[n] == b'{') {
+                return Some(Split { comma, close });
+            }
+            at = comma + 1;
+        }
+        None
+    }
+
+    /// The text the second half is parsed from, once the comma is replaced by `[`: that bracket,
+    /// the entries, and the `]` closing them.
+    pub fn tail(self) -> core::ops::Range<usize> {
+        self.comma..self.close + 1
+    }
+}
+
+/// Parses the first half of a [`Split`] TOC (the text before its comma). Returns the `version`
+/// field when that text is a valid start of a TOC which ends between two entries of its
+/// `entries` array, with every entry taken by `sink`; `None` otherwise.
+pub fn parse_toc_head<S: EntrySink>(head: &[u8], sink: &mut S) -> Option<i64> {
+    let too_deep = Cell::new(false);
+    let mut state = State::new(sink, &too_deep);
+    let mut de = Deserializer::new(head, None);
+    let parsed = (&mut de).deserialize_map(TopVisitor { state: &mut state });
+    // The text stops where the next entry would start: the entries array must be the one
+    // asking for more, right after a complete entry.
+    let cut_between_entries = matches!(parsed, Err(serde_json_core::de::Error::EofWhileParsingList));
+    let clean = state.error.is_none() && !too_deep.get() && state.between_entries;
+    if cut_between_entries && clean { state.version } else { None }
+}
+
+/// Parses the second half of a [`Split`] TOC: `tail` is the text at [`Split::tail`] with its
+/// first byte (the comma) replaced by `[`. True when it is a complete array of entries, every
+/// one taken by `sink`.
+pub fn parse_toc_tail<S: EntrySink>(tail: &[u8], sink: &mut S) -> bool {
+    let too_deep = Cell::new(false);
+    let mut state = State::new(sink, &too_deep);
+    let mut de = Deserializer::new(tail, None);
+    let parsed = EntriesSeed { state: &mut state }.deserialize(&mut de);
+    parsed.is_ok() && de.end().is_ok() && state.error.is_none() && !too_deep.get()
 }
 
 fn json_error_text(e: &serde_json_core::de::Error) -> &'static str {
@@ -177,6 +257,25 @@ struct State<'s, 'de, S> {
     entry: RawEntry<'de>,
     /// Set when an unknown value nests deeper than `MAX_DEPTH`.
     too_deep: &'s Cell<bool>,
+    /// The last `version` field seen.
+    version: Option<i64>,
+    /// True from the end of an entry of the top-level `entries` array until the next one
+    /// starts or the array ends: where [`parse_toc_head`] may find its text cut.
+    between_entries: bool,
+}
+
+impl<'s, S> State<'s, '_, S> {
+    fn new(sink: &'s mut S, too_deep: &'s Cell<bool>) -> Self {
+        State {
+            sink,
+            error: None,
+            count: 0,
+            entry: RawEntry::default(),
+            too_deep,
+            version: None,
+            between_entries: false,
+        }
+    }
 }
 
 impl<S> State<'_, '_, S> {
@@ -402,20 +501,19 @@ struct TopVisitor<'a, 's, 'de, S> {
 }
 
 impl<'de, S: EntrySink> Visitor<'de> for TopVisitor<'_, '_, 'de, S> {
-    type Value = Option<i64>;
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a TOC object")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> core::result::Result<Self::Value, A::Error> {
-        let mut version = None;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> core::result::Result<(), A::Error> {
         while let Some(key) = map.next_key_seed(KeySeed)? {
             match key {
-                Key::Version => version = Some(map.next_value_seed(Int)?),
+                Key::Version => self.state.version = Some(map.next_value_seed(Int)?),
                 Key::Entries => map.next_value_seed(EntriesSeed { state: &mut *self.state })?,
                 _ => map.next_value_seed(Skip { depth: 2, too_deep: self.state.too_deep })?,
             }
         }
-        Ok(version)
+        Ok(())
     }
 }
 
@@ -442,7 +540,10 @@ impl<'de, S: EntrySink> Visitor<'de> for EntriesSeed<'_, '_, 'de, S> {
         d.deserialize_seq(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> core::result::Result<(), A::Error> {
-        while seq.next_element_seed(EntrySeed { state: &mut *self.state })?.is_some() {}
+        while seq.next_element_seed(EntrySeed { state: &mut *self.state })?.is_some() {
+            self.state.between_entries = true;
+        }
+        self.state.between_entries = false;
         Ok(())
     }
 }
@@ -465,6 +566,7 @@ impl<'de, S: EntrySink> Visitor<'de> for EntrySeed<'_, '_, 'de, S> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> core::result::Result<(), A::Error> {
         let state = self.state;
+        state.between_entries = false;
         state.entry.clear();
         while let Some(key) = map.next_key_seed(KeySeed)? {
             let e = &mut state.entry;

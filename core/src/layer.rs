@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::footer::{self, Footer, Format};
-use crate::index::{Chunk, Index, Kind, Limits, NodeId};
+use crate::index::{Chunk, Index, Kind, Limits, NodeId, ParsedToc};
 use crate::read_at::ReadAt;
 use crate::toc;
 
@@ -60,25 +60,27 @@ impl<R: ReadAt> Layer<R> {
     /// Reads the footer and the TOC, checks the TOC digest if one is expected, and indexes it.
     pub fn open_with(blob: R, options: &OpenOptions) -> Result<Self> {
         let footer = footer::read_footer(&blob)?;
-        let raw = toc::read_raw_toc(&blob, &footer, options.max_toc_size)?;
+        let mut raw = toc::read_raw_toc(&blob, &footer, options.max_toc_size)?;
         let data_end = if footer.format.is_zstd() { footer.toc_offset.saturating_sub(8) } else { footer.toc_offset };
         let limits = Limits { max_entries: options.max_entries };
-        let (digests, index) = hash_and_index(&raw, data_end, limits);
-        let toc = raw.into_toc_bytes(digests);
+        let (toc_digest, parsed) = hash_and_parse(&mut raw, limits);
         // A wrong TOC is refused as such, even when it would not index either.
         if let Some(expected) = options.expected_toc_digest
-            && expected != toc.digest
+            && expected != toc_digest
         {
             return Err(Error::TocDigestMismatch);
         }
-        let index = index?;
+        let (toc_compressed_digest, toc_json_len) = (raw.compressed_digest, raw.json().len());
+        // The text is read: free it before the tree's tables are allocated.
+        drop(raw);
+        let index = parsed?.finish(data_end)?;
         Ok(Layer {
             blob,
             footer,
             index,
-            toc_digest: toc.digest,
-            toc_compressed_digest: toc.compressed_digest,
-            toc_json_len: toc.json().len(),
+            toc_digest,
+            toc_compressed_digest,
+            toc_json_len,
             max_chunk_size: options.max_chunk_size,
         })
     }
@@ -336,23 +338,56 @@ fn read_full<R: ReadAt + ?Sized>(blob: &R, offset: u64, buf: &mut [u8]) -> Resul
     Ok(done)
 }
 
-/// Hashes the TOC and indexes it. With std the two run side by side: hashing 20 MB of JSON is
-/// about a quarter of the work, and indexing cannot start any sooner for waiting on it.
+/// TOCs smaller than this are parsed in one piece: below it a second thread buys little.
 #[cfg(feature = "std")]
-fn hash_and_index(raw: &toc::RawToc, data_end: u64, limits: Limits) -> ((Digest, Digest), Result<Index>) {
-    std::thread::scope(|scope| {
-        let hashing = std::thread::Builder::new().name("crfs-toc-digest".into()).spawn_scoped(scope, || raw.digests());
-        let index = Index::from_json(raw.json(), data_end, limits);
+const SPLIT_PARSE_MIN_BYTES: usize = 1 << 20;
+
+/// Hashes the TOC's JSON and reads its entries. With std this uses up to three threads:
+/// hashing 20 MB of JSON takes a fair share of the time, and a large TOC is read in two halves
+/// at once (see [`crate::json::Split`]); where the halves cannot be joined, it is read again
+/// in one piece.
+#[cfg(feature = "std")]
+fn hash_and_parse(raw: &mut toc::RawToc, limits: Limits) -> (Digest, Result<ParsedToc>) {
+    let json = raw.json_mut();
+    let split = (json.len() >= SPLIT_PARSE_MIN_BYTES).then(|| crate::json::Split::find(json)).flatten();
+    if let Some(split) = split {
+        // The tail half is read as an array of its own: its comma becomes the opening bracket.
+        json[split.comma] = b'[';
+    }
+    let text: &[u8] = json;
+    let (digest, split_parse) = std::thread::scope(|scope| {
+        let hash = move || {
+            let mut hasher = crate::digest::Hasher::default();
+            match split {
+                Some(split) => {
+                    hasher.update(&text[..split.comma]);
+                    hasher.update(b",");
+                    hasher.update(&text[split.comma + 1..]);
+                }
+                None => hasher.update(text),
+            }
+            hasher.finish()
+        };
+        let hashing = std::thread::Builder::new().name("crfs-toc-digest".into()).spawn_scoped(scope, hash);
+        let parsed = split.and_then(|split| ParsedToc::parse_split(text, split, limits));
         // No thread (resource limits) or a failed one: hash here instead.
-        let digests = hashing.ok().and_then(|h| h.join().ok()).unwrap_or_else(|| raw.digests());
-        (digests, index)
-    })
+        let digest = hashing.ok().and_then(|h| h.join().ok()).unwrap_or_else(hash);
+        (digest, parsed)
+    });
+    if let Some(split) = split {
+        json[split.comma] = b',';
+    }
+    let parsed = match split_parse {
+        Some(parsed) => Ok(parsed),
+        None => ParsedToc::parse(raw.json(), limits),
+    };
+    (digest, parsed)
 }
 
-/// Hashes the TOC and indexes it, one after the other.
+/// Hashes the TOC's JSON and reads its entries, one after the other.
 #[cfg(not(feature = "std"))]
-fn hash_and_index(raw: &toc::RawToc, data_end: u64, limits: Limits) -> ((Digest, Digest), Result<Index>) {
-    (raw.digests(), Index::from_json(raw.json(), data_end, limits))
+fn hash_and_parse(raw: &mut toc::RawToc, limits: Limits) -> (Digest, Result<ParsedToc>) {
+    (Digest::of(raw.json()), ParsedToc::parse(raw.json(), limits))
 }
 
 /// Checks a decoded chunk against its digest, if it has one.

@@ -31,13 +31,16 @@ impl TocBytes {
     }
 }
 
-/// The TOC before hashing: the compressed bytes as read, and the decompressed JSON.
+/// The TOC with its JSON not yet hashed: the decompressed text, and the digest of the
+/// compressed bytes (small: hashed as soon as read, so they need not be kept).
 #[derive(Debug, Clone)]
 pub struct RawToc {
-    /// The compressed TOC, as stored in the blob.
-    pub compressed: Vec<u8>,
     buf: Vec<u8>,
     json: Range<usize>,
+    /// sha256 of the compressed TOC.
+    pub compressed_digest: Digest,
+    /// Length of the compressed TOC.
+    pub compressed_len: u64,
 }
 
 impl RawToc {
@@ -46,15 +49,15 @@ impl RawToc {
         &self.buf[self.json.clone()]
     }
 
-    /// sha256 of the JSON and of the compressed bytes, in that order.
-    pub fn digests(&self) -> (Digest, Digest) {
-        (Digest::of(self.json()), Digest::of(&self.compressed))
+    /// The JSON text, to change in place.
+    pub fn json_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.json.clone()]
     }
 
-    /// Attaches digests computed elsewhere (see [`RawToc::digests`]), dropping the compressed bytes.
-    pub fn into_toc_bytes(self, (digest, compressed_digest): (Digest, Digest)) -> TocBytes {
-        let compressed_len = self.compressed.len() as u64;
-        TocBytes { buf: self.buf, json: self.json, digest, compressed_digest, compressed_len }
+    /// Attaches the JSON's digest, computed elsewhere (see [`Digest::of`]).
+    pub fn into_toc_bytes(self, digest: Digest) -> TocBytes {
+        let RawToc { buf, json, compressed_digest, compressed_len } = self;
+        TocBytes { buf, json, digest, compressed_digest, compressed_len }
     }
 }
 
@@ -62,8 +65,8 @@ impl RawToc {
 /// its compressed and decompressed size.
 pub fn read_toc<R: ReadAt + ?Sized>(blob: &R, footer: &Footer, limit: u64) -> Result<TocBytes> {
     let raw = read_raw_toc(blob, footer, limit)?;
-    let digests = raw.digests();
-    Ok(raw.into_toc_bytes(digests))
+    let digest = Digest::of(raw.json());
+    Ok(raw.into_toc_bytes(digest))
 }
 
 /// Reads and decompresses the TOC that `footer` points at, without hashing it. `limit` bounds
@@ -76,6 +79,7 @@ pub fn read_raw_toc<R: ReadAt + ?Sized>(blob: &R, footer: &Footer, limit: u64) -
     let len = usize::try_from(footer.toc_len).map_err(|_| too_large(footer.toc_len))?;
     let mut compressed = alloc::vec![0u8; len];
     blob.read_exact_at(footer.toc_offset, &mut compressed)?;
+    let compressed_digest = Digest::of(&compressed);
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
     let (buf, json) = if footer.format.is_zstd() {
         decode_zstd_toc(&compressed, footer, limit)?
@@ -84,7 +88,7 @@ pub fn read_raw_toc<R: ReadAt + ?Sized>(blob: &R, footer: &Footer, limit: u64) -
         let json = tar::toc_json(&buf)?;
         (buf, json)
     };
-    Ok(RawToc { compressed, buf, json })
+    Ok(RawToc { buf, json, compressed_digest, compressed_len: footer.toc_len })
 }
 
 #[cfg(feature = "zstd")]

@@ -1896,6 +1896,65 @@ fn random_mutations_of_toc_json() {
     }
 }
 
+/// Large TOCs are parsed in two halves on two threads, cut at a comma guessed near the middle
+/// (`json::Split`). Damage around the middle must give exactly what one pass over the text
+/// gives: the same index, or the same error.
+#[test]
+fn toc_parsed_in_halves_equals_one_pass_under_damage() {
+    let mut b = Builder::new(Fmt::Gzip);
+    b.dir("top");
+    for i in 0..1800 {
+        let data = pattern(30 + i % 50, i as u8);
+        b.file(&format!("top/d{}/f{i},{{\"x\":[1,{{}}]}}", i % 40), &data, 16);
+        if i % 500 == 0 {
+            b.hardlink(&format!("top/link{i}"), &format!("top/d{}/f{},{{\"x\":[1,{{}}]}}", (i + 7) % 40, i + 7));
+        }
+    }
+    let json = b.toc_json();
+    assert!(json.len() > 1 << 20, "the TOC ({} bytes) must be large enough to be split", json.len());
+    let one_pass = |json: &[u8], blob: &[u8]| {
+        let data_end = read_footer(&blob).map(|f| f.toc_offset).unwrap_or(0);
+        Index::from_json(json, data_end, Limits::default())
+    };
+    // The undamaged TOC does take the two-halves path.
+    struct Count(usize);
+    impl crfs_core::json::EntrySink for Count {
+        fn entry(&mut self, _: &crfs_core::json::RawEntry<'_>) -> Result<(), Error> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+    let split = crfs_core::json::Split::find(&json).unwrap();
+    let mut head = Count(0);
+    assert_eq!(crfs_core::json::parse_toc_head(&json[..split.comma], &mut head), Some(1));
+    assert!(head.0 > 1000, "{} entries in the first half", head.0);
+    let whole = b.finish_with_toc(&json);
+    let layer = open(&whole).unwrap();
+    assert_eq!(Ok(layer.index()), one_pass(&json, &whole).as_ref());
+    check_tree(layer.index());
+
+    let alphabet = b"{}[]\":,\\0123456789 \n";
+    let mut rng = Rng(0x5711_7ea5);
+    let (mut same_ok, mut same_err) = (0, 0);
+    for _ in 0..16 {
+        let mut j = json.clone();
+        let at = j.len() / 2 - 1000 + rng.below(2000);
+        match rng.below(3) {
+            0 => j[at] = alphabet[rng.below(alphabet.len())],
+            1 => {
+                j.remove(at);
+            }
+            _ => j.insert(at, alphabet[rng.below(alphabet.len())]),
+        }
+        let blob = b.finish_with_toc(&j);
+        let through_layer = within("open", 10 * SECOND, || open(&blob)).map(|l| l.index().clone());
+        let expected = one_pass(&j, &blob);
+        assert_eq!(through_layer, expected, "damage at {at}");
+        if expected.is_ok() { same_ok += 1 } else { same_err += 1 }
+    }
+    eprintln!("16 damaged TOCs of {} bytes: {same_ok} opened, {same_err} refused, all as one pass", json.len());
+}
+
 // ------------------------------------------------------------------------------------------------
 // Scale.
 
