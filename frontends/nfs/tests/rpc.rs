@@ -457,3 +457,21 @@ async fn a_merged_image_is_served_with_its_own_identity() {
     assert_eq!(getattr(&mut s, &small).await.err(), Some(nfsstat3::NFS3ERR_STALE));
     assert_eq!(getattr(&mut c, &single_root).await.err(), Some(nfsstat3::NFS3ERR_STALE));
 }
+
+/// A record mark claiming a gigabyte ends that connection at once, without the server
+/// allocating it; other clients are still served.
+#[tokio::test]
+async fn an_oversized_request_ends_its_connection_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let blob = fixture("all-types.esgz");
+    let server = serve(&blob).await;
+    let mut raw = TcpStream::connect(server.addr).await.unwrap();
+    // Last-fragment bit and a length of 1 GiB, then a few bytes of the claimed body.
+    raw.write_all(&(0x8000_0000u32 | (1 << 30)).to_be_bytes()).await.unwrap();
+    raw.write_all(&[0u8; 64]).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), raw.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the connection stays open: {read:?}");
+    let (root, mut c) = mount(&server).await;
+    assert_eq!(attr_at(&mut c, &root, "files/suid").await.size, 300);
+}

@@ -8,13 +8,13 @@ use nfs3_types::rpc::{
 };
 use nfs3_types::xdr_codec::{Pack, Unpack};
 use nfs3_types::{nfs3 as nfs, portmap};
-use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::{error, info, trace, warn};
 
 use crate::context::RPCContext;
 use crate::transaction_tracker::{self, TransactionError, TransactionLock};
-use crate::units::KIBIBYTE;
+
 use crate::vfs::NfsFileSystem;
 use crate::{mount_handlers, nfs_handlers, portmap_handlers};
 
@@ -166,7 +166,6 @@ pub type SocketMessageType = Result<CompleteRpcMessage, anyhow::Error>;
 #[derive(Debug)]
 pub struct SocketMessageHandler<T: NfsFileSystem + 'static> {
     cur_fragment: PackedRpcMessage,
-    socket_receive_channel: DuplexStream,
     reply_send_channel: mpsc::UnboundedSender<SocketMessageType>,
     context: RPCContext<T>,
 }
@@ -176,33 +175,26 @@ where
     T: NfsFileSystem + 'static,
 {
     /// Creates a new `SocketMessageHandler` with the receiver for queued message replies
-    pub fn new(
-        context: RPCContext<T>,
-    ) -> (
-        Self,
-        DuplexStream,
-        mpsc::UnboundedReceiver<SocketMessageType>,
-    ) {
-        let (socksend, sockrecv) = tokio::io::duplex(256 * KIBIBYTE as usize);
+    // crfs patch (PATCHES.md, "Leaner connection loop"): no duplex pipe; `read` takes the
+    // socket's read half.
+    pub fn new(context: RPCContext<T>) -> (Self, mpsc::UnboundedReceiver<SocketMessageType>) {
         let (msgsend, msgrecv) = mpsc::unbounded_channel();
         (
             Self {
                 cur_fragment: PackedRpcMessage::new(),
-                socket_receive_channel: sockrecv,
                 reply_send_channel: msgsend,
                 context,
             },
-            socksend,
             msgrecv,
         )
     }
 
     /// Reads a fragment from the socket. This should be looped.
-    pub async fn read(&mut self) -> Result<(), anyhow::Error> {
-        let is_last = self
-            .cur_fragment
-            .recv(&mut self.socket_receive_channel)
-            .await?;
+    pub async fn read(
+        &mut self,
+        socket: &mut (impl tokio::io::AsyncRead + Unpin),
+    ) -> Result<(), anyhow::Error> {
+        let is_last = self.cur_fragment.recv(socket).await?;
         if is_last {
             let message = std::mem::replace(&mut self.cur_fragment, PackedRpcMessage::new());
             let message = match message {

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tracing::{debug, error, info};
+use tracing::{debug, info};
 
 use crate::context::RPCContext;
 use crate::rpcwire::{SocketMessageHandler, write_fragment};
@@ -44,61 +44,52 @@ pub fn generate_host_ip(hostnum: u16) -> String {
 }
 
 /// processes an established socket
+// crfs patch (PATCHES.md, "Leaner connection loop"): requests are read straight from the
+// socket's read half through a buffer (upstream copied every byte through an in-memory duplex
+// pipe to a second task), and replies are written through a buffer flushed when no other reply
+// is waiting, so a small reply and its record mark leave in one write.
 pub(crate) async fn process_socket<IO, T>(
-    mut socket: IO,
+    socket: IO,
     context: RPCContext<T>,
 ) -> Result<(), anyhow::Error>
 where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: NfsFileSystem + 'static,
 {
-    let (mut message_handler, mut socksend, mut msgrecvchan) =
-        SocketMessageHandler::new(context.clone());
-
-    tokio::spawn(async move {
+    let (reader, writer) = tokio::io::split(socket);
+    let (mut message_handler, mut msgrecvchan) = SocketMessageHandler::new(context.clone());
+    let mut reader = tokio::io::BufReader::with_capacity(64 * KIBIBYTE as usize, reader);
+    let reading = tokio::spawn(async move {
         loop {
-            if let Err(e) = message_handler.read().await {
+            if let Err(e) = message_handler.read(&mut reader).await {
                 debug!("Message loop broken due to {e}");
                 break;
             }
         }
     });
-    let mut buf = vec![0u8; 128 * KIBIBYTE as usize].into_boxed_slice();
-    loop {
-        tokio::select! {
-            result = socket.read(&mut buf) => {
-                match result {
-                    Ok(0) => {
-                        return Ok(());
-                    }
-                    Ok(n) => {
-                        let _ = socksend.write_all(&buf[..n]).await;
-                    }
-                    Err(ref e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        debug!("Message handling closed : {e}");
-                        return Err(e.into());
-                    }
+    let mut writer = tokio::io::BufWriter::with_capacity(64 * KIBIBYTE as usize, writer);
+    // The channel closes once the reader has stopped and every request it started is answered.
+    let served = async {
+        while let Some(reply) = msgrecvchan.recv().await {
+            match reply {
+                Err(e) => {
+                    debug!("Message handling closed : {e}");
+                    return Err(e);
                 }
-            },
-            reply = msgrecvchan.recv() => {
-                match reply {
-                    Some(Err(e)) => {
-                        debug!("Message handling closed : {e}");
-                        return Err(e);
-                    }
-                    Some(Ok(msg)) => {
-                        if let Err(e) = write_fragment(&mut socket, msg).await {
-                            error!("Write error {e}");
-                        }
-                    }
-                    None => {
-                        return Err(anyhow::anyhow!("Unexpected socket context termination"));
+                Ok(msg) => {
+                    write_fragment(&mut writer, msg).await?;
+                    if msgrecvchan.is_empty() {
+                        writer.flush().await?;
                     }
                 }
             }
         }
+        writer.flush().await?;
+        Ok(())
     }
+    .await;
+    reading.abort();
+    served
 }
 
 pub trait NFSTcp: Send + Sync {

@@ -33,6 +33,9 @@ impl PackedRpcMessage {
     }
 }
 
+/// Largest RPC call accepted: a WRITE of the 1 MiB maximum plus its headers, with room to spare.
+const MAX_MESSAGE_SIZE: usize = 2 << 20;
+
 /// Contains collected RPC message fragments without their headers.
 #[derive(Default, Debug)]
 pub struct IncompleteRpcMessage(Vec<u8>);
@@ -44,6 +47,14 @@ impl IncompleteRpcMessage {
         let header: fragment_header = header_buf.into();
         let prev_length = self.0.len();
         let fragment_length = header.fragment_length() as usize;
+        // crfs patch (PATCHES.md, "Bounded request size"): a record mark may claim up to 2 GiB
+        // per fragment, and fragments add up; upstream allocated whatever was claimed.
+        if prev_length + fragment_length > MAX_MESSAGE_SIZE {
+            bail!(
+                "RPC message of more than {MAX_MESSAGE_SIZE} bytes ({} claimed)",
+                prev_length + fragment_length
+            );
+        }
         self.0.resize(prev_length + fragment_length, 0);
         input.read_exact(&mut self.0[prev_length..]).await?;
 

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# benches/nfs-compare.sh: `crfs nfs` read through libnfs against `crfs mount` read through FUSE.
+#
+# usage: benches/nfs-compare.sh [-n N] [--work DIR] [--quick] [--out FILE]
+#
+#   -n N        runs per measurement (default 3); the table shows median [min-max]
+#   --work DIR  corpus cache (default /var/tmp/crfs-bench, shared with compare.sh)
+#   --quick     the synthetic corpus compare.sh --quick builds (5,000 files), for a smoke run
+#   --out FILE  where the markdown goes (default benches/results/nfs.md, nfs-quick.md with --quick)
+#
+# Needs root (drop_caches, FUSE) and libnfs-dev (the clients are compiled here). Every
+# measurement reads every regular file of the corpus with a fresh crfs process and a cold page
+# cache. This kernel has no NFS client, so libnfs stands in for it in two ways:
+#   nfs-pipelined  benches/nfs/nfs-readall-pipelined.c: handles from READDIRPLUS, ACCESS and
+#                  1 MiB READs, 16 requests in flight (what the Linux client sends; see its header)
+#   nfs-sync       benches/nfs/nfs-readall.c: libnfs's synchronous API, one request in flight,
+#                  every path looked up from the root (a worst case, for information)
+# and FUSE two ways:
+#   fuse-tar       one reader: `tar -cf - . | cat` over the mount
+#   fuse-parallel  16 readers: `find -type f | xargs -P 16 cat` over the mount
+# Bytes read are checked to be the same for every client but fuse-tar (whose output is a tar).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+N=3
+WORK=/var/tmp/crfs-bench
+QUICK=0
+OUT=
+die() { echo "nfs-compare.sh: $*" >&2; exit 1; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -n) N=${2:?}; shift ;;
+    --work) WORK=${2:?}; shift ;;
+    --quick) QUICK=1 ;;
+    --out) OUT=${2:?}; shift ;;
+    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1" ;;
+  esac
+  shift
+done
+[ "$(id -u)" = 0 ] || die "needs root (drop_caches and mounts)"
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+if [ -z "$OUT" ]; then
+  if [ $QUICK = 1 ]; then OUT=$ROOT/benches/results/nfs-quick.md; else OUT=$ROOT/benches/results/nfs.md; fi
+fi
+[ -f /usr/include/nfsc/libnfs.h ] || { log "installing libnfs-dev"; apt-get install -y -q libnfs-dev >/dev/null; }
+
+NAME=python-3.11.7
+[ $QUICK = 1 ] && NAME=synthetic-5000
+BLOB=$WORK/$NAME.esgz
+if [ ! -f "$BLOB" ]; then
+  log "no corpus in $WORK: building it with compare.sh"
+  if [ $QUICK = 1 ]; then "$ROOT/benches/compare.sh" --quick -n 1 --work "$WORK" >/dev/null; else "$ROOT/benches/compare.sh" -n 1 --work "$WORK" >/dev/null; fi
+fi
+[ -f "$BLOB" ] || die "corpus missing: $BLOB"
+
+log "cargo build --release -p crfs"
+(cd "$ROOT" && cargo build --release -q -p crfs)
+CRFS=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/crfs
+BIN=$WORK/bin
+mkdir -p "$BIN"
+for c in nfs-readall nfs-readall-pipelined; do
+  cc -O2 -Wall -o "$BIN/$c" "$ROOT/benches/nfs/$c.c" -lnfs
+done
+
+MNT=$WORK/mnt
+mkdir -p "$MNT"
+PORT=20790
+URL="nfs://127.0.0.1/?nfsport=$PORT&mountport=$PORT&version=3"
+SERVER_PID=
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+  mountpoint -q "$MNT" && umount -l "$MNT" || true
+}
+trap cleanup EXIT
+
+start_server() {
+  case "$1" in
+    fuse-*)
+      "$CRFS" mount "$BLOB" "$MNT" >/dev/null 2>>"$WORK/crfs-nfs-compare.log" &
+      SERVER_PID=$!
+      for _ in $(seq 200); do mountpoint -q "$MNT" && break; sleep 0.05; done
+      mountpoint -q "$MNT" || die "crfs mount did not come up (see $WORK/crfs-nfs-compare.log)" ;;
+    nfs-*)
+      "$CRFS" nfs --listen "127.0.0.1:$PORT" "$BLOB" >/dev/null 2>>"$WORK/crfs-nfs-compare.log" &
+      SERVER_PID=$!
+      for _ in $(seq 200); do nfs-ls "$URL" >/dev/null 2>&1 && break; sleep 0.05; done
+      nfs-ls "$URL" >/dev/null 2>&1 || die "crfs nfs did not come up (see $WORK/crfs-nfs-compare.log)" ;;
+  esac
+}
+stop_server() {
+  kill -TERM "$SERVER_PID"
+  wait "$SERVER_PID" || true
+  SERVER_PID=
+}
+
+# read CLIENT: reads every file; prints the bytes of file data read (or "-" for fuse-tar).
+read_all() {
+  case "$1" in
+    fuse-tar) tar -C "$MNT" -cf - . | cat >/dev/null; echo - ;;
+    fuse-parallel) (cd "$MNT" && find . -type f -print0 | xargs -0 -P 16 -n 64 cat | wc -c) ;;
+    nfs-pipelined) "$BIN/nfs-readall-pipelined" -j 16 "$URL" | sed -n 's/^files [0-9]* bytes \([0-9]*\).*/\1/p' ;;
+    nfs-sync) "$BIN/nfs-readall" "$URL" | sed -n 's/^files [0-9]* bytes \([0-9]*\).*/\1/p' ;;
+  esac
+}
+
+SAMPLES=$WORK/nfs-samples.txt
+: >"$SAMPLES"
+CLIENTS="fuse-tar fuse-parallel nfs-pipelined nfs-sync"
+EXPECTED=
+for run in $(seq "$N"); do
+  # Rotate which client goes first, so drift in the machine's load spreads over all of them.
+  all=($CLIENTS)
+  k=$(( (run - 1) % ${#all[@]} ))
+  order="${all[*]:k} ${all[*]:0:k}"
+  for c in $order; do
+    start_server "$c"
+    sync; echo 3 >/proc/sys/vm/drop_caches
+    start=$EPOCHREALTIME
+    got=$(read_all "$c")
+    end=$EPOCHREALTIME
+    stop_server
+    [ -n "$got" ] || die "$c read nothing"
+    if [ "$got" != - ]; then
+      [ -z "$EXPECTED" ] && EXPECTED=$got
+      [ "$got" = "$EXPECTED" ] || die "$c read $got bytes, others $EXPECTED"
+    fi
+    secs=$(echo "$end - $start" | bc -l)
+    echo "$c $secs" >>"$SAMPLES"
+    log "run $run/$N $c: ${secs}s"
+  done
+done
+
+stats() { grep "^$1 " "$SAMPLES" | awk '{print $2}' | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f %.2f %.2f", m, a[1], a[NR]}'; }
+{
+  echo "# crfs over NFS (libnfs) vs crfs over FUSE: reading every file"
+  echo
+  echo "Written by \`benches/nfs-compare.sh -n $N\` on $(date -u '+%Y-%m-%d %H:%M') UTC, corpus \`$NAME\`"
+  echo "(blob $(du -m "$BLOB" | cut -f1) MB; $EXPECTED bytes of file data). A fresh crfs process and a cold page cache"
+  echo "for every measurement; median [min–max] of $N runs, seconds. Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo
+  read -r tm tl th <<<"$(stats fuse-tar)"
+  read -r pm pl ph <<<"$(stats fuse-parallel)"
+  echo "| client | time | ÷ fuse-tar | ÷ fuse-parallel | target (NFS ≤ 2× FUSE) |"
+  echo "|---|---|---|---|---|"
+  for c in $CLIENTS; do
+    read -r m l h <<<"$(stats "$c")"
+    r1=$(echo "$m / $tm" | bc -l); r2=$(echo "$m / $pm" | bc -l)
+    case "$c" in
+      nfs-pipelined) met=$(echo "$r1 <= 2 && $r2 <= 2" | bc -l | sed 's/1/yes/;s/0/**NO**/') ;;
+      nfs-sync) met="(information: one request in flight)" ;;
+      *) met="—" ;;
+    esac
+    printf '| %s | %s [%s–%s] | %.2f× | %.2f× | %s |\n' "$c" "$m" "$l" "$h" "$r1" "$r2" "$met"
+  done
+  echo
+  echo "Clients: fuse-tar = \`tar -C MNT -cf - . | cat\`; fuse-parallel = \`find . -type f -print0 | xargs -0 -P 16 -n 64 cat\`;"
+  echo "nfs-pipelined = \`benches/nfs/nfs-readall-pipelined -j 16 URL\`; nfs-sync = \`benches/nfs/nfs-readall URL\`."
+} >"$OUT"
+cat "$OUT"
