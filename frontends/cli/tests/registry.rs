@@ -320,7 +320,7 @@ fn the_namespace_over_nfs_with_libnfs_and_a_restart() {
     // A restarted server with the same cache directory answers every old handle.
     let served = support::Served::start_args(&args, "127.0.0.1:0");
     rt.block_on(async {
-        let (_, mut c) = rpc::mount(served.port).await;
+        let (root, mut c) = rpc::mount(served.port).await;
         for ((fh, fileid), p) in before.iter().zip(&paths) {
             let attr = rpc::getattr(&mut c, fh).await.unwrap_or_else(|e| panic!("{p} after restart: {e:?}"));
             assert_eq!(attr.fileid, *fileid, "{p}: the file id survives the restart");
@@ -334,6 +334,10 @@ fn the_namespace_over_nfs_with_libnfs_and_a_restart() {
         let again = rpc::lookup_path(&mut c, &before[3].0, "many:v2/d00/f001").await;
         assert_eq!(rpc::read(&mut c, &again).await.unwrap(), f001);
         assert_eq!(rpc::names(&mut c, &before[3].0).await.unwrap(), [".", "..", "many:v2"]);
+        // Looked up again, in the other order, the paths give the very same handles.
+        for ((fh, _), p) in before.iter().zip(&paths).rev() {
+            assert_eq!(rpc::lookup_path(&mut c, &root, p).await.data.to_vec(), fh.data.to_vec(), "{p}");
+        }
     });
     drop(served);
 

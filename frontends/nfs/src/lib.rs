@@ -426,14 +426,17 @@ impl<F: ReadOnlyFs> NfsReadFileSystem for NfsFs<F> {
 
     async fn lookup(&self, dirid: &Handle, filename: &filename3<'_>) -> Result<Handle, nfsstat3> {
         let dir = self.ino(dirid)?;
-        let fs = Arc::clone(&self.fs);
-        let name = filename.0.to_vec();
-        // A lookup in the namespace may resolve an image from a registry: off the async workers.
-        let attr = tokio::task::spawn_blocking(move || fs.lookup(dir, &name))
-            .await
-            .map_err(|_| nfsstat3::NFS3ERR_IO)?
-            .map_err(nfs_error)?;
-        self.handle(attr.ino)
+        let attr = match self.naming {
+            Naming::Whole(_) => self.fs.lookup(dir, &filename.0),
+            Naming::Stable => {
+                // A lookup in the namespace may resolve an image from a registry: off the
+                // async workers.
+                let fs = Arc::clone(&self.fs);
+                let name = filename.0.to_vec();
+                tokio::task::spawn_blocking(move || fs.lookup(dir, &name)).await.map_err(|_| nfsstat3::NFS3ERR_IO)?
+            }
+        };
+        self.handle(attr.map_err(nfs_error)?.ino)
     }
 
     async fn getattr(&self, id: &Handle) -> Result<fattr3, nfsstat3> {
