@@ -106,6 +106,10 @@ pub struct NamespaceOptions {
     /// How long an image or layer with no open file stays in memory after its last use
     /// (`None`: until the namespace is dropped). See [`NamespaceFs::release_idle`].
     pub idle_release: Option<Duration>,
+    /// At most this many synthetic nodes (hosts and repo path components looked up, about
+    /// 200 bytes each): a client looking up endless made-up names must not grow the namespace
+    /// without bound. Beyond it, new names answer ENOENT; what exists keeps working.
+    pub max_synthetic: usize,
 }
 
 impl Default for NamespaceOptions {
@@ -115,6 +119,7 @@ impl Default for NamespaceOptions {
             pin_ttl: None,
             negative_ttl: Duration::from_secs(10),
             idle_release: Some(Duration::from_secs(300)),
+            max_synthetic: 100_000,
         }
     }
 }
@@ -672,6 +677,11 @@ impl<Res: Resolver> NamespaceFs<Res> {
         if let Some(&child) = d.children.get(name) {
             drop(state);
             return self.child_attr(child);
+        }
+        if state.synth.len() >= self.options.max_synthetic {
+            drop(state);
+            tracing::warn!("{} names looked up in the namespace: refusing new ones", self.options.max_synthetic);
+            return Err(FsError::NotFound);
         }
         let mut path = d.path.clone();
         let component = String::from_utf8_lossy(name).into_owned();

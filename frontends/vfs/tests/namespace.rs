@@ -352,3 +352,28 @@ fn stable_ids_resolve_again_after_a_restart() {
     let readme = c.stable_id(walk(&c, "README").unwrap()).unwrap();
     assert_eq!(ns().find_stable(&readme).unwrap(), walk(&c, "README").unwrap());
 }
+
+#[test]
+fn made_up_names_cannot_grow_the_namespace_without_bound() {
+    const MAX: usize = 1000;
+    let fs = ns_with(NamespaceOptions { max_synthetic: MAX, ..NamespaceOptions::default() });
+    let small = walk(&fs, SMALL).unwrap();
+    let host = walk(&fs, "image/registry.test:5000").unwrap();
+    let mut made = 0;
+    for i in 0..MAX {
+        match fs.lookup(host, format!("d{i}").as_bytes()) {
+            Ok(_) => made += 1,
+            Err(e) => {
+                assert_eq!(e, FsError::NotFound);
+                break;
+            }
+        }
+    }
+    // The root, README, image/, layer/, the host and lib/ were there before.
+    assert_eq!(made, MAX - 6);
+    assert_eq!(fs.lookup(host, b"one-more").err(), Some(FsError::NotFound));
+    // What exists keeps working, references included.
+    assert!(fs.lookup(host, b"d7").is_ok());
+    assert_eq!(walk(&fs, SMALL).unwrap(), small);
+    assert_eq!(fs.read(small, 0, 100).unwrap(), b"hello, world\n");
+}
