@@ -88,13 +88,12 @@ enum Command {
         /// /crfs), every image is a path away: MOUNTPOINT/image/HOST/REPO:TAG/.
         #[arg(value_name = "SOURCE... MOUNTPOINT", num_args = 0..)]
         paths: Vec<String>,
-        /// In the /crfs namespace: how long a tag stays pinned to the digest it first resolved
-        /// to, in seconds (default: for the life of the mount).
-        #[arg(long, value_name = "SECONDS")]
-        pin_ttl: Option<u64>,
+        #[command(flatten)]
+        namespace: source::NamespaceFlags,
     },
-    /// Serve a layer blob (or an image's layers, merged) read-only over NFSv3, for macOS and
-    /// hosts without FUSE, until interrupted; prints the mount commands.
+    /// Serve a layer blob, an image's layers (merged), or with no source the whole /crfs
+    /// namespace, read-only over NFSv3, for macOS and hosts without FUSE, until interrupted;
+    /// prints the mount commands.
     Nfs {
         /// Address to listen on (IPv4; port 0 picks a free port, printed at start).
         #[arg(long, default_value = nfs::DEFAULT_LISTEN)]
@@ -104,9 +103,12 @@ enum Command {
         #[command(flatten)]
         remote: source::RemoteArgs,
         /// What to serve: blob files, URLs, oci:DIR[:TAG] or registry images, stacked bottom
-        /// first into one merged tree, whiteouts applied.
-        #[arg(value_name = "SOURCE", required = true, num_args = 1..)]
+        /// first into one merged tree, whiteouts applied. None: the /crfs namespace (README,
+        /// image/HOST/REPO:TAG/, layer/HOST/REPO:TAG/).
+        #[arg(value_name = "SOURCE", num_args = 0..)]
         sources: Vec<String>,
+        #[command(flatten)]
+        namespace: source::NamespaceFlags,
     },
     /// Unmount a crfs mount (also clears a stale mount left by a crash).
     Umount {
@@ -142,23 +144,25 @@ fn main() -> ExitCode {
         Command::Verify { toc_digest, threads, remote, blob } => {
             inspect::verify(&blob, &remote, toc_digest.as_deref(), threads)
         }
-        Command::Mount { serve, allow_other, remote, mut paths, pin_ttl } if paths.len() < 2 => {
+        Command::Mount { serve, allow_other, remote, mut paths, namespace } if paths.len() < 2 => {
             mount::mount_namespace(mount::NamespaceArgs {
                 mountpoint: paths.pop().map_or_else(|| std::path::PathBuf::from(mount::DEFAULT_MOUNTPOINT), Into::into),
                 remote,
                 serve,
                 allow_other,
-                pin_ttl: pin_ttl.map(std::time::Duration::from_secs),
+                namespace,
             })
         }
-        Command::Mount { serve, allow_other, remote, mut paths, pin_ttl: _ } => mount::mount(mount::MountArgs {
+        Command::Mount { serve, allow_other, remote, mut paths, namespace: _ } => mount::mount(mount::MountArgs {
             mountpoint: paths.pop().unwrap_or_default().into(),
             sources: paths,
             remote,
             serve,
             allow_other,
         }),
-        Command::Nfs { listen, serve, remote, sources } => nfs::serve(nfs::NfsArgs { sources, remote, listen, serve }),
+        Command::Nfs { listen, serve, remote, sources, namespace } => {
+            nfs::serve(nfs::NfsArgs { sources, remote, listen, serve, namespace })
+        }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Convert(args) => convert::run(args),
         Command::Demo => inspect::demo(),

@@ -4,9 +4,9 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crfs_fuse::{Mount, MountConfig};
-use crfs_vfs::{NamespaceFs, NamespaceOptions, ReadOnlyFs};
+use crfs_vfs::ReadOnlyFs;
 
-use crate::source::{RemoteArgs, ServeArgs, on_stop_signal, open_layers, tree};
+use crate::source::{NamespaceFlags, RemoteArgs, ServeArgs, namespace, on_stop_signal, open_layers, tree};
 
 /// How long to keep serving open files after a signal's unmount before exiting.
 const UNMOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -20,7 +20,7 @@ pub struct NamespaceArgs {
     pub remote: RemoteArgs,
     pub serve: ServeArgs,
     pub allow_other: bool,
-    pub pin_ttl: Option<std::time::Duration>,
+    pub namespace: NamespaceFlags,
 }
 
 /// What `crfs mount SOURCE... MOUNTPOINT` was asked to do.
@@ -153,14 +153,9 @@ pub fn mount_namespace(args: NamespaceArgs) -> Result<(), String> {
     }
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_user_can_mount(args.allow_other)?;
-    if args.serve.overlay_whiteouts {
-        return Err("--overlay-whiteouts applies to a single layer, not to the namespace".into());
-    }
-    let resolver = crate::source::RegistryResolver::new(args.remote.remote()?, args.serve.verify());
-    let options =
-        NamespaceOptions { fs: args.serve.fs_options(), pin_ttl: args.pin_ttl, ..NamespaceOptions::default() };
+    let ns = namespace(&args.remote, &args.serve, &args.namespace)?;
     let config = MountConfig { allow_other: args.allow_other, threads: args.serve.threads, fs_name: "crfs".into() };
-    serve(NamespaceFs::new(resolver, options), &mountpoint, &config, "the crfs namespace")
+    serve(ns, &mountpoint, &config, "the crfs namespace")
 }
 
 /// Mounts `fs` and serves it until unmounted or signalled.

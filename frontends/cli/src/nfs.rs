@@ -1,22 +1,24 @@
-//! `crfs nfs`: serve a layer over NFSv3 on a local TCP port.
+//! `crfs nfs`: serve a layer, an image, or the whole /crfs namespace over NFSv3 on a local TCP
+//! port.
 
 use std::net::SocketAddr;
 
-use crfs_core::Digest;
-use crfs_nfs::NfsServer;
+use crfs_nfs::{NfsFs, NfsServer};
 use crfs_vfs::ReadOnlyFs;
 
-use crate::source::{RemoteArgs, ServeArgs, on_stop_signal, open_layers, tree};
+use crate::source::{NamespaceFlags, RemoteArgs, ServeArgs, namespace, on_stop_signal, open_layers, tree};
 
 /// Where `crfs nfs` listens unless told otherwise: loopback, an unprivileged port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:11111";
 
 /// What `crfs nfs` was asked to do.
 pub struct NfsArgs {
+    /// What to serve; none: the /crfs namespace.
     pub sources: Vec<String>,
     pub remote: RemoteArgs,
     pub listen: SocketAddr,
     pub serve: ServeArgs,
+    pub namespace: NamespaceFlags,
 }
 
 /// The read-only mount commands for a server on `addr`, Linux first, then macOS.
@@ -37,14 +39,18 @@ pub fn mount_commands(addr: SocketAddr) -> [String; 2] {
 }
 
 pub fn serve(args: NfsArgs) -> Result<(), String> {
+    if args.sources.is_empty() {
+        let ns = namespace(&args.remote, &args.serve, &args.namespace)?;
+        return run(NfsFs::stable(ns), &args, "the crfs namespace");
+    }
     let layers = open_layers(&args.sources, &args.remote, args.serve.verify())?;
     let source = args.sources.join(" ");
     let (fs, identity) = tree(layers, args.serve.fs_options())?;
-    run(fs, identity, &args, &source)
+    run(NfsFs::new(fs, identity), &args, &source)
 }
 
-fn run<F: ReadOnlyFs>(fs: F, identity: Digest, args: &NfsArgs, source: &str) -> Result<(), String> {
-    let server = NfsServer::bind(fs, identity, args.listen, args.serve.threads)
+fn run<F: ReadOnlyFs>(fs: NfsFs<F>, args: &NfsArgs, source: &str) -> Result<(), String> {
+    let server = NfsServer::bind_nfs(fs, args.listen, args.serve.threads)
         .map_err(|e| format!("listening on {}: {e}", args.listen))?;
     let addr = server.local_addr();
 

@@ -3,10 +3,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crfs_core::{Digest, Layer, ReadAt};
 use crfs_remote::{CacheOptions, Credentials, Options as RemoteOptions, Platform, Remote, SourceKind, SourceLayer};
-use crfs_vfs::{LayerFs, MergedFs, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver, Version};
+use crfs_vfs::{
+    LayerFs, MergedFs, NamespaceFs, NamespaceOptions, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver,
+    Version,
+};
 
 /// Blob bytes from wherever they live.
 pub type Blob = Arc<dyn ReadAt + Send + Sync>;
@@ -96,6 +100,71 @@ pub struct RemoteArgs {
     pub background_fetch: bool,
 }
 
+/// How the /crfs namespace behaves (flags of `mount` and `nfs` when they serve it).
+#[derive(clap::Args, Debug, Clone)]
+pub struct NamespaceFlags {
+    /// In the /crfs namespace: how long a tag stays pinned to the digest it first resolved
+    /// to, in seconds (default: for the life of the server).
+    #[arg(long, value_name = "SECONDS")]
+    pub pin_ttl: Option<u64>,
+    /// In the /crfs namespace: drop an image or layer (index, caches, open blobs) from memory
+    /// once it has been unused this many seconds with no file open; its next use resolves its
+    /// pinned digest again. 0 keeps everything.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub idle_release: u64,
+}
+
+/// The file, in the disk cache directory, where the namespace keeps what re-resolves NFS
+/// handles after a restart.
+const NAMESPACE_REFS: &str = "namespace-refs";
+
+/// The /crfs namespace over the registries, with a thread that releases idle images.
+pub fn namespace(
+    remote: &RemoteArgs,
+    serve: &ServeArgs,
+    flags: &NamespaceFlags,
+) -> Result<Arc<NamespaceFs<RegistryResolver>>, String> {
+    if serve.overlay_whiteouts {
+        return Err("--overlay-whiteouts applies to a single layer, not to the namespace".into());
+    }
+    let resolver = RegistryResolver::new(remote.remote()?, serve.verify());
+    let idle = (flags.idle_release > 0).then(|| Duration::from_secs(flags.idle_release));
+    let options = NamespaceOptions {
+        fs: serve.fs_options(),
+        pin_ttl: flags.pin_ttl.map(Duration::from_secs),
+        idle_release: idle,
+        ..NamespaceOptions::default()
+    };
+    let ns = Arc::new(NamespaceFs::new(resolver, options));
+    if let Some(dir) = remote.disk_cache_dir() {
+        let file = dir.join(NAMESPACE_REFS);
+        let loaded = std::fs::create_dir_all(&dir).and_then(|()| ns.remember_in(&file));
+        match loaded {
+            Ok(n) => tracing::info!(file = %file.display(), entries = n, "namespace references loaded"),
+            Err(e) => tracing::warn!(file = %file.display(), "cannot keep namespace references: {e}"),
+        }
+    }
+    if let Some(idle) = idle {
+        let weak = Arc::downgrade(&ns);
+        let period = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+        let sweeper = move || {
+            loop {
+                std::thread::sleep(period);
+                let Some(ns) = weak.upgrade() else { return };
+                let released = ns.release_idle();
+                if released > 0 {
+                    tracing::debug!(released, loaded = ns.loaded_trees(), "released idle images");
+                }
+            }
+        };
+        std::thread::Builder::new()
+            .name("crfs-release".into())
+            .spawn(sweeper)
+            .map_err(|e| format!("starting the release thread: {e}"))?;
+    }
+    Ok(ns)
+}
+
 /// Where fetched ranges go when `--cache-dir` is not given.
 fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -105,6 +174,11 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 impl RemoteArgs {
+    /// The disk cache directory, unless `--no-disk-cache`.
+    pub fn disk_cache_dir(&self) -> Option<PathBuf> {
+        if self.no_disk_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) }
+    }
+
     /// A registry/HTTP client for these flags.
     pub fn remote(&self) -> Result<Remote, String> {
         let platform = match &self.platform {
@@ -115,8 +189,7 @@ impl RemoteArgs {
             Some(c) => Some(Credentials::parse(c).map_err(|e| format!("--creds: {e}"))?),
             None => None,
         };
-        let dir = if self.no_disk_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
-        let cache = dir.map(|dir| CacheOptions { dir, max_bytes: self.disk_cache_size });
+        let cache = self.disk_cache_dir().map(|dir| CacheOptions { dir, max_bytes: self.disk_cache_size });
         let options =
             RemoteOptions { platform, plain_http: self.plain_http, credentials, cache, ..RemoteOptions::default() };
         Remote::new(options).map_err(|e| e.to_string())
@@ -228,14 +301,16 @@ pub fn tree(layers: Vec<OpenedLayer>, options: Options) -> Result<(Box<dyn ReadO
     Ok((Box::new(fs), identity))
 }
 
-/// Layers by (host/repo, blob digest).
-type SeenLayers = std::collections::HashMap<(String, String), Arc<Layer<Blob>>>;
+/// Manifest descriptors of layers seen in resolved images, by (host/repo, blob digest).
+type SeenLayers = std::collections::HashMap<(String, String), crfs_remote::LayerDesc>;
 
 /// The /crfs namespace's resolver: references to images in registries.
 pub struct RegistryResolver {
     remote: Remote,
     verify: bool,
-    /// Layers seen in resolved images, by (host/repo, digest): what `layer/...@digest` serves.
+    /// Descriptors of layers seen in resolved images: a layer opened again by digest (after a
+    /// release, or as `layer/...@digest`) is then checked against its manifest's annotation.
+    /// Descriptors are small; the layers themselves are not kept here.
     seen: std::sync::Mutex<SeenLayers>,
 }
 
@@ -268,19 +343,39 @@ impl Resolver for RegistryResolver {
             let layer_digest = l.desc.as_ref().map(|d| d.digest.clone()).unwrap_or_default();
             let layer =
                 open_layer(&format!("{spec} layer {layer_digest}"), l, self.verify).map_err(ResolveError::Failed)?;
-            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-            seen.insert((format!("{host}/{repo}"), layer_digest.clone()), layer.clone());
+            if let Some(desc) = &l.desc {
+                let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+                seen.insert((format!("{host}/{repo}"), layer_digest.clone()), desc.clone());
+            }
             layers.push((layer_digest, layer));
         }
         Ok(ResolvedImage { digest, layers })
     }
 
+    /// A layer by digest. One seen in a manifest is verified as that manifest says; any other
+    /// is opened with its size from a HEAD request, and its TOC cannot be checked against a
+    /// manifest annotation: with verification on, chunks are still checked against the TOC's
+    /// digests (a log line says so), which catches corrupt data but not a forged TOC.
     fn layer(&self, host: &str, repo: &str, digest: &str) -> Result<Arc<Layer<Blob>>, ResolveError> {
-        // A blob's size comes from the manifest that lists it; layers are served by digest
-        // once an image of the repository holding them has been looked up.
-        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(&(format!("{host}/{repo}"), digest.to_string())).cloned().ok_or_else(|| {
-            ResolveError::NotFound(format!("{host}/{repo}@{digest}: look up an image holding this layer first"))
-        })
+        let repo_ref = format!("{host}/{repo}");
+        let name = format!("{repo_ref}@{digest}");
+        let desc =
+            self.seen.lock().unwrap_or_else(|e| e.into_inner()).get(&(repo_ref.clone(), digest.to_string())).cloned();
+        let source = match desc {
+            Some(desc) => {
+                let blob = self.remote.open_blob(&repo_ref, digest, desc.size).map_err(resolve_error)?;
+                SourceLayer { blob: Arc::new(blob), desc: Some(desc) }
+            }
+            None => {
+                let blob = self.remote.open_blob_unsized(&repo_ref, digest).map_err(resolve_error)?;
+                if self.verify {
+                    tracing::warn!(layer = %name, "no manifest names this layer: its TOC is not verified; chunks are checked against the TOC's digests");
+                } else {
+                    tracing::warn!(layer = %name, "no manifest names this layer, and --no-verify: nothing is verified");
+                }
+                SourceLayer { blob: Arc::new(blob), desc: None }
+            }
+        };
+        open_layer(&name, &source, self.verify).map_err(ResolveError::Failed)
     }
 }

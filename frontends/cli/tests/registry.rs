@@ -1,10 +1,15 @@
 //! `crfs` on images in a real registry (Debian's docker-registry on 127.0.0.1, images pushed by
-//! skopeo): inspection by reference, `crfs mount HOST/REPO:TAG DIR`, and the /crfs namespace.
+//! skopeo): inspection by reference, `crfs mount HOST/REPO:TAG DIR`, and the /crfs namespace
+//! through FUSE and through `crfs nfs` (libnfs's nfs-ls and nfs-cat, plus an NFSv3 client of
+//! our own that keeps handles across server restarts, which libnfs's path-based opens never do).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
 
 #[path = "../../remote/tests/common/mod.rs"]
 mod common;
+#[path = "../../nfs/tests/support/client.rs"]
+mod nfs_client;
+mod support;
 
 use std::fs;
 use std::path::Path;
@@ -141,4 +146,206 @@ fn the_namespace_serves_images_and_layers_on_lookup() {
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     let e = fs::metadata(root.join("image").join(reg.host()).join("no/such/repo:v1")).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+}
+
+/// Pushes `fixture` as `HOST/REPO:TAG`; returns what the layout holds.
+fn push(reg: &common::Registry, fixture: &str, repo: &str, tag: &str) -> common::Pushed {
+    let layout = reg.dir.join(format!("layout-{}", repo.replace('/', "-")));
+    let pushed = common::make_layout(&layout, fixture, tag, &[]);
+    common::skopeo_copy(&layout, tag, &format!("{}/{repo}:{tag}", reg.host()), None, false);
+    pushed
+}
+
+fn nfs(cmd: &str, url: &str) -> std::process::Output {
+    Command::new(cmd).arg(url).output().unwrap_or_else(|e| panic!("{cmd}: {e}"))
+}
+
+fn nfs_cat(served: &support::Served, path: &str) -> Vec<u8> {
+    let out = nfs("nfs-cat", &served.url(path));
+    assert!(out.status.success(), "nfs-cat {path}: {}\n{}", String::from_utf8_lossy(&out.stderr), served.log());
+    out.stdout
+}
+
+/// The names `nfs-ls` prints for a directory (the last field of each line).
+fn nfs_names(served: &support::Served, path: &str) -> Vec<String> {
+    let out = nfs("nfs-ls", &served.url(path));
+    assert!(out.status.success(), "nfs-ls {path}: {}\n{}", String::from_utf8_lossy(&out.stderr), served.log());
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    names.sort();
+    names
+}
+
+/// Top-level names of a fixture's listing (whiteout files consumed, as an image root shows).
+fn top_names(fixture: &str) -> Vec<String> {
+    let list = fs::read_to_string(testdata().join("fixtures").join(format!("{fixture}.list"))).unwrap();
+    let mut names: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .filter(|p| *p != "." && !p.contains('/') && !p.starts_with(".wh."))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A path's sha256 as the fixture's listing gives it.
+fn listed_sha(fixture: &str, path: &str) -> String {
+    let list = fs::read_to_string(testdata().join("fixtures").join(format!("{fixture}.list"))).unwrap();
+    let line = list.lines().find(|l| l.split('\t').next() == Some(path)).unwrap();
+    line.split('\t').nth(10).unwrap().to_string()
+}
+
+mod rpc {
+    //! Just enough NFSv3 to hold handles across a restart.
+    pub use super::nfs_client::{Client, mount};
+    use nfs3_client::nfs3_types::nfs3::*;
+    use nfs3_client::nfs3_types::xdr_codec::Opaque;
+
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    }
+
+    pub async fn lookup_path(c: &mut Client, root: &nfs_fh3, path: &str) -> nfs_fh3 {
+        let mut fh = root.clone();
+        for part in path.split('/') {
+            let name = filename3(Opaque::owned(part.as_bytes().to_vec()));
+            let args = LOOKUP3args { what: diropargs3 { dir: fh.clone(), name } };
+            fh = match c.lookup(&args).await.unwrap() {
+                Nfs3Result::Ok(r) => r.object,
+                Nfs3Result::Err((stat, _)) => panic!("lookup {part} of {path}: {stat:?}"),
+            };
+        }
+        fh
+    }
+
+    pub async fn getattr(c: &mut Client, fh: &nfs_fh3) -> Result<fattr3, nfsstat3> {
+        match c.getattr(&GETATTR3args { object: fh.clone() }).await.unwrap() {
+            Nfs3Result::Ok(r) => Ok(r.obj_attributes),
+            Nfs3Result::Err((stat, _)) => Err(stat),
+        }
+    }
+
+    pub async fn read(c: &mut Client, fh: &nfs_fh3) -> Result<Vec<u8>, nfsstat3> {
+        match c.read(&READ3args { file: fh.clone(), offset: 0, count: 1 << 20 }).await.unwrap() {
+            Nfs3Result::Ok(r) => Ok(r.data.to_vec()),
+            Nfs3Result::Err((stat, _)) => Err(stat),
+        }
+    }
+
+    /// The names in a directory (one READDIR page is enough for these).
+    pub async fn names(c: &mut Client, dir: &nfs_fh3) -> Result<Vec<String>, nfsstat3> {
+        let args = READDIR3args { dir: dir.clone(), cookie: 0, cookieverf: cookieverf3::default(), count: 65536 };
+        match c.readdir(&args).await.unwrap() {
+            Nfs3Result::Ok(r) => {
+                let mut names: Vec<String> =
+                    r.reply.entries.0.iter().map(|e| String::from_utf8_lossy(&e.name.0).into_owned()).collect();
+                names.sort();
+                Ok(names)
+            }
+            Nfs3Result::Err((stat, _)) => Err(stat),
+        }
+    }
+
+    pub const STALE: nfsstat3 = nfsstat3::NFS3ERR_STALE;
+}
+
+#[test]
+fn the_namespace_over_nfs_with_libnfs_and_a_restart() {
+    if !common::have_tools() || !support::libnfs_available() {
+        return;
+    }
+    let reg = common::Registry::start("cli-ns-nfs", false);
+    let all = push(&reg, "all-types.esgz", "test/all-types", "v1");
+    let many = push(&reg, "many.esgz", "deep/er/many", "v2");
+    let host = reg.host();
+    let scratch = scratch_dir("cli-ns-nfs");
+    let cache = scratch.join("cache");
+    let args = ["--cache-dir".as_ref(), cache.as_os_str()];
+    let mut served = support::Served::start_args(&args, "127.0.0.1:0");
+
+    // The root: README, image/, layer/.
+    assert_eq!(nfs_names(&served, ""), ["README", "image", "layer"]);
+    // (libnfs mounts a URL's directory part: "//README" mounts "/" and opens README.)
+    assert!(String::from_utf8(nfs_cat(&served, "/README")).unwrap().contains("image/<host>/<repo>:<tag>/"));
+    // A layer by digest before any image names it: fetched by digest from its repository,
+    // its TOC unverifiable (no manifest annotation), its chunks checked against the TOC.
+    let layer_only = format!("layer/{host}/deep/er/many@{}/d00/f001", many.layer_digest);
+    let f001 = nfs_cat(&served, &layer_only);
+    assert_eq!(common::sha256_hex(&f001), listed_sha("many.esgz", "d00/f001"));
+    assert!(served.log().contains("no manifest names this layer: its TOC is not verified"), "{}", served.log());
+    // Two images through one export, one of them in a nested repo path.
+    let all_root = format!("image/{host}/test/all-types:v1");
+    let many_root = format!("image/{host}/deep/er/many:v2");
+    assert_eq!(nfs_names(&served, &all_root), top_names("all-types.esgz"));
+    assert_eq!(nfs_cat(&served, &format!("{all_root}/files/small.txt")), b"hello, world\n");
+    assert_eq!(nfs_names(&served, &many_root), top_names("many.esgz"));
+    assert_eq!(nfs_cat(&served, &format!("{many_root}/d00/f001")), f001);
+    assert_eq!(nfs_names(&served, &format!("image/{host}")), ["deep", "test"]);
+    // Their layers, by tag and by digest.
+    assert_eq!(nfs_names(&served, &format!("layer/{host}/test/all-types:v1")), std::slice::from_ref(&all.layer_digest));
+    let in_list = format!("layer/{host}/test/all-types:v1/{}/wh/.wh.gone", all.layer_digest);
+    assert!(nfs("nfs-cat", &served.url(&in_list)).status.success(), "a layer shows its whiteout files");
+    // Missing tags and repositories: not found.
+    for missing in [format!("image/{host}/test/all-types:nope"), format!("image/{host}/no/such/repo:v1")] {
+        let out = nfs("nfs-ls", &served.url(&missing));
+        assert!(!out.status.success(), "{missing} listed");
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(err.contains("noent") || err.contains("no such file"), "{missing}: {err}");
+    }
+
+    // Handles: by digest, by tag, in a layer by digest, and a synthetic directory.
+    let paths = [
+        format!("image/{host}/test/all-types@{}/files/small.txt", all.manifest_digest),
+        format!("{all_root}/files/small.txt"),
+        format!("layer/{host}/deep/er/many@{}/d00/f001", many.layer_digest),
+        format!("image/{host}/deep/er"),
+    ];
+    let rt = rpc::runtime();
+    let before: Vec<_> = rt.block_on(async {
+        let (root, mut c) = rpc::mount(served.port).await;
+        let mut out = Vec::new();
+        for p in &paths {
+            let fh = rpc::lookup_path(&mut c, &root, p).await;
+            let attr = rpc::getattr(&mut c, &fh).await.unwrap();
+            out.push((fh, attr.fileid));
+        }
+        out
+    });
+    assert_eq!(served.stop().code(), Some(0));
+
+    // A restarted server with the same cache directory answers every old handle.
+    let served = support::Served::start_args(&args, "127.0.0.1:0");
+    rt.block_on(async {
+        let (root, mut c) = rpc::mount(served.port).await;
+        for ((fh, fileid), p) in before.iter().zip(&paths) {
+            let attr = rpc::getattr(&mut c, fh).await.unwrap_or_else(|e| panic!("{p} after restart: {e:?}"));
+            assert_eq!(attr.fileid, *fileid, "{p}: the file id survives the restart");
+        }
+        assert_eq!(rpc::read(&mut c, &before[0].0).await.unwrap(), b"hello, world\n");
+        assert_eq!(rpc::read(&mut c, &before[1].0).await.unwrap(), b"hello, world\n");
+        assert_eq!(rpc::read(&mut c, &before[2].0).await.unwrap(), f001);
+        // The old directory handle lists what this server has looked up (nothing there yet)
+        // and resolves names in it.
+        assert_eq!(rpc::names(&mut c, &before[3].0).await.unwrap(), [".", ".."]);
+        let again = rpc::lookup_path(&mut c, &before[3].0, "many:v2/d00/f001").await;
+        assert_eq!(rpc::read(&mut c, &again).await.unwrap(), f001);
+        assert_eq!(rpc::names(&mut c, &before[3].0).await.unwrap(), [".", "..", "many:v2"]);
+        // Looked up again, in the other order, the paths give the very same handles.
+        for ((fh, _), p) in before.iter().zip(&paths).rev() {
+            assert_eq!(rpc::lookup_path(&mut c, &root, p).await.data.to_vec(), fh.data.to_vec(), "{p}");
+        }
+    });
+    drop(served);
+
+    // A server that keeps nothing on disk cannot know those digests: the handles are stale.
+    let bare = support::Served::start_args(&["--no-disk-cache"], "127.0.0.1:0");
+    rt.block_on(async {
+        let (_, mut c) = rpc::mount(bare.port).await;
+        assert_eq!(rpc::getattr(&mut c, &before[0].0).await.err(), Some(rpc::STALE));
+        assert_eq!(rpc::getattr(&mut c, &before[3].0).await.err(), Some(rpc::STALE));
+    });
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crfs_vfs::{Attr, FileKind, FsError, ReadOnlyFs};
 use fuser::{
-    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, InitFlags,
+    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL,
     TimeOrNow, WriteFlags,
@@ -145,11 +145,34 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
         }
     }
 
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         // Zero-message opens: on ENOSYS the kernel stops sending OPEN (and RELEASE) and opens
         // every file with FOPEN_KEEP_CACHE, which is what we would answer anyway. The mount is
-        // read-only, so the kernel refuses opens for writing before they reach us.
-        reply.error(Errno::ENOSYS);
+        // read-only, so the kernel refuses opens for writing before they reach us. A tree
+        // that counts open files (the namespace keeps an image in memory while one is open)
+        // gets every open and, in `release`, every close.
+        if !self.fs.counts_opens() {
+            reply.error(Errno::ENOSYS);
+            return;
+        }
+        match self.fs.open(ino.0) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.close(ino.0);
+        reply.ok();
     }
 
     fn read(

@@ -11,23 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+#[path = "../tests/support/client.rs"]
+mod client;
+
+use client::{Client, mount as connect};
 use nfs3_client::nfs3_types::nfs3::*;
-use nfs3_client::tokio::{TokioConnector, TokioIo};
-use nfs3_client::{Nfs3Client, Nfs3ConnectionBuilder};
-use tokio::net::TcpStream;
-
-type Client = Nfs3Client<TokioIo<TcpStream>>;
-
-async fn connect(port: u16) -> (nfs_fh3, Client) {
-    let conn = Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
-        .connect_from_privileged_port(false)
-        .mount_port(port)
-        .nfs3_port(port)
-        .mount()
-        .await
-        .unwrap();
-    (conn.root_nfs_fh3(), conn.into_nfs3_client())
-}
 
 /// Every regular file under `root`: (handle, size).
 async fn walk(c: &mut Client, root: nfs_fh3) -> Vec<(nfs_fh3, u64)> {

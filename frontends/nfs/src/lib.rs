@@ -15,10 +15,17 @@
 //! - directory cookies are vfs readdir offsets (`next_offset`), unique per name even when
 //!   one inode appears under several names;
 //! - ACCESS answers from the mode bits and the caller's AUTH_UNIX credential;
-//! - a handle is the tree's identity (a prefix of the layer's TOC digest, or of a digest of
-//!   an image's layer TOC digests: [`layer_identity`], [`image_identity`]) plus the inode
-//!   number, behind a fixed generation, so it resolves in any server serving the same tree and
-//!   gets NFS3ERR_STALE from a server serving another.
+//! - a handle is a [`StableId`] behind a fixed generation: a kind byte, 32 bytes naming the
+//!   content and the inode number within it (41 bytes; 49 with the generation, of NFSv3's 64).
+//!   A single tree is named by its identity (the layer's TOC digest, or a digest of an image's
+//!   layer TOC digests: [`layer_identity`], [`image_identity`]), so a handle resolves in any
+//!   server serving the same tree and gets NFS3ERR_STALE from a server serving another.
+//! - the /crfs namespace ([`NfsFs::stable`]) names its inodes itself (synthetic paths by their
+//!   sha256, image and layer nodes by manifest or blob digest plus inode): handles do not
+//!   depend on lookup order, and a restarted server re-resolves them on demand
+//!   ([`ReadOnlyFs::find_stable`]). What it cannot re-resolve is NFS3ERR_STALE; a registry
+//!   that fails meanwhile is NFS3ERR_IO, so the client keeps the handle. File ids are derived
+//!   from the same identity ([`StableId::fileid`]), so they survive a restart too.
 //!
 //! Must never depend on: fuser, registry or HTTP code, or the blob formats (crfs-core is
 //! used for its `ReadAt` bound and `Digest`).
@@ -30,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crfs_core::{Digest, ReadAt};
-use crfs_vfs::{Attr, FileKind, FsError, Ino, LayerFs, ROOT_INO, ReadOnlyFs};
+use crfs_vfs::{Attr, FileKind, FsError, Ino, LayerFs, ROOT_INO, ReadOnlyFs, StableId};
 use nfs3_server::nfs3_types::nfs3::{
     ACCESS3_EXECUTE, ACCESS3_LOOKUP, ACCESS3_READ, FSF3_HOMOGENEOUS, FSF3_LINK, FSF3_SYMLINK, FSINFO3resok,
     FSSTAT3resok, createverf3, fattr3, filename3, ftype3, nfspath3, nfsstat3, nfstime3, post_op_attr, sattr3,
@@ -48,12 +55,12 @@ use nfs3_server::vfs::{
 pub const MAX_IO: u32 = 1 << 20;
 
 /// The generation nfs3_server puts before every handle. It is fixed, so handles outlive the
-/// server; the layer's identity inside [`Handle`] is what tells layers apart. Raise it only to
-/// retire every handle ever issued (older generations then get NFS3ERR_STALE).
-pub const GENERATION: u64 = 0x6372_6673_0000_0001; // "crfs", handle format 1
+/// server; the identity inside [`Handle`] is what tells trees apart. Raise it only to retire
+/// every handle ever issued (older generations then get NFS3ERR_STALE).
+pub const GENERATION: u64 = 0x6372_6673_0000_0002; // "crfs", handle format 2 (StableId)
 
-/// Bytes of the layer's TOC digest kept in each handle.
-const LAYER_ID_LEN: usize = 16;
+/// Bytes of a handle: kind, 32-byte tree identity, inode number.
+const HANDLE_LEN: usize = 1 + 32 + 8;
 /// Directory entries fetched from vfs per batch while answering READDIR(PLUS).
 const DIR_BATCH: usize = 256;
 /// Directory read size we suggest (FSINFO dtpref).
@@ -61,37 +68,36 @@ const DTPREF: u32 = 1 << 20;
 /// The uid and gid of a caller without an AUTH_UNIX credential.
 const NOBODY: u32 = 65534;
 
-/// A file handle: the layer's identity followed by the inode number (big-endian).
+/// A file handle: a [`StableId`] as bytes (kind, tree, inode number big-endian).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Handle {
-    bytes: [u8; LAYER_ID_LEN + 8],
+    bytes: [u8; HANDLE_LEN],
 }
 
 impl Handle {
-    fn new(layer: &[u8; LAYER_ID_LEN], ino: Ino) -> Self {
-        let mut bytes = [0; LAYER_ID_LEN + 8];
-        bytes[..LAYER_ID_LEN].copy_from_slice(layer);
-        bytes[LAYER_ID_LEN..].copy_from_slice(&ino.to_be_bytes());
+    fn new(id: StableId) -> Self {
+        let mut bytes = [0; HANDLE_LEN];
+        bytes[0] = id.kind;
+        bytes[1..33].copy_from_slice(&id.tree);
+        bytes[33..].copy_from_slice(&id.ino.to_be_bytes());
         Handle { bytes }
     }
 
-    /// The layer identity the handle was issued for.
-    pub fn layer_id(&self) -> &[u8] {
-        &self.bytes[..LAYER_ID_LEN]
-    }
-
-    /// The inode number inside the layer.
-    pub fn ino(&self) -> Ino {
-        let mut n = [0; 8];
-        n.copy_from_slice(&self.bytes[LAYER_ID_LEN..]);
-        Ino::from_be_bytes(n)
+    /// The identity the handle carries.
+    pub fn id(&self) -> StableId {
+        let mut tree = [0; 32];
+        tree.copy_from_slice(&self.bytes[1..33]);
+        let mut ino = [0; 8];
+        ino.copy_from_slice(&self.bytes[33..]);
+        StableId { kind: self.bytes[0], tree, ino: Ino::from_be_bytes(ino) }
     }
 }
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let layer: String = self.layer_id().iter().take(4).map(|b| format!("{b:02x}")).collect();
-        write!(f, "Handle({layer}…:{})", self.ino())
+        let id = self.id();
+        let tree: String = id.tree.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        write!(f, "Handle({}:{tree}…:{})", id.kind, id.ino)
     }
 }
 
@@ -123,10 +129,52 @@ pub fn image_identity(toc_digests: impl IntoIterator<Item = Digest>) -> Digest {
     Digest::of(&bytes)
 }
 
+/// How handles and file ids name inodes.
+#[derive(Clone, Copy)]
+enum Naming {
+    /// One tree, named by its identity; file ids are the tree's inode numbers.
+    Whole([u8; 32]),
+    /// A tree whose inodes carry their own [`StableId`] (the namespace).
+    Stable,
+}
+
+impl Naming {
+    fn handle<F: ReadOnlyFs>(self, fs: &F, ino: Ino) -> Result<Handle, nfsstat3> {
+        match self {
+            Naming::Whole(tree) => Ok(Handle::new(StableId { kind: StableId::WHOLE, tree, ino })),
+            Naming::Stable => fs.stable_id(ino).map(Handle::new).ok_or(nfsstat3::NFS3ERR_STALE),
+        }
+    }
+
+    /// The inode a handle names; NFS3ERR_STALE if it was issued for other content or names
+    /// nothing that can be found (again).
+    fn ino<F: ReadOnlyFs>(self, fs: &F, handle: &Handle) -> Result<Ino, nfsstat3> {
+        let id = handle.id();
+        match self {
+            Naming::Whole(tree) if id.kind == StableId::WHOLE && id.tree == tree => {
+                fs.getattr(id.ino).map(|_| id.ino).map_err(|_| nfsstat3::NFS3ERR_STALE)
+            }
+            Naming::Whole(_) => Err(nfsstat3::NFS3ERR_STALE),
+            Naming::Stable => fs.find_stable(&id).map_err(|e| match e {
+                FsError::Io => nfsstat3::NFS3ERR_IO,
+                FsError::Denied => nfsstat3::NFS3ERR_ACCES,
+                _ => nfsstat3::NFS3ERR_STALE,
+            }),
+        }
+    }
+
+    fn fileid<F: ReadOnlyFs>(self, fs: &F, ino: Ino) -> u64 {
+        match self {
+            Naming::Whole(_) => ino,
+            Naming::Stable => fs.stable_id(ino).map_or(ino, |id| id.fileid()),
+        }
+    }
+}
+
 /// A read-only tree as an NFSv3 file system.
 pub struct NfsFs<F> {
     fs: Arc<F>,
-    layer: [u8; LAYER_ID_LEN],
+    naming: Naming,
     fsid: u64,
 }
 
@@ -164,7 +212,7 @@ fn nfs_time(t: std::time::SystemTime) -> nfstime3 {
 }
 
 /// NFS attributes: the same every time, so clients may cache them for as long as they like.
-fn fattr(a: &Attr, fsid: u64) -> fattr3 {
+fn fattr(a: &Attr, fileid: u64, fsid: u64) -> fattr3 {
     let time = nfs_time(a.mtime);
     fattr3 {
         type_: ftype(a.kind),
@@ -177,7 +225,7 @@ fn fattr(a: &Attr, fsid: u64) -> fattr3 {
         used: a.blocks.saturating_mul(512),
         rdev: specdata3 { specdata1: a.rdev_major, specdata2: a.rdev_minor },
         fsid,
-        fileid: a.ino,
+        fileid,
         atime: time,
         mtime: time,
         ctime: time,
@@ -218,14 +266,15 @@ fn access_bits(a: &Attr, auth: Option<&auth_unix>) -> u32 {
 
 impl<F: ReadOnlyFs> NfsFs<F> {
     /// Serves `fs`, whose content `identity` names ([`layer_identity`], [`image_identity`]):
-    /// handles carry a prefix of it, so they stay valid for exactly the same content.
+    /// handles carry it, so they stay valid for exactly the same content.
     pub fn new(fs: F, identity: Digest) -> Self {
-        let digest = identity.0;
-        let mut layer = [0; LAYER_ID_LEN];
-        layer.copy_from_slice(&digest[..LAYER_ID_LEN]);
-        let mut fsid = [0; 8];
-        fsid.copy_from_slice(&digest[LAYER_ID_LEN..LAYER_ID_LEN + 8]);
-        NfsFs { fs: Arc::new(fs), layer, fsid: u64::from_be_bytes(fsid) }
+        NfsFs { fs: Arc::new(fs), naming: Naming::Whole(identity.0), fsid: fsid_of(&identity) }
+    }
+
+    /// Serves `fs`, which names its own inodes ([`ReadOnlyFs::stable_id`]): the /crfs
+    /// namespace.
+    pub fn stable(fs: F) -> Self {
+        NfsFs { fs: Arc::new(fs), naming: Naming::Stable, fsid: fsid_of(&Digest::of(b"crfs namespace")) }
     }
 
     /// The vfs filesystem served.
@@ -233,29 +282,24 @@ impl<F: ReadOnlyFs> NfsFs<F> {
         &self.fs
     }
 
-    /// The handle of inode `ino` of this layer.
-    pub fn handle(&self, ino: Ino) -> Handle {
-        Handle::new(&self.layer, ino)
+    /// The handle of inode `ino`.
+    pub fn handle(&self, ino: Ino) -> Result<Handle, nfsstat3> {
+        self.naming.handle(&*self.fs, ino)
     }
 
-    /// The inode a handle names; NFS3ERR_STALE if it was issued for another layer or names no
-    /// inode of this one.
     fn ino(&self, handle: &Handle) -> Result<Ino, nfsstat3> {
-        if handle.layer_id() != self.layer {
-            return Err(nfsstat3::NFS3ERR_STALE);
-        }
-        let ino = handle.ino();
-        self.fs.getattr(ino).map(|_| ino).map_err(|_| nfsstat3::NFS3ERR_STALE)
+        self.naming.ino(&*self.fs, handle)
     }
 
     fn attr_of(&self, ino: Ino) -> Result<fattr3, nfsstat3> {
-        self.fs.getattr(ino).map(|a| fattr(&a, self.fsid)).map_err(nfs_error)
+        let fileid = self.naming.fileid(&*self.fs, ino);
+        self.fs.getattr(ino).map(|a| fattr(&a, fileid, self.fsid)).map_err(nfs_error)
     }
 
     fn dir_iter(&self, dir: &Handle, cookie: u64, plus: bool) -> Result<DirIter<F>, nfsstat3> {
         let mut iter = DirIter {
             fs: Arc::clone(&self.fs),
-            layer: self.layer,
+            naming: self.naming,
             fsid: self.fsid,
             dir: self.ino(dir)?,
             offset: cookie,
@@ -269,6 +313,13 @@ impl<F: ReadOnlyFs> NfsFs<F> {
     }
 }
 
+/// The fsid of content named `identity`.
+fn fsid_of(identity: &Digest) -> u64 {
+    let mut fsid = [0; 8];
+    fsid.copy_from_slice(&identity.0[16..24]);
+    u64::from_be_bytes(fsid)
+}
+
 /// One directory entry, owned.
 struct Entry {
     ino: Ino,
@@ -280,7 +331,7 @@ struct Entry {
 /// entry is vfs's `next_offset`, which resumes right after it.
 pub struct DirIter<F> {
     fs: Arc<F>,
-    layer: [u8; LAYER_ID_LEN],
+    naming: Naming,
     fsid: u64,
     dir: Ino,
     offset: u64,
@@ -327,9 +378,11 @@ impl<F: ReadOnlyFs> DirIter<F> {
 impl<F: ReadOnlyFs> ReadDirIterator for DirIter<F> {
     async fn next(&mut self) -> NextResult<DirEntry> {
         match self.next_entry() {
-            NextResult::Ok(e) => {
-                NextResult::Ok(DirEntry { fileid: e.ino, name: filename3(Opaque::owned(e.name)), cookie: e.cookie })
-            }
+            NextResult::Ok(e) => NextResult::Ok(DirEntry {
+                fileid: self.naming.fileid(&*self.fs, e.ino),
+                name: filename3(Opaque::owned(e.name)),
+                cookie: e.cookie,
+            }),
             NextResult::Eof => NextResult::Eof,
             NextResult::Err(s) => NextResult::Err(s),
         }
@@ -340,20 +393,21 @@ impl<F: ReadOnlyFs> ReadDirPlusIterator<Handle> for DirIter<F> {
     async fn next(&mut self) -> NextResult<DirEntryPlus<Handle>> {
         match self.next_entry() {
             NextResult::Ok(e) => {
+                let fileid = self.naming.fileid(&*self.fs, e.ino);
                 let attr = if self.plus {
                     match self.fs.getattr(e.ino) {
-                        Ok(a) => Some(fattr(&a, self.fsid)),
+                        Ok(a) => Some(fattr(&a, fileid, self.fsid)),
                         Err(err) => return NextResult::Err(nfs_error(err)),
                     }
                 } else {
                     None
                 };
                 NextResult::Ok(DirEntryPlus {
-                    fileid: e.ino,
+                    fileid,
                     name: filename3(Opaque::owned(e.name)),
                     cookie: e.cookie,
                     name_attributes: attr,
-                    name_handle: Some(Handle::new(&self.layer, e.ino)),
+                    name_handle: self.naming.handle(&*self.fs, e.ino).ok(),
                 })
             }
             NextResult::Eof => NextResult::Eof,
@@ -366,13 +420,23 @@ impl<F: ReadOnlyFs> NfsReadFileSystem for NfsFs<F> {
     type Handle = Handle;
 
     fn root_dir(&self) -> Handle {
-        self.handle(ROOT_INO)
+        // The root always has an identity: a whole tree's, or the namespace root's path.
+        self.handle(ROOT_INO).unwrap_or(Handle { bytes: [0; HANDLE_LEN] })
     }
 
     async fn lookup(&self, dirid: &Handle, filename: &filename3<'_>) -> Result<Handle, nfsstat3> {
         let dir = self.ino(dirid)?;
-        let attr = self.fs.lookup(dir, &filename.0).map_err(nfs_error)?;
-        Ok(self.handle(attr.ino))
+        let attr = match self.naming {
+            Naming::Whole(_) => self.fs.lookup(dir, &filename.0),
+            Naming::Stable => {
+                // A lookup in the namespace may resolve an image from a registry: off the
+                // async workers.
+                let fs = Arc::clone(&self.fs);
+                let name = filename.0.to_vec();
+                tokio::task::spawn_blocking(move || fs.lookup(dir, &name)).await.map_err(|_| nfsstat3::NFS3ERR_IO)?
+            }
+        };
+        self.handle(attr.map_err(nfs_error)?.ino)
     }
 
     async fn getattr(&self, id: &Handle) -> Result<fattr3, nfsstat3> {
@@ -553,13 +617,18 @@ impl<F: ReadOnlyFs> NfsServer<F> {
     /// Binds `addr` (IPv4; port 0 picks a free port) for `fs` (named by `identity`, see
     /// [`NfsFs::new`]), with `threads` worker threads.
     pub fn bind(fs: F, identity: Digest, addr: SocketAddr, threads: usize) -> io::Result<Self> {
+        Self::bind_nfs(NfsFs::new(fs, identity), addr, threads)
+    }
+
+    /// Binds `addr` for an [`NfsFs`] made by the caller ([`NfsFs::stable`] for the namespace).
+    pub fn bind_nfs(fs: NfsFs<F>, addr: SocketAddr, threads: usize) -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("crfs-nfs")
             .enable_io()
             .enable_time()
             .build()?;
-        let listener = runtime.block_on(listen(NfsFs::new(fs, identity), addr))?;
+        let listener = runtime.block_on(listen(fs, addr))?;
         let addr = SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());
         Ok(NfsServer { runtime, listener, addr, stop: Arc::new(tokio::sync::Notify::new()) })
     }
@@ -632,10 +701,11 @@ mod tests {
     }
 
     #[test]
-    fn handles_round_trip_and_carry_the_layer() {
-        let h = Handle::new(&[7; LAYER_ID_LEN], 0x0102_0304_0506_0708);
-        assert_eq!(h.ino(), 0x0102_0304_0506_0708);
-        assert_eq!(h.layer_id(), &[7; LAYER_ID_LEN]);
+    fn handles_round_trip_and_carry_their_identity() {
+        let id = StableId { kind: StableId::IMAGE, tree: [7; 32], ino: 0x0102_0304_0506_0708 };
+        let h = Handle::new(id);
+        assert_eq!(h.id(), id);
+        assert_eq!(h.as_bytes().len(), 41, "with the 8-byte generation, within NFSv3's 64");
         assert_eq!(Handle::from_bytes(h.as_bytes()), Some(h));
         assert_eq!(Handle::from_bytes(&h.as_bytes()[1..]), None);
     }

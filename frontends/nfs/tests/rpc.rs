@@ -17,11 +17,11 @@ use crfs_core::{Digest, FileReadAt, Layer};
 use crfs_nfs::NfsFs;
 use crfs_testkit::testdata;
 use crfs_vfs::{LayerFs, MergedFs, Options, ReadOnlyFs};
+use nfs3_client::Nfs3Client;
 use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
-use nfs3_client::tokio::{TokioConnector, TokioIo};
-use nfs3_client::{Nfs3Client, Nfs3ConnectionBuilder};
+use nfs3_client::tokio::TokioIo;
 use nfs3_server::tcp::NFSTcp;
 use support::bigdir;
 use tokio::net::TcpStream;
@@ -66,16 +66,7 @@ async fn serve_fs<F: ReadOnlyFs>(fs: F, identity: Digest) -> Server {
 
 /// MOUNTs `/` and returns the root handle and an NFS client (AUTH_NULL).
 async fn mount(server: &Server) -> (nfs_fh3, Client) {
-    let port = server.addr.port();
-    let conn = Nfs3ConnectionBuilder::new(TokioConnector, "127.0.0.1", "/")
-        .connect_from_privileged_port(false)
-        .mount_port(port)
-        .nfs3_port(port)
-        .mount()
-        .await
-        .unwrap();
-    let root = conn.root_nfs_fh3();
-    (root, conn.into_nfs3_client())
+    support::client::mount(server.addr.port()).await
 }
 
 /// An NFS client that sends an AUTH_UNIX credential for `uid`/`gid`.

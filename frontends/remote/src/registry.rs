@@ -301,6 +301,30 @@ impl Remote {
         self.open_blob_at(parse_reference(reference)?, digest, size)
     }
 
+    /// Opens a blob of a registry repository by digest alone: its size comes from a HEAD
+    /// request (no manifest names it). Mirrors are not consulted.
+    pub fn open_blob_unsized(&self, reference: &str, digest: &str) -> Result<RegistryBlob> {
+        let mut blob = self.open_blob_at(parse_reference(reference)?, digest, 0)?;
+        blob.blob.size = self.blob_size(&blob.blob.ep)?;
+        Ok(blob)
+    }
+
+    /// The size of the blob at `ep`, by HEAD (or a one-byte GET); a 404 is `NotFound`.
+    fn blob_size(&self, ep: &Arc<Endpoint>) -> Result<u64> {
+        let inner = Arc::clone(&self.inner);
+        let ep2 = Arc::clone(ep);
+        self.inner
+            .run(async move { fetch_size(&inner, &ep2).await }, || {
+                FetchError::permanent("the I/O runtime stopped", String::new())
+            })
+            .map_err(|e| match e.class {
+                crate::error::Class::Permanent if e.what == "blob not found" => {
+                    Error::NotFound(format!("{}: {e}", ep.url))
+                }
+                _ => e.to_error(),
+            })
+    }
+
     fn open_blob_at(&self, reference: Reference, digest: &str, size: u64) -> Result<RegistryBlob> {
         if crfs_core::Digest::parse(digest).is_none() {
             return Err(Error::Invalid(format!("{digest}: not a sha256 digest")));
@@ -330,17 +354,7 @@ impl Remote {
             return Err(Error::Invalid(format!("{d}: not a sha256 digest")));
         }
         let ep = Arc::new(Endpoint::new(parsed, None));
-        let inner = Arc::clone(&self.inner);
-        let ep2 = Arc::clone(&ep);
-        let size = self
-            .inner
-            .run(async move { fetch_size(&inner, &ep2).await }, || {
-                FetchError::permanent("the I/O runtime stopped", String::new())
-            })
-            .map_err(|e| match e.class {
-                crate::error::Class::Permanent if e.what == "blob not found" => Error::NotFound(format!("{url}: {e}")),
-                _ => e.to_error(),
-            })?;
+        let size = self.blob_size(&ep)?;
         Ok(HttpBlob { blob: Blob { inner: Arc::clone(&self.inner), ep, size, digest: digest.map(str::to_owned) } })
     }
 }

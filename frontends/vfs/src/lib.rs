@@ -27,6 +27,40 @@ mod readahead;
 pub use merged::MergedFs;
 pub use namespace::{NamespaceFs, NamespaceOptions, ResolveError, ResolvedImage, Resolver, Version};
 
+/// An inode named by what it is rather than by when it was looked up: the same in every
+/// process serving the same content, so it can back NFS handles that outlive a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StableId {
+    /// What `tree` names: [`StableId::WHOLE`] for a whole served tree (a front-end's own
+    /// naming), or one of the namespace's kinds ([`StableId::SYNTHETIC`], [`StableId::IMAGE`],
+    /// [`StableId::LAYER`]).
+    pub kind: u8,
+    /// A sha256: of a synthetic path, an image manifest, a layer blob or a whole tree.
+    pub tree: [u8; 32],
+    /// The inode number within that tree (0 for a synthetic node).
+    pub ino: Ino,
+}
+
+impl StableId {
+    /// A whole served tree (one layer or one image, named by its front-end).
+    pub const WHOLE: u8 = 0;
+    /// A directory or file the namespace makes up (root, README, host and repo directories,
+    /// an image's layer list); `tree` is the sha256 of its path.
+    pub const SYNTHETIC: u8 = 1;
+    /// A node of an image's merged tree; `tree` is the image's manifest digest.
+    pub const IMAGE: u8 = 2;
+    /// A node of one layer; `tree` is the layer's blob digest.
+    pub const LAYER: u8 = 3;
+
+    /// A 64-bit file number derived from the id alone (NFS fileid): 24 bits of the tree and
+    /// kind, 40 bits of the inode number. Distinct trees collide with odds of 2^-24.
+    pub fn fileid(&self) -> u64 {
+        let t = u64::from(self.tree[0]) << 16 | u64::from(self.tree[1]) << 8 | u64::from(self.tree[2]);
+        let t = t ^ u64::from(self.kind) << 22;
+        t << 40 | (self.ino & ((1 << 40) - 1))
+    }
+}
+
 /// An inode number as front-ends see it.
 pub type Ino = u64;
 /// The root directory's inode number.
@@ -169,6 +203,23 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     fn has_xattrs(&self) -> bool {
         true
     }
+    /// An identity of `ino` that does not depend on lookup order or on this process (see
+    /// [`StableId`]); `None` when the tree has none of its own and a front-end must name it.
+    fn stable_id(&self, _ino: Ino) -> Option<StableId> {
+        None
+    }
+    /// The inode a [`StableId`] from [`stable_id`](Self::stable_id) names, resolving again
+    /// whatever it needs (after a restart, or after the tree was released).
+    fn find_stable(&self, _id: &StableId) -> Result<Ino, FsError> {
+        Err(FsError::NotFound)
+    }
+    /// Whether the tree wants to see every open and close: a front-end then forwards them
+    /// ([`open`](Self::open), [`close`](Self::close)) instead of opening without a message.
+    fn counts_opens(&self) -> bool {
+        false
+    }
+    /// A file opened with [`open`](Self::open) was closed.
+    fn close(&self, _ino: Ino) {}
 }
 
 /// One layer as a read-only filesystem.
@@ -509,39 +560,59 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for LayerFs<R> {
     }
 }
 
-/// A boxed tree serves like the tree inside: front-ends can pick a tree at run time.
-impl ReadOnlyFs for Box<dyn ReadOnlyFs> {
-    fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
-        (**self).getattr(ino)
-    }
-    fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
-        (**self).lookup(parent, name)
-    }
-    fn parent(&self, ino: Ino) -> Result<Ino, FsError> {
-        (**self).parent(ino)
-    }
-    fn readdir(&self, ino: Ino, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError> {
-        (**self).readdir(ino, offset, add)
-    }
-    fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
-        (**self).readlink(ino)
-    }
-    fn open(&self, ino: Ino) -> Result<(), FsError> {
-        (**self).open(ino)
-    }
-    fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
-        (**self).read(ino, offset, size)
-    }
-    fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
-        (**self).getxattr(ino, name)
-    }
-    fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
-        (**self).listxattr(ino)
-    }
-    fn statfs(&self) -> StatFs {
-        (**self).statfs()
-    }
-    fn has_xattrs(&self) -> bool {
-        (**self).has_xattrs()
-    }
+/// Boxed and shared trees serve like the tree inside: front-ends can pick a tree at run time,
+/// and a front-end and a housekeeping thread can hold one tree together.
+macro_rules! forward_read_only_fs {
+    ($wrapper:ident) => {
+        impl<T: ReadOnlyFs + ?Sized> ReadOnlyFs for $wrapper<T> {
+            fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+                (**self).getattr(ino)
+            }
+            fn lookup(&self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+                (**self).lookup(parent, name)
+            }
+            fn parent(&self, ino: Ino) -> Result<Ino, FsError> {
+                (**self).parent(ino)
+            }
+            fn readdir(&self, ino: Ino, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError> {
+                (**self).readdir(ino, offset, add)
+            }
+            fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+                (**self).readlink(ino)
+            }
+            fn open(&self, ino: Ino) -> Result<(), FsError> {
+                (**self).open(ino)
+            }
+            fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+                (**self).read(ino, offset, size)
+            }
+            fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
+                (**self).getxattr(ino, name)
+            }
+            fn listxattr(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+                (**self).listxattr(ino)
+            }
+            fn statfs(&self) -> StatFs {
+                (**self).statfs()
+            }
+            fn has_xattrs(&self) -> bool {
+                (**self).has_xattrs()
+            }
+            fn stable_id(&self, ino: Ino) -> Option<StableId> {
+                (**self).stable_id(ino)
+            }
+            fn find_stable(&self, id: &StableId) -> Result<Ino, FsError> {
+                (**self).find_stable(id)
+            }
+            fn counts_opens(&self) -> bool {
+                (**self).counts_opens()
+            }
+            fn close(&self, ino: Ino) {
+                (**self).close(ino)
+            }
+        }
+    };
 }
+
+forward_read_only_fs!(Box);
+forward_read_only_fs!(Arc);

@@ -1,3 +1,4 @@
 //! Helpers shared by the NFS test suites.
 
 pub mod bigdir;
+pub mod client;
