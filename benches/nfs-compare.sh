@@ -63,7 +63,7 @@ for c in nfs-readall nfs-readall-pipelined; do
   cc -O2 -Wall -o "$BIN/$c" "$ROOT/benches/nfs/$c.c" -lnfs
 done
 
-MNT=$WORK/mnt
+MNT=$WORK/mnt-nfs-compare
 mkdir -p "$MNT"
 PORT=20790
 URL="nfs://127.0.0.1/?nfsport=$PORT&mountport=$PORT&version=3"
