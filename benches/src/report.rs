@@ -74,6 +74,8 @@ pub struct Fuse {
     systems: Vec<String>,
     /// (op, cache, system) → cell; rss ops are `rss:OP` with cache `-`, in KiB.
     cells: BTreeMap<(String, String, String), Cell>,
+    /// Runs behind each operation's median (the `n` of crfs's cold `find`), if the file says.
+    runs: Option<u64>,
 }
 
 /// The operations of `fuse-compare.sh`, in report order, with their table labels.
@@ -104,19 +106,28 @@ impl Fuse {
         }
         let mut systems: Vec<String> = Vec::new();
         let mut cells = BTreeMap::new();
+        let mut runs = None;
         for r in tsv.records() {
             let system = r["system"].to_string();
             if !systems.contains(&system) {
                 systems.push(system.clone());
             }
             let cell = Cell { median: number(&r, "median")?, min: number(&r, "min")?, max: number(&r, "max")? };
+            if (r["op"], r["cache"], system.as_str()) == ("find", "cold", "crfs") {
+                runs = r.get("n").and_then(|n| n.parse().ok());
+            }
             cells.insert((r["op"].to_string(), r["cache"].to_string(), system), cell);
         }
         if !systems.iter().any(|s| s == "crfs") {
             return Err("fuse.tsv has no crfs rows".into());
         }
         systems.sort_by_key(|s| system_rank(s));
-        Ok(Fuse { systems, cells })
+        Ok(Fuse { systems, cells, runs })
+    }
+
+    /// How many runs each median is of, when the file says.
+    pub fn runs(&self) -> Option<u64> {
+        self.runs
     }
 
     fn get(&self, op: &str, cache: &str, system: &str) -> Option<Cell> {
@@ -377,6 +388,7 @@ mod tests {
     #[test]
     fn fuse_ratios_and_tables() {
         let f = Fuse::parse(FUSE).unwrap();
+        assert_eq!(f.runs(), Some(3));
         let bars = f.bars();
         assert_eq!(bars.groups, ["find cold", "find warm"]);
         assert_eq!(bars.series.len(), 2);
