@@ -188,7 +188,13 @@ peak_rss() { if [ -n "$FS_PID" ]; then awk '/^VmHWM/ { print $2 }' "/proc/$FS_PI
 unmount_system() {
   case "$1" in
     crfs) kill -TERM "$FS_PID" ;;
-    squashfuse_ll|ratarmount) fusermount3 -u "$MNT" ;;
+    squashfuse_ll|ratarmount)
+      # A process that just closed its last file can keep the mount busy for a moment
+      # (ratarmount's own threads too): retry for up to 10 s before giving up.
+      local i
+      for i in $(seq 50); do fusermount3 -u "$MNT" 2>/dev/null && break; sleep 0.2; done
+      mountpoint -q "$MNT" && { fuser -vm "$MNT" >&2 || true; die "$1: $MNT stays busy, cannot unmount"; }
+      ;;
     local) return ;;
   esac
   wait "$FS_PID" || die "$1 exited with an error on unmount (see $RUNLOG/$1.log)"

@@ -61,6 +61,7 @@ pub fn draw(bars: &Bars, out: &Path, size: (u32, u32)) -> BenchResult<()> {
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .y_max_light_lines(1)
         .x_labels(n)
         .x_label_formatter(&|x| {
             let i = x.round();

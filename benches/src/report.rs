@@ -246,6 +246,7 @@ pub struct Core {
 #[derive(Debug, Clone)]
 struct CoreRow {
     crfs: String,
+    peer: String,
     metric: String,
     crfs_cell: Cell,
     peer_cell: Cell,
@@ -267,6 +268,7 @@ impl Core {
             let field = |n: &str| r.get(n).map(|v| v.to_string()).ok_or_else(|| format!("core.tsv: no field {n}"));
             rows.push(CoreRow {
                 crfs: field("crfs")?,
+                peer: field("peer")?,
                 metric: field("metric")?,
                 crfs_cell: cell("crfs")?,
                 peer_cell: cell("peer")?,
@@ -285,8 +287,14 @@ impl Core {
             .rows
             .iter()
             .map(|r| {
-                let name = r.crfs.trim_end_matches(".crfs").replace("readall.crfs.", "read-all ");
-                if r.metric == "rss" { format!("{name} RSS") } else { name }
+                let name = r.crfs.trim_end_matches(".crfs").replace("readall.crfs.", "read ");
+                if r.metric == "rss" {
+                    format!("{name} RSS")
+                } else if let Some(peer) = r.peer.strip_prefix("readall.ref.").filter(|p| *p != "readat") {
+                    format!("{name} vs {peer}")
+                } else {
+                    name
+                }
             })
             .collect();
         let values = self

@@ -40,7 +40,7 @@ fn main() -> std::process::ExitCode {
         let mut section = String::new();
         if let Some(core) = &core {
             let png = dir.join("core.png");
-            chart::draw(&core.bars(), &png, (1200, 560))?;
+            chart::draw(&core.bars(), &png, (1300, 560))?;
             println!("wrote {}", png.display());
             section.push_str(&format!(
                 "Library (`benches/results/core.md`, `benches/compare.sh`): crfs-core against the Go reference \
