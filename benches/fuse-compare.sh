@@ -369,9 +369,10 @@ op_label() { local v="OP_LABEL_${1//-/_}"; echo "${!v}"; }
   echo
   echo "- crfs: \`crfs mount --threads 4 BLOB MNT\` ($PROFILE build, commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)); squashfuse_ll $(dpkg-query -W -f '${Version}' squashfuse 2>/dev/null || echo '?') \`-f\`$( [ $WITH_RATARMOUNT = 1 ] && echo "; ratarmount $("$RATARMOUNT" --version 2>/dev/null | awk 'NR == 1 { print $2 }') \`-f\` (Python $("$(dirname "$RATARMOUNT")/python3" -c 'import sys; print(sys.version.split()[0])' 2>/dev/null || echo '?'))")"
   echo "- machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM, Linux $(uname -r); shared and noisy (load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg))"
-  echo "- raw samples: \`$(basename "$TSV")\` beside this file has the medians; every sample is in \`$SAMPLES\` while the cache lasts"
+  echo "- \`$(basename "$TSV")\` beside this file has the medians; \`$(basename "${OUT%.md}")-samples.txt\` every sample (op, cache, system, seconds or KiB)"
 } >"$OUT.tmp"
 mv "$TSV.tmp" "$TSV"
 mv "$OUT.tmp" "$OUT"
+cp "$SAMPLES" "${OUT%.md}-samples.txt"
 log "wrote $OUT and $TSV"
 cat "$OUT"

@@ -43,7 +43,8 @@ pub fn draw(bars: &Bars, out: &Path, size: (u32, u32)) -> BenchResult<()> {
         return Err(format!("{}: nothing to draw", out.display()));
     }
     let lo = values.iter().copied().fold(1.0f64, f64::min) / 2.0;
-    let hi = values.iter().copied().fold(1.0f64, f64::max) * 2.5;
+    // Headroom above the tallest bar for its label and the legend box.
+    let hi = values.iter().copied().fold(1.0f64, f64::max) * 12.0;
     let n = bars.groups.len();
     let err = |e: DrawingAreaErrorKind<_>| format!("{}: {e}", out.display());
 

@@ -57,7 +57,7 @@ fn main() -> std::process::ExitCode {
                 "FUSE (`benches/results/fuse.md`, `benches/fuse-compare.sh`): the same files mounted by crfs \
                  (eStargz), squashfuse_ll (gzip squashfs), ratarmount (tar.gz) and read from the extracted tree; \
                  *cold* starts from a dropped page cache and a fresh mount, *warm* repeats the operation on that \
-                 mount; median [min–max] of {} of the last run.\n\n{}\n\
+                 mount; median [min–max] of {}, from the last full run.\n\n{}\n\
                  ![crfs FUSE vs peers](benches/results/fuse.png)\n",
                 fuse.runs().map_or("the runs".to_string(), |n| format!("{n} runs")),
                 fuse.markdown()
