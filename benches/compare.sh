@@ -8,7 +8,8 @@
 #   -n N        runs per measurement (default 5); the table shows median [min-max]
 #   --work DIR  cache for the corpus, the Go helper and raw samples (default /var/tmp/crfs-bench)
 #   --tree DIR  the tree the full corpus is made of (default /root/.pyenv/versions/3.11.7)
-#   --out FILE  where the markdown goes (default benches/results/core.md)
+#   --out FILE  where the markdown goes (default benches/results/core.md); a .tsv of the
+#               first table is written beside it (read by crfs-bench-chart)
 #   --no-build  use the crfs binaries already in the release target dir (the Go helper is rebuilt)
 #
 # Builds crfs and crfs-benches in release (the workspace's own target dir), builds the Go helper
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
     --work) WORK=${2:?--work needs a directory}; shift ;;
     --tree) TREE=${2:?--tree needs a directory}; shift ;;
     --out) OUT=${2:?--out needs a file}; shift ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
@@ -209,7 +210,14 @@ row() {
       'BEGIN { if (a < 0.05 || b < 0.05) print "(too short)"; else if (a / b < 0.1) printf "%.3f×", a / b; else printf "%.2f×", a / b }')
   fi
   echo "| $label | $(cell "$c" "$field") | $(cell "$r" "$field") | $ratio | $target | $met | $cpu |"
+  # The same row for machines (crfs-bench-chart, the README): raw medians and ranges.
+  local a b
+  a=$(stats "$c" "$field" | tr ' ' '\t'); b=$(stats "$r" "$field" | tr ' ' '\t')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$c" "$r" "$( [ "$field" = 4 ] && echo rss || echo wall)" "$a" "$b" "$limit" "$label" >>"$TSV.tmp"
 }
+# The machine-readable twin of the first table (sizes in KiB, times in seconds).
+TSV=${OUT%.md}.tsv
+printf 'crfs\tpeer\tmetric\tcrfs_median\tcrfs_min\tcrfs_max\tpeer_median\tpeer_min\tpeer_max\ttarget_ratio\tlabel\n' >"$TSV.tmp"
 
 ENTRIES=$(awk '{ print $2 }' "$RUN/open.crfs.out")
 FILES_BYTES=$(cat "$RUN/readall.ref.readat.out")
@@ -274,6 +282,7 @@ size_of() { local n; n=$(wc -c < "$1"); awk -v x="$n" 'BEGIN { printf "%.1f MB (
   echo '```'
 } > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
+mv "$TSV.tmp" "$TSV"
 mkdir -p "$WORK/reports"
 cp "$OUT" "$WORK/reports/$(basename "$OUT" .md)-$(date -u +%Y%m%dT%H%M%SZ).md"
 log "wrote $OUT (a copy is kept in $WORK/reports/)"

@@ -5,6 +5,13 @@
 //! `/usr/bin/time`) sees that thing and nothing else. The peers' counterparts live in
 //! `testdata/interop` (the Go reference library) or are plain system tools (`gzip`).
 //! This crate must never be a dependency of a shipped crate.
+//!
+//! It also turns results into pictures and prose: [`report`] reads the scripts' TSV files,
+//! [`chart`] draws them as PNG, and `crfs-bench-chart` regenerates `benches/results/*.png` and
+//! the README's performance section from them.
+
+pub mod chart;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 
