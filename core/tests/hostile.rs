@@ -1906,3 +1906,67 @@ fn chunks_packed_into_one_member_are_decoded_once_per_read() {
         assert_eq!(read_whole(&layer, "g").err(), Some(want));
     }
 }
+
+/// PAX records: (key, value).
+type PaxRecords<'a> = &'a [(&'a [u8], &'a [u8])];
+
+/// A tar entry carrying `records` in a PAX header, then an empty regular file `f`.
+fn tar_with_pax(records: PaxRecords<'_>, typeflag: u8) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (key, value) in records {
+        // "<len> <key>=<value>\n", where <len> counts itself.
+        let rest = key.len() + value.len() + 3;
+        let mut len = rest + 1;
+        while format!("{len}").len() + rest != len {
+            len += 1;
+        }
+        body.extend_from_slice(format!("{len} ").as_bytes());
+        body.extend_from_slice(key);
+        body.push(b'=');
+        body.extend_from_slice(value);
+        body.push(b'\n');
+    }
+    let mut tar = tar_header(b"PaxHeaders/f", body.len() as u64, b'x').to_vec();
+    tar.extend_from_slice(&body);
+    pad_block(&mut tar);
+    tar.extend_from_slice(&tar_header(b"f", 0, typeflag));
+    tar.extend_from_slice(&[0u8; 1024]);
+    tar
+}
+
+/// Found by the `layer_read` fuzz target (fuzz/artifacts/layer_read/crash-9be355b1…): the
+/// writer took a PAX `path` holding a NUL byte and wrote a TOC entry the reader then refused,
+/// so its own blob did not open. Go's archive/tar refuses NUL in `path`, `linkpath`, `uname`,
+/// `gname` values and in any key; so does the writer now, and any name or link target that
+/// still holds one (GNU.sparse.name) is refused too.
+#[test]
+fn the_writer_refuses_nul_bytes_in_names() {
+    use crfs_core::writer::{Error as WriteError, Options, convert_to_vec};
+    let cases: [(PaxRecords<'_>, u8); 6] = [
+        (&[(b"path", b"a\0b")], b'0'),
+        (&[(b"linkpath", b"t\0u")], b'2'),
+        (&[(b"uname", b"ro\0ot")], b'0'),
+        (&[(b"gname", b"wh\0eel")], b'0'),
+        (&[(b"SCHILY.xattr.user.a\0b", b"v")], b'0'),
+        (
+            &[
+                (b"GNU.sparse.major", b"0"),
+                (b"GNU.sparse.minor", b"1"),
+                (b"GNU.sparse.name", b"s\0p"),
+                (b"GNU.sparse.realsize", b"0"),
+                (b"GNU.sparse.map", b""),
+            ],
+            b'0',
+        ),
+    ];
+    for (records, typeflag) in cases {
+        let tar = tar_with_pax(records, typeflag);
+        let got = within("convert", SECOND, || convert_to_vec(tar.as_slice(), &Options::default()));
+        assert!(matches!(got, Err(WriteError::BadHeader { .. })), "{records:?}: {got:?}");
+    }
+    // The same tar without the NUL converts, and the blob opens.
+    let tar = tar_with_pax(&[(b"path", b"ab")], b'0');
+    let (blob, _) = convert_to_vec(tar.as_slice(), &Options::default()).unwrap();
+    let layer = open(&blob).unwrap();
+    assert!(layer.index().lookup_path(b"ab").is_some());
+}
