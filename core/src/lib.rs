@@ -22,6 +22,8 @@ pub mod digest;
 pub mod error;
 pub mod file_reader;
 pub mod footer;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz_entry;
 pub mod gzip;
 pub mod index;
 pub mod json;

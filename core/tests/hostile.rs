@@ -10,147 +10,41 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod bounds;
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use crfs_core::footer::read_footer;
 use crfs_core::index::Limits;
 use crfs_core::{Digest, Error, Format, Index, Kind, Layer, NodeId, OpenOptions, ROOT, ReadAt};
 
-// ------------------------------------------------------------------------------------------------
-// Counting allocator: current and peak bytes allocated by this thread.
+use bounds::{SECOND, peak, timed, within};
 
-#[allow(unsafe_code)]
-mod counting {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    thread_local! {
-        static CURRENT: Cell<isize> = const { Cell::new(0) };
-        static PEAK: Cell<isize> = const { Cell::new(0) };
+/// With `CRFS_HOSTILE_DUMP=<dir>`, every blob the suite opens (up to 64 KiB) is written there,
+/// named by its digest: the seeds of the fuzz corpora (fuzz/README.md).
+fn dump(blob: &[u8]) {
+    if let Some(dir) = std::env::var_os("CRFS_HOSTILE_DUMP")
+        && blob.len() <= 64 << 10
+    {
+        let name = Digest::of(blob).to_string().replace(':', "-");
+        std::fs::write(std::path::Path::new(&dir).join(name), blob).unwrap();
     }
-
-    fn grow(n: usize) {
-        let _ = CURRENT.try_with(|c| {
-            let v = c.get().saturating_add(n as isize);
-            c.set(v);
-            let _ = PEAK.try_with(|p| p.set(p.get().max(v)));
-        });
-    }
-
-    fn shrink(n: usize) {
-        let _ = CURRENT.try_with(|c| c.set(c.get().saturating_sub(n as isize)));
-    }
-
-    /// Forwards to the system allocator, counting bytes per thread.
-    pub struct Counting;
-
-    // SAFETY: every call is forwarded unchanged to `System`; the counters are thread-local
-    // `Cell`s with const initialisers, which never allocate.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            // SAFETY: same contract as ours.
-            let p = unsafe { System.alloc(layout) };
-            if !p.is_null() {
-                grow(layout.size());
-            }
-            p
-        }
-
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            // SAFETY: same contract as ours.
-            let p = unsafe { System.alloc_zeroed(layout) };
-            if !p.is_null() {
-                grow(layout.size());
-            }
-            p
-        }
-
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract as ours.
-            unsafe { System.dealloc(ptr, layout) };
-            shrink(layout.size());
-        }
-
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            // SAFETY: same contract as ours.
-            let p = unsafe { System.realloc(ptr, layout, new_size) };
-            if !p.is_null() {
-                // Old and new blocks may coexist during the move: count the new one first.
-                grow(new_size);
-                shrink(layout.size());
-            }
-            p
-        }
-    }
-
-    /// Runs `f` and returns its result and the peak bytes it held at once on this thread
-    /// (above what was allocated before it started).
-    pub fn peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
-        let base = CURRENT.with(Cell::get);
-        PEAK.with(|p| p.set(base));
-        let out = f();
-        let peak = PEAK.with(Cell::get);
-        (out, (peak - base).max(0) as usize)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: counting::Counting = counting::Counting;
-
-use counting::peak;
-
-// ------------------------------------------------------------------------------------------------
-// Time bounds.
-
-/// The issue asks for "a clear error within a second". Time is measured as this thread's CPU
-/// time where Linux reports it (/proc/thread-self/schedstat), so a loaded machine (CI, parallel
-/// test processes) does not make the bound flaky; wall time is the fallback, and is also held
-/// to a much looser bound so that a hang fails too. Debug builds are an order of magnitude
-/// slower than release builds, and the bound holds for them as well.
-const SECOND: Duration = Duration::from_secs(1);
-
-fn thread_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
-    (nanos > 0).then(|| Duration::from_nanos(nanos))
-}
-
-/// Runs `f`; returns its result, the CPU time it took (wall time where unknown) and wall time.
-fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
-    let cpu_start = thread_cpu();
-    let wall_start = Instant::now();
-    let out = f();
-    let wall = wall_start.elapsed();
-    let took = match (cpu_start, thread_cpu()) {
-        (Some(a), Some(b)) if b >= a => b - a,
-        _ => wall,
-    };
-    (out, took, wall)
-}
-
-fn within<T>(what: &str, limit: Duration, f: impl FnOnce() -> T) -> T {
-    let (out, took, wall) = timed(f);
-    if took > limit / 4 {
-        eprintln!("{what}: {took:?} (limit {limit:?})");
-    }
-    assert!(took <= limit, "{what}: took {took:?} of CPU time, limit {limit:?}");
-    assert!(wall <= limit * 30, "{what}: took {wall:?} of wall time");
-    out
 }
 
 fn open(blob: &[u8]) -> Result<Layer<&[u8]>, Error> {
+    dump(blob);
     within("open", SECOND, || Layer::open(blob))
 }
 
 /// Opens an owned blob (for layers that outlive the expression that built the blob).
 fn open_vec(blob: Vec<u8>) -> Result<Layer<Vec<u8>>, Error> {
+    dump(&blob);
     within("open", SECOND, || Layer::open(blob))
 }
 
 fn open_with<'a>(blob: &'a [u8], options: &OpenOptions) -> Result<Layer<&'a [u8]>, Error> {
+    dump(blob);
     within("open", SECOND, || Layer::open_with(blob, options))
 }
 
@@ -2070,4 +1964,68 @@ fn chunks_packed_into_one_member_are_decoded_once_per_read() {
         assert_eq!(read(&layer, g, 150, 50).err(), Some(want.clone()));
         assert_eq!(read_whole(&layer, "g").err(), Some(want));
     }
+}
+
+/// PAX records: (key, value).
+type PaxRecords<'a> = &'a [(&'a [u8], &'a [u8])];
+
+/// A tar entry carrying `records` in a PAX header, then an empty regular file `f`.
+fn tar_with_pax(records: PaxRecords<'_>, typeflag: u8) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (key, value) in records {
+        // "<len> <key>=<value>\n", where <len> counts itself.
+        let rest = key.len() + value.len() + 3;
+        let mut len = rest + 1;
+        while format!("{len}").len() + rest != len {
+            len += 1;
+        }
+        body.extend_from_slice(format!("{len} ").as_bytes());
+        body.extend_from_slice(key);
+        body.push(b'=');
+        body.extend_from_slice(value);
+        body.push(b'\n');
+    }
+    let mut tar = tar_header(b"PaxHeaders/f", body.len() as u64, b'x').to_vec();
+    tar.extend_from_slice(&body);
+    pad_block(&mut tar);
+    tar.extend_from_slice(&tar_header(b"f", 0, typeflag));
+    tar.extend_from_slice(&[0u8; 1024]);
+    tar
+}
+
+/// Found by the `layer_read` fuzz target (fuzz/artifacts/layer_read/crash-9be355b1…): the
+/// writer took a PAX `path` holding a NUL byte and wrote a TOC entry the reader then refused,
+/// so its own blob did not open. Go's archive/tar refuses NUL in `path`, `linkpath`, `uname`,
+/// `gname` values and in any key; so does the writer now, and any name or link target that
+/// still holds one (GNU.sparse.name) is refused too.
+#[test]
+fn the_writer_refuses_nul_bytes_in_names() {
+    use crfs_core::writer::{Error as WriteError, Options, convert_to_vec};
+    let cases: [(PaxRecords<'_>, u8); 6] = [
+        (&[(b"path", b"a\0b")], b'0'),
+        (&[(b"linkpath", b"t\0u")], b'2'),
+        (&[(b"uname", b"ro\0ot")], b'0'),
+        (&[(b"gname", b"wh\0eel")], b'0'),
+        (&[(b"SCHILY.xattr.user.a\0b", b"v")], b'0'),
+        (
+            &[
+                (b"GNU.sparse.major", b"0"),
+                (b"GNU.sparse.minor", b"1"),
+                (b"GNU.sparse.name", b"s\0p"),
+                (b"GNU.sparse.realsize", b"0"),
+                (b"GNU.sparse.map", b""),
+            ],
+            b'0',
+        ),
+    ];
+    for (records, typeflag) in cases {
+        let tar = tar_with_pax(records, typeflag);
+        let got = within("convert", SECOND, || convert_to_vec(tar.as_slice(), &Options::default()));
+        assert!(matches!(got, Err(WriteError::BadHeader { .. })), "{records:?}: {got:?}");
+    }
+    // The same tar without the NUL converts, and the blob opens.
+    let tar = tar_with_pax(&[(b"path", b"ab")], b'0');
+    let (blob, _) = convert_to_vec(tar.as_slice(), &Options::default()).unwrap();
+    let layer = open(&blob).unwrap();
+    assert!(layer.index().lookup_path(b"ab").is_some());
 }

@@ -531,6 +531,11 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
                 return Err(bad("sparse map does not match the stored size"));
             }
         }
+        // Names and link targets come from PAX records, GNU long names or GNU.sparse.name as
+        // well as the header; none may hold a NUL byte (readers refuse such TOC entries).
+        if e.name.contains(&0) || e.link.contains(&0) {
+            return Err(bad("name or link target contains a NUL byte"));
+        }
         e.data = header_end;
         let next = padded(e.stored).and_then(|p| header_end.checked_add(p)).ok_or(bad("invalid size field"))?;
         if header_end.checked_add(e.stored).is_none_or(|end| end > self.size) {
@@ -588,6 +593,13 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
 fn parse_pax(body: &[u8], p: &mut Pending) -> Result<(), Error> {
     let bad = |what| Error::BadHeader { offset: 0, what };
     pax_records(body, |key, value| {
+        // Go's validPAXRecord: no NUL in a name's or owner's value, nor in any other key.
+        if matches!(key, b"path" | b"linkpath" | b"uname" | b"gname") && value.contains(&0) {
+            return Err(bad("PAX record value contains a NUL byte"));
+        }
+        if key.contains(&0) {
+            return Err(bad("PAX record key contains a NUL byte"));
+        }
         match key {
             b"path" => p.path = Some(value.to_vec()),
             b"linkpath" => p.linkpath = Some(value.to_vec()),

@@ -7,16 +7,17 @@
 
 #[path = "../../remote/tests/common/mod.rs"]
 mod common;
+mod mounted;
 #[path = "../../nfs/tests/support/client.rs"]
 mod nfs_client;
 mod support;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use crfs_testkit::{assert_same_listing, in_ci, scratch_dir, testdata, tree_listing};
+use mounted::Mounted;
 
 fn crfs() -> Command {
     Command::new(env!("CARGO_BIN_EXE_crfs"))
@@ -26,46 +27,6 @@ fn fuse_ok() -> bool {
     let ok = Path::new("/dev/fuse").exists();
     assert!(ok || !in_ci(), "CI needs /dev/fuse");
     ok
-}
-
-fn is_mounted(dir: &Path) -> bool {
-    let dir = dir.canonicalize().unwrap();
-    fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == dir.to_str())
-}
-
-/// A background `crfs mount`, stopped with SIGTERM when dropped.
-struct Mounted(Child, std::path::PathBuf);
-
-impl Mounted {
-    fn new(args: &[&str], dir: &Path) -> Mounted {
-        fs::create_dir_all(dir).unwrap();
-        let mut child =
-            crfs().arg("mount").args(args).arg(dir).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !is_mounted(dir) {
-            if let Some(status) = child.try_wait().unwrap() {
-                let out = child.wait_with_output().unwrap();
-                panic!("crfs mount {args:?} exited with {status}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            assert!(Instant::now() < deadline, "mount did not appear");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Mounted(child, dir.to_path_buf())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.0.try_wait().unwrap().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        if is_mounted(&self.1) {
-            let _ = Command::new("fusermount3").args(["-u", "-z"]).arg(&self.1).status();
-        }
-    }
 }
 
 /// The fixture's listing as an image root shows it: whiteout files consumed.
@@ -348,4 +309,37 @@ fn the_namespace_over_nfs_with_libnfs_and_a_restart() {
         assert_eq!(rpc::getattr(&mut c, &before[0].0).await.err(), Some(rpc::STALE));
         assert_eq!(rpc::getattr(&mut c, &before[3].0).await.err(), Some(rpc::STALE));
     });
+}
+
+/// Credentials never reach the logs: `crfs` against a registry behind basic auth, with every
+/// log target at trace level (the HTTP stack's included), prints neither the password nor the
+/// base64 `Authorization: Basic` value, whether the credentials are right or wrong.
+#[test]
+fn credentials_never_reach_the_logs() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, _pushed) = common::registry_with_image("cli-creds-log", true);
+    let reference = format!("{}/test/all-types:v1", reg.host());
+    let good = format!("{}:{}", common::USER, common::PASSWORD);
+    let out = crfs()
+        .args(["cat", &reference, "links/rel"])
+        .env("RUST_LOG", "trace")
+        .env("CRFS_REGISTRY_CREDS", &good)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.stdout, b"hello, world\n", "{stderr}");
+    assert!(stderr.lines().count() > 20, "trace logging is on: {stderr}");
+    assert!(stderr.contains("reqwest") || stderr.contains("hyper"), "the HTTP stack logs too: {stderr}");
+    assert!(stderr.contains(common::USER) || stderr.contains("401"), "the auth exchange is logged: {stderr}");
+    assert!(!stderr.contains(common::PASSWORD), "the password is in the log");
+    assert!(!stderr.contains(&common::base64_basic()), "the basic-auth header is in the log");
+
+    let wrong = "crfs:wrong-secret-4711";
+    let out = crfs().args(["ls", &reference]).env("RUST_LOG", "trace").args(["--creds", wrong]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("wrong username or password"), "{stderr}");
+    assert!(!stderr.contains("wrong-secret-4711"), "the wrong password is in the log");
 }

@@ -1,0 +1,8 @@
+//! Fuzz target: crfs_core::fuzz_entry::layer_open (see that function for what it drives and checks).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Err(finding) = crfs_core::fuzz_entry::layer_open(data) {
+        panic!("{finding:?}");
+    }
+});
