@@ -5,15 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crfs_core::{Digest, Layer, ReadAt};
-use crfs_remote::{CacheOptions, Credentials, Options as RemoteOptions, Platform, Remote, SourceKind, SourceLayer};
+use crfs_remote::{CacheOptions, MANIFEST_CHECKSUM_ANNOTATIONS, Credentials, Options as RemoteOptions, Platform, Remote, SourceKind, SourceLayer};
 use crfs_vfs::{LayerFs, MergedFs, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver, Version};
 
 /// Blob bytes from wherever they live.
 pub type Blob = Arc<dyn ReadAt + Send + Sync>;
-
-/// The zstd:chunked annotations carrying the sha256 of the compressed TOC.
-const MANIFEST_CHECKSUM_ANNOTATIONS: [&str; 2] =
-    ["io.github.containers.zstd-chunked.manifest-checksum", "io.containers.zstd-chunked.manifest-checksum"];
 
 /// How a tree is served, by FUSE or NFS (flags shared by `mount` and `nfs`).
 #[derive(clap::Args, Debug, Clone)]
