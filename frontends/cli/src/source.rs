@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crfs_core::{Digest, Layer, ReadAt};
-use crfs_remote::{CacheOptions, MANIFEST_CHECKSUM_ANNOTATIONS, Credentials, Options as RemoteOptions, Platform, Remote, SourceKind, SourceLayer};
+use crfs_remote::{
+    CacheOptions, Credentials, MANIFEST_CHECKSUM_ANNOTATIONS, Options as RemoteOptions, Platform, Remote, SourceKind,
+    SourceLayer,
+};
 use crfs_vfs::{LayerFs, MergedFs, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver, Version};
 
 /// Blob bytes from wherever they live.

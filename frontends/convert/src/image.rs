@@ -87,7 +87,9 @@ pub fn convert_image(src: &str, dst: &str, settings: &Settings, events: Option<E
     let entry = pick_entry(&src_dir, src_tag)?;
     let mut created = Vec::new();
     let blobs = dst_dir.join("blobs").join("sha256");
-    if let Some(t) = cleanup::create_dir_all(&blobs).map_err(|e| Error::io(format!("creating {}", blobs.display()), e))? {
+    if let Some(t) =
+        cleanup::create_dir_all(&blobs).map_err(|e| Error::io(format!("creating {}", blobs.display()), e))?
+    {
         created.push(t);
     }
     let mut job = Job {
@@ -331,7 +333,8 @@ impl Job<'_> {
             self.copy_blob(&config_desc)?;
         } else {
             let config_digest = config_desc.digest().to_string();
-            let data = layout::read_blob(&self.src, &config_digest).map_err(|e| Error::Image(format!("source: {e}")))?;
+            let data =
+                layout::read_blob(&self.src, &config_digest).map_err(|e| Error::Image(format!("source: {e}")))?;
             let mut config: serde_json::Value = serde_json::from_slice(&data)
                 .map_err(|e| Error::Image(format!("config {config_digest}: not JSON: {e}")))?;
             let Some(ids) = config.pointer_mut("/rootfs/diff_ids").and_then(|v| v.as_array_mut()) else {
@@ -453,8 +456,13 @@ impl Job<'_> {
     fn new_blob(&self, source_digest: &str) -> Result<NewBlob, Error> {
         let hex = source_digest.rsplit(':').next().unwrap_or_default();
         let path = self.dst.join("blobs").join("sha256").join(format!(".{hex}.crfs-tmp.{}", std::process::id()));
-        let (file, tmp) = cleanup::create_file(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        let writer = HashingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, file), hasher: Hasher::default(), len: 0 };
+        let (file, tmp) =
+            cleanup::create_file(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        let writer = HashingWriter {
+            inner: std::io::BufWriter::with_capacity(1 << 20, file),
+            hasher: Hasher::default(),
+            len: 0,
+        };
         Ok(NewBlob { writer, tmp })
     }
 

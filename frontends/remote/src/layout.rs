@@ -59,7 +59,10 @@ mod tests {
         assert_eq!(split_spec("oci:/tmp/x"), (PathBuf::from("/tmp/x"), None));
         assert_eq!(split_spec("oci:a:b/c"), (PathBuf::from("a:b/c"), None));
         let hex = "ab".repeat(32);
-        assert_eq!(blob_path(Path::new("/d"), &format!("sha256:{hex}")).unwrap(), Path::new("/d/blobs/sha256").join(&hex));
+        assert_eq!(
+            blob_path(Path::new("/d"), &format!("sha256:{hex}")).unwrap(),
+            Path::new("/d/blobs/sha256").join(&hex)
+        );
         assert!(blob_path(Path::new("/d"), "sha256:../../etc/passwd").is_err());
         assert!(blob_path(Path::new("/d"), "sha512:00").is_err());
     }

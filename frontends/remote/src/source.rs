@@ -14,7 +14,9 @@ use crfs_core::{FileReadAt, OpenOptions, ReadAt};
 use oci_client::manifest::{OciImageManifest, OciManifest};
 
 use crate::error::{Error, Result};
-use crate::layout::{REF_NAME, blob_path as layout_blob_path, read_blob as read_layout_blob, split_spec as split_layout};
+use crate::layout::{
+    REF_NAME, blob_path as layout_blob_path, read_blob as read_layout_blob, split_spec as split_layout,
+};
 use crate::registry::{Image, LayerDesc, parse_reference};
 use crate::remote::Remote;
 
