@@ -31,6 +31,10 @@ pub struct ConvertOptions {
     /// Compression threads (default: one per core). The output is the same for any count.
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// Most bytes of holes that expanding GNU sparse files may add to a layer (K, M, G
+    /// suffixes); a layer claiming more is refused.
+    #[arg(long, value_name = "BYTES", default_value = "16G", value_parser = crate::mount::parse_size)]
+    max_sparse_holes: u64,
 }
 
 impl ConvertOptions {
@@ -52,6 +56,7 @@ impl ConvertOptions {
                 chunk_size: self.chunk_size,
                 level,
                 prioritized,
+                max_sparse_holes: self.max_sparse_holes,
             },
             threads: self.threads.unwrap_or(0),
             progress: None,
