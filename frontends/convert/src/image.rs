@@ -109,7 +109,6 @@ pub fn convert_image(src: &str, dst: &str, settings: &Settings, events: Option<E
         annotations.insert(REF_NAME.to_owned(), tag.to_owned());
     }
     top.set_annotations((!annotations.is_empty()).then_some(annotations));
-    top.set_platform(entry.platform().clone());
 
     // DST's index: skopeo's rules for adding an image to a layout.
     let index_path = dst_dir.join("index.json");
