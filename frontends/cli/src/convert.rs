@@ -161,7 +161,9 @@ pub fn run_image(args: ImageConvertArgs) -> Result<(), String> {
                 }
                 Event::LayerDone { digest, new_digest, .. } => {
                     if let Some(b) = current.take() {
+                        // The finished bar stays on its line; what follows starts below it.
                         b.finish();
+                        eprintln!();
                     }
                     println!("converted {digest} -> {new_digest}");
                 }
