@@ -280,7 +280,7 @@ pub fn tar_scan(data: &[u8]) -> Outcome {
 pub fn writer_options(flags: u8) -> writer::Options {
     let format = if flags & 1 == 1 { writer::Format::ZstdChunked } else { writer::Format::Estargz };
     let chunk_size = [512, 4096, 65536, writer::DEFAULT_CHUNK_SIZE][usize::from((flags >> 1) & 3)];
-    writer::Options { format, chunk_size, level: 1, prioritized: Vec::new() }
+    writer::Options { format, chunk_size, level: 1, prioritized: Vec::new(), ..writer::Options::default() }
 }
 
 /// A layer written from the input (byte 0: [`writer_options`], then a tar), opened and read

@@ -628,3 +628,62 @@ fn same_toc_as_the_reference_for_gnu_tar_archives() {
 }
 
 const DEFAULT_CHUNK: u64 = writer::DEFAULT_CHUNK_SIZE;
+
+/// An old GNU sparse entry ('S'): `frags` (offset, length) in the header, `real` the claimed
+/// size, the fragments' bytes stored back to back.
+fn gnu_sparse(tar: &mut Vec<u8>, name: &[u8], real: u64, frags: &[(u64, u64)], data: &[u8]) {
+    // Numbers in GNU base-256 (they may not fit in 11 octal digits).
+    let base256 = |field: &mut [u8], v: u64| {
+        field.fill(0);
+        field[0] = 0x80;
+        field[4..12].copy_from_slice(&v.to_be_bytes());
+    };
+    let mut h = header(name, b'S', data.len() as u64, true);
+    for (i, &(off, len)) in frags.iter().enumerate() {
+        let at = 386 + 24 * i;
+        base256(&mut h[at..at + 12], off);
+        base256(&mut h[at + 12..at + 24], len);
+    }
+    base256(&mut h[483..495], real);
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    push_entry(tar, h, data);
+}
+
+#[test]
+fn hostile_sparse_sizes_are_refused_before_any_work() {
+    // A 4 EiB file of holes with 10 stored bytes at its very end.
+    let mut tar = Vec::new();
+    gnu_sparse(&mut tar, b"huge", 1 << 62, &[((1 << 62) - 10, 10)], b"0123456789");
+    tar.resize(tar.len() + 1024, 0);
+    let start = std::time::Instant::now();
+    let e = writer::convert_to_vec(tar.as_slice(), &Options::default()).unwrap_err();
+    assert!(
+        matches!(&e, Error::SparseTooLarge { name, limit, .. } if name == b"huge" && *limit == writer::DEFAULT_MAX_SPARSE_HOLES),
+        "{e}"
+    );
+    assert!(e.to_string().contains("sparse file \"huge\""), "{e}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(2), "took {:?}", start.elapsed());
+
+    // The limit is per layer: two files of 3 MiB of holes each pass 8 MiB and fail 5 MiB.
+    let mut tar = Vec::new();
+    for name in [&b"a"[..], b"b"] {
+        gnu_sparse(&mut tar, name, (3 << 20) + 4, &[(0, 2), ((3 << 20) + 2, 2)], b"xyzw");
+    }
+    tar.resize(tar.len() + 1024, 0);
+    let with_limit = |limit| Options { chunk_size: 1 << 20, max_sparse_holes: limit, ..Options::default() };
+    let e = writer::convert_to_vec(tar.as_slice(), &with_limit(5 << 20)).unwrap_err();
+    assert!(matches!(&e, Error::SparseTooLarge { name, holes, .. } if name == b"b" && *holes == 6 << 20), "{e}");
+    let (blob, ..) = convert_and_check(&tar, &with_limit(8 << 20));
+    let layer = Layer::open(blob).unwrap();
+    for name in [&b"a"[..], b"b"] {
+        let id = layer.index().lookup(crfs_core::ROOT, name).unwrap();
+        let mut data = Vec::new();
+        layer.read_file_verified(id, &mut data).unwrap();
+        let mut want = vec![0u8; (3 << 20) + 4];
+        want[..2].copy_from_slice(b"xy");
+        want[(3 << 20) + 2..].copy_from_slice(b"zw");
+        assert!(data == want, "{}: expanded content", String::from_utf8_lossy(name));
+    }
+}

@@ -374,14 +374,19 @@ func cmdBuild(args []string) error {
 	chunkSize := fs.Int("chunk-size", 0, "chunk size (0 = library default, 4 MiB)")
 	level := fs.Int("level", -1, "compression level (-1 = default: gzip 9, zstd 3)")
 	prio := fs.String("prioritize", "", "comma-separated prioritized files")
+	procs := fs.Int("procs", 1, "GOMAXPROCS (0 = Go's default, one per core)")
 	fs.Parse(args)
 	if *in == "" || *out == "" {
 		return fmt.Errorf("need -in and -out")
 	}
 	// Build splits the input into runtime.GOMAXPROCS(0) parts, each written as
-	// its own sub-blob; v0.12 has no parallelism option. One part makes the
-	// output independent of the machine's CPU count.
-	runtime.GOMAXPROCS(1)
+	// its own sub-blob and compressed on its own goroutine; v0.12 has no other
+	// parallelism option. One part (the default here) makes the output
+	// independent of the machine's CPU count; -procs 0 is the library's own
+	// default, as a benchmark peer.
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+	}
 
 	var opts []estargz.Option
 	if *chunkSize > 0 {

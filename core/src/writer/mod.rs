@@ -67,7 +67,15 @@ pub struct Options {
     pub level: u8,
     /// Files to put first (paths in the layer; `/`, `./` prefixes allowed), in this order.
     pub prioritized: Vec<String>,
+    /// Most bytes of holes that expanding GNU sparse files may add to one layer (the sum of
+    /// each sparse file's size minus its stored data). A sparse map claiming more is refused
+    /// before anything is laid out, so a hostile map cannot make the plan grow or the writer
+    /// run without bound.
+    pub max_sparse_holes: u64,
 }
+
+/// Default of [`Options::max_sparse_holes`]: 16 GiB.
+pub const DEFAULT_MAX_SPARSE_HOLES: u64 = 16 << 30;
 
 impl Default for Options {
     fn default() -> Self {
@@ -76,6 +84,7 @@ impl Default for Options {
             chunk_size: DEFAULT_CHUNK_SIZE,
             level: DEFAULT_LEVEL,
             prioritized: Vec::new(),
+            max_sparse_holes: DEFAULT_MAX_SPARSE_HOLES,
         }
     }
 }
@@ -126,6 +135,9 @@ pub enum Error {
     Write(&'static str),
     /// Invalid options, or the steps were driven out of order.
     BadOption(&'static str),
+    /// Expanding sparse files would add more than [`Options::max_sparse_holes`] bytes of holes;
+    /// `name` is the file that crossed the limit.
+    SparseTooLarge { name: Vec<u8>, holes: u64, limit: u64 },
 }
 
 impl Error {
@@ -167,6 +179,12 @@ impl fmt::Display for Error {
             Error::Deflate(what) => write!(f, "compression failed: {what}"),
             Error::Write(what) => write!(f, "writing the output: {what}"),
             Error::BadOption(what) => write!(f, "invalid option: {what}"),
+            Error::SparseTooLarge { name, holes, limit } => write!(
+                f,
+                "sparse file \"{}\": expanding the layer's sparse files would add at least {holes} bytes of holes, \
+                 more than the limit of {limit}",
+                String::from_utf8_lossy(name)
+            ),
         }
     }
 }

@@ -348,7 +348,15 @@ pub fn plan<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Plan, Ass
     let mut scanner = TarScanner::new(src);
     let mut stream: Vec<Option<TarEntry>> = Vec::new();
     let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    let mut holes = 0u64;
     while let Some(e) = scanner.next_entry()? {
+        if e.sparse.is_some() {
+            // Checked per entry, before any layout: the plan grows with the expanded size.
+            holes = holes.saturating_add(e.size.saturating_sub(e.stored));
+            if holes > options.max_sparse_holes {
+                return Err(Error::SparseTooLarge { name: e.name, holes, limit: options.max_sparse_holes });
+            }
+        }
         if e.kind == Some(EntryKind::Global) {
             stream.push(Some(e));
             continue;
@@ -446,8 +454,15 @@ pub fn plan<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Plan, Ass
                             });
                         }
                         Some(frags) => {
-                            let base = e.data;
-                            l.add_payload(ent, chunk_size, |off, n, l| sparse_pieces(&frags, base, off, n, l));
+                            // Where each fragment is stored: computed once, so laying out a chunk
+                            // costs the fragments it overlaps, not all before it.
+                            let mut stored = Vec::with_capacity(frags.len());
+                            let mut at = e.data;
+                            for &(_, len) in &frags {
+                                stored.push(at);
+                                at += len;
+                            }
+                            l.add_payload(ent, chunk_size, |off, n, l| sparse_pieces(&frags, &stored, off, n, l));
                         }
                     }
                 } else {
@@ -475,15 +490,14 @@ pub fn plan<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Plan, Ass
     Ok((l.plan, assembler))
 }
 
-/// Pieces for bytes `[off, off + n)` of a sparse file whose fragments are stored from `base`.
-fn sparse_pieces(frags: &[(u64, u64)], base: u64, off: u64, n: u64, l: &mut Layout) {
+/// Pieces for bytes `[off, off + n)` of a sparse file whose fragment `i` is stored at
+/// `stored[i]` in the input.
+fn sparse_pieces(frags: &[(u64, u64)], stored: &[u64], off: u64, n: u64, l: &mut Layout) {
     let end = off + n;
     let mut pos = off;
-    let mut stored = base;
-    // Fragments are sorted and disjoint; find the first one that ends after `off`.
+    // Fragments are sorted and disjoint; start at the first one that ends after `off`.
     let first = frags.partition_point(|&(o, len)| o + len <= off);
-    stored += frags[..first].iter().map(|&(_, len)| len).sum::<u64>();
-    for &(o, len) in &frags[first..] {
+    for (&(o, len), &at) in frags[first..].iter().zip(&stored[first..]) {
         if o >= end {
             break;
         }
@@ -494,10 +508,9 @@ fn sparse_pieces(frags: &[(u64, u64)], base: u64, off: u64, n: u64, l: &mut Layo
         let take_from = pos.max(o);
         let take_to = (o + len).min(end);
         if take_to > take_from {
-            l.push(Piece::Input { offset: stored + (take_from - o), len: take_to - take_from });
+            l.push(Piece::Input { offset: at + (take_from - o), len: take_to - take_from });
             pos = take_to;
         }
-        stored += len;
     }
     if pos < end {
         l.push(Piece::Zeros(end - pos));

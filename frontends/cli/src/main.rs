@@ -118,8 +118,19 @@ enum Command {
     /// Convert a tar layer (tar, tar.gz, tar.zst or - for stdin) to eStargz or zstd:chunked, on
     /// every core; prints its TOC digest, DiffID and uncompressed size.
     Convert(convert::ConvertArgs),
+    /// Work on whole images.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Show what crfs does on the sample layer built into this binary.
     Demo,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Convert every layer of an image in an OCI layout (all platforms) to eStargz or
+    /// zstd:chunked, writing the image with new manifests, layer annotations and DiffIDs into
+    /// another layout: crfs image convert oci:SRC[:TAG] oci:DST[:TAG].
+    Convert(convert::ImageConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -165,6 +176,7 @@ fn main() -> ExitCode {
         }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Convert(args) => convert::run(args),
+        Command::Image(ImageCommand::Convert(args)) => convert::run_image(args),
         Command::Demo => inspect::demo(),
     };
     match result {

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crfs_core::{Digest, Layer, ReadAt};
-use crfs_remote::{CacheOptions, Credentials, Options as RemoteOptions, Platform, Remote, SourceKind, SourceLayer};
+use crfs_remote::{
+    CacheOptions, Credentials, MANIFEST_CHECKSUM_ANNOTATIONS, Options as RemoteOptions, Platform, Remote, SourceKind,
+    SourceLayer,
+};
 use crfs_vfs::{
     LayerFs, MergedFs, NamespaceFs, NamespaceOptions, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver,
     Version,
@@ -14,10 +17,6 @@ use crfs_vfs::{
 
 /// Blob bytes from wherever they live.
 pub type Blob = Arc<dyn ReadAt + Send + Sync>;
-
-/// The zstd:chunked annotations carrying the sha256 of the compressed TOC.
-const MANIFEST_CHECKSUM_ANNOTATIONS: [&str; 2] =
-    ["io.github.containers.zstd-chunked.manifest-checksum", "io.containers.zstd-chunked.manifest-checksum"];
 
 /// How a tree is served, by FUSE or NFS (flags shared by `mount` and `nfs`).
 #[derive(clap::Args, Debug, Clone)]

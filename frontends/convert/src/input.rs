@@ -1,7 +1,6 @@
 //! The input tar: a file read in place, or a decompressed spool of a tar.gz, tar.zst or stdin.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 
 use crfs_core::{FileReadAt, ReadAt};
 
@@ -23,14 +22,8 @@ impl ReadAt for Input {
     }
 }
 
-/// A temporary file, removed when dropped.
-struct Spool(PathBuf);
-
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+/// A temporary file, removed when dropped (or by a stop signal: see [`crate::cleanup`]).
+struct Spool(#[allow(dead_code)] crate::cleanup::Tracked);
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
@@ -81,13 +74,9 @@ fn spool(mut r: Box<dyn Read + '_>, what: &str) -> Result<Input, Error> {
         std::process::id(),
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
     ));
-    let spool_guard = Spool(path.clone());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    let (file, tracked) =
+        crate::cleanup::create_file(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    let spool_guard = Spool(tracked);
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &file);
     let copied = if magic[..n].starts_with(GZIP_MAGIC) {
         let mut gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, whole));

@@ -10,10 +10,18 @@
 //! before compression starts, each member is compressed on its own with the same settings, and
 //! members are written in plan order.
 //!
+//! [`image`] converts whole images in OCI image layouts (every platform, every layer, new
+//! manifests, configs and annotations), on top of crfs-remote's layout helpers and oci-spec's
+//! types. [`cleanup`] lists every temporary or uncommitted path, so that a front-end's signal
+//! handler can remove them before exiting.
+//!
 //! What it must never do: know the format. Ordering, headers, TOC and footer all come from
-//! `crfs_core::writer`.
+//! `crfs_core::writer`. It must never depend on crfs-vfs, the FUSE or NFS front-ends or the CLI,
+//! and uses crfs-remote only for local OCI layouts (never the network).
 
+pub mod cleanup;
 pub mod engine;
+pub mod image;
 pub mod input;
 
 use std::fmt;
@@ -32,6 +40,8 @@ pub enum Error {
     BadCompression { format: &'static str, error: std::io::Error },
     /// The tar or the options are not acceptable.
     Writer(crfs_core::writer::Error),
+    /// An OCI image layout is missing something or holds something unusable.
+    Image(String),
 }
 
 impl Error {
@@ -46,6 +56,7 @@ impl fmt::Display for Error {
             Error::Io { what, error } => write!(f, "{what}: {error}"),
             Error::BadCompression { format, error } => write!(f, "broken {format} input: {error}"),
             Error::Writer(e) => write!(f, "{e}"),
+            Error::Image(m) => write!(f, "{m}"),
         }
     }
 }
@@ -90,7 +101,7 @@ pub fn convert(input: &str, output: Output<'_>, settings: &Settings) -> Result<S
             let tmp = TempOutput::create(path)?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, &tmp.file);
             let summary = engine::run(&src, settings, &mut w)?;
-            w.flush().map_err(|e| Error::io(format!("writing {}", tmp.path.display()), e))?;
+            w.flush().map_err(|e| Error::io(format!("writing {}", tmp.path().display()), e))?;
             drop(w);
             tmp.commit(path)?;
             Ok(summary)
@@ -98,11 +109,11 @@ pub fn convert(input: &str, output: Output<'_>, settings: &Settings) -> Result<S
     }
 }
 
-/// A temporary output file beside the destination, removed unless committed.
+/// A temporary output file beside the destination, removed unless committed (also on a stop
+/// signal: see [`cleanup`]).
 struct TempOutput {
-    path: PathBuf,
     file: std::fs::File,
-    committed: bool,
+    tracked: cleanup::Tracked,
 }
 
 impl TempOutput {
@@ -113,26 +124,20 @@ impl TempOutput {
         };
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let path = dir.join(format!(".{name}.crfs-tmp.{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        Ok(TempOutput { path, file, committed: false })
+        let (file, tracked) =
+            cleanup::create_file(&path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        Ok(TempOutput { file, tracked })
     }
 
-    fn commit(mut self, dest: &Path) -> Result<(), Error> {
-        self.file.sync_all().map_err(|e| Error::io(format!("writing {}", self.path.display()), e))?;
-        std::fs::rename(&self.path, dest).map_err(|e| Error::io(format!("renaming to {}", dest.display()), e))?;
-        self.committed = true;
-        Ok(())
+    fn path(&self) -> &Path {
+        self.tracked.path()
     }
-}
 
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.path);
-        }
+    /// Syncs and renames the file to `dest`; it stays there.
+    fn commit(self, dest: &Path) -> Result<(), Error> {
+        self.file.sync_all().map_err(|e| Error::io(format!("writing {}", self.path().display()), e))?;
+        let tmp = self.path().to_path_buf();
+        cleanup::commit(vec![self.tracked], || std::fs::rename(&tmp, dest))
+            .map_err(|e| Error::io(format!("renaming to {}", dest.display()), e))
     }
 }

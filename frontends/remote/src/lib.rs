@@ -49,6 +49,7 @@ mod blob;
 mod cache;
 mod error;
 mod fetch;
+pub mod layout;
 mod platform;
 mod registry;
 mod remote;
@@ -58,6 +59,9 @@ pub use blob::{HttpBlob, PREFETCH_PIECE, RegistryBlob};
 pub use cache::{CacheWriter, DiskCache};
 pub use error::{Error, Result};
 pub use platform::Platform;
-pub use registry::{Image, LayerDesc, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION};
+pub use registry::{
+    Image, LayerDesc, MANIFEST_CHECKSUM_ANNOTATIONS, MANIFEST_POSITION_ANNOTATION, TOC_DIGEST_ANNOTATION,
+    UNCOMPRESSED_SIZE_ANNOTATION,
+};
 pub use remote::{CREDS_ENV, CacheOptions, Credentials, Mirror, Options, Remote, RetryPolicy, Stats};
 pub use source::{Source, SourceKind, SourceLayer, open_file_source};

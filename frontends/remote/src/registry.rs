@@ -19,6 +19,12 @@ use crate::remote::{Inner, Remote};
 pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
 /// The layer annotation with the size of the fully uncompressed layer (eStargz).
 pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
+/// The zstd:chunked layer annotations holding the sha256 of the compressed TOC: the current
+/// name first, then the one Debian's skopeo (containers/image of 2022) writes.
+pub const MANIFEST_CHECKSUM_ANNOTATIONS: [&str; 2] =
+    ["io.github.containers.zstd-chunked.manifest-checksum", "io.containers.zstd-chunked.manifest-checksum"];
+/// The zstd:chunked layer annotation `OFFSET:COMPRESSED_LEN:UNCOMPRESSED_LEN:1` locating the TOC.
+pub const MANIFEST_POSITION_ANNOTATION: &str = "io.github.containers.zstd-chunked.manifest-position";
 
 /// One layer of an image manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]

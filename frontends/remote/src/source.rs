@@ -7,13 +7,16 @@
 //! | an existing local path | one local blob file |
 //! | anything else (`[REGISTRY/]REPO[:TAG][@DIGEST]`, `docker://` optional) | an image in a registry |
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crfs_core::{FileReadAt, OpenOptions, ReadAt};
 use oci_client::manifest::{OciImageManifest, OciManifest};
 
 use crate::error::{Error, Result};
+use crate::layout::{
+    REF_NAME, blob_path as layout_blob_path, read_blob as read_layout_blob, split_spec as split_layout,
+};
 use crate::registry::{Image, LayerDesc, parse_reference};
 use crate::remote::Remote;
 
@@ -89,38 +92,9 @@ pub fn open_file_source(path: &Path) -> Result<Source> {
     Ok(Source { kind: SourceKind::File, image: None, layers: vec![SourceLayer { blob: open_file(path)?, desc: None }] })
 }
 
-/// Splits `oci:DIR[:TAG]`; a last `:` part containing `/` belongs to DIR.
-fn split_layout(spec: &str) -> (PathBuf, Option<&str>) {
-    let rest = spec.strip_prefix("oci:").unwrap_or(spec);
-    match rest.rsplit_once(':') {
-        Some((dir, tag)) if !tag.contains('/') && !tag.is_empty() => (PathBuf::from(dir), Some(tag)),
-        _ => (PathBuf::from(rest), None),
-    }
-}
-
-fn layout_blob_path(dir: &Path, digest: &str) -> Result<PathBuf> {
-    let ok = crfs_core::Digest::parse(digest).is_some();
-    match digest.split_once(':') {
-        Some((algo, hex)) if ok => Ok(dir.join("blobs").join(algo).join(hex)),
-        _ => Err(Error::Invalid(format!("{digest}: not a sha256 digest"))),
-    }
-}
-
-/// Reads a layout blob and checks it against its digest.
-fn read_layout_blob(dir: &Path, digest: &str) -> Result<Vec<u8>> {
-    let path = layout_blob_path(dir, digest)?;
-    let data = std::fs::read(&path).map_err(|e| Error::Local(format!("{}: {e}", path.display())))?;
-    if Some(crfs_core::Digest::of(&data)) != crfs_core::Digest::parse(digest) {
-        return Err(Error::Protocol(format!("{}: content does not match its digest", path.display())));
-    }
-    Ok(data)
-}
-
 fn parse_manifest(data: &[u8], what: &str) -> Result<OciManifest> {
     serde_json::from_slice(data).map_err(|e| Error::Protocol(format!("{what}: not an image manifest or index: {e}")))
 }
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 impl Remote {
     /// Opens an image from a local OCI image layout (`oci:DIR[:TAG]`).
@@ -238,8 +212,5 @@ mod tests {
         assert_eq!(SourceKind::of("127.0.0.1:5000/a/b:v1"), SourceKind::Registry);
         assert_eq!(SourceKind::of("docker://busybox"), SourceKind::Registry);
         assert_eq!(SourceKind::of("./blob.esgz"), SourceKind::File);
-        assert_eq!(split_layout("oci:/tmp/x:v1"), (PathBuf::from("/tmp/x"), Some("v1")));
-        assert_eq!(split_layout("oci:/tmp/x"), (PathBuf::from("/tmp/x"), None));
-        assert_eq!(split_layout("oci:a:b/c"), (PathBuf::from("a:b/c"), None));
     }
 }
