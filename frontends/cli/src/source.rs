@@ -1,10 +1,11 @@
 //! Turning what a user names (a blob file, a blob URL, `oci:DIR[:TAG]`, a registry image) into
 //! opened layers and one tree to serve. Shared by mount, nfs and the inspection commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::plain;
 use crfs_core::{Digest, Layer, ReadAt};
 use crfs_remote::{CacheOptions, Credentials, Options as RemoteOptions, Platform, Remote, SourceKind, SourceLayer};
 use crfs_vfs::{
@@ -16,7 +17,7 @@ use crfs_vfs::{
 pub type Blob = Arc<dyn ReadAt + Send + Sync>;
 
 /// The zstd:chunked annotations carrying the sha256 of the compressed TOC.
-const MANIFEST_CHECKSUM_ANNOTATIONS: [&str; 2] =
+pub const MANIFEST_CHECKSUM_ANNOTATIONS: [&str; 2] =
     ["io.github.containers.zstd-chunked.manifest-checksum", "io.containers.zstd-chunked.manifest-checksum"];
 
 /// How a tree is served, by FUSE or NFS (flags shared by `mount` and `nfs`).
@@ -127,7 +128,7 @@ pub fn namespace(
     if serve.overlay_whiteouts {
         return Err("--overlay-whiteouts applies to a single layer, not to the namespace".into());
     }
-    let resolver = RegistryResolver::new(remote.remote()?, serve.verify());
+    let resolver = RegistryResolver::new(remote.remote()?, serve.verify(), remote.disk_cache_dir());
     let idle = (flags.idle_release > 0).then(|| Duration::from_secs(flags.idle_release));
     let options = NamespaceOptions {
         fs: serve.fs_options(),
@@ -208,7 +209,24 @@ pub struct OpenedLayer {
 /// Opens one layer, checking its TOC against the manifest's annotation when `verify` is set:
 /// `toc.digest` (sha256 of the TOC JSON) or zstd:chunked's manifest-checksum (sha256 of the
 /// compressed TOC). A layer of an image with neither is refused unless `verify` is off.
-fn open_layer(name: &str, l: &SourceLayer, verify: bool) -> Result<Arc<Layer<Blob>>, String> {
+///
+/// A layer of an image without those annotations whose blob has no footer either is a plain
+/// tar layer: it is fetched whole and indexed locally (see `plain`), its copy kept in
+/// `cache_dir`.
+fn open_layer(name: &str, l: &SourceLayer, verify: bool, cache_dir: Option<&Path>) -> Result<Arc<Layer<Blob>>, String> {
+    if let Some(desc) = l.desc.as_ref().filter(|d| plain::unannotated(d)) {
+        if let Some(copy) = plain::cached(desc, cache_dir) {
+            match Layer::open(copy) {
+                Ok(layer) => return Ok(Arc::new(layer)),
+                Err(e) => tracing::warn!(layer = %name, "the indexed copy is unusable ({e}); making it again"),
+            }
+        }
+        if let Err(e) = Layer::open(l.blob.clone()) {
+            let copy = plain::fetch_and_index(name, l, cache_dir, &e.to_string())?;
+            let layer = Layer::open(copy).map_err(|e| format!("{name}: the indexed copy: {e}"))?;
+            return Ok(Arc::new(layer));
+        }
+    }
     let options = l.open_options(verify).map_err(|e| format!("{name}: {e}"))?;
     let layer = Layer::open_with(l.blob.clone(), &options).map_err(|e| format!("{name}: {e}"))?;
     if let (true, Some(desc), None) = (verify, &l.desc, options.expected_toc_digest) {
@@ -233,6 +251,7 @@ fn open_layer(name: &str, l: &SourceLayer, verify: bool) -> Result<Arc<Layer<Blo
 /// Opens every source, bottom first; an image contributes all its layers.
 pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> Result<Vec<OpenedLayer>, String> {
     let mut remote: Option<Remote> = None;
+    let cache_dir = remote_args.disk_cache_dir();
     let mut out = Vec::new();
     for spec in specs {
         let source = if SourceKind::of(spec) == SourceKind::File {
@@ -250,7 +269,8 @@ pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> 
                 (Some(d), _) => format!("{spec} layer {}", d.digest),
                 (None, _) => spec.clone(),
             };
-            out.push(OpenedLayer { layer: open_layer(&name, l, verify)?, name, of_image: source.image.is_some() });
+            let layer = open_layer(&name, l, verify, cache_dir.as_deref())?;
+            out.push(OpenedLayer { layer, name, of_image: source.image.is_some() });
         }
     }
     if out.is_empty() {
@@ -308,6 +328,8 @@ type SeenLayers = std::collections::HashMap<(String, String), crfs_remote::Layer
 pub struct RegistryResolver {
     remote: Remote,
     verify: bool,
+    /// Where indexed copies of plain tar layers are kept (the disk cache directory).
+    cache_dir: Option<PathBuf>,
     /// Descriptors of layers seen in resolved images: a layer opened again by digest (after a
     /// release, or as `layer/...@digest`) is then checked against its manifest's annotation.
     /// Descriptors are small; the layers themselves are not kept here.
@@ -315,8 +337,8 @@ pub struct RegistryResolver {
 }
 
 impl RegistryResolver {
-    pub fn new(remote: Remote, verify: bool) -> Self {
-        RegistryResolver { remote, verify, seen: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    pub fn new(remote: Remote, verify: bool, cache_dir: Option<PathBuf>) -> Self {
+        RegistryResolver { remote, verify, cache_dir, seen: std::sync::Mutex::new(std::collections::HashMap::new()) }
     }
 }
 
@@ -341,8 +363,8 @@ impl Resolver for RegistryResolver {
         let mut layers = Vec::with_capacity(source.layers.len());
         for l in &source.layers {
             let layer_digest = l.desc.as_ref().map(|d| d.digest.clone()).unwrap_or_default();
-            let layer =
-                open_layer(&format!("{spec} layer {layer_digest}"), l, self.verify).map_err(ResolveError::Failed)?;
+            let layer = open_layer(&format!("{spec} layer {layer_digest}"), l, self.verify, self.cache_dir.as_deref())
+                .map_err(ResolveError::Failed)?;
             if let Some(desc) = &l.desc {
                 let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
                 seen.insert((format!("{host}/{repo}"), layer_digest.clone()), desc.clone());
@@ -364,7 +386,7 @@ impl Resolver for RegistryResolver {
         let source = match desc {
             Some(desc) => {
                 let blob = self.remote.open_blob(&repo_ref, digest, desc.size).map_err(resolve_error)?;
-                SourceLayer { blob: Arc::new(blob), desc: Some(desc) }
+                SourceLayer::in_registry(blob, Some(desc))
             }
             None => {
                 let blob = self.remote.open_blob_unsized(&repo_ref, digest).map_err(resolve_error)?;
@@ -373,9 +395,9 @@ impl Resolver for RegistryResolver {
                 } else {
                     tracing::warn!(layer = %name, "no manifest names this layer, and --no-verify: nothing is verified");
                 }
-                SourceLayer { blob: Arc::new(blob), desc: None }
+                SourceLayer::in_registry(blob, None)
             }
         };
-        open_layer(&name, &source, self.verify).map_err(ResolveError::Failed)
+        open_layer(&name, &source, self.verify, self.cache_dir.as_deref()).map_err(ResolveError::Failed)
     }
 }

@@ -349,3 +349,145 @@ fn the_namespace_over_nfs_with_libnfs_and_a_restart() {
         assert_eq!(rpc::getattr(&mut c, &before[3].0).await.err(), Some(rpc::STALE));
     });
 }
+
+/// Ordinary layers (not eStargz): two gzip tars and a zstd tar, pushed by skopeo, are fetched
+/// whole once, indexed, and served like lazy ones; the indexed copies are reused.
+#[test]
+fn plain_tar_layers_are_fetched_whole_indexed_and_reused() {
+    use crfs_testkit::{TarBuilder, TarEntry::*};
+    if !common::have_tools() {
+        return;
+    }
+    const T: u64 = 1_600_000_000;
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let tars = [
+        TarBuilder::default()
+            .add("etc/", Dir, 0o755, T)
+            .add("etc/os-release", File(b"ID=crfs-test\n"), 0o644, T)
+            .add("etc/gone", File(b"whited out above"), 0o644, T)
+            .add("usr/", Dir, 0o755, T)
+            .add("usr/big.bin", File(&big), 0o644, T)
+            .add("usr/link", Symlink("big.bin"), 0o777, T)
+            .finish(),
+        TarBuilder::default()
+            .add("etc/", Dir, 0o755, T + 5)
+            .add("etc/os-release", File(b"ID=crfs-test\nVERSION=2\n"), 0o600, T + 5)
+            .add("etc/.wh.gone", File(b""), 0o644, T + 5)
+            .add("srv/", Dir, 0o750, T + 5)
+            .add("srv/data", File(b"served"), 0o640, T + 5)
+            .finish(),
+        TarBuilder::default()
+            .add("srv/", Dir, 0o750, T + 9)
+            .add("srv/zstd", File(b"zstd layer"), 0o644, T + 9)
+            .finish(),
+    ];
+    let scratch = scratch_dir("cli-plain-layers");
+    let gzip = |tar: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut enc, tar).unwrap();
+        enc.finish().unwrap()
+    };
+    let zstd_tar = scratch.join("l2.tar");
+    fs::write(&zstd_tar, &tars[2]).unwrap();
+    let st = Command::new("zstd").args(["-q", "-f"]).arg(&zstd_tar).status().expect("running zstd");
+    assert!(st.success());
+    let layers = [
+        (gzip(&tars[0]), "application/vnd.oci.image.layer.v1.tar+gzip"),
+        (gzip(&tars[1]), "application/vnd.oci.image.layer.v1.tar+gzip"),
+        (fs::read(scratch.join("l2.tar.zst")).unwrap(), "application/vnd.oci.image.layer.v1.tar+zstd"),
+    ];
+    let diff_ids: Vec<String> = tars.iter().map(|t| common::sha256_hex(t)).collect();
+    let reg = common::Registry::start("cli-plain", false);
+    let layout = scratch.join("layout");
+    common::make_plain_layout(&layout, "v1", &layers, &diff_ids);
+    let reference = format!("{}/test/plain:v1", reg.host());
+    common::skopeo_copy(&layout, "v1", &reference, None, false);
+
+    // What extracting the tars in order gives (the one whiteout applied by hand).
+    let rootfs = scratch.join("rootfs");
+    fs::create_dir_all(&rootfs).unwrap();
+    for (i, tar) in tars.iter().enumerate() {
+        let path = scratch.join(format!("x{i}.tar"));
+        fs::write(&path, tar).unwrap();
+        let st = Command::new("tar")
+            .args(["--exclude=.wh.*", "--same-owner", "-xpf"])
+            .arg(&path)
+            .arg("-C")
+            .arg(&rootfs)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    fs::remove_file(rootfs.join("etc/gone")).unwrap();
+    let mut want_paths: Vec<String> = walk(&rootfs);
+    want_paths.sort();
+
+    let cache = scratch.join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let out = crfs().args(["ls", "-R", "--cache-dir", cache_arg, &reference]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    let mut got_paths: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_start_matches("./").to_owned()).collect();
+    got_paths.retain(|p| !p.is_empty() && p != ".");
+    got_paths.sort();
+    assert_eq!(got_paths, want_paths);
+    assert_eq!(log.matches("is not lazy").count(), 3, "one line per plain layer: {log}");
+    let converted = fs::read_dir(cache.join("converted/sha256")).unwrap().count();
+    assert_eq!(converted, 3, "each layer's indexed copy is kept");
+
+    // Second open through a counting proxy: no blob is fetched again.
+    let proxy = common::Proxy::start(reg.port, |_, _| common::Fault::Pass);
+    let via_proxy = format!("{}/test/plain:v1", proxy.host());
+    for path in ["etc/os-release", "usr/big.bin", "usr/link", "srv/data", "srv/zstd"] {
+        let out = crfs().args(["cat", "--cache-dir", cache_arg, &via_proxy, path]).output().unwrap();
+        assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout, fs::read(rootfs.join(path)).unwrap(), "{path}");
+    }
+    assert!(proxy.blob_gets().is_empty(), "cached copies are used: {:?}", proxy.blob_gets());
+    assert!(!proxy.seen().is_empty(), "the manifest still came through the proxy");
+
+    // Without a disk cache the copy lives in an unlinked temporary file.
+    let out = crfs().args(["cat", "--no-disk-cache", &reference, "usr/big.bin"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, big);
+
+    if !fuse_ok() {
+        return;
+    }
+    let m = Mounted::new(&["--cache-dir", cache_arg, &reference], &scratch.join("mnt"));
+    let mut mounted = walk(&m.1);
+    mounted.sort();
+    assert_eq!(mounted, want_paths);
+    for p in &want_paths {
+        let (a, b) = (m.1.join(p), rootfs.join(p));
+        let (ma, mb) = (fs::symlink_metadata(&a).unwrap(), fs::symlink_metadata(&b).unwrap());
+        assert_eq!(ma.file_type(), mb.file_type(), "{p}");
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&ma.permissions()),
+            std::os::unix::fs::PermissionsExt::mode(&mb.permissions()),
+            "{p}"
+        );
+        if ma.is_file() {
+            assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap(), "{p}");
+        } else if ma.is_symlink() {
+            assert_eq!(fs::read_link(&a).unwrap(), fs::read_link(&b).unwrap(), "{p}");
+        }
+    }
+}
+
+/// Paths below `root`, relative, directories included.
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if p.symlink_metadata().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}

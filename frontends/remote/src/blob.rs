@@ -40,10 +40,21 @@ impl Blob {
             Counters::add(&self.inner.counters.cache_hits, 1);
             return Ok(data);
         }
+        self.fetch_network(start, end, true)
+    }
+
+    /// Reads `[start, end)` from the network, bypassing the disk cache (whole-blob copies,
+    /// which keep the bytes elsewhere).
+    pub fn fetch_uncached(&self, start: u64, end: u64) -> Result<Vec<u8>, FetchError> {
+        self.fetch_network(start, end, false)
+    }
+
+    /// One range from the network; with `store`, the bytes also go to the disk cache.
+    fn fetch_network(&self, start: u64, end: u64, store: bool) -> Result<Vec<u8>, FetchError> {
         let inner = Arc::clone(&self.inner);
         let ep = Arc::clone(&self.ep);
         let size = self.size;
-        let cache = self.inner.cache.clone().filter(|_| self.digest.is_some());
+        let cache = self.inner.cache.clone().filter(|_| store && self.digest.is_some());
         let got = self
             .inner
             .run(async move { fetch_range(&inner, &ep, size, start, end, cache.as_deref()).await }, || {
@@ -51,7 +62,7 @@ impl Blob {
             })?;
         let data = match got {
             Got::Range(d) => {
-                if let Some((cache, digest)) = self.cache() {
+                if let Some((cache, digest)) = self.cache().filter(|_| store) {
                     cache.put(digest, start, &d);
                 }
                 d
@@ -141,6 +152,11 @@ impl RegistryBlob {
     /// prefetch landmark; background fetch: the whole blob). See [`PREFETCH_PIECE`].
     pub fn prefetch(&self, start: u64, end: u64) -> crate::Result<u64> {
         self.blob.prefetch(start, end)
+    }
+    /// Reads `[start, end)` from the registry without the disk cache (see
+    /// [`crate::SourceLayer::copy_whole`]).
+    pub fn read_uncached(&self, start: u64, end: u64) -> crate::Result<Vec<u8>> {
+        self.blob.fetch_uncached(start, end.min(self.blob.size)).map_err(|e| e.to_error())
     }
 }
 
