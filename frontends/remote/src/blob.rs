@@ -1,12 +1,17 @@
 //! Remote blobs as `crfs_core::ReadAt`: a registry blob and a plain HTTP(S) URL.
 //!
 //! Both are a [`Blob`]: an endpoint, a size and, when known, a digest (the cache key). A read
-//! is served from the disk cache when an entry covers it, else fetched as exactly the asked
-//! range (see `fetch`) and stored. Reads are independent, so a later coalescing layer can sit
-//! between `read_at` and `fetch_range` (merging neighbouring misses into one request) without
-//! changing either side.
+//! is served from the disk cache when an entry covers it, else fetched (see `fetch`) and stored.
+//!
+//! Neighbouring reads are coalesced: a read that starts at most [`COALESCE_GAP`] bytes after
+//! the previous read of the same blob ended (what reading files in blob order, vfs readahead
+//! and `crfs cat` of a directory do: one chunk after the other) is fetched together with the
+//! bytes after it, in one request of up to `Options::max_coalesce` bytes (the extent doubles
+//! with each neighbouring read, from [`COALESCE_START`]). The extra bytes go to the disk cache,
+//! or, without one, stay in a one-window memory buffer per blob, so the next neighbours are
+//! local. A read that is not a neighbour fetches exactly its range, as before.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crfs_core::ReadAt;
 
@@ -18,6 +23,24 @@ use crate::remote::{Counters, Inner};
 /// Prefetches are fetched and cached in pieces of this size (one request each).
 pub const PREFETCH_PIECE: u64 = 16 << 20;
 
+/// Reads starting at most this far past the end of the previous read are neighbours.
+pub const COALESCE_GAP: u64 = 64 << 10;
+
+/// The first coalesced request reaches this far past the read's start; the next ones double.
+pub const COALESCE_START: u64 = 256 << 10;
+
+/// Where the reads of one blob have got to, for coalescing.
+#[derive(Default)]
+pub(crate) struct Ahead {
+    /// End of the previous read.
+    last_end: u64,
+    /// How far past its start the next neighbouring read is fetched (0: the previous read was
+    /// not a neighbour).
+    extent: u64,
+    /// Without a disk cache: the bytes of the last coalesced request and where they start.
+    window: Option<(u64, Arc<Vec<u8>>)>,
+}
+
 /// The shared part of remote blobs.
 pub(crate) struct Blob {
     pub inner: Arc<Inner>,
@@ -25,9 +48,67 @@ pub(crate) struct Blob {
     pub size: u64,
     /// The blob digest (`sha256:…`), when known: the disk cache key.
     pub digest: Option<String>,
+    pub ahead: Mutex<Ahead>,
 }
 
 impl Blob {
+    /// Notes a read of `[start, end)`; returns bytes from the memory window if it holds them,
+    /// else the range to fetch for it (larger than asked when the read is a neighbour).
+    fn plan(&self, start: u64, end: u64) -> Result<Vec<u8>, (u64, u64)> {
+        let max = self.inner.options.max_coalesce;
+        let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let neighbour = a.last_end > 0 && start >= a.last_end && start - a.last_end <= COALESCE_GAP;
+        a.last_end = end;
+        if let Some((w_start, w)) = &a.window
+            && *w_start <= start
+            && end <= w_start + w.len() as u64
+        {
+            let lo = usize::try_from(start - w_start).unwrap_or(usize::MAX);
+            let hi = usize::try_from(end - w_start).unwrap_or(usize::MAX);
+            if let Some(bytes) = w.get(lo..hi) {
+                return Ok(bytes.to_vec());
+            }
+        }
+        if !neighbour || max == 0 {
+            a.extent = 0;
+            return Err((start, end));
+        }
+        a.extent = if a.extent == 0 { COALESCE_START } else { a.extent.saturating_mul(2) }.min(max);
+        Err((start, end.max(start.saturating_add(a.extent)).min(self.size)))
+    }
+
+    /// Reads `[start, end)` for a reader: coalesced with the bytes after it when it is a
+    /// neighbour of the previous read (see the module docs).
+    fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, FetchError> {
+        let (f_start, f_end) = match self.plan(start, end) {
+            Ok(bytes) => {
+                Counters::add(&self.inner.counters.cache_hits, 1);
+                return Ok(bytes);
+            }
+            Err(range) => range,
+        };
+        if (f_start, f_end) == (start, end) {
+            return self.fetch(start, end);
+        }
+        if let Some((cache, digest)) = self.cache()
+            && let Some(data) = cache.get(digest, start, end)
+        {
+            Counters::add(&self.inner.counters.cache_hits, 1);
+            return Ok(data);
+        }
+        let data = self.fetch_network(f_start, f_end, true)?;
+        let lo = usize::try_from(start - f_start).unwrap_or(usize::MAX);
+        let hi = usize::try_from(end - f_start).unwrap_or(usize::MAX);
+        let Some(bytes) = data.get(lo..hi).map(<[u8]>::to_vec) else {
+            return Err(FetchError::permanent("coalesced read came back short", format!("{} bytes", data.len())));
+        };
+        if self.cache().is_none() {
+            let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            a.window = Some((f_start, Arc::new(data)));
+        }
+        Ok(bytes)
+    }
+
     fn cache(&self) -> Option<(&Arc<DiskCache>, &str)> {
         Some((self.inner.cache.as_ref()?, self.digest.as_deref()?))
     }
@@ -114,7 +195,7 @@ impl Blob {
             return Ok(0);
         }
         let len = (buf.len() as u64).min(self.size - offset);
-        match self.fetch(offset, offset + len) {
+        match self.read_range(offset, offset + len) {
             Ok(data) if data.len() as u64 == len => {
                 buf[..data.len()].copy_from_slice(&data);
                 Ok(data.len())

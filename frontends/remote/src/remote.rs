@@ -128,6 +128,9 @@ pub struct Options {
     pub request_timeout: Duration,
     /// The disk cache of compressed ranges, if any.
     pub cache: Option<CacheOptions>,
+    /// The largest request that neighbouring reads are coalesced into (see `blob`); 0 fetches
+    /// every read on its own.
+    pub max_coalesce: u64,
 }
 
 impl Default for Options {
@@ -144,6 +147,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             cache: None,
+            max_coalesce: 2 << 20,
         }
     }
 }
