@@ -99,6 +99,10 @@ pub struct RemoteArgs {
     /// After the prioritized files, fetch whole layers into the disk cache in the background.
     #[arg(long)]
     pub background_fetch: bool,
+    /// Neighbouring reads of a blob (within 64 KiB) are fetched together, in requests of up to
+    /// this many bytes (K, M suffixes; 0: one request per read).
+    #[arg(long, default_value = "2M", value_parser = crate::mount::parse_size)]
+    pub max_coalesce: u64,
 }
 
 /// How the /crfs namespace behaves (flags of `mount` and `nfs` when they serve it).
@@ -191,8 +195,14 @@ impl RemoteArgs {
             None => None,
         };
         let cache = self.disk_cache_dir().map(|dir| CacheOptions { dir, max_bytes: self.disk_cache_size });
-        let options =
-            RemoteOptions { platform, plain_http: self.plain_http, credentials, cache, ..RemoteOptions::default() };
+        let options = RemoteOptions {
+            platform,
+            plain_http: self.plain_http,
+            credentials,
+            cache,
+            max_coalesce: self.max_coalesce,
+            ..RemoteOptions::default()
+        };
         Remote::new(options).map_err(|e| e.to_string())
     }
 }

@@ -7,7 +7,9 @@
 //! the previous read of the same blob ended (what reading files in blob order, vfs readahead
 //! and `crfs cat` of a directory do: one chunk after the other) is fetched together with the
 //! bytes after it, in one request of up to `Options::max_coalesce` bytes (the extent doubles
-//! with each neighbouring read, from [`COALESCE_START`]). The extra bytes go to the disk cache,
+//! with each neighbouring read, from [`COALESCE_START`]). A read ending at most that far before
+//! the previous one started (files read in reverse order, as a depth-first walk with a stack
+//! does) is fetched with the bytes before it, likewise. The extra bytes go to the disk cache,
 //! or, without one, stay in a one-window memory buffer per blob, so the next neighbours are
 //! local. A read that is not a neighbour fetches exactly its range, as before.
 
@@ -32,7 +34,8 @@ pub const COALESCE_START: u64 = 256 << 10;
 /// Where the reads of one blob have got to, for coalescing.
 #[derive(Default)]
 pub(crate) struct Ahead {
-    /// End of the previous read.
+    /// Start and end of the previous read.
+    last_start: u64,
     last_end: u64,
     /// How far past its start the next neighbouring read is fetched (0: the previous read was
     /// not a neighbour).
@@ -57,8 +60,9 @@ impl Blob {
     fn plan(&self, start: u64, end: u64) -> Result<Vec<u8>, (u64, u64)> {
         let max = self.inner.options.max_coalesce;
         let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
-        let neighbour = a.last_end > 0 && start >= a.last_end && start - a.last_end <= COALESCE_GAP;
-        a.last_end = end;
+        let after = a.last_end > 0 && start >= a.last_end && start - a.last_end <= COALESCE_GAP;
+        let before = a.last_end > 0 && end <= a.last_start && a.last_start - end <= COALESCE_GAP;
+        (a.last_start, a.last_end) = (start, end);
         if let Some((w_start, w)) = &a.window
             && *w_start <= start
             && end <= w_start + w.len() as u64
@@ -69,12 +73,16 @@ impl Blob {
                 return Ok(bytes.to_vec());
             }
         }
-        if !neighbour || max == 0 {
+        if !(after || before) || max == 0 {
             a.extent = 0;
             return Err((start, end));
         }
         a.extent = if a.extent == 0 { COALESCE_START } else { a.extent.saturating_mul(2) }.min(max);
-        Err((start, end.max(start.saturating_add(a.extent)).min(self.size)))
+        if after {
+            Err((start, end.max(start.saturating_add(a.extent)).min(self.size)))
+        } else {
+            Err((start.min(end.saturating_sub(a.extent)), end))
+        }
     }
 
     /// Reads `[start, end)` for a reader: coalesced with the bytes after it when it is a
