@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use crate::plain;
 use crfs_core::{Digest, Layer, ReadAt};
-use crfs_remote::{CacheOptions, Credentials, Options as RemoteOptions, Platform, Remote, SourceKind, SourceLayer};
+use crfs_remote::{
+    CacheOptions, Credentials, HostsConfig, Mirror, Options as RemoteOptions, Platform, Remote, SourceKind, SourceLayer,
+};
 use crfs_vfs::{
     LayerFs, MergedFs, NamespaceFs, NamespaceOptions, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver,
     Version,
@@ -83,6 +85,12 @@ pub struct RemoteArgs {
     /// A mirror tried before a registry, REGISTRY=MIRROR (repeatable; tried in order).
     #[arg(long, value_name = "REGISTRY=MIRROR")]
     pub mirror: Vec<String>,
+    /// Mirrors from a containerd-style hosts directory: DIR/<registry>/hosts.toml, its
+    /// [host."https://MIRROR"] sections tried in order after any --mirror, then its `server`;
+    /// `ca` files are trusted; hosts with skip_verify or override_path are skipped. Not read
+    /// unless given (e.g. --hosts-dir /etc/containerd/certs.d).
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
     /// Extra certificate authority (PEM) trusted for HTTPS registries (repeatable).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Vec<PathBuf>,
@@ -195,14 +203,26 @@ impl RemoteArgs {
             None => None,
         };
         let cache = self.disk_cache_dir().map(|dir| CacheOptions { dir, max_bytes: self.disk_cache_size });
-        let options = RemoteOptions {
+        let mirrors = self
+            .mirror
+            .iter()
+            .map(|m| Mirror::parse(m).map_err(|e| format!("--mirror: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut options = RemoteOptions {
             platform,
             plain_http: self.plain_http,
+            mirrors,
+            ca_certs: self.ca_cert.clone(),
             credentials,
             cache,
             max_coalesce: self.max_coalesce,
             ..RemoteOptions::default()
         };
+        if let Some(dir) = &self.hosts_dir {
+            let hosts = HostsConfig::load(dir).map_err(|e| format!("--hosts-dir: {e}"))?;
+            tracing::debug!(mirrors = hosts.mirrors.len(), dir = %dir.display(), "hosts directory read");
+            options.add_hosts(hosts);
+        }
         Remote::new(options).map_err(|e| e.to_string())
     }
 }

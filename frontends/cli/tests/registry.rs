@@ -530,3 +530,53 @@ fn reading_every_file_of_a_mount_coalesces_requests() {
     }
     assert!(counts[0] >= 10 * counts[1], "coalescing cuts requests at least tenfold: {counts:?}");
 }
+
+/// `--hosts-dir`: a containerd-style hosts.toml for a registry that is down sends every
+/// request to its mirrors, in order, skipping hosts crfs cannot use as written.
+#[test]
+fn hosts_toml_mirrors_are_used_before_the_registry() {
+    if !common::have_tools() {
+        return;
+    }
+    let (mirror_reg, _pushed) = common::registry_with_image("cli-hosts-mirror", false);
+    let mirror = common::Proxy::start(mirror_reg.port, |_, _| common::Fault::Pass);
+    let empty = common::Registry::start("cli-hosts-empty", false);
+    let upstream = "127.0.0.1:1"; // nothing listens there
+    let hosts = scratch_dir("cli-hosts").join("certs.d");
+    fs::create_dir_all(hosts.join(upstream)).unwrap();
+    let write = |text: String| fs::write(hosts.join(upstream).join("hosts.toml"), text).unwrap();
+    write(format!(
+        "server = \"http://{upstream}\"\n\n\
+         [host.\"http://localhost:{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n\n\
+         [host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n\
+         [host.\"http://{}/v2\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+        mirror.port,  // skipped (skip_verify), though it has the image
+        empty.host(), // tried: has no such image
+        mirror.host(),
+    ));
+    let reference = format!("{upstream}/test/all-types:v1");
+    let hosts_arg = hosts.to_str().unwrap();
+    let out =
+        crfs().args(["cat", "--no-disk-cache", "--hosts-dir", hosts_arg, &reference, "links/rel"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"hello, world\n");
+    let gets = mirror.blob_gets();
+    assert!(!gets.is_empty());
+    assert!(gets.iter().all(|s| s.path.ends_with(&format!("?ns={upstream}"))), "{gets:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("skip_verify is not supported"), "{log}");
+
+    // Without the hosts directory the registry itself is asked, and it is down.
+    let out = crfs().args(["cat", "--no-disk-cache", &reference, "links/rel"]).output().unwrap();
+    assert!(!out.status.success());
+    // A pull-only mirror is not used to resolve tags.
+    write(format!("[host.\"http://{}\"]\n  capabilities = [\"pull\"]\n", mirror.host()));
+    let out =
+        crfs().args(["cat", "--no-disk-cache", "--hosts-dir", hosts_arg, &reference, "links/rel"]).output().unwrap();
+    assert!(!out.status.success());
+    // A broken file is a clear error.
+    write("[host.\"http://x\"]\nca = 5\n".into());
+    let out = crfs().args(["ls", "--no-disk-cache", "--hosts-dir", hosts_arg, &reference]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("hosts.toml") && err.contains("`ca`"), "{err}");
+}
