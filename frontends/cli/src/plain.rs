@@ -45,6 +45,13 @@ pub fn cached(desc: &LayerDesc, cache_dir: Option<&Path>) -> Option<Blob> {
     Some(blob)
 }
 
+/// Removes this layer's indexed copy (found unusable).
+pub fn discard(desc: &LayerDesc, cache_dir: Option<&Path>) {
+    if let Some(path) = cache_dir.and_then(|d| converted_path(d, &desc.digest).ok()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// A temporary file removed when dropped (the fetched original blob).
 struct TempFile(PathBuf);
 
@@ -56,8 +63,17 @@ impl Drop for TempFile {
 
 /// Fetches the whole layer, checks its digest, converts it to eStargz and returns the copy.
 /// `why` is what opening it lazily said.
+///
+/// Conversions in one process run one at a time (a layer shared by two images being resolved
+/// at once is then fetched once: the second finds the first's copy).
 pub fn fetch_and_index(name: &str, l: &SourceLayer, cache_dir: Option<&Path>, why: &str) -> Result<Blob, String> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let Some(desc) = &l.desc else { return Err(format!("{name}: {why}")) };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(copy) = cached(desc, cache_dir) {
+        return Ok(copy);
+    }
     tracing::warn!(
         layer = %name,
         bytes = desc.size,
@@ -70,7 +86,8 @@ pub fn fetch_and_index(name: &str, l: &SourceLayer, cache_dir: Option<&Path>, wh
     };
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let hex = desc.digest.split_once(':').map_or("", |(_, h)| h);
-    let stem = format!("plain-{}-{}", std::process::id(), hex.get(..16).unwrap_or(hex));
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stem = format!("plain-{}-{seq}-{}", std::process::id(), hex.get(..16).unwrap_or(hex));
     let original = TempFile(work.join(format!("{stem}.orig")));
     {
         let file = std::fs::File::create(&original.0).map_err(|e| format!("{}: {e}", original.0.display()))?;

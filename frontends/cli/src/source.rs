@@ -248,29 +248,47 @@ fn open_layer(name: &str, l: &SourceLayer, verify: bool, cache_dir: Option<&Path
         if let Some(copy) = plain::cached(desc, cache_dir) {
             match Layer::open(copy) {
                 Ok(layer) => return Ok(Arc::new(layer)),
-                Err(e) => tracing::warn!(layer = %name, "the indexed copy is unusable ({e}); making it again"),
+                Err(e) => {
+                    tracing::warn!(layer = %name, "the indexed copy is unusable ({e}); making it again");
+                    plain::discard(desc, cache_dir);
+                }
             }
         }
-        if let Err(e) = Layer::open(l.blob.clone()) {
-            let copy = plain::fetch_and_index(name, l, cache_dir, &e.to_string())?;
-            let layer = Layer::open(copy).map_err(|e| format!("{name}: the indexed copy: {e}"))?;
-            return Ok(Arc::new(layer));
+        match Layer::open(l.blob.clone()) {
+            Err(e) => {
+                let copy = plain::fetch_and_index(name, l, cache_dir, &e.to_string())?;
+                let layer = Layer::open(copy).map_err(|e| format!("{name}: the indexed copy: {e}"))?;
+                return Ok(Arc::new(layer));
+            }
+            // Lazy after all, but nothing to check its TOC against.
+            Ok(layer) => return checked(name, layer, l, verify, None),
         }
     }
     let options = l.open_options(verify).map_err(|e| format!("{name}: {e}"))?;
     let layer = Layer::open_with(l.blob.clone(), &options).map_err(|e| format!("{name}: {e}"))?;
-    if let (true, Some(desc), None) = (verify, &l.desc, options.expected_toc_digest) {
-        {
-            let checksum = MANIFEST_CHECKSUM_ANNOTATIONS.iter().find_map(|k| desc.annotations.get(*k));
-            match checksum {
-                Some(c) if Digest::parse(c) == Some(layer.toc_compressed_digest()) => {}
-                Some(c) => return Err(format!("{name}: TOC does not match the manifest-checksum annotation {c}")),
-                None => {
-                    return Err(format!(
-                        "{name}: the manifest gives no TOC digest to verify this layer against (toc.digest \
-                         annotation); pass --no-verify to use it unverified"
-                    ));
-                }
+    checked(name, layer, l, verify, options.expected_toc_digest)
+}
+
+/// Checks an opened image layer's TOC against the manifest when `verify` is set and the TOC
+/// was not already checked against `toc.digest` (`toc_checked`): zstd:chunked's
+/// manifest-checksum, else the layer is refused.
+fn checked(
+    name: &str,
+    layer: Layer<Blob>,
+    l: &SourceLayer,
+    verify: bool,
+    toc_checked: Option<Digest>,
+) -> Result<Arc<Layer<Blob>>, String> {
+    if let (true, Some(desc), None) = (verify, &l.desc, toc_checked) {
+        let checksum = MANIFEST_CHECKSUM_ANNOTATIONS.iter().find_map(|k| desc.annotations.get(*k));
+        match checksum {
+            Some(c) if Digest::parse(c) == Some(layer.toc_compressed_digest()) => {}
+            Some(c) => return Err(format!("{name}: TOC does not match the manifest-checksum annotation {c}")),
+            None => {
+                return Err(format!(
+                    "{name}: the manifest gives no TOC digest to verify this layer against (toc.digest \
+                     annotation); pass --no-verify to use it unverified"
+                ));
             }
         }
     }

@@ -447,6 +447,16 @@ fn plain_tar_layers_are_fetched_whole_indexed_and_reused() {
     assert!(proxy.blob_gets().is_empty(), "cached copies are used: {:?}", proxy.blob_gets());
     assert!(!proxy.seen().is_empty(), "the manifest still came through the proxy");
 
+    // A damaged copy is made again.
+    let copies: Vec<_> = fs::read_dir(cache.join("converted/sha256")).unwrap().map(|e| e.unwrap().path()).collect();
+    for c in &copies {
+        fs::write(c, b"not a layer").unwrap();
+    }
+    let out = crfs().args(["cat", "--cache-dir", cache_arg, &reference, "usr/big.bin"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, big);
+    assert!(copies.iter().all(|c| fs::metadata(c).unwrap().len() > 100), "copies made again");
+
     // Without a disk cache the copy lives in an unlinked temporary file.
     let out = crfs().args(["cat", "--no-disk-cache", &reference, "usr/big.bin"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
