@@ -447,6 +447,14 @@ fn plain_tar_layers_are_fetched_whole_indexed_and_reused() {
     assert!(proxy.blob_gets().is_empty(), "cached copies are used: {:?}", proxy.blob_gets());
     assert!(!proxy.seen().is_empty(), "the manifest still came through the proxy");
 
+    // The same layers from the OCI layout skopeo pushed from (local files, indexed the same way).
+    let spec = format!("oci:{}:v1", layout.display());
+    let out = crfs().args(["ls", "-R", "--no-disk-cache", &spec]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut from_layout: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    from_layout.sort();
+    assert_eq!(from_layout, got_paths);
+
     // A damaged copy is made again.
     let copies: Vec<_> = fs::read_dir(cache.join("converted/sha256")).unwrap().map(|e| e.unwrap().path()).collect();
     for c in &copies {
@@ -579,6 +587,10 @@ fn hosts_toml_mirrors_are_used_before_the_registry() {
     // Without the hosts directory the registry itself is asked, and it is down.
     let out = crfs().args(["cat", "--no-disk-cache", &reference, "links/rel"]).output().unwrap();
     assert!(!out.status.success());
+    // `--mirror` does the same as a one-host hosts.toml.
+    let flag = format!("{upstream}={}", mirror.host());
+    let out = crfs().args(["cat", "--no-disk-cache", "--mirror", &flag, &reference, "links/rel"]).output().unwrap();
+    assert_eq!(out.stdout, b"hello, world\n", "{}", String::from_utf8_lossy(&out.stderr));
     // A pull-only mirror is not used to resolve tags.
     write(format!("[host.\"http://{}\"]\n  capabilities = [\"pull\"]\n", mirror.host()));
     let out =
