@@ -9,11 +9,14 @@
 //! bytes after it, in one request of up to `Options::max_coalesce` bytes (the extent doubles
 //! with each neighbouring read, from [`COALESCE_START`]). A read ending at most that far before
 //! the previous one started (files read in reverse order, as a depth-first walk with a stack
-//! does) is fetched with the bytes before it, likewise. The extra bytes go to the disk cache,
+//! does) is fetched with the bytes before it, likewise. While a coalesced request is under
+//! way, concurrent reads it covers (other FUSE threads, kernel readahead) wait for it instead
+//! of asking for the same bytes again; if it fails they fetch on their own. The extra bytes go to the disk cache,
 //! or, without one, stay in a one-window memory buffer per blob, so the next neighbours are
 //! local. A read that is not a neighbour fetches exactly its range, as before.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crfs_core::ReadAt;
 
@@ -42,6 +45,50 @@ pub(crate) struct Ahead {
     extent: u64,
     /// Without a disk cache: the bytes of the last coalesced request and where they start.
     window: Option<(u64, Arc<Vec<u8>>)>,
+    /// Coalesced requests under way: a read they cover waits for them instead of asking again.
+    flights: Vec<Arc<Flight>>,
+}
+
+/// A coalesced request under way, `[start, end)` of the blob.
+pub(crate) struct Flight {
+    start: u64,
+    end: u64,
+    /// `None` while under way; then the bytes, or `Some(None)` when it failed.
+    result: Mutex<Option<Option<Arc<Vec<u8>>>>>,
+    landed: Condvar,
+}
+
+impl Flight {
+    fn covers(&self, start: u64, end: u64) -> bool {
+        self.start <= start && end <= self.end
+    }
+
+    /// `[start, end)` from this request once it has landed; `None` if it failed or took
+    /// longer than `patience`.
+    fn wait(&self, start: u64, end: u64, patience: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + patience;
+        let mut r = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        while r.is_none() {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            r = self.landed.wait_timeout(r, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let data = r.as_ref()?.as_ref()?;
+        let lo = usize::try_from(start - self.start).ok()?;
+        let hi = usize::try_from(end - self.start).ok()?;
+        data.get(lo..hi).map(<[u8]>::to_vec)
+    }
+}
+
+/// What to do for a read.
+enum Plan {
+    /// The memory window holds it.
+    Have(Vec<u8>),
+    /// A coalesced request under way covers it.
+    Wait(Arc<Flight>),
+    /// Fetch exactly the read.
+    Exact,
+    /// Fetch this coalesced request (registered as under way).
+    Coalesced(Arc<Flight>),
 }
 
 /// The shared part of remote blobs.
@@ -55,9 +102,10 @@ pub(crate) struct Blob {
 }
 
 impl Blob {
-    /// Notes a read of `[start, end)`; returns bytes from the memory window if it holds them,
-    /// else the range to fetch for it (larger than asked when the read is a neighbour).
-    fn plan(&self, start: u64, end: u64) -> Result<Vec<u8>, (u64, u64)> {
+    /// Notes a read of `[start, end)` and decides how to serve it: from the memory window, by
+    /// waiting for a coalesced request that covers it, or by a request of its own (larger than
+    /// asked when the read is a neighbour of the previous one).
+    fn plan(&self, start: u64, end: u64) -> Plan {
         let max = self.inner.options.max_coalesce;
         let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
         let after = a.last_end > 0 && start >= a.last_end && start - a.last_end <= COALESCE_GAP;
@@ -70,51 +118,76 @@ impl Blob {
             let lo = usize::try_from(start - w_start).unwrap_or(usize::MAX);
             let hi = usize::try_from(end - w_start).unwrap_or(usize::MAX);
             if let Some(bytes) = w.get(lo..hi) {
-                return Ok(bytes.to_vec());
+                return Plan::Have(bytes.to_vec());
             }
+        }
+        if let Some(f) = a.flights.iter().find(|f| f.covers(start, end)) {
+            return Plan::Wait(Arc::clone(f));
         }
         if !(after || before) || max == 0 {
             a.extent = 0;
-            return Err((start, end));
+            return Plan::Exact;
         }
         a.extent = if a.extent == 0 { COALESCE_START } else { a.extent.saturating_mul(2) }.min(max);
-        if after {
-            Err((start, end.max(start.saturating_add(a.extent)).min(self.size)))
+        let (f_start, f_end) = if after {
+            (start, end.max(start.saturating_add(a.extent)).min(self.size))
         } else {
-            Err((start.min(end.saturating_sub(a.extent)), end))
+            (start.min(end.saturating_sub(a.extent)), end)
+        };
+        let flight = Arc::new(Flight { start: f_start, end: f_end, result: Mutex::new(None), landed: Condvar::new() });
+        a.flights.push(Arc::clone(&flight));
+        Plan::Coalesced(flight)
+    }
+
+    /// Ends a coalesced request: wakes the reads waiting for it, and without a disk cache keeps
+    /// its bytes as the memory window.
+    fn land(&self, flight: &Arc<Flight>, data: Option<Arc<Vec<u8>>>) {
+        {
+            let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            a.flights.retain(|f| !Arc::ptr_eq(f, flight));
+            if let (Some(d), None) = (&data, self.cache()) {
+                a.window = Some((flight.start, Arc::clone(d)));
+            }
         }
+        *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(data);
+        flight.landed.notify_all();
     }
 
     /// Reads `[start, end)` for a reader: coalesced with the bytes after it when it is a
     /// neighbour of the previous read (see the module docs).
     fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, FetchError> {
-        let (f_start, f_end) = match self.plan(start, end) {
-            Ok(bytes) => {
+        let flight = match self.plan(start, end) {
+            Plan::Have(bytes) => {
                 Counters::add(&self.inner.counters.cache_hits, 1);
                 return Ok(bytes);
             }
-            Err(range) => range,
+            Plan::Wait(f) => {
+                let patience = self.inner.options.retry.deadline + self.inner.options.request_timeout;
+                if let Some(bytes) = f.wait(start, end, patience) {
+                    Counters::add(&self.inner.counters.cache_hits, 1);
+                    return Ok(bytes);
+                }
+                // It failed (or is stuck): this read asks on its own, with its own retries.
+                return self.fetch(start, end);
+            }
+            Plan::Exact => return self.fetch(start, end),
+            Plan::Coalesced(f) => f,
         };
-        if (f_start, f_end) == (start, end) {
-            return self.fetch(start, end);
-        }
         if let Some((cache, digest)) = self.cache()
             && let Some(data) = cache.get(digest, start, end)
         {
+            self.land(&flight, None);
             Counters::add(&self.inner.counters.cache_hits, 1);
             return Ok(data);
         }
-        let data = self.fetch_network(f_start, f_end, true)?;
-        let lo = usize::try_from(start - f_start).unwrap_or(usize::MAX);
-        let hi = usize::try_from(end - f_start).unwrap_or(usize::MAX);
-        let Some(bytes) = data.get(lo..hi).map(<[u8]>::to_vec) else {
-            return Err(FetchError::permanent("coalesced read came back short", format!("{} bytes", data.len())));
-        };
-        if self.cache().is_none() {
-            let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
-            a.window = Some((f_start, Arc::new(data)));
-        }
-        Ok(bytes)
+        let got = self.fetch_network(flight.start, flight.end, true).map(Arc::new);
+        self.land(&flight, got.as_ref().ok().cloned());
+        let data = got?;
+        let lo = usize::try_from(start - flight.start).unwrap_or(usize::MAX);
+        let hi = usize::try_from(end - flight.start).unwrap_or(usize::MAX);
+        data.get(lo..hi)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| FetchError::permanent("coalesced read came back short", format!("{} bytes", data.len())))
     }
 
     fn cache(&self) -> Option<(&Arc<DiskCache>, &str)> {

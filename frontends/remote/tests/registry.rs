@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Fault, PASSWORD, Proxy, USER, registry_with_image, test_options};
 use crfs_core::{Layer, ReadAt};
-use crfs_remote::{Credentials, Error, Remote};
+use crfs_remote::{Credentials, Error, RegistryBlob, Remote};
 
 fn fixture(name: &str) -> std::path::PathBuf {
     crfs_testkit::testdata().join("fixtures").join(name)
@@ -757,4 +757,75 @@ fn neighbouring_reads_are_coalesced() {
     }
     assert!(counts[0] >= 10 * counts[1], "coalescing cuts requests at least tenfold: {counts:?}");
     assert!(counts[0] >= 10 * counts[2], "also with a disk cache: {counts:?}");
+}
+
+/// While a coalesced request is under way (held back 600 ms by the proxy), seven other threads
+/// reading inside it wait for it rather than asking again: two requests in all (the first
+/// read and the coalesced one), right bytes everywhere. With the request failing,
+/// the waiting reads fetch on their own and still get the right bytes.
+#[test]
+fn concurrent_reads_wait_for_a_coalesced_request_under_way() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("inflight", false);
+    let want = Arc::new(fixture_bytes());
+    for fail in [false, true] {
+        // Failing: half the body, then a stall past the request timeout, and no retry.
+        let slow = if fail { Fault::Stall(Duration::from_secs(3)) } else { Fault::Delay(Duration::from_millis(600)) };
+        let proxy =
+            Proxy::start(
+                reg.port,
+                move |s, n| if s.path.contains("/blobs/") && n == 1 { slow.clone() } else { Fault::Pass },
+            );
+        let mut options = common::counting_options();
+        if fail {
+            options.request_timeout = Duration::from_millis(700);
+            options.retry.max_attempts = 1;
+        }
+        let remote = Remote::new(options).unwrap();
+        let reference = format!("{}/test/all-types:v1", proxy.host());
+        let blob = Arc::new(remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap());
+        let read = |blob: &RegistryBlob, off: u64, len: usize| {
+            let mut buf = vec![0u8; len];
+            let r = blob.read_exact_at(off, &mut buf);
+            (r, buf)
+        };
+        let (r, buf) = read(&blob, 0, 100);
+        r.unwrap();
+        assert_eq!(&buf[..], &want[..100]);
+        // The neighbour: coalesced, and held back (or failed) by the proxy.
+        let first = {
+            let (blob, want) = (Arc::clone(&blob), Arc::clone(&want));
+            std::thread::spawn(move || {
+                let (r, buf) = read(&blob, 100, 100);
+                (r.is_ok(), buf == want[100..200])
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let others: Vec<_> = (0..7u64)
+            .map(|i| {
+                let (blob, want) = (Arc::clone(&blob), Arc::clone(&want));
+                std::thread::spawn(move || {
+                    let off = 300 + i * 1000;
+                    let (r, buf) = read(&blob, off, 500);
+                    r.unwrap();
+                    assert_eq!(&buf[..], &want[off as usize..off as usize + 500]);
+                })
+            })
+            .collect();
+        for t in others {
+            t.join().unwrap();
+        }
+        let (ok, right) = first.join().unwrap();
+        let gets = proxy.blob_gets().len();
+        eprintln!("coalesced request {}: {gets} blob GETs", if fail { "failing" } else { "slow" });
+        if fail {
+            assert!(!ok, "the read that asked gets the error");
+            assert_eq!(gets, 2 + 7, "the waiting reads ask on their own after the failure");
+        } else {
+            assert!(ok && right);
+            assert_eq!(gets, 2, "the seven reads inside it waited for it");
+        }
+    }
 }
