@@ -7,6 +7,7 @@ mod convert;
 mod inspect;
 mod mount;
 mod nfs;
+mod plain;
 mod source;
 
 use std::process::ExitCode;

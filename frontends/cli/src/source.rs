@@ -1,14 +1,15 @@
 //! Turning what a user names (a blob file, a blob URL, `oci:DIR[:TAG]`, a registry image) into
 //! opened layers and one tree to serve. Shared by mount, nfs and the inspection commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::plain;
 use crfs_core::{Digest, Layer, ReadAt};
 use crfs_remote::{
-    CacheOptions, Credentials, MANIFEST_CHECKSUM_ANNOTATIONS, Options as RemoteOptions, Platform, Remote, SourceKind,
-    SourceLayer,
+    CacheOptions, Credentials, HostsConfig, MANIFEST_CHECKSUM_ANNOTATIONS, Mirror, Options as RemoteOptions, Platform,
+    Remote, SourceKind, SourceLayer,
 };
 use crfs_vfs::{
     LayerFs, MergedFs, NamespaceFs, NamespaceOptions, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver,
@@ -81,6 +82,12 @@ pub struct RemoteArgs {
     /// A mirror tried before a registry, REGISTRY=MIRROR (repeatable; tried in order).
     #[arg(long, value_name = "REGISTRY=MIRROR")]
     pub mirror: Vec<String>,
+    /// Mirrors from a containerd-style hosts directory: DIR/<registry>/hosts.toml, its
+    /// [host."https://MIRROR"] sections tried in order after any --mirror, then its `server`;
+    /// `ca` files are trusted; hosts with skip_verify or override_path are skipped. Not read
+    /// unless given (e.g. --hosts-dir /etc/containerd/certs.d).
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
     /// Extra certificate authority (PEM) trusted for HTTPS registries (repeatable).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Vec<PathBuf>,
@@ -97,6 +104,10 @@ pub struct RemoteArgs {
     /// After the prioritized files, fetch whole layers into the disk cache in the background.
     #[arg(long)]
     pub background_fetch: bool,
+    /// Neighbouring reads of a blob (within 64 KiB) are fetched together, in requests of up to
+    /// this many bytes (K, M suffixes; 0: one request per read).
+    #[arg(long, default_value = "2M", value_parser = crate::mount::parse_size)]
+    pub max_coalesce: u64,
 }
 
 /// How the /crfs namespace behaves (flags of `mount` and `nfs` when they serve it).
@@ -126,7 +137,7 @@ pub fn namespace(
     if serve.overlay_whiteouts {
         return Err("--overlay-whiteouts applies to a single layer, not to the namespace".into());
     }
-    let resolver = RegistryResolver::new(remote.remote()?, serve.verify());
+    let resolver = RegistryResolver::new(remote.remote()?, serve.verify(), remote.disk_cache_dir());
     let idle = (flags.idle_release > 0).then(|| Duration::from_secs(flags.idle_release));
     let options = NamespaceOptions {
         fs: serve.fs_options(),
@@ -189,8 +200,26 @@ impl RemoteArgs {
             None => None,
         };
         let cache = self.disk_cache_dir().map(|dir| CacheOptions { dir, max_bytes: self.disk_cache_size });
-        let options =
-            RemoteOptions { platform, plain_http: self.plain_http, credentials, cache, ..RemoteOptions::default() };
+        let mirrors = self
+            .mirror
+            .iter()
+            .map(|m| Mirror::parse(m).map_err(|e| format!("--mirror: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut options = RemoteOptions {
+            platform,
+            plain_http: self.plain_http,
+            mirrors,
+            ca_certs: self.ca_cert.clone(),
+            credentials,
+            cache,
+            max_coalesce: self.max_coalesce,
+            ..RemoteOptions::default()
+        };
+        if let Some(dir) = &self.hosts_dir {
+            let hosts = HostsConfig::load(dir).map_err(|e| format!("--hosts-dir: {e}"))?;
+            tracing::debug!(mirrors = hosts.mirrors.len(), dir = %dir.display(), "hosts directory read");
+            options.add_hosts(hosts);
+        }
         Remote::new(options).map_err(|e| e.to_string())
     }
 }
@@ -207,21 +236,56 @@ pub struct OpenedLayer {
 /// Opens one layer, checking its TOC against the manifest's annotation when `verify` is set:
 /// `toc.digest` (sha256 of the TOC JSON) or zstd:chunked's manifest-checksum (sha256 of the
 /// compressed TOC). A layer of an image with neither is refused unless `verify` is off.
-fn open_layer(name: &str, l: &SourceLayer, verify: bool) -> Result<Arc<Layer<Blob>>, String> {
+///
+/// A layer of an image without those annotations whose blob has no footer either is a plain
+/// tar layer: it is fetched whole and indexed locally (see `plain`), its copy kept in
+/// `cache_dir`.
+fn open_layer(name: &str, l: &SourceLayer, verify: bool, cache_dir: Option<&Path>) -> Result<Arc<Layer<Blob>>, String> {
+    if let Some(desc) = l.desc.as_ref().filter(|d| plain::unannotated(d)) {
+        if let Some(copy) = plain::cached(desc, cache_dir) {
+            match Layer::open(copy) {
+                Ok(layer) => return Ok(Arc::new(layer)),
+                Err(e) => {
+                    tracing::warn!(layer = %name, "the indexed copy is unusable ({e}); making it again");
+                    plain::discard(desc, cache_dir);
+                }
+            }
+        }
+        match Layer::open(l.blob.clone()) {
+            Err(e) => {
+                let copy = plain::fetch_and_index(name, l, cache_dir, &e.to_string())?;
+                let layer = Layer::open(copy).map_err(|e| format!("{name}: the indexed copy: {e}"))?;
+                return Ok(Arc::new(layer));
+            }
+            // Lazy after all, but nothing to check its TOC against.
+            Ok(layer) => return checked(name, layer, l, verify, None),
+        }
+    }
     let options = l.open_options(verify).map_err(|e| format!("{name}: {e}"))?;
     let layer = Layer::open_with(l.blob.clone(), &options).map_err(|e| format!("{name}: {e}"))?;
-    if let (true, Some(desc), None) = (verify, &l.desc, options.expected_toc_digest) {
-        {
-            let checksum = MANIFEST_CHECKSUM_ANNOTATIONS.iter().find_map(|k| desc.annotations.get(*k));
-            match checksum {
-                Some(c) if Digest::parse(c) == Some(layer.toc_compressed_digest()) => {}
-                Some(c) => return Err(format!("{name}: TOC does not match the manifest-checksum annotation {c}")),
-                None => {
-                    return Err(format!(
-                        "{name}: the manifest gives no TOC digest to verify this layer against (toc.digest \
-                         annotation); pass --no-verify to use it unverified"
-                    ));
-                }
+    checked(name, layer, l, verify, options.expected_toc_digest)
+}
+
+/// Checks an opened image layer's TOC against the manifest when `verify` is set and the TOC
+/// was not already checked against `toc.digest` (`toc_checked`): zstd:chunked's
+/// manifest-checksum, else the layer is refused.
+fn checked(
+    name: &str,
+    layer: Layer<Blob>,
+    l: &SourceLayer,
+    verify: bool,
+    toc_checked: Option<Digest>,
+) -> Result<Arc<Layer<Blob>>, String> {
+    if let (true, Some(desc), None) = (verify, &l.desc, toc_checked) {
+        let checksum = MANIFEST_CHECKSUM_ANNOTATIONS.iter().find_map(|k| desc.annotations.get(*k));
+        match checksum {
+            Some(c) if Digest::parse(c) == Some(layer.toc_compressed_digest()) => {}
+            Some(c) => return Err(format!("{name}: TOC does not match the manifest-checksum annotation {c}")),
+            None => {
+                return Err(format!(
+                    "{name}: the manifest gives no TOC digest to verify this layer against (toc.digest \
+                     annotation); pass --no-verify to use it unverified"
+                ));
             }
         }
     }
@@ -232,6 +296,7 @@ fn open_layer(name: &str, l: &SourceLayer, verify: bool) -> Result<Arc<Layer<Blo
 /// Opens every source, bottom first; an image contributes all its layers.
 pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> Result<Vec<OpenedLayer>, String> {
     let mut remote: Option<Remote> = None;
+    let cache_dir = remote_args.disk_cache_dir();
     let mut out = Vec::new();
     for spec in specs {
         let source = if SourceKind::of(spec) == SourceKind::File {
@@ -249,7 +314,8 @@ pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> 
                 (Some(d), _) => format!("{spec} layer {}", d.digest),
                 (None, _) => spec.clone(),
             };
-            out.push(OpenedLayer { layer: open_layer(&name, l, verify)?, name, of_image: source.image.is_some() });
+            let layer = open_layer(&name, l, verify, cache_dir.as_deref())?;
+            out.push(OpenedLayer { layer, name, of_image: source.image.is_some() });
         }
     }
     if out.is_empty() {
@@ -307,6 +373,8 @@ type SeenLayers = std::collections::HashMap<(String, String), crfs_remote::Layer
 pub struct RegistryResolver {
     remote: Remote,
     verify: bool,
+    /// Where indexed copies of plain tar layers are kept (the disk cache directory).
+    cache_dir: Option<PathBuf>,
     /// Descriptors of layers seen in resolved images: a layer opened again by digest (after a
     /// release, or as `layer/...@digest`) is then checked against its manifest's annotation.
     /// Descriptors are small; the layers themselves are not kept here.
@@ -314,8 +382,8 @@ pub struct RegistryResolver {
 }
 
 impl RegistryResolver {
-    pub fn new(remote: Remote, verify: bool) -> Self {
-        RegistryResolver { remote, verify, seen: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    pub fn new(remote: Remote, verify: bool, cache_dir: Option<PathBuf>) -> Self {
+        RegistryResolver { remote, verify, cache_dir, seen: std::sync::Mutex::new(std::collections::HashMap::new()) }
     }
 }
 
@@ -340,8 +408,8 @@ impl Resolver for RegistryResolver {
         let mut layers = Vec::with_capacity(source.layers.len());
         for l in &source.layers {
             let layer_digest = l.desc.as_ref().map(|d| d.digest.clone()).unwrap_or_default();
-            let layer =
-                open_layer(&format!("{spec} layer {layer_digest}"), l, self.verify).map_err(ResolveError::Failed)?;
+            let layer = open_layer(&format!("{spec} layer {layer_digest}"), l, self.verify, self.cache_dir.as_deref())
+                .map_err(ResolveError::Failed)?;
             if let Some(desc) = &l.desc {
                 let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
                 seen.insert((format!("{host}/{repo}"), layer_digest.clone()), desc.clone());
@@ -363,7 +431,7 @@ impl Resolver for RegistryResolver {
         let source = match desc {
             Some(desc) => {
                 let blob = self.remote.open_blob(&repo_ref, digest, desc.size).map_err(resolve_error)?;
-                SourceLayer { blob: Arc::new(blob), desc: Some(desc) }
+                SourceLayer::in_registry(blob, Some(desc))
             }
             None => {
                 let blob = self.remote.open_blob_unsized(&repo_ref, digest).map_err(resolve_error)?;
@@ -372,9 +440,9 @@ impl Resolver for RegistryResolver {
                 } else {
                     tracing::warn!(layer = %name, "no manifest names this layer, and --no-verify: nothing is verified");
                 }
-                SourceLayer { blob: Arc::new(blob), desc: None }
+                SourceLayer::in_registry(blob, None)
             }
         };
-        open_layer(&name, &source, self.verify).map_err(ResolveError::Failed)
+        open_layer(&name, &source, self.verify, self.cache_dir.as_deref()).map_err(ResolveError::Failed)
     }
 }

@@ -343,3 +343,252 @@ fn credentials_never_reach_the_logs() {
     assert!(stderr.contains("wrong username or password"), "{stderr}");
     assert!(!stderr.contains("wrong-secret-4711"), "the wrong password is in the log");
 }
+
+/// Ordinary layers (not eStargz): two gzip tars and a zstd tar, pushed by skopeo, are fetched
+/// whole once, indexed, and served like lazy ones; the indexed copies are reused.
+#[test]
+fn plain_tar_layers_are_fetched_whole_indexed_and_reused() {
+    use crfs_testkit::{TarBuilder, TarEntry::*};
+    if !common::have_tools() {
+        return;
+    }
+    const T: u64 = 1_600_000_000;
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let tars = [
+        TarBuilder::default()
+            .add("etc/", Dir, 0o755, T)
+            .add("etc/os-release", File(b"ID=crfs-test\n"), 0o644, T)
+            .add("etc/gone", File(b"whited out above"), 0o644, T)
+            .add("usr/", Dir, 0o755, T)
+            .add("usr/big.bin", File(&big), 0o644, T)
+            .add("usr/link", Symlink("big.bin"), 0o777, T)
+            .finish(),
+        TarBuilder::default()
+            .add("etc/", Dir, 0o755, T + 5)
+            .add("etc/os-release", File(b"ID=crfs-test\nVERSION=2\n"), 0o600, T + 5)
+            .add("etc/.wh.gone", File(b""), 0o644, T + 5)
+            .add("srv/", Dir, 0o750, T + 5)
+            .add("srv/data", File(b"served"), 0o640, T + 5)
+            .finish(),
+        TarBuilder::default()
+            .add("srv/", Dir, 0o750, T + 9)
+            .add("srv/zstd", File(b"zstd layer"), 0o644, T + 9)
+            .finish(),
+    ];
+    let scratch = scratch_dir("cli-plain-layers");
+    let gzip = |tar: &[u8]| {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut enc, tar).unwrap();
+        enc.finish().unwrap()
+    };
+    let layers = [
+        (gzip(&tars[0]), "application/vnd.oci.image.layer.v1.tar+gzip"),
+        (gzip(&tars[1]), "application/vnd.oci.image.layer.v1.tar+gzip"),
+        (zstd::encode_all(&tars[2][..], 3).unwrap(), "application/vnd.oci.image.layer.v1.tar+zstd"),
+    ];
+    let diff_ids: Vec<String> = tars.iter().map(|t| common::sha256_hex(t)).collect();
+    let reg = common::Registry::start("cli-plain", false);
+    let layout = scratch.join("layout");
+    common::make_plain_layout(&layout, "v1", &layers, &diff_ids);
+    let reference = format!("{}/test/plain:v1", reg.host());
+    common::skopeo_copy(&layout, "v1", &reference, None, false);
+
+    // What extracting the tars in order gives (the one whiteout applied by hand).
+    let rootfs = scratch.join("rootfs");
+    fs::create_dir_all(&rootfs).unwrap();
+    for (i, tar) in tars.iter().enumerate() {
+        let path = scratch.join(format!("x{i}.tar"));
+        fs::write(&path, tar).unwrap();
+        let st = Command::new("tar")
+            .args(["--exclude=.wh.*", "--same-owner", "-xpf"])
+            .arg(&path)
+            .arg("-C")
+            .arg(&rootfs)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    fs::remove_file(rootfs.join("etc/gone")).unwrap();
+    let mut want_paths: Vec<String> = walk(&rootfs);
+    want_paths.sort();
+
+    let cache = scratch.join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let out = crfs().args(["ls", "-R", "--cache-dir", cache_arg, &reference]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    let mut got_paths: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| l.trim_start_matches("./").to_owned()).collect();
+    got_paths.retain(|p| !p.is_empty() && p != ".");
+    got_paths.sort();
+    assert_eq!(got_paths, want_paths);
+    assert_eq!(log.matches("is not lazy").count(), 3, "one line per plain layer: {log}");
+    let converted = fs::read_dir(cache.join("converted/sha256")).unwrap().count();
+    assert_eq!(converted, 3, "each layer's indexed copy is kept");
+
+    // Second open through a counting proxy: no blob is fetched again.
+    let proxy = common::Proxy::start(reg.port, |_, _| common::Fault::Pass);
+    let via_proxy = format!("{}/test/plain:v1", proxy.host());
+    for path in ["etc/os-release", "usr/big.bin", "usr/link", "srv/data", "srv/zstd"] {
+        let out = crfs().args(["cat", "--cache-dir", cache_arg, &via_proxy, path]).output().unwrap();
+        assert!(out.status.success(), "{path}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout, fs::read(rootfs.join(path)).unwrap(), "{path}");
+    }
+    assert!(proxy.blob_gets().is_empty(), "cached copies are used: {:?}", proxy.blob_gets());
+    assert!(!proxy.seen().is_empty(), "the manifest still came through the proxy");
+
+    // The same layers from the OCI layout skopeo pushed from (local files, indexed the same way).
+    let spec = format!("oci:{}:v1", layout.display());
+    let out = crfs().args(["ls", "-R", "--no-disk-cache", &spec]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut from_layout: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    from_layout.sort();
+    assert_eq!(from_layout, got_paths);
+
+    // A damaged copy is made again.
+    let copies: Vec<_> = fs::read_dir(cache.join("converted/sha256")).unwrap().map(|e| e.unwrap().path()).collect();
+    for c in &copies {
+        fs::write(c, b"not a layer").unwrap();
+    }
+    let out = crfs().args(["cat", "--cache-dir", cache_arg, &reference, "usr/big.bin"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, big);
+    assert!(copies.iter().all(|c| fs::metadata(c).unwrap().len() > 100), "copies made again");
+
+    // Without a disk cache the copy lives in an unlinked temporary file.
+    let out = crfs().args(["cat", "--no-disk-cache", &reference, "usr/big.bin"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, big);
+
+    if !fuse_ok() {
+        return;
+    }
+    let m = Mounted::new(&["--cache-dir", cache_arg, &reference], &scratch.join("mnt"));
+    let mut mounted = walk(&m.1);
+    mounted.sort();
+    assert_eq!(mounted, want_paths);
+    for p in &want_paths {
+        let (a, b) = (m.1.join(p), rootfs.join(p));
+        let (ma, mb) = (fs::symlink_metadata(&a).unwrap(), fs::symlink_metadata(&b).unwrap());
+        assert_eq!(ma.file_type(), mb.file_type(), "{p}");
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&ma.permissions()),
+            std::os::unix::fs::PermissionsExt::mode(&mb.permissions()),
+            "{p}"
+        );
+        if ma.is_file() {
+            assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap(), "{p}");
+        } else if ma.is_symlink() {
+            assert_eq!(fs::read_link(&a).unwrap(), fs::read_link(&b).unwrap(), "{p}");
+        }
+    }
+}
+
+/// Paths below `root`, relative, directories included.
+fn walk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if p.symlink_metadata().unwrap().is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Every file of 5 of many.esgz's 50 directories (500 files) read through a FUSE mount of the
+/// image, in readdir order and in reverse (a depth-first walk with a stack): neighbouring reads
+/// coalesced (the default) against one request per read (`--max-coalesce 0`), counted by a
+/// proxy in front of the registry. (Few directories, so that the uncoalesced run stays short.)
+#[test]
+fn reading_every_file_of_a_mount_coalesces_requests() {
+    if !common::have_tools() || !fuse_ok() {
+        return;
+    }
+    let reg = common::Registry::start("cli-coalesce", false);
+    push(&reg, "many.esgz", "test/many", "v1");
+    let want = without_root(&fs::read_to_string(testdata().join("fixtures/many.esgz.list")).unwrap());
+    let scratch = scratch_dir("cli-coalesce");
+    let mut counts = Vec::new();
+    for max in ["0", "2M"] {
+        let proxy = common::Proxy::start(reg.port, |_, _| common::Fault::Pass);
+        let reference = format!("{}/test/many:v1", proxy.host());
+        let m =
+            Mounted::new(&["--no-disk-cache", "--max-coalesce", max, &reference], &scratch.join(format!("mnt{max}")));
+        let opened = proxy.blob_gets().len();
+        for (i, dir) in ["d03", "d10", "d11", "d27", "d40"].iter().enumerate() {
+            let mut names: Vec<_> = fs::read_dir(m.1.join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+            if i % 2 == 1 {
+                names.reverse();
+            }
+            for path in names {
+                let rel = path.strip_prefix(&m.1).unwrap().to_str().unwrap().to_owned();
+                let line = want.lines().find(|l| l.split('\t').next() == Some(rel.as_str())).unwrap();
+                let sha = common::sha256_hex(&fs::read(&path).unwrap());
+                assert!(line.contains(&sha), "{rel}: wrong bytes");
+            }
+        }
+        let gets = proxy.blob_gets().len() - opened;
+        eprintln!("--max-coalesce {max}: reading 500 files took {gets} blob GETs (opening: {opened})");
+        counts.push(gets);
+    }
+    assert!(counts[0] >= 10 * counts[1], "coalescing cuts requests at least tenfold: {counts:?}");
+}
+
+/// `--hosts-dir`: a containerd-style hosts.toml for a registry that is down sends every
+/// request to its mirrors, in order, skipping hosts crfs cannot use as written.
+#[test]
+fn hosts_toml_mirrors_are_used_before_the_registry() {
+    if !common::have_tools() {
+        return;
+    }
+    let (mirror_reg, _pushed) = common::registry_with_image("cli-hosts-mirror", false);
+    let mirror = common::Proxy::start(mirror_reg.port, |_, _| common::Fault::Pass);
+    let empty = common::Registry::start("cli-hosts-empty", false);
+    let upstream = "127.0.0.1:1"; // nothing listens there
+    let hosts = scratch_dir("cli-hosts").join("certs.d");
+    fs::create_dir_all(hosts.join(upstream)).unwrap();
+    let write = |text: String| fs::write(hosts.join(upstream).join("hosts.toml"), text).unwrap();
+    write(format!(
+        "server = \"http://{upstream}\"\n\n\
+         [host.\"http://localhost:{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  skip_verify = true\n\n\
+         [host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n\n\
+         [host.\"http://{}/v2\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+        mirror.port,  // skipped (skip_verify), though it has the image
+        empty.host(), // tried: has no such image
+        mirror.host(),
+    ));
+    let reference = format!("{upstream}/test/all-types:v1");
+    let hosts_arg = hosts.to_str().unwrap();
+    let out =
+        crfs().args(["cat", "--no-disk-cache", "--hosts-dir", hosts_arg, &reference, "links/rel"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, b"hello, world\n");
+    let gets = mirror.blob_gets();
+    assert!(!gets.is_empty());
+    assert!(gets.iter().all(|s| s.path.ends_with(&format!("?ns={upstream}"))), "{gets:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("skip_verify is not supported"), "{log}");
+
+    // Without the hosts directory the registry itself is asked, and it is down.
+    let out = crfs().args(["cat", "--no-disk-cache", &reference, "links/rel"]).output().unwrap();
+    assert!(!out.status.success());
+    // `--mirror` does the same as a one-host hosts.toml.
+    let flag = format!("{upstream}={}", mirror.host());
+    let out = crfs().args(["cat", "--no-disk-cache", "--mirror", &flag, &reference, "links/rel"]).output().unwrap();
+    assert_eq!(out.stdout, b"hello, world\n", "{}", String::from_utf8_lossy(&out.stderr));
+    // A pull-only mirror is not used to resolve tags.
+    write(format!("[host.\"http://{}\"]\n  capabilities = [\"pull\"]\n", mirror.host()));
+    let out =
+        crfs().args(["cat", "--no-disk-cache", "--hosts-dir", hosts_arg, &reference, "links/rel"]).output().unwrap();
+    assert!(!out.status.success());
+    // A broken file is a clear error.
+    write("[host.\"http://x\"]\nca = 5\n".into());
+    let out = crfs().args(["ls", "--no-disk-cache", "--hosts-dir", hosts_arg, &reference]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("hosts.toml") && err.contains("`ca`"), "{err}");
+}

@@ -1,12 +1,22 @@
 //! Remote blobs as `crfs_core::ReadAt`: a registry blob and a plain HTTP(S) URL.
 //!
 //! Both are a [`Blob`]: an endpoint, a size and, when known, a digest (the cache key). A read
-//! is served from the disk cache when an entry covers it, else fetched as exactly the asked
-//! range (see `fetch`) and stored. Reads are independent, so a later coalescing layer can sit
-//! between `read_at` and `fetch_range` (merging neighbouring misses into one request) without
-//! changing either side.
+//! is served from the disk cache when an entry covers it, else fetched (see `fetch`) and stored.
+//!
+//! Neighbouring reads are coalesced: a read that starts at most [`COALESCE_GAP`] bytes after
+//! the previous read of the same blob ended (what reading files in blob order, vfs readahead
+//! and `crfs cat` of a directory do: one chunk after the other) is fetched together with the
+//! bytes after it, in one request of up to `Options::max_coalesce` bytes (the extent doubles
+//! with each neighbouring read, from [`COALESCE_START`]). A read ending at most that far before
+//! the previous one started (files read in reverse order, as a depth-first walk with a stack
+//! does) is fetched with the bytes before it, likewise. While a coalesced request is under
+//! way, concurrent reads it covers (other FUSE threads, kernel readahead) wait for it instead
+//! of asking for the same bytes again; if it fails they fetch on their own. The extra bytes go to the disk cache,
+//! or, without one, stay in a one-window memory buffer per blob, so the next neighbours are
+//! local. A read that is not a neighbour fetches exactly its range, as before.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crfs_core::ReadAt;
 
@@ -18,6 +28,69 @@ use crate::remote::{Counters, Inner};
 /// Prefetches are fetched and cached in pieces of this size (one request each).
 pub const PREFETCH_PIECE: u64 = 16 << 20;
 
+/// Reads starting at most this far past the end of the previous read are neighbours.
+pub const COALESCE_GAP: u64 = 64 << 10;
+
+/// The first coalesced request reaches this far past the read's start; the next ones double.
+pub const COALESCE_START: u64 = 256 << 10;
+
+/// Where the reads of one blob have got to, for coalescing.
+#[derive(Default)]
+pub(crate) struct Ahead {
+    /// Start and end of the previous read.
+    last_start: u64,
+    last_end: u64,
+    /// How far past its start the next neighbouring read is fetched (0: the previous read was
+    /// not a neighbour).
+    extent: u64,
+    /// Without a disk cache: the bytes of the last coalesced request and where they start.
+    window: Option<(u64, Arc<Vec<u8>>)>,
+    /// Coalesced requests under way: a read they cover waits for them instead of asking again.
+    flights: Vec<Arc<Flight>>,
+}
+
+/// A coalesced request under way, `[start, end)` of the blob.
+pub(crate) struct Flight {
+    start: u64,
+    end: u64,
+    /// `None` while under way; then the bytes, or `Some(None)` when it failed.
+    result: Mutex<Option<Option<Arc<Vec<u8>>>>>,
+    landed: Condvar,
+}
+
+impl Flight {
+    fn covers(&self, start: u64, end: u64) -> bool {
+        self.start <= start && end <= self.end
+    }
+
+    /// `[start, end)` from this request once it has landed; `None` if it failed or took
+    /// longer than `patience`.
+    fn wait(&self, start: u64, end: u64, patience: Duration) -> Option<Vec<u8>> {
+        let deadline = Instant::now() + patience;
+        let mut r = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        while r.is_none() {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            r = self.landed.wait_timeout(r, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        let data = r.as_ref()?.as_ref()?;
+        let lo = usize::try_from(start - self.start).ok()?;
+        let hi = usize::try_from(end - self.start).ok()?;
+        data.get(lo..hi).map(<[u8]>::to_vec)
+    }
+}
+
+/// What to do for a read.
+enum Plan {
+    /// The memory window holds it.
+    Have(Vec<u8>),
+    /// A coalesced request under way covers it.
+    Wait(Arc<Flight>),
+    /// Fetch exactly the read.
+    Exact,
+    /// Fetch this coalesced request (registered as under way).
+    Coalesced(Arc<Flight>),
+}
+
 /// The shared part of remote blobs.
 pub(crate) struct Blob {
     pub inner: Arc<Inner>,
@@ -25,9 +98,98 @@ pub(crate) struct Blob {
     pub size: u64,
     /// The blob digest (`sha256:…`), when known: the disk cache key.
     pub digest: Option<String>,
+    pub ahead: Mutex<Ahead>,
 }
 
 impl Blob {
+    /// Notes a read of `[start, end)` and decides how to serve it: from the memory window, by
+    /// waiting for a coalesced request that covers it, or by a request of its own (larger than
+    /// asked when the read is a neighbour of the previous one).
+    fn plan(&self, start: u64, end: u64) -> Plan {
+        let max = self.inner.options.max_coalesce;
+        let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let after = a.last_end > 0 && start >= a.last_end && start - a.last_end <= COALESCE_GAP;
+        let before = a.last_end > 0 && end <= a.last_start && a.last_start - end <= COALESCE_GAP;
+        (a.last_start, a.last_end) = (start, end);
+        if let Some((w_start, w)) = &a.window
+            && *w_start <= start
+            && end <= w_start + w.len() as u64
+        {
+            let lo = usize::try_from(start - w_start).unwrap_or(usize::MAX);
+            let hi = usize::try_from(end - w_start).unwrap_or(usize::MAX);
+            if let Some(bytes) = w.get(lo..hi) {
+                return Plan::Have(bytes.to_vec());
+            }
+        }
+        if let Some(f) = a.flights.iter().find(|f| f.covers(start, end)) {
+            return Plan::Wait(Arc::clone(f));
+        }
+        if !(after || before) || max == 0 {
+            a.extent = 0;
+            return Plan::Exact;
+        }
+        a.extent = if a.extent == 0 { COALESCE_START } else { a.extent.saturating_mul(2) }.min(max);
+        let (f_start, f_end) = if after {
+            (start, end.max(start.saturating_add(a.extent)).min(self.size))
+        } else {
+            (start.min(end.saturating_sub(a.extent)), end)
+        };
+        let flight = Arc::new(Flight { start: f_start, end: f_end, result: Mutex::new(None), landed: Condvar::new() });
+        a.flights.push(Arc::clone(&flight));
+        Plan::Coalesced(flight)
+    }
+
+    /// Ends a coalesced request: wakes the reads waiting for it, and without a disk cache keeps
+    /// its bytes as the memory window.
+    fn land(&self, flight: &Arc<Flight>, data: Option<Arc<Vec<u8>>>) {
+        {
+            let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            a.flights.retain(|f| !Arc::ptr_eq(f, flight));
+            if let (Some(d), None) = (&data, self.cache()) {
+                a.window = Some((flight.start, Arc::clone(d)));
+            }
+        }
+        *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(data);
+        flight.landed.notify_all();
+    }
+
+    /// Reads `[start, end)` for a reader: coalesced with the bytes after it when it is a
+    /// neighbour of the previous read (see the module docs).
+    fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, FetchError> {
+        let flight = match self.plan(start, end) {
+            Plan::Have(bytes) => {
+                Counters::add(&self.inner.counters.cache_hits, 1);
+                return Ok(bytes);
+            }
+            Plan::Wait(f) => {
+                let patience = self.inner.options.retry.deadline + self.inner.options.request_timeout;
+                if let Some(bytes) = f.wait(start, end, patience) {
+                    Counters::add(&self.inner.counters.cache_hits, 1);
+                    return Ok(bytes);
+                }
+                // It failed (or is stuck): this read asks on its own, with its own retries.
+                return self.fetch(start, end);
+            }
+            Plan::Exact => return self.fetch(start, end),
+            Plan::Coalesced(f) => f,
+        };
+        if let Some((cache, digest)) = self.cache()
+            && let Some(data) = cache.get(digest, start, end)
+        {
+            self.land(&flight, None);
+            Counters::add(&self.inner.counters.cache_hits, 1);
+            return Ok(data);
+        }
+        let got = self.fetch_network(flight.start, flight.end, true).map(Arc::new);
+        self.land(&flight, got.as_ref().ok().cloned());
+        let data = got?;
+        let lo = usize::try_from(start - flight.start).unwrap_or(usize::MAX);
+        let hi = usize::try_from(end - flight.start).unwrap_or(usize::MAX);
+        data.get(lo..hi)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| FetchError::permanent("coalesced read came back short", format!("{} bytes", data.len())))
+    }
+
     fn cache(&self) -> Option<(&Arc<DiskCache>, &str)> {
         Some((self.inner.cache.as_ref()?, self.digest.as_deref()?))
     }
@@ -40,10 +202,21 @@ impl Blob {
             Counters::add(&self.inner.counters.cache_hits, 1);
             return Ok(data);
         }
+        self.fetch_network(start, end, true)
+    }
+
+    /// Reads `[start, end)` from the network, bypassing the disk cache (whole-blob copies,
+    /// which keep the bytes elsewhere).
+    pub fn fetch_uncached(&self, start: u64, end: u64) -> Result<Vec<u8>, FetchError> {
+        self.fetch_network(start, end, false)
+    }
+
+    /// One range from the network; with `store`, the bytes also go to the disk cache.
+    fn fetch_network(&self, start: u64, end: u64, store: bool) -> Result<Vec<u8>, FetchError> {
         let inner = Arc::clone(&self.inner);
         let ep = Arc::clone(&self.ep);
         let size = self.size;
-        let cache = self.inner.cache.clone().filter(|_| self.digest.is_some());
+        let cache = self.inner.cache.clone().filter(|_| store && self.digest.is_some());
         let got = self
             .inner
             .run(async move { fetch_range(&inner, &ep, size, start, end, cache.as_deref()).await }, || {
@@ -51,7 +224,7 @@ impl Blob {
             })?;
         let data = match got {
             Got::Range(d) => {
-                if let Some((cache, digest)) = self.cache() {
+                if let Some((cache, digest)) = self.cache().filter(|_| store) {
                     cache.put(digest, start, &d);
                 }
                 d
@@ -103,7 +276,7 @@ impl Blob {
             return Ok(0);
         }
         let len = (buf.len() as u64).min(self.size - offset);
-        match self.fetch(offset, offset + len) {
+        match self.read_range(offset, offset + len) {
             Ok(data) if data.len() as u64 == len => {
                 buf[..data.len()].copy_from_slice(&data);
                 Ok(data.len())
@@ -141,6 +314,11 @@ impl RegistryBlob {
     /// prefetch landmark; background fetch: the whole blob). See [`PREFETCH_PIECE`].
     pub fn prefetch(&self, start: u64, end: u64) -> crate::Result<u64> {
         self.blob.prefetch(start, end)
+    }
+    /// Reads `[start, end)` from the registry without the disk cache (see
+    /// [`crate::SourceLayer::copy_whole`]).
+    pub fn read_uncached(&self, start: u64, end: u64) -> crate::Result<Vec<u8>> {
+        self.blob.fetch_uncached(start, end.min(self.blob.size)).map_err(|e| e.to_error())
     }
 }
 

@@ -17,7 +17,7 @@
 //! runtime (`block_on` from plain threads, spawn-and-wait from inside another runtime).
 //!
 //! Wiring a front-end (flags map to [`Options`] fields: `--platform` → `platform`,
-//! `--plain-http` → `plain_http`, `--mirror REGISTRY=MIRROR` → `mirrors`, `--ca-cert FILE` → `ca_certs`, `--creds USER:PASSWORD` → `credentials`, `--cache-dir` and
+//! `--plain-http` → `plain_http`, `--mirror REGISTRY=MIRROR` → `mirrors`, `--hosts-dir DIR` → `Options::add_hosts(HostsConfig::load(DIR)?)`, `--ca-cert FILE` → `ca_certs`, `--creds USER:PASSWORD` → `credentials`, `--cache-dir` and
 //! `--cache-size` → `cache`; `--no-verify` → `open_options(false)`):
 //!
 //! ```no_run
@@ -43,21 +43,23 @@
 //! Crates: oci-client for manifests, platform choice and tokens; reqwest (rustls with the ring
 //! provider) for the blob range requests, because oci-client's partial-blob call hides the
 //! Content-Range it got and cannot cache redirect targets; docker_credential for the Docker
-//! config.
+//! config; toml for containerd's hosts.toml files.
 
 mod blob;
 mod cache;
 mod error;
 mod fetch;
+mod hosts;
 pub mod layout;
 mod platform;
 mod registry;
 mod remote;
 mod source;
 
-pub use blob::{HttpBlob, PREFETCH_PIECE, RegistryBlob};
+pub use blob::{COALESCE_GAP, COALESCE_START, HttpBlob, PREFETCH_PIECE, RegistryBlob};
 pub use cache::{CacheWriter, DiskCache};
 pub use error::{Error, Result};
+pub use hosts::HostsConfig;
 pub use platform::Platform;
 pub use registry::{
     Image, LayerDesc, MANIFEST_CHECKSUM_ANNOTATIONS, MANIFEST_POSITION_ANNOTATION, TOC_DIGEST_ANNOTATION,

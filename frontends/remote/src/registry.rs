@@ -343,6 +343,7 @@ impl Remote {
                 ep: Arc::new(Endpoint::new(url, Some(auth))),
                 size,
                 digest: Some(digest.to_owned()),
+                ahead: Default::default(),
             },
         })
     }
@@ -361,6 +362,14 @@ impl Remote {
         }
         let ep = Arc::new(Endpoint::new(parsed, None));
         let size = self.blob_size(&ep)?;
-        Ok(HttpBlob { blob: Blob { inner: Arc::clone(&self.inner), ep, size, digest: digest.map(str::to_owned) } })
+        Ok(HttpBlob {
+            blob: Blob {
+                inner: Arc::clone(&self.inner),
+                ep,
+                size,
+                digest: digest.map(str::to_owned),
+                ahead: Default::default(),
+            },
+        })
     }
 }

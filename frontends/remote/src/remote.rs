@@ -113,6 +113,8 @@ pub struct Options {
     pub plain_http: bool,
     /// Mirrors, tried in order before the registry they mirror.
     pub mirrors: Vec<Mirror>,
+    /// Hosts (`HOST[:PORT]`) always reached over plain HTTP (`http://` hosts of a hosts.toml).
+    pub plain_http_hosts: Vec<String>,
     /// PEM files of extra certificate authorities trusted for HTTPS, beside the system's.
     pub ca_certs: Vec<PathBuf>,
     /// Credentials given explicitly (a flag); used for every registry, before anything else.
@@ -128,6 +130,9 @@ pub struct Options {
     pub request_timeout: Duration,
     /// The disk cache of compressed ranges, if any.
     pub cache: Option<CacheOptions>,
+    /// The largest request that neighbouring reads are coalesced into (see `blob`); 0 fetches
+    /// every read on its own.
+    pub max_coalesce: u64,
 }
 
 impl Default for Options {
@@ -136,6 +141,7 @@ impl Default for Options {
             platform: None,
             plain_http: false,
             mirrors: Vec::new(),
+            plain_http_hosts: Vec::new(),
             ca_certs: Vec::new(),
             credentials: None,
             env_credentials: true,
@@ -144,7 +150,18 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             cache: None,
+            max_coalesce: 2 << 20,
         }
+    }
+}
+
+impl Options {
+    /// Adds what a containerd-style hosts directory configures (see [`crate::HostsConfig`]):
+    /// its mirrors after those already given, its CA certificates, its plain-HTTP hosts.
+    pub fn add_hosts(&mut self, hosts: crate::HostsConfig) {
+        self.mirrors.extend(hosts.mirrors);
+        self.ca_certs.extend(hosts.ca_certs);
+        self.plain_http_hosts.extend(hosts.plain_http_hosts);
     }
 }
 
@@ -311,7 +328,8 @@ impl Inner {
 
     /// The URL scheme for a registry host.
     pub fn scheme_for(&self, registry: &str) -> &'static str {
-        if self.options.plain_http || is_loopback_host(registry) { "http" } else { "https" }
+        let listed = self.options.plain_http_hosts.iter().any(|h| h == registry);
+        if self.options.plain_http || listed || is_loopback_host(registry) { "http" } else { "https" }
     }
 
     /// The registry client for `registry`, created on first use.

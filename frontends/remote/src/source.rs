@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crfs_core::{FileReadAt, OpenOptions, ReadAt};
 use oci_client::manifest::{OciImageManifest, OciManifest};
 
+use crate::blob::RegistryBlob;
 use crate::error::{Error, Result};
 use crate::layout::{
     REF_NAME, blob_path as layout_blob_path, read_blob as read_layout_blob, split_spec as split_layout,
@@ -53,6 +54,8 @@ pub struct SourceLayer {
     pub blob: Arc<dyn ReadAt + Send + Sync>,
     /// The manifest's descriptor, for images (registry or OCI layout).
     pub desc: Option<LayerDesc>,
+    /// The same blob when it is in a registry, for reads that bypass the range cache.
+    registry: Option<Arc<RegistryBlob>>,
 }
 
 impl std::fmt::Debug for SourceLayer {
@@ -61,7 +64,57 @@ impl std::fmt::Debug for SourceLayer {
     }
 }
 
+/// Whole-blob copies read this much per request.
+const COPY_PIECE: u64 = 8 << 20;
+
 impl SourceLayer {
+    /// A layer of `blob`, described by `desc` when a manifest names it.
+    pub fn new(blob: Arc<dyn ReadAt + Send + Sync>, desc: Option<LayerDesc>) -> SourceLayer {
+        SourceLayer { blob, desc, registry: None }
+    }
+
+    /// A layer in a registry.
+    pub fn in_registry(blob: RegistryBlob, desc: Option<LayerDesc>) -> SourceLayer {
+        let blob = Arc::new(blob);
+        SourceLayer { blob: blob.clone(), desc, registry: Some(blob) }
+    }
+
+    /// Copies the whole blob to `out`, a piece of at most 8 MiB in memory at a time, and checks
+    /// it against the descriptor's digest (an error after the last byte if it does not match:
+    /// the caller must then discard what it wrote). Registry blobs are read past the range
+    /// cache, since the copy is kept elsewhere. Returns the bytes copied.
+    pub fn copy_whole(&self, out: &mut dyn std::io::Write) -> Result<u64> {
+        let size = self.blob.size();
+        let mut hasher = crfs_core::digest::Hasher::default();
+        let mut at = 0;
+        let mut buf = Vec::new();
+        while at < size {
+            let end = (at + COPY_PIECE).min(size);
+            match &self.registry {
+                Some(r) => buf = r.read_uncached(at, end)?,
+                None => {
+                    buf.resize(usize::try_from(end - at).unwrap_or(0), 0);
+                    let n =
+                        self.blob.read_at(at, &mut buf).map_err(|e| Error::Local(format!("reading the blob: {e}")))?;
+                    buf.truncate(n);
+                }
+            }
+            if buf.is_empty() {
+                return Err(Error::Protocol(format!("the blob ended at {at} of {size} bytes")));
+            }
+            hasher.update(&buf);
+            out.write_all(&buf).map_err(|e| Error::Local(format!("writing a copy of the blob: {e}")))?;
+            at += buf.len() as u64;
+        }
+        if let Some(d) = &self.desc {
+            let got = hasher.finish();
+            if crfs_core::Digest::parse(&d.digest) != Some(got) {
+                return Err(Error::Protocol(format!("blob {} does not match its digest (got {got})", d.digest)));
+            }
+        }
+        Ok(size)
+    }
+
     /// Options for `crfs_core::Layer::open_with`: the default limits, and the TOC digest from
     /// the `toc.digest` annotation when `verify` is set and the manifest has one.
     pub fn open_options(&self, verify: bool) -> Result<OpenOptions> {
@@ -89,7 +142,7 @@ fn open_file(path: &Path) -> Result<Arc<dyn ReadAt + Send + Sync>> {
 
 /// A local blob file as a source (no network, no `Remote` needed).
 pub fn open_file_source(path: &Path) -> Result<Source> {
-    Ok(Source { kind: SourceKind::File, image: None, layers: vec![SourceLayer { blob: open_file(path)?, desc: None }] })
+    Ok(Source { kind: SourceKind::File, image: None, layers: vec![SourceLayer::new(open_file(path)?, None)] })
 }
 
 fn parse_manifest(data: &[u8], what: &str) -> Result<OciManifest> {
@@ -163,7 +216,7 @@ impl Remote {
                 if blob.size() != l.size {
                     return Err(Error::Protocol(format!("{spec}: layer {} is not {} bytes", l.digest, l.size)));
                 }
-                Ok(SourceLayer { blob, desc: Some(l.clone()) })
+                Ok(SourceLayer::new(blob, Some(l.clone())))
             })
             .collect::<Result<_>>()?;
         Ok(Source { kind: SourceKind::OciLayout, image: Some(image), layers })
@@ -177,11 +230,7 @@ impl Remote {
             SourceKind::File => open_file_source(Path::new(spec)),
             SourceKind::Url => {
                 let blob = self.open_url(spec, None)?;
-                Ok(Source {
-                    kind: SourceKind::Url,
-                    image: None,
-                    layers: vec![SourceLayer { blob: Arc::new(blob), desc: None }],
-                })
+                Ok(Source { kind: SourceKind::Url, image: None, layers: vec![SourceLayer::new(Arc::new(blob), None)] })
             }
             SourceKind::OciLayout => self.open_layout(spec),
             SourceKind::Registry => {
@@ -190,10 +239,7 @@ impl Remote {
                 let layers = image
                     .layers
                     .iter()
-                    .map(|l| {
-                        let blob = self.open_layer(&image, l)?;
-                        Ok(SourceLayer { blob: Arc::new(blob), desc: Some(l.clone()) })
-                    })
+                    .map(|l| Ok(SourceLayer::in_registry(self.open_layer(&image, l)?, Some(l.clone()))))
                     .collect::<Result<_>>()?;
                 Ok(Source { kind: SourceKind::Registry, image: Some(image), layers })
             }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Fault, PASSWORD, Proxy, USER, registry_with_image, test_options};
 use crfs_core::{Layer, ReadAt};
-use crfs_remote::{Credentials, Error, Remote};
+use crfs_remote::{Credentials, Error, RegistryBlob, Remote};
 
 fn fixture(name: &str) -> std::path::PathBuf {
     crfs_testkit::testdata().join("fixtures").join(name)
@@ -271,7 +271,8 @@ fn faults_give_right_bytes_or_errors() {
         Fault::Shift(1),
         Fault::Full200,
     ];
-    for fault in transient {
+    // Each fault with one request per read, and with neighbouring reads coalesced.
+    for (fault, max_coalesce) in transient.iter().flat_map(|f| [(f.clone(), 0), (f.clone(), 2 << 20)]) {
         let t0 = std::time::Instant::now();
         let f = fault.clone();
         // Slow answers cost a timeout each: fewer of them.
@@ -285,14 +286,19 @@ fn faults_give_right_bytes_or_errors() {
                 },
             );
         let timeout = Duration::from_millis(if slow { 300 } else { 2000 });
-        let remote = Remote::new(crfs_remote::Options { request_timeout: timeout, ..test_options() }).unwrap();
+        let remote =
+            Remote::new(crfs_remote::Options { request_timeout: timeout, max_coalesce, ..test_options() }).unwrap();
         let reference = format!("{}/test/all-types:v1", proxy.host());
         let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
         let (ok, failed) = read_pieces(&blob, &want);
         let stats = remote.stats();
-        eprintln!("{fault:?}: {ok} reads ok, {failed} failed; {stats:?}; {:?}", t0.elapsed());
+        eprintln!(
+            "{fault:?} (coalescing up to {max_coalesce}): {ok} reads ok, {failed} failed; {stats:?}; {:?}",
+            t0.elapsed()
+        );
         assert_eq!(failed, 0, "{fault:?}: transient faults are retried");
-        if fault != Fault::Full200 {
+        // Coalesced, the few requests may all fall between the faulty ones.
+        if fault != Fault::Full200 && max_coalesce == 0 {
             assert!(stats.retries > 0, "{fault:?}: retried");
         }
         // And whole layers open and list through it.
@@ -350,6 +356,7 @@ fn redirects_drop_credentials_and_expired_targets_are_resolved_again() {
     let proxy = Proxy::start(reg.port, |s, _| if s.path.contains("/blobs/") { Fault::Redirect } else { Fault::Pass });
     let remote = Remote::new(crfs_remote::Options {
         credentials: Some(Credentials { username: USER.into(), password: PASSWORD.into() }),
+        max_coalesce: 0, // one request per read, counted below
         ..common::counting_options()
     })
     .unwrap();
@@ -495,7 +502,8 @@ fn concurrent_reads_share_connections_and_work_inside_a_runtime() {
     }
     let (reg, pushed) = registry_with_image("concurrent", false);
     let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
-    let remote = Remote::new(common::counting_options()).unwrap();
+    // One request per read: no coalescing (random reads from 8 threads are sometimes neighbours).
+    let remote = Remote::new(crfs_remote::Options { max_coalesce: 0, ..common::counting_options() }).unwrap();
     let reference = format!("{}/test/all-types:v1", proxy.host());
     let blob = Arc::new(remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap());
     let want = Arc::new(fixture_bytes());
@@ -712,4 +720,112 @@ fn https_with_an_extra_ca() {
     let err = untrusted.open_url(&url, None).unwrap_err();
     assert!(err.to_string().contains("certificate"), "{err}");
     assert_eq!(untrusted.stats().retries, 0);
+}
+
+/// Reading every file of many.esgz (5 000 files) in blob order: neighbouring chunk reads are
+/// coalesced into far fewer requests, with and without a disk cache, and the bytes are the
+/// same. Requests are counted by the proxy in front of the registry.
+#[test]
+fn neighbouring_reads_are_coalesced() {
+    if !common::have_tools() {
+        return;
+    }
+    let reg = common::Registry::start("coalesce", false);
+    let layout = reg.dir.join("layout");
+    common::make_layout(&layout, "many.esgz", "v1", &[]);
+    common::skopeo_copy(&layout, "v1", &format!("{}/test/many:v1", reg.host()), None, false);
+    let want = std::fs::read_to_string(fixture("many.esgz.list")).unwrap();
+    let mut counts = Vec::new();
+    for (max_coalesce, disk) in [(0, false), (2 << 20, false), (2 << 20, true)] {
+        let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
+        let cache = disk.then(|| crfs_remote::CacheOptions {
+            dir: reg.dir.join(format!("cache-{max_coalesce}")),
+            max_bytes: 64 << 20,
+        });
+        let remote = Remote::new(crfs_remote::Options { max_coalesce, cache, ..common::counting_options() }).unwrap();
+        let image = remote.resolve(&format!("{}/test/many:v1", proxy.host())).unwrap();
+        let desc = &image.layers[0];
+        let opts =
+            crfs_core::OpenOptions { expected_toc_digest: desc.expected_toc_digest().unwrap(), ..Default::default() };
+        let layer = Layer::open_with(remote.open_layer(&image, desc).unwrap(), &opts).unwrap();
+        let opened = proxy.blob_gets().len();
+        crfs_testkit::assert_same_listing("many", &crfs_testkit::layer_listing(&layer), &want);
+        let gets = proxy.blob_gets().len() - opened;
+        assert_eq!(remote.stats().retries, 0);
+        eprintln!("max_coalesce {max_coalesce}, disk cache {disk}: every file took {gets} blob GETs");
+        counts.push(gets);
+    }
+    assert!(counts[0] >= 10 * counts[1], "coalescing cuts requests at least tenfold: {counts:?}");
+    assert!(counts[0] >= 10 * counts[2], "also with a disk cache: {counts:?}");
+}
+
+/// While a coalesced request is under way (held back 600 ms by the proxy), seven other threads
+/// reading inside it wait for it rather than asking again: two requests in all (the first
+/// read and the coalesced one), right bytes everywhere. With the request failing,
+/// the waiting reads fetch on their own and still get the right bytes.
+#[test]
+fn concurrent_reads_wait_for_a_coalesced_request_under_way() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("inflight", false);
+    let want = Arc::new(fixture_bytes());
+    for fail in [false, true] {
+        // Failing: half the body, then a stall past the request timeout, and no retry.
+        let slow = if fail { Fault::Stall(Duration::from_secs(3)) } else { Fault::Delay(Duration::from_millis(600)) };
+        let proxy =
+            Proxy::start(
+                reg.port,
+                move |s, n| if s.path.contains("/blobs/") && n == 1 { slow.clone() } else { Fault::Pass },
+            );
+        let mut options = common::counting_options();
+        if fail {
+            options.request_timeout = Duration::from_millis(700);
+            options.retry.max_attempts = 1;
+        }
+        let remote = Remote::new(options).unwrap();
+        let reference = format!("{}/test/all-types:v1", proxy.host());
+        let blob = Arc::new(remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap());
+        let read = |blob: &RegistryBlob, off: u64, len: usize| {
+            let mut buf = vec![0u8; len];
+            let r = blob.read_exact_at(off, &mut buf);
+            (r, buf)
+        };
+        let (r, buf) = read(&blob, 0, 100);
+        r.unwrap();
+        assert_eq!(&buf[..], &want[..100]);
+        // The neighbour: coalesced, and held back (or failed) by the proxy.
+        let first = {
+            let (blob, want) = (Arc::clone(&blob), Arc::clone(&want));
+            std::thread::spawn(move || {
+                let (r, buf) = read(&blob, 100, 100);
+                (r.is_ok(), buf == want[100..200])
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let others: Vec<_> = (0..7u64)
+            .map(|i| {
+                let (blob, want) = (Arc::clone(&blob), Arc::clone(&want));
+                std::thread::spawn(move || {
+                    let off = 300 + i * 1000;
+                    let (r, buf) = read(&blob, off, 500);
+                    r.unwrap();
+                    assert_eq!(&buf[..], &want[off as usize..off as usize + 500]);
+                })
+            })
+            .collect();
+        for t in others {
+            t.join().unwrap();
+        }
+        let (ok, right) = first.join().unwrap();
+        let gets = proxy.blob_gets().len();
+        eprintln!("coalesced request {}: {gets} blob GETs", if fail { "failing" } else { "slow" });
+        if fail {
+            assert!(!ok, "the read that asked gets the error");
+            assert_eq!(gets, 2 + 7, "the waiting reads ask on their own after the failure");
+        } else {
+            assert!(ok && right);
+            assert_eq!(gets, 2, "the seven reads inside it waited for it");
+        }
+    }
 }

@@ -256,6 +256,43 @@ pub fn make_layout(dir: &Path, fixture: &str, tag: &str, platforms: &[&str]) -> 
     Pushed { layer_digest, layer_size, toc_digest, manifest_digest }
 }
 
+/// Writes an OCI image layout with one image tagged `tag` whose layers are `layers` as given
+/// (blob bytes and media type), with no annotations: what `docker build` or skopeo make of
+/// ordinary tar layers. `diff_ids` are the sha256 of each layer's uncompressed tar.
+pub fn make_plain_layout(dir: &Path, tag: &str, layers: &[(Vec<u8>, &str)], diff_ids: &[String]) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let host = crfs_remote::Platform::host();
+    let diff_ids: Vec<String> = diff_ids.iter().map(|d| format!("\"sha256:{d}\"")).collect();
+    let config = format!(
+        r#"{{"architecture":"{}","os":"{}","config":{{}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        host.architecture,
+        host.os,
+        diff_ids.join(",")
+    );
+    let (config_digest, config_size) = write_blob(dir, config.as_bytes());
+    let descs: Vec<String> = layers
+        .iter()
+        .map(|(data, media_type)| {
+            let (d, s) = write_blob(dir, data);
+            format!(r#"{{"mediaType":"{media_type}","digest":"{d}","size":{s}}}"#)
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{config_size}}},"layers":[{}]}}"#,
+        descs.join(",")
+    );
+    let (digest, size) = write_blob(dir, manifest.as_bytes());
+    std::fs::write(
+        dir.join("index.json"),
+        format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":{size},"annotations":{{"org.opencontainers.image.ref.name":"{tag}"}}}}]}}"#
+        ),
+    )
+    .unwrap();
+    digest
+}
+
 /// `skopeo copy oci:LAYOUT:TAG docker://DEST` over plain HTTP, with optional credentials.
 pub fn skopeo_copy(layout: &Path, tag: &str, dest: &str, creds: Option<&str>, all: bool) {
     let mut cmd = Command::new("skopeo");

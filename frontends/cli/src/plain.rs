@@ -1,0 +1,121 @@
+//! Image layers that are not eStargz or zstd:chunked (plain tar, tar+gzip, tar+zstd).
+//!
+//! Such a layer has no TOC, so it cannot be read lazily: it is fetched whole once (checked
+//! against the manifest's digest), converted locally to eStargz by the same code as
+//! `crfs convert`, and that copy is what gets mounted. The copy is kept in the disk cache
+//! directory as `converted/<algorithm>/<hex>` (named by the original layer's digest; written to
+//! a temporary file and renamed into place, so concurrent processes see all of it or none), and
+//! the next open of the same layer uses it without fetching anything. Without a disk cache the
+//! copy lives in an unlinked temporary file for as long as the layer is open.
+//!
+//! A layer is taken for a plain one when its descriptor has none of the annotations of lazy
+//! layers (toc.digest, zstd:chunked's manifest-checksum) and the core finds no footer in it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crfs_core::{Digest, FileReadAt};
+use crfs_remote::{LayerDesc, SourceLayer, TOC_DIGEST_ANNOTATION};
+
+use crate::source::Blob;
+use crfs_remote::MANIFEST_CHECKSUM_ANNOTATIONS;
+
+/// Whether a layer descriptor carries nothing that says it is lazy (eStargz or zstd:chunked).
+pub fn unannotated(desc: &LayerDesc) -> bool {
+    !desc.annotations.contains_key(TOC_DIGEST_ANNOTATION)
+        && !MANIFEST_CHECKSUM_ANNOTATIONS.iter().any(|k| desc.annotations.contains_key(*k))
+}
+
+/// Where the converted copy of layer `digest` lives in cache directory `dir`.
+fn converted_path(dir: &Path, digest: &str) -> Result<PathBuf, String> {
+    match (Digest::parse(digest), digest.split_once(':')) {
+        (Some(_), Some((algo, hex))) => Ok(dir.join("converted").join(algo).join(hex)),
+        _ => Err(format!("{digest}: not a sha256 digest")),
+    }
+}
+
+fn open_blob(path: &Path) -> Result<Blob, String> {
+    FileReadAt::open(path).map(|f| Arc::new(f) as Blob).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The converted copy of this layer made by an earlier run, if the cache holds one.
+pub fn cached(desc: &LayerDesc, cache_dir: Option<&Path>) -> Option<Blob> {
+    let path = converted_path(cache_dir?, &desc.digest).ok()?;
+    let blob = open_blob(&path).ok()?;
+    tracing::info!(layer = %desc.digest, copy = %path.display(), "layer is not lazy (no TOC); using its indexed copy");
+    Some(blob)
+}
+
+/// Removes this layer's indexed copy (found unusable).
+pub fn discard(desc: &LayerDesc, cache_dir: Option<&Path>) {
+    if let Some(path) = cache_dir.and_then(|d| converted_path(d, &desc.digest).ok()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A temporary file removed when dropped (the fetched original blob).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Fetches the whole layer, checks its digest, converts it to eStargz and returns the copy.
+/// `why` is what opening it lazily said.
+///
+/// Conversions in one process run one at a time (a layer shared by two images being resolved
+/// at once is then fetched once: the second finds the first's copy).
+pub fn fetch_and_index(name: &str, l: &SourceLayer, cache_dir: Option<&Path>, why: &str) -> Result<Blob, String> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Some(desc) = &l.desc else { return Err(format!("{name}: {why}")) };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(copy) = cached(desc, cache_dir) {
+        return Ok(copy);
+    }
+    tracing::warn!(
+        layer = %name,
+        bytes = desc.size,
+        media_type = %desc.media_type,
+        "layer is not lazy (not eStargz or zstd:chunked: {why}); fetching it whole and indexing it locally"
+    );
+    let (work, dest) = match cache_dir {
+        Some(dir) => (dir.join("tmp"), Some(converted_path(dir, &desc.digest)?)),
+        None => (std::env::temp_dir(), None),
+    };
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let hex = desc.digest.split_once(':').map_or("", |(_, h)| h);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let stem = format!("plain-{}-{seq}-{}", std::process::id(), hex.get(..16).unwrap_or(hex));
+    let original = TempFile(work.join(format!("{stem}.orig")));
+    {
+        let file = std::fs::File::create(&original.0).map_err(|e| format!("{}: {e}", original.0.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        l.copy_whole(&mut out).map_err(|e| format!("{name}: fetching the whole layer: {e}"))?;
+        std::io::Write::flush(&mut out).map_err(|e| format!("{}: {e}", original.0.display()))?;
+    }
+    let input = original.0.to_str().ok_or_else(|| format!("{}: not UTF-8", original.0.display()))?.to_owned();
+    // Level 1: the copy is local, so converting fast matters more than its size.
+    let settings = crfs_convert::Settings {
+        options: crfs_convert::Options { level: 1, ..crfs_convert::Options::default() },
+        ..crfs_convert::Settings::default()
+    };
+    let converted = match &dest {
+        Some(d) => d.clone(),
+        None => work.join(format!("{stem}.esgz")),
+    };
+    if let Some(parent) = converted.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let summary = crfs_convert::convert(&input, crfs_convert::Output::Path(&converted), &settings)
+        .map_err(|e| format!("{name}: indexing the layer: {e}"))?;
+    let blob = open_blob(&converted)?;
+    if dest.is_none() {
+        // Only the open file keeps it now.
+        let _ = std::fs::remove_file(&converted);
+    }
+    tracing::info!(layer = %name, uncompressed = summary.uncompressed_size, copy = %converted.display(), "layer indexed");
+    Ok(blob)
+}
