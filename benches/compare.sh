@@ -128,10 +128,12 @@ READ_C=(
   "readall.crfs.reader2|--mode reader --piece 131072 --threads 2"
   "readall.crfs.chunk1|--mode chunk --threads 1"
   "readall.crfs.chunk2|--mode chunk --threads 2"
+  "readall.crfs.reader1k32|--mode reader --piece 32768 --threads 1"
 )
 READ_R=(
   "readall.ref.readat|-piece 131072"
   "readall.ref.chunk|-piece 0"
+  "readall.ref.readat32k|-piece 32768"
 )
 
 run_crfs_reads() {
@@ -243,6 +245,7 @@ size_of() { local n; n=$(wc -c < "$1"); awk -v x="$n" 'BEGIN { printf "%.1f MB (
   row "read every file, 128 KiB \`read_at\`, 1 thread vs reference \`OpenFile\`+\`ReadAt\` 128 KiB" readall.crfs.readat1 readall.ref.readat 1 0.05 "≤ 0.05× (≥ 20× faster)"
   row "read every file, \`FileReader\` 128 KiB \`read_at\`, 1 thread vs reference ReadAt 128 KiB" readall.crfs.reader1 readall.ref.readat 1 0.05 "≤ 0.05× (≥ 20× faster)"
   row "read every file, \`read_chunk\` per chunk, 1 thread vs reference ReadAt 128 KiB" readall.crfs.chunk1 readall.ref.readat 1 0.05 "≤ 0.05× (≥ 20× faster)"
+  row "read every file, \`FileReader\` 32 KiB (\`io.Copy\`'s buffer), 1 thread vs reference ReadAt 32 KiB" readall.crfs.reader1k32 readall.ref.readat32k 1 0.05 "≤ 0.05× (≥ 20× faster)"
   row "read every file, 128 KiB \`read_at\`, 2 threads vs reference ReadAt 128 KiB" readall.crfs.readat2 readall.ref.readat 1 - "(information)"
   row "read every file, \`FileReader\` 128 KiB, 2 threads vs reference ReadAt 128 KiB" readall.crfs.reader2 readall.ref.readat 1 - "(information)"
   row "read every file, \`read_chunk\`, 2 threads vs reference ReadAt 128 KiB" readall.crfs.chunk2 readall.ref.readat 1 - "(information)"
@@ -252,7 +255,7 @@ size_of() { local n; n=$(wc -c < "$1"); awk -v x="$n" 'BEGIN { printf "%.1f MB (
   echo
   echo "| process | wall | user+sys CPU | peak RSS |"
   echo "|---|---|---|---|"
-  for name in open.crfs open.ref verify.crfs verify.gzip readall.crfs.readat1 readall.crfs.readat2 readall.crfs.reader1 readall.crfs.reader2 readall.crfs.chunk1 readall.crfs.chunk2 readall.ref.readat readall.ref.chunk; do
+  for name in open.crfs open.ref verify.crfs verify.gzip readall.crfs.readat1 readall.crfs.readat2 readall.crfs.reader1 readall.crfs.reader2 readall.crfs.chunk1 readall.crfs.chunk2 readall.crfs.reader1k32 readall.ref.readat readall.ref.chunk readall.ref.readat32k; do
     echo "| $name | $(cell "$name" 1) | $(cell "$name" 5) | $(cell "$name" 4) |"
   done
   echo
@@ -275,7 +278,7 @@ size_of() { local n; n=$(wc -c < "$1"); awk -v x="$n" 'BEGIN { printf "%.1f MB (
   echo "## Raw samples (wall s, user s, sys s, peak RSS KiB)"
   echo
   echo '```'
-  for name in open.crfs open.ref verify.crfs verify.gzip readall.crfs.readat1 readall.crfs.readat2 readall.crfs.reader1 readall.crfs.reader2 readall.crfs.chunk1 readall.crfs.chunk2 readall.ref.readat readall.ref.chunk; do
+  for name in open.crfs open.ref verify.crfs verify.gzip readall.crfs.readat1 readall.crfs.readat2 readall.crfs.reader1 readall.crfs.reader2 readall.crfs.chunk1 readall.crfs.chunk2 readall.crfs.reader1k32 readall.ref.readat readall.ref.chunk readall.ref.readat32k; do
     echo "$name"
     sed 's/^/  /' "$RUN/$name"
   done
