@@ -577,6 +577,9 @@ impl ParsedToc {
     }
 }
 
+/// How many of the previous node's ancestors are tried as a node's parent before searching.
+const PARENT_WALK: usize = 6;
+
 fn entry_err(entry: usize, what: &'static str) -> Error {
     Error::BadEntry { entry, what }
 }
@@ -1072,8 +1075,29 @@ impl Builder {
             let parent = if id == ROOT {
                 ROOT
             } else {
-                find(&winners, &self.paths, parent_of(path))
-                    .map_err(|_| Error::BadEntry { entry: 0, what: "lost parent" })? as NodeId
+                let parent_path = parent_of(path);
+                // In path order the parent is usually the previous node or one of its nearest
+                // ancestors (siblings and a directory's first child follow each other): try a
+                // few of those before a binary search over every path.
+                let mut candidate = id - 1;
+                let mut near = None;
+                for _ in 0..PARENT_WALK {
+                    let (_, c_off, c_len) = winners[candidate as usize];
+                    if c_len as usize == parent_path.len() && self.path(c_off, c_len) == parent_path {
+                        near = Some(candidate);
+                        break;
+                    }
+                    if candidate == ROOT {
+                        break;
+                    }
+                    candidate = nodes[candidate as usize].parent;
+                }
+                match near {
+                    Some(p) => p,
+                    None => find(&winners, &self.paths, parent_path)
+                        .map_err(|_| Error::BadEntry { entry: 0, what: "lost parent" })?
+                        as NodeId,
+                }
             };
             let base = base_of(path);
             let name_off = len_u32(names.len(), 0)?;
