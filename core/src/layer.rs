@@ -63,17 +63,17 @@ impl<R: ReadAt> Layer<R> {
         let mut raw = toc::read_raw_toc(&blob, &footer, options.max_toc_size)?;
         let data_end = if footer.format.is_zstd() { footer.toc_offset.saturating_sub(8) } else { footer.toc_offset };
         let limits = Limits { max_entries: options.max_entries };
-        let (toc_digest, parsed) = hash_and_parse(&mut raw, limits);
+        let parsed = parse_toc_text(&mut raw, limits);
+        let (toc_compressed_digest, toc_json_len) = (raw.compressed_digest, raw.json().len());
+        let (toc_digest, index) = hash_and_finish(raw, parsed, data_end);
         // A wrong TOC is refused as such, even when it would not index either.
+        let toc_digest = toc_digest?;
         if let Some(expected) = options.expected_toc_digest
             && expected != toc_digest
         {
             return Err(Error::TocDigestMismatch);
         }
-        let (toc_compressed_digest, toc_json_len) = (raw.compressed_digest, raw.json().len());
-        // The text is read: free it before the tree's tables are allocated.
-        drop(raw);
-        let index = parsed?.finish(data_end)?;
+        let index = index?;
         Ok(Layer {
             blob,
             footer,
@@ -342,52 +342,67 @@ fn read_full<R: ReadAt + ?Sized>(blob: &R, offset: u64, buf: &mut [u8]) -> Resul
 #[cfg(feature = "std")]
 const SPLIT_PARSE_MIN_BYTES: usize = 1 << 20;
 
-/// Hashes the TOC's JSON and reads its entries. With std this uses up to three threads:
-/// hashing 20 MB of JSON takes a fair share of the time, and a large TOC is read in two halves
-/// at once (see [`crate::json::Split`]); where the halves cannot be joined, it is read again
-/// in one piece.
+/// Reads the TOC's entries. With std a large TOC is read in two halves at once (see
+/// [`crate::json::Split`]); where the halves cannot be joined, it is read again in one piece.
+/// The text is left as it was.
 #[cfg(feature = "std")]
-fn hash_and_parse(raw: &mut toc::RawToc, limits: Limits) -> (Digest, Result<ParsedToc>) {
+fn parse_toc_text(raw: &mut toc::RawToc, limits: Limits) -> Result<ParsedToc> {
     let json = raw.json_mut();
-    let split = (json.len() >= SPLIT_PARSE_MIN_BYTES).then(|| crate::json::Split::find(json)).flatten();
-    if let Some(split) = split {
+    if json.len() >= SPLIT_PARSE_MIN_BYTES
+        && let Some(split) = crate::json::Split::find(json)
+    {
         // The tail half is read as an array of its own: its comma becomes the opening bracket.
         json[split.comma] = b'[';
-    }
-    let text: &[u8] = json;
-    let (digest, split_parse) = std::thread::scope(|scope| {
-        let hash = move || {
-            let mut hasher = crate::digest::Hasher::default();
-            match split {
-                Some(split) => {
-                    hasher.update(&text[..split.comma]);
-                    hasher.update(b",");
-                    hasher.update(&text[split.comma + 1..]);
-                }
-                None => hasher.update(text),
-            }
-            hasher.finish()
-        };
-        let hashing = std::thread::Builder::new().name("crfs-toc-digest".into()).spawn_scoped(scope, hash);
-        let parsed = split.and_then(|split| ParsedToc::parse_split(text, split, limits));
-        // No thread (resource limits) or a failed one: hash here instead.
-        let digest = hashing.ok().and_then(|h| h.join().ok()).unwrap_or_else(hash);
-        (digest, parsed)
-    });
-    if let Some(split) = split {
+        let parsed = ParsedToc::parse_split(json, split, limits);
         json[split.comma] = b',';
+        if let Some(parsed) = parsed {
+            return Ok(parsed);
+        }
     }
-    let parsed = match split_parse {
-        Some(parsed) => Ok(parsed),
-        None => ParsedToc::parse(raw.json(), limits),
-    };
-    (digest, parsed)
+    ParsedToc::parse(raw.json(), limits)
 }
 
-/// Hashes the TOC's JSON and reads its entries, one after the other.
 #[cfg(not(feature = "std"))]
-fn hash_and_parse(raw: &mut toc::RawToc, limits: Limits) -> (Digest, Result<ParsedToc>) {
-    (Digest::of(raw.json()), ParsedToc::parse(raw.json(), limits))
+fn parse_toc_text(raw: &mut toc::RawToc, limits: Limits) -> Result<ParsedToc> {
+    ParsedToc::parse(raw.json(), limits)
+}
+
+/// Hashes the TOC's JSON and builds the tree. With std the hash (about 10 ms for 20 MB)
+/// runs on its own thread while the tree is built, once the parse no longer needs both cores,
+/// and that thread frees the text as soon as it is hashed, before the tree's larger tables
+/// are allocated.
+#[cfg(feature = "std")]
+fn hash_and_finish(raw: toc::RawToc, parsed: Result<ParsedToc>, data_end: u64) -> (Result<Digest>, Result<Index>) {
+    let (send, receive) = std::sync::mpsc::channel::<toc::RawToc>();
+    std::thread::scope(|scope| {
+        let hashing = std::thread::Builder::new()
+            .name("crfs-toc-digest".into())
+            .spawn_scoped(scope, move || receive.recv().ok().map(|raw| Digest::of(raw.json())));
+        let Ok(hashing) = hashing else {
+            // No thread (resource limits): hash here, then build.
+            let digest = Digest::of(raw.json());
+            drop(raw);
+            return (Ok(digest), parsed.and_then(|p| p.finish(data_end)));
+        };
+        let local = match send.send(raw) {
+            Ok(()) => None,
+            Err(returned) => Some(Digest::of(returned.0.json())),
+        };
+        let index = parsed.and_then(|p| p.finish(data_end));
+        let digest = match local {
+            Some(digest) => Ok(digest),
+            None => hashing.join().ok().flatten().ok_or(Error::Corrupt("the TOC hashing thread failed")),
+        };
+        (digest, index)
+    })
+}
+
+/// Hashes the TOC's JSON, then builds the tree.
+#[cfg(not(feature = "std"))]
+fn hash_and_finish(raw: toc::RawToc, parsed: Result<ParsedToc>, data_end: u64) -> (Result<Digest>, Result<Index>) {
+    let digest = Digest::of(raw.json());
+    drop(raw);
+    (Ok(digest), parsed.and_then(|p| p.finish(data_end)))
 }
 
 /// Checks a decoded chunk against its digest, if it has one.
