@@ -340,11 +340,7 @@ fn faults_give_right_bytes_or_errors() {
     let remote = Remote::new(test_options()).unwrap();
     let reference = format!("{}/test/all-types:v1", proxy.host());
     let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
-    let opts = crfs_core::OpenOptions {
-        expected_toc_digest: crfs_core::Digest::parse(&pushed.toc_digest),
-        ..Default::default()
-    };
-    assert!(Layer::open_with(blob, &opts).is_err());
+    assert!(Layer::open_with(blob, &pushed.verified_open_options()).is_err());
 }
 
 #[test]
@@ -397,14 +393,7 @@ fn disk_cache_serves_a_second_open_with_the_registry_stopped() {
     let reference = format!("{}/test/all-types:v1", reg.host());
     let read_all = |remote: &Remote| {
         let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
-        let layer = Layer::open_with(
-            blob,
-            &crfs_core::OpenOptions {
-                expected_toc_digest: crfs_core::Digest::parse(&pushed.toc_digest),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let layer = Layer::open_with(blob, &pushed.verified_open_options()).unwrap();
         crfs_testkit::assert_same_listing("cache", &crfs_testkit::layer_listing(&layer), &expected_listing());
     };
     let first = Remote::new(options()).unwrap();
@@ -627,14 +616,7 @@ fn prefetch_fills_the_cache_in_one_request() {
     let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
     assert_eq!(blob.prefetch(0, u64::MAX).unwrap(), pushed.layer_size);
     assert_eq!(blob.prefetch(0, u64::MAX).unwrap(), 0, "already cached");
-    let layer = Layer::open_with(
-        blob,
-        &crfs_core::OpenOptions {
-            expected_toc_digest: crfs_core::Digest::parse(&pushed.toc_digest),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let layer = Layer::open_with(blob, &pushed.verified_open_options()).unwrap();
     crfs_testkit::assert_same_listing("prefetch", &crfs_testkit::layer_listing(&layer), &expected_listing());
     assert_eq!(proxy.blob_gets().len(), 1, "the whole blob in one request, then every read local");
     // Without a cache there is nowhere to put it.

@@ -191,6 +191,13 @@ pub struct Pushed {
     pub manifest_digest: String,
 }
 
+impl Pushed {
+    /// Open options that require this layer's TOC digest, as the manifest annotation gives it.
+    pub fn verified_open_options(&self) -> crfs_core::OpenOptions {
+        crfs_core::OpenOptions { expected_toc_digest: crfs_core::Digest::parse(&self.toc_digest), ..Default::default() }
+    }
+}
+
 fn write_blob(dir: &Path, data: &[u8]) -> (String, u64) {
     let hex = sha256_hex(data);
     let path = dir.join("blobs/sha256").join(&hex);
