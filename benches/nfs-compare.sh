@@ -21,42 +21,12 @@
 # Bytes read are checked to be the same for every client but fuse-tar (whose output is a tar).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-N=3
-WORK=/var/tmp/crfs-bench
-QUICK=0
-OUT=
-die() { echo "nfs-compare.sh: $*" >&2; exit 1; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -n) N=${2:?}; shift ;;
-    --work) WORK=${2:?}; shift ;;
-    --quick) QUICK=1 ;;
-    --out) OUT=${2:?}; shift ;;
-    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument $1" ;;
-  esac
-  shift
-done
-[ "$(id -u)" = 0 ] || die "needs root (drop_caches and mounts)"
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-if [ -z "$OUT" ]; then
-  if [ $QUICK = 1 ]; then OUT=$ROOT/benches/results/nfs-quick.md; else OUT=$ROOT/benches/results/nfs.md; fi
-fi
+# shellcheck source=benches/harness.sh
+source "$(dirname "${BASH_SOURCE[0]}")/harness.sh"
+harness_init nfs "$@"
 [ -f /usr/include/nfsc/libnfs.h ] || { log "installing libnfs-dev"; apt-get install -y -q libnfs-dev >/dev/null; }
-
-NAME=python-3.11.7
-[ $QUICK = 1 ] && NAME=synthetic-5000
-BLOB=$WORK/$NAME.esgz
-if [ ! -f "$BLOB" ]; then
-  log "no corpus in $WORK: building it with compare.sh"
-  if [ $QUICK = 1 ]; then "$ROOT/benches/compare.sh" --quick -n 1 --work "$WORK" >/dev/null; else "$ROOT/benches/compare.sh" -n 1 --work "$WORK" >/dev/null; fi
-fi
-[ -f "$BLOB" ] || die "corpus missing: $BLOB"
-
-log "cargo build --release -p crfs"
-(cd "$ROOT" && cargo build --release -q -p crfs)
-CRFS=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/crfs
+harness_corpus
+harness_build_crfs
 BIN=$WORK/bin
 mkdir -p "$BIN"
 for c in nfs-readall nfs-readall-pipelined; do
@@ -131,7 +101,7 @@ for run in $(seq "$N"); do
   done
 done
 
-stats() { grep "^$1 " "$SAMPLES" | awk '{print $2}' | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f %.2f %.2f", m, a[1], a[NR]}'; }
+stats() { harness_stats "$SAMPLES" "$1"; }
 {
   echo "# crfs over NFS (libnfs) vs crfs over FUSE: reading every file"
   echo

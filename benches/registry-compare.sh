@@ -20,48 +20,17 @@
 # and the bytes the registry sent for each (from its access log).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-N=3
-WORK=/var/tmp/crfs-bench
-QUICK=0
-OUT=
-die() { echo "registry-compare.sh: $*" >&2; exit 1; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -n) N=${2:?}; shift ;;
-    --work) WORK=${2:?}; shift ;;
-    --quick) QUICK=1 ;;
-    --out) OUT=${2:?}; shift ;;
-    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument $1" ;;
-  esac
-  shift
-done
-[ "$(id -u)" = 0 ] || die "needs root (drop_caches and mounts)"
+# shellcheck source=benches/harness.sh
+source "$(dirname "${BASH_SOURCE[0]}")/harness.sh"
+harness_init registry "$@"
 command -v docker-registry >/dev/null && command -v skopeo >/dev/null || die "needs docker-registry and skopeo (apt-get install docker-registry skopeo)"
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-if [ -z "$OUT" ]; then
-  if [ $QUICK = 1 ]; then OUT=$ROOT/benches/results/registry-quick.md; else OUT=$ROOT/benches/results/registry.md; fi
-fi
-
-NAME=python-3.11.7
-[ $QUICK = 1 ] && NAME=synthetic-5000
-TAR=$WORK/$NAME.tar
-BLOB=$WORK/$NAME.esgz
-if [ ! -f "$BLOB" ]; then
-  log "no corpus in $WORK: building it with compare.sh"
-  if [ $QUICK = 1 ]; then "$ROOT/benches/compare.sh" --quick -n 1 --work "$WORK" >/dev/null; else "$ROOT/benches/compare.sh" -n 1 --work "$WORK" >/dev/null; fi
-fi
-[ -f "$BLOB" ] && [ -f "$TAR" ] || die "corpus missing: $TAR / $BLOB"
+harness_corpus
 TGZ=$WORK/$NAME.tar.gz
 if [ ! -f "$TGZ" ]; then
   log "gzip -6 $TAR"
   gzip -6 -c "$TAR" >"$TGZ.tmp" && mv "$TGZ.tmp" "$TGZ"
 fi
-
-log "cargo build --release -p crfs"
-(cd "$ROOT" && cargo build --release -q -p crfs)
-CRFS=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/crfs
+harness_build_crfs
 
 # The file read first: the largest regular file (for Python, its shared library), found in the tar.
 FIRST=$(tar -tvf "$TAR" | awk '$1 ~ /^-/ {print $3, $6}' | sort -n | tail -1 | cut -d' ' -f2)
@@ -207,7 +176,7 @@ for run in $(seq "$N"); do
   fi
 done
 
-stats() { grep "^$1 " "$RUN/samples" | awk '{print $2}' | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f %.2f %.2f", m, a[1], a[NR]}'; }
+stats() { harness_stats "$RUN/samples" "$1"; }
 bytes() { grep "^$1 " "$RUN/samples" | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)] / 1e6}'; }
 {
   echo "# Lazy mount from a loopback registry vs pulling the image"
