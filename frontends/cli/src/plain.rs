@@ -5,8 +5,10 @@
 //! `crfs convert`, and that copy is what gets mounted. The copy is kept in the disk cache
 //! directory as `converted/<algorithm>/<hex>` (named by the original layer's digest; written to
 //! a temporary file and renamed into place, so concurrent processes see all of it or none), and
-//! the next open of the same layer uses it without fetching anything. Without a disk cache the
-//! copy lives in an unlinked temporary file for as long as the layer is open.
+//! the next open of the same layer uses it without fetching anything. Copies count towards the
+//! cache's bound and are evicted least recently used first, like fetched ranges; an evicted copy
+//! stays readable by whoever has it open, and is made again on the next open. Without a disk
+//! cache the copy lives in an unlinked temporary file for as long as the layer is open.
 //!
 //! A layer is taken for a plain one when its descriptor has none of the annotations of lazy
 //! layers (toc.digest, zstd:chunked's manifest-checksum) and the core finds no footer in it.
@@ -14,8 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crfs_core::{Digest, FileReadAt};
-use crfs_remote::{LayerDesc, SourceLayer, TOC_DIGEST_ANNOTATION};
+use crfs_core::FileReadAt;
+use crfs_remote::{DiskCache, LayerDesc, SourceLayer, TOC_DIGEST_ANNOTATION};
 
 use crate::source::Blob;
 use crfs_remote::MANIFEST_CHECKSUM_ANNOTATIONS;
@@ -26,12 +28,9 @@ pub fn unannotated(desc: &LayerDesc) -> bool {
         && !MANIFEST_CHECKSUM_ANNOTATIONS.iter().any(|k| desc.annotations.contains_key(*k))
 }
 
-/// Where the converted copy of layer `digest` lives in cache directory `dir`.
-fn converted_path(dir: &Path, digest: &str) -> Result<PathBuf, String> {
-    match (Digest::parse(digest), digest.split_once(':')) {
-        (Some(_), Some((algo, hex))) => Ok(dir.join("converted").join(algo).join(hex)),
-        _ => Err(format!("{digest}: not a sha256 digest")),
-    }
+/// Where the converted copy of layer `digest` lives in the cache.
+fn converted_path(cache: &DiskCache, digest: &str) -> Result<PathBuf, String> {
+    cache.converted_path(digest).ok_or_else(|| format!("{digest}: not a sha256 digest"))
 }
 
 fn open_blob(path: &Path) -> Result<Blob, String> {
@@ -39,16 +38,18 @@ fn open_blob(path: &Path) -> Result<Blob, String> {
 }
 
 /// The converted copy of this layer made by an earlier run, if the cache holds one.
-pub fn cached(desc: &LayerDesc, cache_dir: Option<&Path>) -> Option<Blob> {
-    let path = converted_path(cache_dir?, &desc.digest).ok()?;
+pub fn cached(desc: &LayerDesc, cache: Option<&DiskCache>) -> Option<Blob> {
+    let path = converted_path(cache?, &desc.digest).ok()?;
     let blob = open_blob(&path).ok()?;
+    // Recently used: eviction goes by modification time.
+    let _ = std::fs::File::open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
     tracing::info!(layer = %desc.digest, copy = %path.display(), "layer is not lazy (no TOC); using its indexed copy");
     Some(blob)
 }
 
 /// Removes this layer's indexed copy (found unusable).
-pub fn discard(desc: &LayerDesc, cache_dir: Option<&Path>) {
-    if let Some(path) = cache_dir.and_then(|d| converted_path(d, &desc.digest).ok()) {
+pub fn discard(desc: &LayerDesc, cache: Option<&DiskCache>) {
+    if let Some(path) = cache.and_then(|c| converted_path(c, &desc.digest).ok()) {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -67,12 +68,12 @@ impl Drop for TempFile {
 ///
 /// Conversions in one process run one at a time (a layer shared by two images being resolved
 /// at once is then fetched once: the second finds the first's copy).
-pub fn fetch_and_index(name: &str, l: &SourceLayer, cache_dir: Option<&Path>, why: &str) -> Result<Blob, String> {
+pub fn fetch_and_index(name: &str, l: &SourceLayer, cache: Option<&DiskCache>, why: &str) -> Result<Blob, String> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let Some(desc) = &l.desc else { return Err(format!("{name}: {why}")) };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(copy) = cached(desc, cache_dir) {
+    if let Some(copy) = cached(desc, cache) {
         return Ok(copy);
     }
     tracing::warn!(
@@ -81,8 +82,8 @@ pub fn fetch_and_index(name: &str, l: &SourceLayer, cache_dir: Option<&Path>, wh
         media_type = %desc.media_type,
         "layer is not lazy (not eStargz or zstd:chunked: {why}); fetching it whole and indexing it locally"
     );
-    let (work, dest) = match cache_dir {
-        Some(dir) => (dir.join("tmp"), Some(converted_path(dir, &desc.digest)?)),
+    let (work, dest) = match cache {
+        Some(c) => (c.dir().join("tmp"), Some(converted_path(c, &desc.digest)?)),
         None => (std::env::temp_dir(), None),
     };
     std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -112,9 +113,10 @@ pub fn fetch_and_index(name: &str, l: &SourceLayer, cache_dir: Option<&Path>, wh
     let summary = crfs_convert::convert(&input, crfs_convert::Output::Path(&converted), &settings)
         .map_err(|e| format!("{name}: indexing the layer: {e}"))?;
     let blob = open_blob(&converted)?;
-    if dest.is_none() {
+    match cache {
+        Some(c) => c.added(blob.size()),
         // Only the open file keeps it now.
-        let _ = std::fs::remove_file(&converted);
+        None => drop(std::fs::remove_file(&converted)),
     }
     tracing::info!(layer = %name, uncompressed = summary.uncompressed_size, copy = %converted.display(), "layer indexed");
     Ok(blob)

@@ -1,15 +1,15 @@
 //! Turning what a user names (a blob file, a blob URL, `oci:DIR[:TAG]`, a registry image) into
 //! opened layers and one tree to serve. Shared by mount, nfs and the inspection commands.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::plain;
 use crfs_core::{Digest, Layer, ReadAt};
 use crfs_remote::{
-    CacheOptions, Credentials, HostsConfig, MANIFEST_CHECKSUM_ANNOTATIONS, Mirror, Options as RemoteOptions, Platform,
-    Remote, SourceKind, SourceLayer,
+    CacheOptions, Credentials, DiskCache, HostsConfig, MANIFEST_CHECKSUM_ANNOTATIONS, Mirror, Options as RemoteOptions,
+    Platform, Remote, SourceKind, SourceLayer,
 };
 use crfs_vfs::{
     LayerFs, MergedFs, NamespaceFs, NamespaceOptions, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver,
@@ -137,7 +137,7 @@ pub fn namespace(
     if serve.overlay_whiteouts {
         return Err("--overlay-whiteouts applies to a single layer, not to the namespace".into());
     }
-    let resolver = RegistryResolver::new(remote.remote()?, serve.verify(), remote.disk_cache_dir());
+    let resolver = RegistryResolver::new(remote.remote()?, serve.verify());
     let idle = (flags.idle_release > 0).then(|| Duration::from_secs(flags.idle_release));
     let options = NamespaceOptions {
         fs: serve.fs_options(),
@@ -239,21 +239,26 @@ pub struct OpenedLayer {
 ///
 /// A layer of an image without those annotations whose blob has no footer either is a plain
 /// tar layer: it is fetched whole and indexed locally (see `plain`), its copy kept in
-/// `cache_dir`.
-fn open_layer(name: &str, l: &SourceLayer, verify: bool, cache_dir: Option<&Path>) -> Result<Arc<Layer<Blob>>, String> {
+/// the disk cache.
+fn open_layer(
+    name: &str,
+    l: &SourceLayer,
+    verify: bool,
+    cache: Option<&DiskCache>,
+) -> Result<Arc<Layer<Blob>>, String> {
     if let Some(desc) = l.desc.as_ref().filter(|d| plain::unannotated(d)) {
-        if let Some(copy) = plain::cached(desc, cache_dir) {
+        if let Some(copy) = plain::cached(desc, cache) {
             match Layer::open(copy) {
                 Ok(layer) => return Ok(Arc::new(layer)),
                 Err(e) => {
                     tracing::warn!(layer = %name, "the indexed copy is unusable ({e}); making it again");
-                    plain::discard(desc, cache_dir);
+                    plain::discard(desc, cache);
                 }
             }
         }
         match Layer::open(l.blob.clone()) {
             Err(e) => {
-                let copy = plain::fetch_and_index(name, l, cache_dir, &e.to_string())?;
+                let copy = plain::fetch_and_index(name, l, cache, &e.to_string())?;
                 let layer = Layer::open(copy).map_err(|e| format!("{name}: the indexed copy: {e}"))?;
                 return Ok(Arc::new(layer));
             }
@@ -296,7 +301,6 @@ fn checked(
 /// Opens every source, bottom first; an image contributes all its layers.
 pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> Result<Vec<OpenedLayer>, String> {
     let mut remote: Option<Remote> = None;
-    let cache_dir = remote_args.disk_cache_dir();
     let mut out = Vec::new();
     for spec in specs {
         let source = if SourceKind::of(spec) == SourceKind::File {
@@ -314,7 +318,8 @@ pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> 
                 (Some(d), _) => format!("{spec} layer {}", d.digest),
                 (None, _) => spec.clone(),
             };
-            let layer = open_layer(&name, l, verify, cache_dir.as_deref())?;
+            let cache = remote.as_ref().and_then(Remote::disk_cache);
+            let layer = open_layer(&name, l, verify, cache.as_deref())?;
             out.push(OpenedLayer { layer, name, of_image: source.image.is_some() });
         }
     }
@@ -373,8 +378,6 @@ type SeenLayers = std::collections::HashMap<(String, String), crfs_remote::Layer
 pub struct RegistryResolver {
     remote: Remote,
     verify: bool,
-    /// Where indexed copies of plain tar layers are kept (the disk cache directory).
-    cache_dir: Option<PathBuf>,
     /// Descriptors of layers seen in resolved images: a layer opened again by digest (after a
     /// release, or as `layer/...@digest`) is then checked against its manifest's annotation.
     /// Descriptors are small; the layers themselves are not kept here.
@@ -382,8 +385,8 @@ pub struct RegistryResolver {
 }
 
 impl RegistryResolver {
-    pub fn new(remote: Remote, verify: bool, cache_dir: Option<PathBuf>) -> Self {
-        RegistryResolver { remote, verify, cache_dir, seen: std::sync::Mutex::new(std::collections::HashMap::new()) }
+    pub fn new(remote: Remote, verify: bool) -> Self {
+        RegistryResolver { remote, verify, seen: std::sync::Mutex::new(std::collections::HashMap::new()) }
     }
 }
 
@@ -404,11 +407,12 @@ impl Resolver for RegistryResolver {
             Version::Digest(d) => format!("{host}/{repo}@{d}"),
         };
         let source = self.remote.open_source(&spec).map_err(resolve_error)?;
+        let cache = self.remote.disk_cache();
         let digest = source.image.as_ref().map(|i| i.manifest_digest.clone()).unwrap_or_default();
         let mut layers = Vec::with_capacity(source.layers.len());
         for l in &source.layers {
             let layer_digest = l.desc.as_ref().map(|d| d.digest.clone()).unwrap_or_default();
-            let layer = open_layer(&format!("{spec} layer {layer_digest}"), l, self.verify, self.cache_dir.as_deref())
+            let layer = open_layer(&format!("{spec} layer {layer_digest}"), l, self.verify, cache.as_deref())
                 .map_err(ResolveError::Failed)?;
             if let Some(desc) = &l.desc {
                 let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -443,6 +447,6 @@ impl Resolver for RegistryResolver {
                 SourceLayer::in_registry(blob, None)
             }
         };
-        open_layer(&name, &source, self.verify, self.cache_dir.as_deref()).map_err(ResolveError::Failed)
+        open_layer(&name, &source, self.verify, self.remote.disk_cache().as_deref()).map_err(ResolveError::Failed)
     }
 }

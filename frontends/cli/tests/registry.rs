@@ -74,6 +74,50 @@ fn inspect_and_mount_an_image_by_reference() {
     assert_same_listing("mounted image", &without_root(&tree_listing(&m.1)), &image_listing());
 }
 
+/// Every regular file below `root`, relative path → bytes.
+fn file_bytes(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = walk(root)
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(root.join(p)).unwrap().is_file())
+        .map(|p| {
+            let bytes = fs::read(root.join(&p)).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_cached_image_mounts_by_tag_with_the_registry_stopped() {
+    if !common::have_tools() || !fuse_ok() {
+        return;
+    }
+    let (reg, _pushed) = common::registry_with_image("cli-offline", false);
+    let reference = format!("{}/test/all-types:v1", reg.host());
+    let scratch = scratch_dir("cli-offline");
+    let cache = scratch.join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let online = {
+        let m = Mounted::new(&["--cache-dir", cache_arg, &reference], &scratch.join("mnt"));
+        assert_same_listing("online", &without_root(&tree_listing(&m.1)), &image_listing());
+        file_bytes(&m.1)
+    };
+    assert!(online.iter().any(|(p, b)| p == "files/small.txt" && b == b"hello, world\n"));
+    drop(reg);
+
+    let m = Mounted::new(&["--cache-dir", cache_arg, &reference], &scratch.join("mnt"));
+    assert_same_listing("offline", &without_root(&tree_listing(&m.1)), &image_listing());
+    assert_eq!(file_bytes(&m.1), online, "every file reads the same from the cache");
+    drop(m);
+    let log = fs::read_to_string(scratch.join("mnt.log")).unwrap();
+    assert!(log.contains("using the digest this tag last resolved to"), "{log}");
+    let out = crfs().args(["ls", "--cache-dir", cache_arg, &reference.replace(":v1", ":v2")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a tag never resolved needs the registry");
+    let out = crfs().args(["ls", "--no-disk-cache", &reference]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "so does any tag without a cache");
+}
+
 #[test]
 fn the_namespace_serves_images_and_layers_on_lookup() {
     if !common::have_tools() || !fuse_ok() {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use oci_client::Reference;
 use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
+use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
 
 use crate::blob::{Blob, HttpBlob, RegistryBlob};
@@ -219,8 +219,106 @@ impl Inner {
     }
 }
 
-/// Resolves through each mirror of the reference's registry in turn, then the registry itself.
+/// The manifest media types asked for: Docker v2 and OCI, images and lists.
+const MANIFEST_MEDIA_TYPES: [&str; 4] = [
+    oci_client::manifest::IMAGE_MANIFEST_MEDIA_TYPE,
+    oci_client::manifest::IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+    oci_client::manifest::OCI_IMAGE_MEDIA_TYPE,
+    oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE,
+];
+
+/// Manifests larger than this are refused (the distribution spec lets registries refuse
+/// manifests over 4 MiB; real ones are a few KiB).
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+/// The key a tag's last resolution is kept under in the disk cache: `REGISTRY/REPO:TAG`.
+fn tag_key(reference: &Reference) -> Option<String> {
+    let tag = reference.tag().filter(|_| reference.digest().is_none())?;
+    Some(format!("{}/{}:{tag}", reference.resolve_registry(), reference.repository()))
+}
+
+fn parse_manifest(bytes: &[u8], digest: &str) -> Result<OciManifest> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Protocol(format!("manifest {digest}: {e}")))
+}
+
+/// The digest of the manifest `reference`'s index lists for the platform of the options.
+fn choose_platform(inner: &Inner, reference: &Reference, index: &OciImageIndex) -> Result<String> {
+    inner.platform.select(&index.manifests).ok_or_else(|| {
+        Error::NoPlatform(format!(
+            "{} has no image for {} (it has: {})",
+            reference.whole(),
+            inner.platform,
+            crate::platform::describe(&index.manifests)
+        ))
+    })
+}
+
+fn nested_index(reference: &Reference, inner: &Inner) -> Error {
+    Error::Protocol(format!("{}: the index entry for {} is itself an index", reference.whole(), inner.platform))
+}
+
+/// Resolves `reference`: by digest from the disk cache when it holds the manifests; else at
+/// each mirror of its registry in turn, then the registry itself. When no host can be reached,
+/// a tag falls back to the digest it last resolved to, if the cache holds that image's manifests.
 async fn resolve(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
+    if let Some(digest) = reference.digest()
+        && let Some(image) = resolve_cached(&inner, &reference, digest)?
+    {
+        tracing::debug!(reference = %reference.whole(), "manifests from the disk cache");
+        return Ok(image);
+    }
+    let resolved = resolve_online(Arc::clone(&inner), reference.clone()).await;
+    let (Some(cache), Some(key)) = (inner.cache.as_ref(), tag_key(&reference)) else { return resolved };
+    match resolved {
+        Ok(image) => {
+            cache.put_ref(&key, image.index_digest.as_deref().unwrap_or(&image.manifest_digest));
+            Ok(image)
+        }
+        Err(Error::Network(why)) => {
+            let Some((digest, when)) = cache.get_ref(&key) else { return Err(Error::Network(why)) };
+            let Some(image) = resolve_cached(&inner, &reference, &digest)? else { return Err(Error::Network(why)) };
+            let age = when.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+            tracing::warn!(
+                reference = %reference.whole(),
+                digest,
+                resolved_secs_ago = age,
+                "the registry cannot be reached ({why}); using the digest this tag last resolved to"
+            );
+            Ok(image)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The image `digest` (a manifest, or an index narrowed to the platform) from the disk cache
+/// alone; `None` when something is not there.
+fn resolve_cached(inner: &Inner, reference: &Reference, digest: &str) -> Result<Option<Image>> {
+    let Some(cache) = inner.cache.as_ref() else { return Ok(None) };
+    let Some(bytes) = cache.get_whole(digest, MAX_MANIFEST_BYTES) else { return Ok(None) };
+    let (index_digest, manifest, manifest_digest) = match parse_manifest(&bytes, digest)? {
+        OciManifest::Image(m) => (None, m, digest.to_owned()),
+        OciManifest::ImageIndex(index) => {
+            let chosen = choose_platform(inner, reference, &index)?;
+            let Some(bytes) = cache.get_whole(&chosen, MAX_MANIFEST_BYTES) else { return Ok(None) };
+            match parse_manifest(&bytes, &chosen)? {
+                OciManifest::Image(m) => (Some(digest.to_owned()), m, chosen),
+                OciManifest::ImageIndex(_) => return Err(nested_index(reference, inner)),
+            }
+        }
+    };
+    Image::from_manifest(
+        reference.whole(),
+        reference.resolve_registry().to_owned(),
+        reference.repository().to_owned(),
+        index_digest,
+        manifest_digest,
+        &manifest,
+    )
+    .map(Some)
+}
+
+/// Resolves through each mirror of the reference's registry in turn, then the registry itself.
+async fn resolve_online(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
     let mirrors: Vec<String> =
         inner.options.mirrors.iter().filter(|m| m.mirrors(reference.registry())).map(|m| m.mirror.clone()).collect();
     for mirror in mirrors {
@@ -238,7 +336,8 @@ async fn resolve(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
     resolve_at(inner, reference).await
 }
 
-/// Resolves at one host: `reference.resolve_registry()` (the mirror, when one is set).
+/// Resolves at one host: `reference.resolve_registry()` (the mirror, when one is set). Every
+/// manifest fetched is kept in the disk cache, if there is one.
 async fn resolve_at(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
     let registry = reference.resolve_registry().to_owned();
     let client = inner.registry_client(&registry);
@@ -246,30 +345,29 @@ async fn resolve_at(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
     let pull = |r: Reference| {
         let (client, auth) = (client.clone(), auth.clone());
         let inner = Arc::clone(&inner);
-        async move { inner.retry_oci(|| client.pull_manifest(&r, &auth)).await }
+        async move {
+            let (bytes, digest) = inner
+                .retry_oci(|| client.pull_manifest_raw(&r, &auth, &MANIFEST_MEDIA_TYPES))
+                .await
+                .map_err(|e| explain(e, &r, source))?;
+            if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+                return Err(Error::Protocol(format!("manifest {digest}: over {MAX_MANIFEST_BYTES} bytes")));
+            }
+            let manifest = parse_manifest(&bytes, &digest)?;
+            if let Some(cache) = &inner.cache {
+                cache.put_whole(&digest, &bytes);
+            }
+            Ok((manifest, digest))
+        }
     };
-    let (manifest, digest) = pull(reference.clone()).await.map_err(|e| explain(e, &reference, source))?;
+    let (manifest, digest) = pull(reference.clone()).await?;
     let (index_digest, manifest, manifest_digest) = match manifest {
         OciManifest::Image(m) => (None, m, digest),
         OciManifest::ImageIndex(index) => {
-            let Some(chosen) = inner.platform.select(&index.manifests) else {
-                return Err(Error::NoPlatform(format!(
-                    "{} has no image for {} (it has: {})",
-                    reference.whole(),
-                    inner.platform,
-                    crate::platform::describe(&index.manifests)
-                )));
-            };
-            let r = reference.clone_with_digest(chosen.clone());
-            match pull(r).await.map_err(|e| explain(e, &reference, source))? {
+            let chosen = choose_platform(&inner, &reference, &index)?;
+            match pull(reference.clone_with_digest(chosen.clone())).await? {
                 (OciManifest::Image(m), _) => (Some(digest), m, chosen),
-                (OciManifest::ImageIndex(_), _) => {
-                    return Err(Error::Protocol(format!(
-                        "{}: the index entry for {} is itself an index",
-                        reference.whole(),
-                        inner.platform
-                    )));
-                }
+                (OciManifest::ImageIndex(_), _) => return Err(nested_index(&reference, &inner)),
             }
         }
     };

@@ -299,6 +299,11 @@ impl Remote {
         }
     }
 
+    /// The disk cache, if this context has one.
+    pub fn disk_cache(&self) -> Option<Arc<DiskCache>> {
+        self.inner.cache.clone()
+    }
+
     /// The platform used to pick from manifest lists.
     pub fn platform(&self) -> &Platform {
         &self.inner.platform

@@ -391,22 +391,39 @@ fn disk_cache_serves_a_second_open_with_the_registry_stopped() {
         ..test_options()
     };
     let reference = format!("{}/test/all-types:v1", reg.host());
-    let read_all = |remote: &Remote| {
-        let blob = remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap();
+    let read_all = |remote: &Remote, reference: &str| {
+        let image = remote.resolve(reference).unwrap();
+        assert_eq!(image.layers.len(), 1);
+        assert_eq!(image.layers[0].digest, pushed.layer_digest);
+        let blob = remote.open_layer(&image, &image.layers[0]).unwrap();
         let layer = Layer::open_with(blob, &pushed.verified_open_options()).unwrap();
         crfs_testkit::assert_same_listing("cache", &crfs_testkit::layer_listing(&layer), &expected_listing());
+        image
     };
     let first = Remote::new(options()).unwrap();
-    read_all(&first);
+    let image = read_all(&first, &reference);
     let fetched = first.stats();
     assert!(fetched.requests > 0);
     drop(reg); // the registry is gone
+
+    // By tag: the registry cannot be reached, so the tag's last digest is used.
     let second = Remote::new(options()).unwrap();
-    read_all(&second);
+    assert_eq!(read_all(&second, &reference), image);
     let s = second.stats();
     eprintln!("first open: {fetched:?}; second open, registry stopped: {s:?}");
-    assert_eq!(s.requests, 0, "everything from the cache");
+    assert_eq!(s.requests, 0, "every blob byte from the cache");
     assert_eq!(s.cache_hits, fetched.requests + fetched.cache_hits);
+    // By digest: the manifest comes from the cache without asking the registry.
+    let by_digest = reference.replace(":v1", &format!("@{}", image.manifest_digest));
+    let third = Remote::new(options()).unwrap();
+    let t0 = std::time::Instant::now();
+    assert_eq!(read_all(&third, &by_digest).manifest_digest, image.manifest_digest);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(1), "no retries: {:?}", t0.elapsed());
+    // A tag never resolved before, and any tag without a disk cache, is a network error.
+    let e = third.resolve(&reference.replace(":v1", ":v2")).unwrap_err();
+    assert!(matches!(e, crfs_remote::Error::Network(_)), "{e}");
+    let e = Remote::new(test_options()).unwrap().resolve(&reference).unwrap_err();
+    assert!(matches!(e, crfs_remote::Error::Network(_)), "{e}");
 }
 
 #[test]
