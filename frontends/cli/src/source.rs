@@ -84,8 +84,9 @@ pub struct RemoteArgs {
     pub mirror: Vec<String>,
     /// Mirrors from a containerd-style hosts directory: DIR/<registry>/hosts.toml, its
     /// [host."https://MIRROR"] sections tried in order after any --mirror, then its `server`;
-    /// `ca` files are trusted; hosts with skip_verify or override_path are skipped. Not read
-    /// unless given (e.g. --hosts-dir /etc/containerd/certs.d).
+    /// each `ca` file is trusted for its host only; hosts with skip_verify or override_path are
+    /// skipped; DIR/_default/hosts.toml's hosts mirror registries without a directory of their
+    /// own. Not read unless given (e.g. --hosts-dir /etc/containerd/certs.d).
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
     /// Extra certificate authority (PEM) trusted for HTTPS registries (repeatable).

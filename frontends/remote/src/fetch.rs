@@ -147,7 +147,7 @@ impl Endpoint {
         };
         // Credentials go to the registry's own origin only, never to blob storage elsewhere.
         let same_origin = url.origin() == self.url.origin();
-        let mut req = inner.http.request(method, url);
+        let mut req = inner.http_for(&url).request(method, url);
         let mut generation = 0;
         if same_origin && let Some(auth) = &self.auth {
             let (header, g) = auth.current().await?;

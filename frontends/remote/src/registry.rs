@@ -319,8 +319,7 @@ fn resolve_cached(inner: &Inner, reference: &Reference, digest: &str) -> Result<
 
 /// Resolves through each mirror of the reference's registry in turn, then the registry itself.
 async fn resolve_online(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
-    let mirrors: Vec<String> =
-        inner.options.mirrors.iter().filter(|m| m.mirrors(reference.registry())).map(|m| m.mirror.clone()).collect();
+    let mirrors = inner.options.mirrors_of(reference.registry());
     for mirror in mirrors {
         let mut r = reference.clone();
         r.set_mirror_registry(mirror.clone());

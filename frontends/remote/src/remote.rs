@@ -99,8 +99,15 @@ impl Mirror {
     /// Whether this mirrors the registry of a reference (`docker.io` and `index.docker.io`
     /// are the same).
     pub(crate) fn mirrors(&self, registry: &str) -> bool {
-        let norm = |r: &str| if r == "docker.io" { "index.docker.io".to_owned() } else { r.to_owned() };
-        norm(&self.registry) == norm(registry)
+        Self::same_registry(&self.registry, registry)
+    }
+
+    /// Whether two registry names are the same registry (`docker.io` is `index.docker.io`).
+    fn same_registry(a: &str, b: &str) -> bool {
+        fn norm(r: &str) -> &str {
+            if r == "docker.io" { "index.docker.io" } else { r }
+        }
+        norm(a) == norm(b)
     }
 }
 
@@ -115,8 +122,18 @@ pub struct Options {
     pub mirrors: Vec<Mirror>,
     /// Hosts (`HOST[:PORT]`) always reached over plain HTTP (`http://` hosts of a hosts.toml).
     pub plain_http_hosts: Vec<String>,
-    /// PEM files of extra certificate authorities trusted for HTTPS, beside the system's.
+    /// PEM files of extra certificate authorities trusted for HTTPS to every host, beside the
+    /// system's.
     pub ca_certs: Vec<PathBuf>,
+    /// PEM files of certificate authorities trusted for one host only (`HOST[:PORT]`, as in
+    /// references): a hosts.toml `ca`.
+    pub host_ca_certs: Vec<(String, PathBuf)>,
+    /// Mirrors of every registry that no entry of `mirrors` names and that is not in
+    /// `configured_registries` (a hosts directory's `_default`).
+    pub default_mirrors: Vec<String>,
+    /// Registries configured on their own (a hosts.toml of their own), so `default_mirrors`
+    /// do not apply to them.
+    pub configured_registries: Vec<String>,
     /// Credentials given explicitly (a flag); used for every registry, before anything else.
     pub credentials: Option<Credentials>,
     /// Read `USER:PASSWORD` from [`CREDS_ENV`] when no explicit credentials are given.
@@ -143,6 +160,9 @@ impl Default for Options {
             mirrors: Vec::new(),
             plain_http_hosts: Vec::new(),
             ca_certs: Vec::new(),
+            host_ca_certs: Vec::new(),
+            default_mirrors: Vec::new(),
+            configured_registries: Vec::new(),
             credentials: None,
             env_credentials: true,
             docker_config: true,
@@ -157,11 +177,22 @@ impl Default for Options {
 
 impl Options {
     /// Adds what a containerd-style hosts directory configures (see [`crate::HostsConfig`]):
-    /// its mirrors after those already given, its CA certificates, its plain-HTTP hosts.
+    /// its mirrors after those already given, its per-host CA certificates, its plain-HTTP
+    /// hosts, its `_default` mirrors.
     pub fn add_hosts(&mut self, hosts: crate::HostsConfig) {
         self.mirrors.extend(hosts.mirrors);
-        self.ca_certs.extend(hosts.ca_certs);
+        self.host_ca_certs.extend(hosts.host_ca_certs);
         self.plain_http_hosts.extend(hosts.plain_http_hosts);
+        self.default_mirrors.extend(hosts.default_mirrors);
+        self.configured_registries.extend(hosts.configured_registries);
+    }
+
+    /// The hosts tried for `registry` before the registry itself, in order.
+    pub fn mirrors_of(&self, registry: &str) -> Vec<String> {
+        let named: Vec<String> =
+            self.mirrors.iter().filter(|m| m.mirrors(registry)).map(|m| m.mirror.clone()).collect();
+        let configured = self.configured_registries.iter().any(|r| Mirror::same_registry(r, registry));
+        if named.is_empty() && !configured { self.default_mirrors.clone() } else { named }
     }
 }
 
@@ -201,7 +232,11 @@ pub struct Remote {
 pub(crate) struct Inner {
     runtime: Option<tokio::runtime::Runtime>,
     /// The pool for blob data: range GETs, HEADs, redirects to blob storage.
-    pub http: reqwest::Client,
+    http: reqwest::Client,
+    /// Pools for the hosts that trust CAs of their own (`Options::host_ca_certs`).
+    host_http: HashMap<String, reqwest::Client>,
+    /// Those hosts' CA certificates (PEM), for their registry clients.
+    host_ca_pem: HashMap<String, Vec<Vec<u8>>>,
     /// Registry clients (manifests, tokens), one per registry host, created on first use.
     registries: Mutex<HashMap<String, oci_client::Client>>,
     /// The extra CA certificates (PEM), for the registry clients.
@@ -251,23 +286,31 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| Error::Local(format!("starting the I/O runtime: {e}")))?;
-        let mut ca_pem = Vec::new();
-        let mut ca = Vec::new();
-        for path in &options.ca_certs {
+        let read_pem = |path: &PathBuf| -> Result<(Vec<u8>, Vec<reqwest::Certificate>)> {
             let pem = std::fs::read(path).map_err(|e| Error::Local(format!("{}: {e}", path.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::Invalid(format!("{}: not PEM certificates: {e}", path.display())))?;
+            Ok((pem, certs))
+        };
+        let mut ca_pem = Vec::new();
+        let mut ca = Vec::new();
+        for path in &options.ca_certs {
+            let (pem, certs) = read_pem(path)?;
             ca.extend(certs);
             ca_pem.push(pem);
         }
-        let http = reqwest::Client::builder()
-            .tls_certs_merge(ca)
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("crfs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Local(format!("creating the HTTP client: {e}")))?;
+        let http = http_client(&options, ca.clone())?;
+        let mut host_ca_pem: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        let mut host_ca: HashMap<String, Vec<reqwest::Certificate>> = HashMap::new();
+        for (host, path) in &options.host_ca_certs {
+            let (pem, certs) = read_pem(path)?;
+            host_ca.entry(host.clone()).or_insert_with(|| ca.clone()).extend(certs);
+            host_ca_pem.entry(host.clone()).or_default().push(pem);
+        }
+        let host_http = host_ca
+            .into_iter()
+            .map(|(host, certs)| Ok((host, http_client(&options, certs)?)))
+            .collect::<Result<_>>()?;
         let platform = options.platform.clone().unwrap_or_else(Platform::host);
         let cache = match &options.cache {
             Some(c) => Some(Arc::new(DiskCache::open(&c.dir, c.max_bytes)?)),
@@ -277,6 +320,8 @@ impl Remote {
             inner: Arc::new(Inner {
                 runtime: Some(runtime),
                 http,
+                host_http,
+                host_ca_pem,
                 registries: Mutex::new(HashMap::new()),
                 ca_pem,
                 repos: Mutex::new(HashMap::new()),
@@ -310,7 +355,29 @@ impl Remote {
     }
 }
 
+/// The HTTP pool for blob data, trusting `ca` beside the system's certificate authorities.
+fn http_client(options: &Options, ca: Vec<reqwest::Certificate>) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .tls_certs_merge(ca)
+        .connect_timeout(options.connect_timeout)
+        .read_timeout(options.request_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("crfs/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| Error::Local(format!("creating the HTTP client: {e}")))
+}
+
 impl Inner {
+    /// The HTTP pool for a URL: its host's own when that host trusts CAs of its own.
+    pub fn http_for(&self, url: &reqwest::Url) -> &reqwest::Client {
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => String::new(),
+        };
+        self.host_http.get(&host).unwrap_or(&self.http)
+    }
+
     /// Runs `fut` on the runtime and waits for it. From a thread outside any runtime (FUSE
     /// threads, the CLI) it is `block_on`; from inside some other runtime (an async front-end)
     /// the future is spawned and this thread waits on a channel, which never panics.
@@ -353,6 +420,7 @@ impl Inner {
                     extra_root_certificates: self
                         .ca_pem
                         .iter()
+                        .chain(self.host_ca_pem.get(registry).into_iter().flatten())
                         .map(|pem| oci_client::client::Certificate {
                             encoding: oci_client::client::CertificateEncoding::Pem,
                             data: pem.clone(),

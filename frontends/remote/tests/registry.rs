@@ -719,6 +719,17 @@ fn https_with_an_extra_ca() {
     let err = untrusted.open_url(&url, None).unwrap_err();
     assert!(err.to_string().contains("certificate"), "{err}");
     assert_eq!(untrusted.stats().retries, 0);
+
+    // A CA given for one host (a hosts.toml `ca`) is trusted for that host only.
+    let ca = reg.dir.join("ca.pem");
+    let for_host = |host: &str| {
+        Remote::new(crfs_remote::Options { host_ca_certs: vec![(host.to_owned(), ca.clone())], ..test_options() })
+            .unwrap()
+    };
+    let blob = for_host(&reg.host()).open_url(&url, Some(&pushed.layer_digest)).unwrap();
+    assert_eq!(blob.size(), pushed.layer_size);
+    let err = for_host("other.example:443").open_url(&url, None).unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
 }
 
 /// Reading every file of many.esgz (5 000 files) in blob order: neighbouring chunk reads are
