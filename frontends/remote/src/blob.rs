@@ -3,17 +3,20 @@
 //! Both are a [`Blob`]: an endpoint, a size and, when known, a digest (the cache key). A read
 //! is served from the disk cache when an entry covers it, else fetched (see `fetch`) and stored.
 //!
-//! Neighbouring reads are coalesced: a read that starts at most [`COALESCE_GAP`] bytes after
-//! the previous read of the same blob ended (what reading files in blob order, vfs readahead
-//! and `crfs cat` of a directory do: one chunk after the other) is fetched together with the
-//! bytes after it, in one request of up to `Options::max_coalesce` bytes (the extent doubles
-//! with each neighbouring read, from [`COALESCE_START`]). A read ending at most that far before
-//! the previous one started (files read in reverse order, as a depth-first walk with a stack
-//! does) is fetched with the bytes before it, likewise. While a coalesced request is under
-//! way, concurrent reads it covers (other FUSE threads, kernel readahead) wait for it instead
-//! of asking for the same bytes again; if it fails they fetch on their own. The extra bytes go to the disk cache,
-//! or, without one, stay in a one-window memory buffer per blob, so the next neighbours are
-//! local. A read that is not a neighbour fetches exactly its range, as before.
+//! Neighbouring reads are coalesced. Each blob follows up to [`MAX_STREAMS`] read streams
+//! (several readers walking different parts of a layer at once). A read that starts at most
+//! [`COALESCE_GAP`] bytes after a stream's previous read ended (what reading files in blob
+//! order, vfs readahead and `crfs cat` of a directory do: one chunk after the other) is
+//! fetched together with the bytes after it, in one request of up to `Options::max_coalesce`
+//! bytes (the extent doubles with each neighbouring read of the stream, from
+//! [`COALESCE_START`]). A read ending at most that far before a stream's previous read started
+//! (files read in reverse order, as a depth-first walk with a stack does) is fetched with the
+//! bytes before it, likewise. Any other read starts a stream, in place of the one used least
+//! recently. While a coalesced request is under way, concurrent reads it covers (other FUSE
+//! threads, kernel readahead) wait for it instead of asking for the same bytes again; if it
+//! fails they fetch on their own. The extra bytes go to the disk cache, or, without one, stay
+//! in a memory window per stream, so the stream's next neighbours are local. A read that is
+//! not a neighbour fetches exactly its range.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -34,19 +37,70 @@ pub const COALESCE_GAP: u64 = 64 << 10;
 /// The first coalesced request reaches this far past the read's start; the next ones double.
 pub const COALESCE_START: u64 = 256 << 10;
 
+/// Read streams followed per blob.
+pub const MAX_STREAMS: usize = 4;
+
 /// Where the reads of one blob have got to, for coalescing.
 #[derive(Default)]
 pub(crate) struct Ahead {
-    /// Start and end of the previous read.
-    last_start: u64,
-    last_end: u64,
-    /// How far past its start the next neighbouring read is fetched (0: the previous read was
-    /// not a neighbour).
-    extent: u64,
-    /// Without a disk cache: the bytes of the last coalesced request and where they start.
-    window: Option<(u64, Arc<Vec<u8>>)>,
+    /// The streams, most recently used last.
+    streams: Vec<Stream>,
     /// Coalesced requests under way: a read they cover waits for them instead of asking again.
     flights: Vec<Arc<Flight>>,
+}
+
+/// One run of neighbouring reads.
+struct Stream {
+    /// Start and end of the stream's previous read.
+    last_start: u64,
+    last_end: u64,
+    /// How far past its start the stream's next neighbouring read is fetched (0: the previous
+    /// read was not a neighbour).
+    extent: u64,
+    /// Without a disk cache: the bytes of the stream's last coalesced request and where they
+    /// start.
+    window: Option<(u64, Arc<Vec<u8>>)>,
+}
+
+impl Stream {
+    fn follows(&self, start: u64) -> bool {
+        self.last_end > 0 && start >= self.last_end && start - self.last_end <= COALESCE_GAP
+    }
+
+    fn precedes(&self, end: u64) -> bool {
+        self.last_end > 0 && end <= self.last_start && self.last_start - end <= COALESCE_GAP
+    }
+}
+
+impl Ahead {
+    /// The stream `[start, end)` continues (forwards, or backwards), moved to the back; else a
+    /// new stream there, in place of the least recently used when all are taken.
+    fn stream_for(&mut self, start: u64, end: u64) -> (&mut Stream, bool, bool) {
+        let found = self.streams.iter().rposition(|s| s.follows(start) || s.precedes(end));
+        let stream = match found {
+            Some(i) => self.streams.remove(i),
+            None => {
+                if self.streams.len() >= MAX_STREAMS {
+                    self.streams.remove(0);
+                }
+                Stream { last_start: 0, last_end: 0, extent: 0, window: None }
+            }
+        };
+        let (after, before) = (stream.follows(start), stream.precedes(end));
+        self.streams.push(stream);
+        let last = self.streams.len() - 1;
+        (&mut self.streams[last], after, before)
+    }
+
+    /// Bytes `[start, end)` from some stream's memory window.
+    fn windowed(&self, start: u64, end: u64) -> Option<Vec<u8>> {
+        self.streams.iter().find_map(|s| {
+            let (w_start, w) = s.window.as_ref()?;
+            let lo = usize::try_from(start.checked_sub(*w_start)?).ok()?;
+            let hi = usize::try_from(end.checked_sub(*w_start)?).ok()?;
+            w.get(lo..hi).map(<[u8]>::to_vec)
+        })
+    }
 }
 
 /// A coalesced request under way, `[start, end)` of the blob.
@@ -107,32 +161,28 @@ impl Blob {
     /// asked when the read is a neighbour of the previous one).
     fn plan(&self, start: u64, end: u64) -> Plan {
         let max = self.inner.options.max_coalesce;
-        let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
-        let after = a.last_end > 0 && start >= a.last_end && start - a.last_end <= COALESCE_GAP;
-        let before = a.last_end > 0 && end <= a.last_start && a.last_start - end <= COALESCE_GAP;
-        (a.last_start, a.last_end) = (start, end);
-        if let Some((w_start, w)) = &a.window
-            && *w_start <= start
-            && end <= w_start + w.len() as u64
-        {
-            let lo = usize::try_from(start - w_start).unwrap_or(usize::MAX);
-            let hi = usize::try_from(end - w_start).unwrap_or(usize::MAX);
-            if let Some(bytes) = w.get(lo..hi) {
-                return Plan::Have(bytes.to_vec());
-            }
+        let size = self.size;
+        let mut guard = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        let a = &mut *guard;
+        let have = a.windowed(start, end);
+        let under_way = a.flights.iter().find(|f| f.covers(start, end)).cloned();
+        let (stream, after, before) = a.stream_for(start, end);
+        (stream.last_start, stream.last_end) = (start, end);
+        if let Some(bytes) = have {
+            return Plan::Have(bytes);
         }
-        if let Some(f) = a.flights.iter().find(|f| f.covers(start, end)) {
-            return Plan::Wait(Arc::clone(f));
+        if let Some(f) = under_way {
+            return Plan::Wait(f);
         }
         if !(after || before) || max == 0 {
-            a.extent = 0;
+            stream.extent = 0;
             return Plan::Exact;
         }
-        a.extent = if a.extent == 0 { COALESCE_START } else { a.extent.saturating_mul(2) }.min(max);
+        stream.extent = if stream.extent == 0 { COALESCE_START } else { stream.extent.saturating_mul(2) }.min(max);
         let (f_start, f_end) = if after {
-            (start, end.max(start.saturating_add(a.extent)).min(self.size))
+            (start, end.max(start.saturating_add(stream.extent)).min(size))
         } else {
-            (start.min(end.saturating_sub(a.extent)), end)
+            (start.min(end.saturating_sub(stream.extent)), end)
         };
         let flight = Arc::new(Flight { start: f_start, end: f_end, result: Mutex::new(None), landed: Condvar::new() });
         a.flights.push(Arc::clone(&flight));
@@ -146,7 +196,11 @@ impl Blob {
             let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
             a.flights.retain(|f| !Arc::ptr_eq(f, flight));
             if let (Some(d), None) = (&data, self.cache()) {
-                a.window = Some((flight.start, Arc::clone(d)));
+                // The window goes to the stream that asked (the one whose read it holds).
+                let reader = a.streams.iter_mut().rev().find(|s| flight.covers(s.last_start, s.last_end));
+                if let Some(stream) = reader {
+                    stream.window = Some((flight.start, Arc::clone(d)));
+                }
             }
         }
         *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(data);

@@ -56,7 +56,7 @@ mod registry;
 mod remote;
 mod source;
 
-pub use blob::{COALESCE_GAP, COALESCE_START, HttpBlob, PREFETCH_PIECE, RegistryBlob};
+pub use blob::{COALESCE_GAP, COALESCE_START, HttpBlob, MAX_STREAMS, PREFETCH_PIECE, RegistryBlob};
 pub use cache::{CacheWriter, DiskCache};
 pub use error::{Error, Result};
 pub use hosts::HostsConfig;

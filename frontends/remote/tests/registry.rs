@@ -769,6 +769,50 @@ fn neighbouring_reads_are_coalesced() {
     assert!(counts[0] >= 10 * counts[2], "also with a disk cache: {counts:?}");
 }
 
+/// Four readers walking four quarters of many.esgz in turns (file i of each quarter, then
+/// file i + 1 of each): each keeps its own run of neighbouring reads, so requests stay few.
+#[test]
+fn interleaved_readers_each_keep_their_coalescing() {
+    if !common::have_tools() {
+        return;
+    }
+    let reg = common::Registry::start("interleave", false);
+    let layout = reg.dir.join("layout");
+    common::make_layout(&layout, "many.esgz", "v1", &[]);
+    common::skopeo_copy(&layout, "v1", &format!("{}/test/many:v1", reg.host()), None, false);
+    for disk in [false, true] {
+        let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
+        let cache = disk.then(|| crfs_remote::CacheOptions { dir: reg.dir.join("cache"), max_bytes: 64 << 20 });
+        let remote = Remote::new(crfs_remote::Options { cache, ..common::counting_options() }).unwrap();
+        let image = remote.resolve(&format!("{}/test/many:v1", proxy.host())).unwrap();
+        let desc = &image.layers[0];
+        let opts =
+            crfs_core::OpenOptions { expected_toc_digest: desc.expected_toc_digest().unwrap(), ..Default::default() };
+        let layer = Layer::open_with(remote.open_layer(&image, desc).unwrap(), &opts).unwrap();
+        let index = layer.index();
+        let mut files: Vec<(u64, crfs_core::NodeId)> = (0..index.len() as crfs_core::NodeId)
+            .map(|id| index.resolve(id))
+            .filter(|&ino| index.node(ino).unwrap().kind() == crfs_core::Kind::Reg)
+            .filter_map(|ino| index.chunks(ino).first().map(|c| (c.offset, ino)))
+            .collect();
+        files.sort();
+        files.dedup();
+        let quarter = files.len().div_ceil(4);
+        let opened = proxy.blob_gets().len();
+        let mut data = Vec::new();
+        for i in 0..quarter {
+            for q in files.chunks(quarter) {
+                if let Some(&(_, ino)) = q.get(i) {
+                    layer.read_file_verified(ino, &mut data).unwrap();
+                }
+            }
+        }
+        let gets = proxy.blob_gets().len() - opened;
+        eprintln!("{} files read by 4 interleaved readers (disk cache {disk}): {gets} blob GETs", files.len());
+        assert!(files.len() >= 10 * gets, "each reader's reads are coalesced: {gets} GETs for {} files", files.len());
+    }
+}
+
 /// While a coalesced request is under way (held back 600 ms by the proxy), seven other threads
 /// reading inside it wait for it rather than asking again: two requests in all (the first
 /// read and the coalesced one), right bytes everywhere. With the request failing,
