@@ -732,6 +732,24 @@ fn https_with_an_extra_ca() {
     assert!(err.to_string().contains("certificate"), "{err}");
 }
 
+/// A registry holding many.esgz (5,000 files) as `test/many:v1`.
+fn registry_with_many(name: &str) -> common::Registry {
+    let reg = common::Registry::start(name, false);
+    let layout = reg.dir.join("layout");
+    common::make_layout(&layout, "many.esgz", "v1", &[]);
+    common::skopeo_copy(&layout, "v1", &format!("{}/test/many:v1", reg.host()), None, false);
+    reg
+}
+
+/// many.esgz's layer opened through `proxy`, its TOC checked against the manifest.
+fn open_many(remote: &Remote, proxy: &Proxy) -> Layer<RegistryBlob> {
+    let image = remote.resolve(&format!("{}/test/many:v1", proxy.host())).unwrap();
+    let desc = &image.layers[0];
+    let opts =
+        crfs_core::OpenOptions { expected_toc_digest: desc.expected_toc_digest().unwrap(), ..Default::default() };
+    Layer::open_with(remote.open_layer(&image, desc).unwrap(), &opts).unwrap()
+}
+
 /// Reading every file of many.esgz (5 000 files) in blob order: neighbouring chunk reads are
 /// coalesced into far fewer requests, with and without a disk cache, and the bytes are the
 /// same. Requests are counted by the proxy in front of the registry.
@@ -740,10 +758,7 @@ fn neighbouring_reads_are_coalesced() {
     if !common::have_tools() {
         return;
     }
-    let reg = common::Registry::start("coalesce", false);
-    let layout = reg.dir.join("layout");
-    common::make_layout(&layout, "many.esgz", "v1", &[]);
-    common::skopeo_copy(&layout, "v1", &format!("{}/test/many:v1", reg.host()), None, false);
+    let reg = registry_with_many("coalesce");
     let want = std::fs::read_to_string(fixture("many.esgz.list")).unwrap();
     let mut counts = Vec::new();
     for (max_coalesce, disk) in [(0, false), (2 << 20, false), (2 << 20, true)] {
@@ -753,11 +768,7 @@ fn neighbouring_reads_are_coalesced() {
             max_bytes: 64 << 20,
         });
         let remote = Remote::new(crfs_remote::Options { max_coalesce, cache, ..common::counting_options() }).unwrap();
-        let image = remote.resolve(&format!("{}/test/many:v1", proxy.host())).unwrap();
-        let desc = &image.layers[0];
-        let opts =
-            crfs_core::OpenOptions { expected_toc_digest: desc.expected_toc_digest().unwrap(), ..Default::default() };
-        let layer = Layer::open_with(remote.open_layer(&image, desc).unwrap(), &opts).unwrap();
+        let layer = open_many(&remote, &proxy);
         let opened = proxy.blob_gets().len();
         crfs_testkit::assert_same_listing("many", &crfs_testkit::layer_listing(&layer), &want);
         let gets = proxy.blob_gets().len() - opened;
@@ -776,19 +787,12 @@ fn interleaved_readers_each_keep_their_coalescing() {
     if !common::have_tools() {
         return;
     }
-    let reg = common::Registry::start("interleave", false);
-    let layout = reg.dir.join("layout");
-    common::make_layout(&layout, "many.esgz", "v1", &[]);
-    common::skopeo_copy(&layout, "v1", &format!("{}/test/many:v1", reg.host()), None, false);
+    let reg = registry_with_many("interleave");
     for disk in [false, true] {
         let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
         let cache = disk.then(|| crfs_remote::CacheOptions { dir: reg.dir.join("cache"), max_bytes: 64 << 20 });
         let remote = Remote::new(crfs_remote::Options { cache, ..common::counting_options() }).unwrap();
-        let image = remote.resolve(&format!("{}/test/many:v1", proxy.host())).unwrap();
-        let desc = &image.layers[0];
-        let opts =
-            crfs_core::OpenOptions { expected_toc_digest: desc.expected_toc_digest().unwrap(), ..Default::default() };
-        let layer = Layer::open_with(remote.open_layer(&image, desc).unwrap(), &opts).unwrap();
+        let layer = open_many(&remote, &proxy);
         let index = layer.index();
         let mut files: Vec<(u64, crfs_core::NodeId)> = (0..index.len() as crfs_core::NodeId)
             .map(|id| index.resolve(id))
