@@ -119,6 +119,36 @@ fn a_cached_image_mounts_by_tag_with_the_registry_stopped() {
 }
 
 #[test]
+fn the_http_proxy_of_the_environment_is_used() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = common::registry_with_image("cli-http-proxy", false);
+    let proxy = common::Proxy::start(reg.port, |_, _| common::Fault::Pass);
+    // A name that resolves nowhere: only a proxy can reach it.
+    let reference = "registry.invalid:5000/test/all-types:v1";
+    let run = |proxy_url: Option<String>| {
+        let mut cmd = crfs();
+        cmd.args(["cat", "--no-disk-cache", "--plain-http", reference, "files/small.txt"]);
+        for var in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "NO_PROXY", "no_proxy"] {
+            cmd.env_remove(var);
+        }
+        if let Some(url) = proxy_url {
+            cmd.env("HTTP_PROXY", url);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(Some(format!("http://127.0.0.1:{}", proxy.port)));
+    assert_eq!(out.stdout, b"hello, world\n", "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|s| s.path.contains("/manifests/v1")), "{seen:?}");
+    assert!(seen.iter().any(|s| s.path.contains(&pushed.layer_digest)), "{seen:?}");
+    assert!(seen.iter().all(|s| s.proxied_host.as_deref() == Some("registry.invalid:5000")), "{seen:?}");
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(1), "without the proxy the name does not resolve");
+}
+
+#[test]
 fn the_namespace_serves_images_and_layers_on_lookup() {
     if !common::have_tools() || !fuse_ok() {
         return;

@@ -391,6 +391,9 @@ pub struct Seen {
     pub fault: Fault,
     /// Response body bytes sent.
     pub body_bytes: u64,
+    /// The host of an absolute-form request (`GET http://HOST/…`: a client using this as
+    /// its HTTP proxy).
+    pub proxied_host: Option<String>,
 }
 
 type Plan = dyn Fn(&Seen, u64) -> Fault + Send + Sync;
@@ -482,6 +485,7 @@ struct Request {
     method: String,
     path: String,
     headers: Vec<(String, String)>,
+    proxied_host: Option<String>,
 }
 
 fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
@@ -491,7 +495,15 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
     }
     let mut parts = line.split_whitespace();
     let method = parts.next()?.to_owned();
-    let path = parts.next()?.to_owned();
+    let target = parts.next()?;
+    // Absolute form, as clients send to an HTTP proxy: forwarded to the upstream all the same.
+    let (proxied_host, path) = match target.strip_prefix("http://") {
+        Some(rest) => match rest.split_once('/') {
+            Some((host, path)) => (Some(host.to_owned()), format!("/{path}")),
+            None => (Some(rest.to_owned()), "/".to_owned()),
+        },
+        None => (None, target.to_owned()),
+    };
     let mut headers = Vec::new();
     loop {
         let mut h = String::new();
@@ -503,7 +515,7 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
         let (k, v) = h.split_once(':')?;
         headers.push((k.trim().to_owned(), v.trim().to_owned()));
     }
-    Some(Request { method, path, headers })
+    Some(Request { method, path, headers, proxied_host })
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -631,6 +643,7 @@ fn serve_conn(
             authorization: header(&req.headers, "authorization").is_some(),
             fault: Fault::Pass,
             body_bytes: 0,
+            proxied_host: req.proxied_host.clone(),
         };
         let n = if req.method == "GET" && is_blob_path(&req.path) {
             blob_gets.fetch_add(1, Ordering::SeqCst)
