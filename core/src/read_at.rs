@@ -22,6 +22,14 @@ pub trait ReadAt {
         Ok(())
     }
 
+    /// Like [`ReadAt::prefetch`], at low priority: a remote blob fetches `[start, end)` only
+    /// while no read is in progress, so it never delays one by more than one small request.
+    /// The default does nothing.
+    fn prefetch_when_idle(&self, start: u64, end: u64) -> Result<()> {
+        let _ = (start, end);
+        Ok(())
+    }
+
     /// Fills `buf` completely from `offset`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let mut done = 0usize;
@@ -73,6 +81,10 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn prefetch(&self, start: u64, end: u64) -> Result<()> {
         (**self).prefetch(start, end)
     }
+
+    fn prefetch_when_idle(&self, start: u64, end: u64) -> Result<()> {
+        (**self).prefetch_when_idle(start, end)
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for alloc::sync::Arc<T> {
@@ -86,6 +98,10 @@ impl<T: ReadAt + ?Sized> ReadAt for alloc::sync::Arc<T> {
 
     fn prefetch(&self, start: u64, end: u64) -> Result<()> {
         (**self).prefetch(start, end)
+    }
+
+    fn prefetch_when_idle(&self, start: u64, end: u64) -> Result<()> {
+        (**self).prefetch_when_idle(start, end)
     }
 }
 

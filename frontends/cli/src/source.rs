@@ -102,7 +102,8 @@ pub struct RemoteArgs {
     /// ~/.cache/crfs).
     #[arg(long, conflicts_with = "cache_dir")]
     pub no_disk_cache: bool,
-    /// After the prioritized files, fetch whole layers into the disk cache in the background.
+    /// After the prioritized files, fetch whole layers into the disk cache in the background, at
+    /// low priority (2 MiB at a time, only while no read is in progress).
     #[arg(long)]
     pub background_fetch: bool,
     /// Neighbouring reads of a blob (within 64 KiB) are fetched together, in requests of up to
@@ -332,23 +333,29 @@ pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> 
 }
 
 /// In the background: each layer's prioritized region (before `.prefetch.landmark`), then,
-/// with `whole`, every layer in full. Only remote blobs with a disk cache act on it.
+/// with `whole`, every layer in full at low priority (only while no read is in progress). Only
+/// remote blobs with a disk cache act on it.
 fn start_prefetch(layers: &[OpenedLayer], whole: bool) {
-    let jobs: Vec<(String, Blob, u64, u64)> = layers
+    let prioritized: Vec<(String, Blob, u64)> = layers
         .iter()
-        .filter_map(|l| l.layer.index().prefetch_landmark().map(|end| (l.name.clone(), l.layer.blob().clone(), 0, end)))
-        .chain(
-            layers.iter().filter(|_| whole).map(|l| (l.name.clone(), l.layer.blob().clone(), 0, l.layer.blob().size())),
-        )
+        .filter_map(|l| l.layer.index().prefetch_landmark().map(|end| (l.name.clone(), l.layer.blob().clone(), end)))
         .collect();
-    if jobs.is_empty() {
+    let complete: Vec<(String, Blob)> =
+        layers.iter().filter(|_| whole).map(|l| (l.name.clone(), l.layer.blob().clone())).collect();
+    if prioritized.is_empty() && complete.is_empty() {
         return;
     }
     std::thread::spawn(move || {
-        for (name, blob, start, end) in jobs {
-            match blob.prefetch(start, end) {
-                Ok(()) => tracing::debug!(layer = %name, bytes = end - start, "prefetched"),
+        for (name, blob, end) in prioritized {
+            match blob.prefetch(0, end) {
+                Ok(()) => tracing::debug!(layer = %name, bytes = end, "prefetched the prioritized files"),
                 Err(e) => tracing::debug!(layer = %name, "prefetch skipped: {e}"),
+            }
+        }
+        for (name, blob) in complete {
+            match blob.prefetch_when_idle(0, blob.size()) {
+                Ok(()) => tracing::debug!(layer = %name, bytes = blob.size(), "fetched in the background"),
+                Err(e) => tracing::debug!(layer = %name, "background fetch skipped: {e}"),
             }
         }
     });

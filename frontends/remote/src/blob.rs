@@ -31,6 +31,50 @@ use crate::remote::{Counters, Inner};
 /// Prefetches are fetched and cached in pieces of this size (one request each).
 pub const PREFETCH_PIECE: u64 = 16 << 20;
 
+/// Low-priority fetches (whole layers in the background) go in pieces of this size, so a read
+/// arriving meanwhile waits for at most one of them.
+pub const IDLE_PIECE: u64 = 2 << 20;
+
+/// A low-priority fetch goes on only once no read has been in progress for this long.
+pub const IDLE_AFTER: Duration = Duration::from_millis(50);
+
+/// Reads in progress, and when the last one ended.
+#[derive(Default)]
+pub(crate) struct Activity {
+    in_progress: std::sync::atomic::AtomicU64,
+    last_end: Mutex<Option<Instant>>,
+}
+
+/// Counts one read in progress while alive.
+struct Reading<'a>(&'a Activity);
+
+impl Activity {
+    fn begin(&self) -> Reading<'_> {
+        self.in_progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Reading(self)
+    }
+
+    /// Waits until no read is in progress and none ended within [`IDLE_AFTER`].
+    fn wait_idle(&self) {
+        loop {
+            let busy = self.in_progress.load(std::sync::atomic::Ordering::SeqCst) > 0;
+            let recent = self.last_end.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed());
+            match (busy, recent) {
+                (true, _) => std::thread::sleep(IDLE_AFTER),
+                (false, Some(ago)) if ago < IDLE_AFTER => std::thread::sleep(IDLE_AFTER - ago),
+                _ => return,
+            }
+        }
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        *self.0.last_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.0.in_progress.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Reads starting at most this far past the end of the previous read are neighbours.
 pub const COALESCE_GAP: u64 = 64 << 10;
 
@@ -305,6 +349,16 @@ impl Blob {
     /// skipping pieces already there; later reads inside a piece are local. Returns the bytes
     /// fetched. Without a disk cache (or a digest to key it) there is nowhere to keep them.
     pub fn prefetch(&self, start: u64, end: u64) -> crate::Result<u64> {
+        self.fetch_into_cache(start, end, PREFETCH_PIECE, false)
+    }
+
+    /// As [`Blob::prefetch`], at low priority: pieces of [`IDLE_PIECE`] bytes, each fetched
+    /// only once no read has been in progress for [`IDLE_AFTER`].
+    pub fn prefetch_when_idle(&self, start: u64, end: u64) -> crate::Result<u64> {
+        self.fetch_into_cache(start, end, IDLE_PIECE, true)
+    }
+
+    fn fetch_into_cache(&self, start: u64, end: u64, piece: u64, idle: bool) -> crate::Result<u64> {
         let Some((cache, digest)) = self.cache() else {
             return Err(crate::Error::Invalid("prefetching needs a disk cache (CacheOptions)".into()));
         };
@@ -312,8 +366,11 @@ impl Blob {
         let mut fetched = 0;
         let mut at = start;
         while at < end {
-            let piece_end = (at + PREFETCH_PIECE).min(end);
+            let piece_end = (at + piece).min(end);
             if !cache.contains(digest, at, piece_end) {
+                if idle {
+                    self.inner.reading.wait_idle();
+                }
                 let data = self.fetch(at, piece_end).map_err(|e| e.to_error())?;
                 fetched += data.len() as u64;
                 if !cache.contains(digest, at, piece_end) {
@@ -329,6 +386,7 @@ impl Blob {
         if offset >= self.size || buf.is_empty() {
             return Ok(0);
         }
+        let _reading = self.inner.reading.begin();
         let len = (buf.len() as u64).min(self.size - offset);
         match self.read_range(offset, offset + len) {
             Ok(data) if data.len() as u64 == len => {
@@ -365,9 +423,16 @@ impl RegistryBlob {
     }
 
     /// Fetches `[start, end)` into the disk cache (prefetch at mount: the range before the
-    /// prefetch landmark; background fetch: the whole blob). See [`PREFETCH_PIECE`].
+    /// prefetch landmark). See [`PREFETCH_PIECE`].
     pub fn prefetch(&self, start: u64, end: u64) -> crate::Result<u64> {
         self.blob.prefetch(start, end)
+    }
+
+    /// Fetches `[start, end)` into the disk cache at low priority (`--background-fetch`: the
+    /// whole blob): in pieces of [`IDLE_PIECE`], each once no read through this blob's
+    /// `Remote` has been in progress for [`IDLE_AFTER`].
+    pub fn prefetch_when_idle(&self, start: u64, end: u64) -> crate::Result<u64> {
+        self.blob.prefetch_when_idle(start, end)
     }
     /// Reads `[start, end)` from the registry without the disk cache (see
     /// [`crate::SourceLayer::copy_whole`]).
@@ -401,6 +466,13 @@ macro_rules! read_at_through_blob {
                     crfs_core::Error::Io(crfs_core::error::IoError { errno: 0, what: "prefetching the blob" })
                 })
             }
+
+            fn prefetch_when_idle(&self, start: u64, end: u64) -> crfs_core::Result<()> {
+                self.blob.prefetch_when_idle(start, end).map(|_| ()).map_err(|e| {
+                    tracing::debug!("background fetch of [{start}, {end}) skipped: {e}");
+                    crfs_core::Error::Io(crfs_core::error::IoError { errno: 0, what: "fetching the blob in the background" })
+                })
+            }
         }
     )*};
 }
@@ -423,6 +495,13 @@ impl HttpBlob {
     /// needs a digest, given to [`crate::Remote::open_url`]).
     pub fn prefetch(&self, start: u64, end: u64) -> crate::Result<u64> {
         self.blob.prefetch(start, end)
+    }
+
+    /// Fetches `[start, end)` into the disk cache at low priority (`--background-fetch`: the
+    /// whole blob): in pieces of [`IDLE_PIECE`], each once no read through this blob's
+    /// `Remote` has been in progress for [`IDLE_AFTER`].
+    pub fn prefetch_when_idle(&self, start: u64, end: u64) -> crate::Result<u64> {
+        self.blob.prefetch_when_idle(start, end)
     }
 }
 

@@ -231,6 +231,9 @@ pub struct Remote {
 
 pub(crate) struct Inner {
     runtime: Option<tokio::runtime::Runtime>,
+    /// Reads in progress (any blob), and when the last one ended: low-priority fetches wait
+    /// for both to allow them.
+    pub reading: crate::blob::Activity,
     /// The pool for blob data: range GETs, HEADs, redirects to blob storage.
     http: reqwest::Client,
     /// Pools for the hosts that trust CAs of their own (`Options::host_ca_certs`).
@@ -328,6 +331,7 @@ impl Remote {
                 options,
                 platform,
                 counters: Counters::default(),
+                reading: crate::blob::Activity::default(),
                 cache,
             }),
         })

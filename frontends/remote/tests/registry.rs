@@ -817,6 +817,46 @@ fn interleaved_readers_each_keep_their_coalescing() {
     }
 }
 
+/// A low-priority fetch of the whole blob (`--background-fetch`) waits while a read is in
+/// progress: with the read's request held back 1 s by the proxy, the background fetch asks
+/// for nothing until the read is done, then fills the cache.
+#[test]
+fn background_fetches_wait_while_reads_are_in_progress() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("idle", false);
+    let proxy = Proxy::start(reg.port, |_, n| if n == 0 { Fault::Delay(Duration::from_secs(1)) } else { Fault::Pass });
+    let cache = crfs_remote::CacheOptions { dir: reg.dir.join("cache"), max_bytes: 64 << 20 };
+    let remote = Remote::new(crfs_remote::Options { cache: Some(cache), ..common::counting_options() }).unwrap();
+    let reference = format!("{}/test/all-types:v1", proxy.host());
+    let blob = Arc::new(remote.open_blob(&reference, &pushed.layer_digest, pushed.layer_size).unwrap());
+    let want = fixture_bytes();
+    let reader = {
+        let blob = Arc::clone(&blob);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 100];
+            blob.read_exact_at(1000, &mut buf).map(|()| buf)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let background = {
+        let blob = Arc::clone(&blob);
+        std::thread::spawn(move || RegistryBlob::prefetch_when_idle(&blob, 0, pushed.layer_size))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // The proxy logs a request once answered: the held-back read is not there yet, and a
+    // background fetch that did not wait would be.
+    assert_eq!(proxy.blob_gets().len(), 0, "the background fetch has not asked: {:?}", proxy.blob_gets());
+    assert_eq!(reader.join().unwrap().unwrap(), &want[1000..1100]);
+    assert_eq!(background.join().unwrap().unwrap(), pushed.layer_size, "then the whole blob came");
+    let gets = proxy.blob_gets().len();
+    assert_eq!(gets, 2);
+    let (_, failed) = read_pieces(&blob, &want);
+    assert_eq!(failed, 0);
+    assert_eq!(proxy.blob_gets().len(), gets, "every read is local afterwards");
+}
+
 /// While a coalesced request is under way (held back 600 ms by the proxy), seven other threads
 /// reading inside it wait for it rather than asking again: two requests in all (the first
 /// read and the coalesced one), right bytes everywhere. With the request failing,
