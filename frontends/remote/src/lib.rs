@@ -55,6 +55,7 @@ mod platform;
 mod registry;
 mod remote;
 mod source;
+mod transfer;
 
 pub use blob::{COALESCE_GAP, COALESCE_START, HttpBlob, PREFETCH_PIECE, RegistryBlob};
 pub use cache::{CacheWriter, DiskCache};
@@ -67,3 +68,4 @@ pub use registry::{
 };
 pub use remote::{CREDS_ENV, CacheOptions, Credentials, Mirror, Options, Remote, RetryPolicy, Stats};
 pub use source::{Source, SourceKind, SourceLayer, open_file_source};
+pub use transfer::{BlobRef, Moved, PullReport, PushReport, TransferEvent, TransferEvents, is_registry_reference};

@@ -121,7 +121,8 @@ pub(crate) fn parse_reference(s: &str) -> Result<Reference> {
 /// Whether an oci-client error is worth retrying.
 fn transient(e: &OciDistributionError) -> bool {
     match e {
-        OciDistributionError::RequestError(r) => !r.is_builder(),
+        // A 4xx seen through reqwest's error_for_status (blob HEADs) is an answer, not a fault.
+        OciDistributionError::RequestError(r) => !r.is_builder() && !r.status().is_some_and(|s| s.is_client_error()),
         OciDistributionError::ServerError { code, .. } => *code == 429 || (*code >= 500 && *code != 501),
         OciDistributionError::RegistryError { envelope, .. } => {
             envelope.errors.iter().any(|e| e.code == OciErrorCode::Toomanyrequests)
@@ -131,7 +132,7 @@ fn transient(e: &OciDistributionError) -> bool {
 }
 
 /// Turns an oci-client error into a message a user can act on.
-fn explain(e: OciDistributionError, reference: &Reference, source: &str) -> Error {
+pub(crate) fn explain(e: OciDistributionError, reference: &Reference, source: &str) -> Error {
     let registry = reference.resolve_registry();
     let repo = reference.repository();
     let auth_msg = || {
@@ -175,7 +176,7 @@ fn explain(e: OciDistributionError, reference: &Reference, source: &str) -> Erro
 
 impl Inner {
     /// Runs a registry call, retrying transient failures under the retry policy.
-    async fn retry_oci<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, OciDistributionError>
+    pub(crate) async fn retry_oci<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, OciDistributionError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, OciDistributionError>>,

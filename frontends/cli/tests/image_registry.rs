@@ -1,0 +1,225 @@
+//! `crfs image convert` with registries on either side (Debian's docker-registry on 127.0.0.1,
+//! the source image pushed there by skopeo): a layout to a registry, a registry to another
+//! repository of the same registry and to a layout, all giving the image digest the
+//! layout-to-layout conversion gives. The pushed image is checked through skopeo (inspect, and
+//! a copy back to a layout whose layers the Go reference verifies against their annotations),
+//! and lazily through the registry with `crfs ls -R` / `crfs cat`. A second run uploads no
+//! blob; an already converted image pushed to another repository is mounted, not uploaded. A
+//! basic-auth registry takes the push with --creds and refuses it, in one line, without.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
+
+#[path = "../../remote/tests/common/mod.rs"]
+mod common;
+mod images;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crfs_testkit::{interop_bin, scratch_dir};
+use images::*;
+use serde_json::Value;
+
+/// `crfs ARGS` with no credentials from the environment or a Docker config, and `tmp` as
+/// `$TMPDIR` (where registry images are staged).
+fn crfs_isolated(tmp: &Path, args: &[&str]) -> Output {
+    let docker_config = tmp.with_extension("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    std::fs::create_dir_all(tmp).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_crfs"))
+        .args(args)
+        .env("DOCKER_CONFIG", &docker_config)
+        .env("TMPDIR", tmp)
+        .env_remove("CRFS_REGISTRY_CREDS")
+        .output()
+        .expect("running crfs")
+}
+
+fn succeeds(tmp: &Path, args: &[&str]) -> String {
+    let o = crfs_isolated(tmp, args);
+    assert!(o.status.success(), "crfs {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(staged(tmp), Vec::<PathBuf>::new(), "staging layouts left behind");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Fails with one `crfs: ` line containing `want`, and leaves nothing staged.
+fn fails(tmp: &Path, args: &[&str], want: &str) -> String {
+    let o = crfs_isolated(tmp, args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "crfs {args:?} succeeded");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("crfs: ") && err.contains(want), "want {want:?}: {err}");
+    assert_eq!(staged(tmp), Vec::<PathBuf>::new(), "staging layouts left behind");
+    err
+}
+
+fn staged(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp).unwrap().map(|e| e.unwrap().path()).collect()
+}
+
+/// The `image DIGEST` line.
+fn image_digest(out: &str) -> String {
+    out.lines().last().and_then(|l| l.strip_prefix("image ")).unwrap_or_else(|| panic!("no image line: {out}")).into()
+}
+
+/// (uploaded, uploaded bytes, already there, mounted) from the `blobs:` line.
+fn blob_counts(out: &str) -> (u64, u64, u64, u64) {
+    let line = out.lines().find(|l| l.starts_with("blobs: ")).unwrap_or_else(|| panic!("no blobs line: {out}"));
+    let n: Vec<u64> =
+        line.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect();
+    (n[0], n[1], n[2], n[3])
+}
+
+fn skopeo_registry(dir: &Path, args: &[&str]) -> String {
+    let mut all = vec![args[0], "--tls-verify=false"];
+    all.extend(&args[1..]);
+    skopeo(dir, &all)
+}
+
+/// Whether a skopeo command that needs no policy succeeds.
+fn skopeo_succeeds(args: &[&str]) -> bool {
+    Command::new("skopeo").args(args).output().unwrap().status.success()
+}
+
+/// The pushed image copied back to a layout by skopeo, checked as a converted layout (layer
+/// annotations, DiffIDs, the Go reference's verification); returns the distinct layers.
+fn check_pushed(dir: &Path, reference: &str, zstd: bool, go: Option<&Path>) -> usize {
+    let copy = dir.join(format!("copy-{}", reference.replace(['/', ':', '@'], "-")));
+    skopeo_registry(
+        dir,
+        &["copy", "--quiet", "--all", &format!("docker://{reference}"), &format!("oci:{}:c", s(&copy))],
+    );
+    check_converted(&copy, "c", zstd, go)
+}
+
+#[test]
+fn registry_sources_and_destinations() {
+    if !common::have_tools() {
+        return;
+    }
+    let go = interop_bin();
+    let reg = common::Registry::start("image-convert", false);
+    let host = reg.host();
+    let dir = scratch_dir("image-convert-registry");
+    let tmp = dir.join("tmp");
+    let src = dir.join("src");
+    make_source(&src, None);
+    let src_ref = format!("{host}/src/app:v1");
+    // Byte for byte: skopeo would otherwise compress the plain tar layer on the way.
+    let (from, to) = (format!("oci:{}:v1", s(&src)), format!("docker://{src_ref}"));
+    skopeo(&dir, &["copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false", &from, &to]);
+    let raw = skopeo_registry(&dir, &["inspect", "--raw", &format!("docker://{src_ref}")]);
+    let top: Value = serde_json::from_slice(&std::fs::read(src.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        crfs_core::Digest::of(raw.as_bytes()).to_string(),
+        top["manifests"][0]["digest"].as_str().unwrap(),
+        "skopeo pushed the index as it is"
+    );
+
+    // The layout path gives the reference digest.
+    let layout_out = succeeds(
+        &tmp,
+        &["image", "convert", &format!("oci:{}:v1", s(&src)), &format!("oci:{}:v1", s(&dir.join("local")))],
+    );
+    let want = image_digest(&layout_out);
+
+    // A layout to a registry: 4 distinct layers and 2 configs uploaded.
+    let pushed_ref = format!("{host}/conv/a:v1");
+    let out = succeeds(&tmp, &["image", "convert", &format!("oci:{}:v1", s(&src)), &pushed_ref]);
+    assert_eq!(image_digest(&out), want, "{out}");
+    assert!(out.contains(&format!("pushed {pushed_ref}\n")), "{out}");
+    let (uploaded, bytes, existed, mounted) = blob_counts(&out);
+    assert_eq!((uploaded, existed, mounted), (6, 0, 0), "{out}");
+    eprintln!("first push: {uploaded} blobs, {bytes} bytes uploaded");
+    assert_eq!(check_pushed(&dir, &pushed_ref, false, go.as_deref()), 4);
+    let inspected = skopeo_registry(&dir, &["inspect", "--override-arch", "arm64", &format!("docker://{pushed_ref}")]);
+    let v: Value = serde_json::from_str(&inspected).unwrap();
+    assert_eq!(v["Digest"].as_str().unwrap(), want, "the tag names the converted index");
+    let (_, arm) = manifests(&dir.join("local"), "v1").into_iter().find(|(a, _)| a == "arm64").unwrap();
+    let arm_layers: Vec<&Value> = arm["layers"].as_array().unwrap().iter().map(|l| &l["digest"]).collect();
+    assert_eq!(v["Layers"].as_array().unwrap().iter().collect::<Vec<_>>(), arm_layers, "{inspected}");
+    // Served lazily through the registry, verified against the pushed annotations.
+    check_merged(&pushed_ref, "linux/amd64", &merged(&[BASE, MIDDLE, TOP_AMD64]));
+    check_merged(&pushed_ref, "linux/arm64", &merged(&[BASE, MIDDLE, TOP_ARM64]));
+
+    // Again: every blob is there already.
+    let again = succeeds(&tmp, &["image", "convert", &format!("oci:{}:v1", s(&src)), &pushed_ref]);
+    assert_eq!(blob_counts(&again), (0, 0, 6, 0), "{again}");
+    assert_eq!(image_digest(&again), want);
+    eprintln!("second push: 0 blobs, 0 bytes uploaded");
+
+    // A registry to another repository of the same registry (docker:// accepted).
+    let other = format!("{host}/conv/b:v2");
+    let out = succeeds(&tmp, &["image", "convert", &format!("docker://{src_ref}"), &format!("docker://{other}")]);
+    assert_eq!(image_digest(&out), want, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("converted ")).count(), 4, "{out}");
+    assert_eq!(check_pushed(&dir, &other, false, None), 4);
+
+    // An image already converted keeps its layers and config: mounted from its repository.
+    let mounted_ref = format!("{host}/conv/c:v1");
+    let out = succeeds(&tmp, &["image", "convert", &pushed_ref, &mounted_ref]);
+    assert_eq!(out.lines().filter(|l| l.starts_with("kept ")).count(), 4, "{out}");
+    assert_eq!(blob_counts(&out), (0, 0, 0, 6), "{out}");
+    assert_eq!(image_digest(&out), want, "{out}");
+    check_merged(&mounted_ref, "linux/arm64", &merged(&[BASE, MIDDLE, TOP_ARM64]));
+
+    // A registry to a layout.
+    let pulled = dir.join("pulled");
+    let out = succeeds(&tmp, &["image", "convert", &src_ref, &format!("oci:{}:p", s(&pulled))]);
+    assert_eq!(image_digest(&out), want, "{out}");
+    assert_eq!(check_converted(&pulled, "p", false, None), 4);
+
+    // zstd:chunked through the registry, and no tag: pushed by digest only.
+    let out = succeeds(&tmp, &["image", "convert", "--format", "zstd-chunked", &src_ref, &format!("{host}/conv/z")]);
+    let digest = image_digest(&out);
+    let by_digest = format!("{host}/conv/z@{digest}");
+    assert!(out.contains(&format!("pushed {by_digest}\n")), "{out}");
+    assert_eq!(check_pushed(&dir, &by_digest, true, go.as_deref()), 4);
+    assert!(!skopeo_succeeds(&["inspect", "--tls-verify=false", &format!("docker://{host}/conv/z:latest")]), "tagged");
+
+    // Errors: a missing tag, a digest as destination, an unreachable registry.
+    fails(
+        &tmp,
+        &["image", "convert", &format!("{host}/src/app:nope"), &format!("oci:{}", s(&dir.join("n")))],
+        "not found",
+    );
+    assert!(!dir.join("n").exists());
+    fails(&tmp, &["image", "convert", &src_ref, &format!("{host}/conv/e@{want}")], "HOST/REPO[:TAG]");
+    fails(&tmp, &["image", "convert", &src_ref, "127.0.0.1:1/x:v1"], "127.0.0.1:1");
+    fails(&tmp, &["image", "convert", "127.0.0.1:1/x:v1", &format!("oci:{}", s(&dir.join("n")))], "network");
+    fails(&tmp, &["image", "convert", "no-host/x", &format!("oci:{}", s(&dir.join("n")))], "not an OCI layout");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_basic_auth_destination_needs_credentials() {
+    if !common::have_tools() {
+        return;
+    }
+    let reg = common::Registry::start("image-convert-auth", true);
+    let host = reg.host();
+    let dir = scratch_dir("image-convert-auth");
+    let tmp = dir.join("tmp");
+    let src = dir.join("src");
+    make_source(&src, None);
+    let dst = format!("{host}/conv/a:v1");
+    let src_spec = format!("oci:{}:v1", s(&src));
+    fails(&tmp, &["image", "convert", &src_spec, &dst], "requires credentials");
+    let wrong = format!("{}:wrong", common::USER);
+    fails(&tmp, &["image", "convert", "--creds", &wrong, &src_spec, &dst], "refused");
+    let creds = format!("{}:{}", common::USER, common::PASSWORD);
+    // Nothing was published under the tag.
+    let tag = format!("docker://{dst}");
+    assert!(!skopeo_succeeds(&["inspect", "--tls-verify=false", "--creds", &creds, &tag]), "tagged after failures");
+
+    let out = succeeds(&tmp, &["image", "convert", "--creds", &creds, &src_spec, &dst]);
+    assert_eq!(blob_counts(&out).0, 6, "{out}");
+    let listed = succeeds(&tmp, &["ls", "-R", "--creds", &creds, "--platform", "linux/arm64", &dst]);
+    let want = merged(&[BASE, MIDDLE, TOP_ARM64]);
+    assert_eq!(listed.lines().collect::<Vec<_>>(), want.keys().map(String::as_str).collect::<Vec<_>>());
+    // A registry source with credentials, into a layout.
+    let pulled = dir.join("pulled");
+    succeeds(&tmp, &["image", "convert", "--creds", &creds, &dst, &format!("oci:{}:p", s(&pulled))]);
+    assert_eq!(check_converted(&pulled, "p", false, None), 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
