@@ -279,12 +279,7 @@ fn layer_events(bar: &Arc<Mutex<Option<indicatif::ProgressBar>>>) -> Events {
             Event::LayerStart { digest, .. } if terminal => {
                 *current = progress_bar(&format!("layer {}", short(digest)));
             }
-            Event::Progress { done, total } => {
-                if let Some(b) = current.as_ref() {
-                    b.set_length(*total);
-                    b.set_position(*done);
-                }
-            }
+            Event::Progress { done, total } => advance(&current, *done, *total),
             Event::LayerDone { digest, new_digest, .. } => {
                 finish_bar(&mut current);
                 println!("converted {digest} -> {new_digest}");
@@ -306,12 +301,7 @@ fn transfer_events(bar: &Arc<Mutex<Option<indicatif::ProgressBar>>>, verb: &'sta
                 *current = progress_bar(&format!("{verb} {}", short(digest)));
             }
             TransferEvent::Start { .. } => {}
-            TransferEvent::Progress { done, total } => {
-                if let Some(b) = current.as_ref() {
-                    b.set_length(*total);
-                    b.set_position(*done);
-                }
-            }
+            TransferEvent::Progress { done, total } => advance(&current, *done, *total),
             TransferEvent::Done { digest, size, how } => {
                 finish_bar(&mut current);
                 match how {
@@ -323,6 +313,13 @@ fn transfer_events(bar: &Arc<Mutex<Option<indicatif::ProgressBar>>>, verb: &'sta
             }
         }
     })
+}
+
+fn advance(current: &Option<indicatif::ProgressBar>, done: u64, total: u64) {
+    if let Some(b) = current.as_ref() {
+        b.set_length(total);
+        b.set_position(done);
+    }
 }
 
 /// Leaves a finished bar on its line; what follows starts below it.

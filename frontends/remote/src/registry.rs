@@ -131,6 +131,21 @@ fn transient(e: &OciDistributionError) -> bool {
     }
 }
 
+/// An error and its causes on one line (reqwest's own message leaves out "connection refused").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Turns an oci-client error into a message a user can act on.
 pub(crate) fn explain(e: OciDistributionError, reference: &Reference, source: &str) -> Error {
     let registry = reference.resolve_registry();
@@ -169,7 +184,7 @@ pub(crate) fn explain(e: OciDistributionError, reference: &Reference, source: &s
                 Error::Protocol(format!("{url}: {envelope}"))
             }
         }
-        e if transient(&e) => Error::Network(format!("{registry}: {e}")),
+        e if transient(&e) => Error::Network(format!("{registry}: {}", with_causes(&e))),
         e => Error::Protocol(format!("{registry}: {e}")),
     }
 }

@@ -127,6 +127,17 @@ fn reference_of(spec: &str) -> Result<(Reference, bool)> {
     Ok((parse_reference(spec)?, explicit))
 }
 
+/// A destination reference: a tag or none, never a digest.
+fn destination(spec: &str) -> Result<(Reference, bool)> {
+    let (parsed, explicit) = reference_of(spec)?;
+    if parsed.digest().is_some() {
+        return Err(Error::Invalid(format!(
+            "{spec}: a destination is HOST/REPO[:TAG]; the pushed image's digest is only known once converted"
+        )));
+    }
+    Ok((parsed, explicit))
+}
+
 /// The media type of a manifest or index: its `mediaType`, else guessed from its fields.
 fn media_type_of(value: &serde_json::Value) -> Option<String> {
     match value.get("mediaType").and_then(|m| m.as_str()) {
@@ -503,7 +514,7 @@ impl Remote {
     /// takes it) can be pushed to: the registry answers, and takes the credentials for a
     /// push-scope token (token auth) or a blob HEAD (basic auth).
     pub fn check_push(&self, reference: &str) -> Result<()> {
-        let (parsed, _) = reference_of(reference)?;
+        let (parsed, _) = destination(reference)?;
         let session = Session::new(Arc::clone(&self.inner), parsed, None);
         self.inner.run(
             async move {
@@ -537,12 +548,7 @@ impl Remote {
         mount_from: Option<&str>,
         events: Option<TransferEvents>,
     ) -> Result<PushReport> {
-        let (parsed, explicit) = reference_of(reference)?;
-        if parsed.digest().is_some() {
-            return Err(Error::Invalid(format!(
-                "{reference}: a destination is HOST/REPO[:TAG]; the pushed image's digest is only known once converted"
-            )));
-        }
+        let (parsed, explicit) = destination(reference)?;
         let target = if explicit {
             parsed
         } else {
