@@ -191,6 +191,58 @@ fn registry_sources_and_destinations() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// SIGINT while a registry source is being pulled removes the staged layout.
+#[test]
+fn an_interrupted_pull_leaves_nothing_staged() {
+    if !common::have_tools() {
+        return;
+    }
+    let reg = common::Registry::start("image-convert-interrupt", false);
+    let dir = scratch_dir("image-convert-interrupt");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let src = dir.join("src");
+    make_source(&src, None);
+    let src_ref = format!("{}/src/app:v1", reg.host());
+    let (from, to) = (format!("oci:{}:v1", s(&src)), format!("docker://{src_ref}"));
+    skopeo(&dir, &["copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false", &from, &to]);
+    // The first blob (the first manifest's config) comes at once, the next hangs.
+    let proxy = common::Proxy::start(reg.port, |_, n| {
+        if n >= 1 && n != u64::MAX {
+            common::Fault::Delay(std::time::Duration::from_secs(60))
+        } else {
+            common::Fault::Pass
+        }
+    });
+    let out = dir.join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_crfs"))
+        .args(["image", "convert", &format!("{}/src/app:v1", proxy.host()), &format!("oci:{}", s(&out))])
+        .env("TMPDIR", &tmp)
+        .env_remove("CRFS_REGISTRY_CREDS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    // The index, the first manifest and its config are in; the first layer hangs.
+    let pulled = || {
+        let blobs = staged(&tmp).first().map(|d| d.join("blobs/sha256"));
+        blobs.and_then(|b| std::fs::read_dir(b).ok()).map_or(0, Iterator::count)
+    };
+    while pulled() < 3 {
+        assert!(child.try_wait().unwrap().is_none(), "crfs exited before pulling");
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "no blobs pulled");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(staged(&tmp).len(), 1, "one staging layout while pulling");
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "exit status");
+    assert_eq!(staged(&tmp), Vec::<PathBuf>::new(), "the staging layout is removed");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_basic_auth_destination_needs_credentials() {
     if !common::have_tools() {
