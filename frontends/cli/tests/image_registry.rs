@@ -243,6 +243,38 @@ fn an_interrupted_pull_leaves_nothing_staged() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Behind token auth (the proxy plays Docker Hub's token service) the push asks for a
+/// push-scope token, and every upload request carries a bearer token.
+#[test]
+fn a_token_auth_destination_gets_a_push_scope_token() {
+    if !common::have_tools() {
+        return;
+    }
+    let reg = common::Registry::start("image-convert-token", false);
+    let proxy = common::Proxy::start_with_tokens(reg.port);
+    let dir = scratch_dir("image-convert-token");
+    let tmp = dir.join("tmp");
+    let src = dir.join("src");
+    make_source(&src, None);
+    let dst = format!("{}/conv/t:v1", proxy.host());
+    let out = succeeds(&tmp, &["image", "convert", &format!("oci:{}:v1", s(&src)), &dst]);
+    let (uploaded, _, existed, mounted) = blob_counts(&out);
+    assert_eq!((uploaded, existed, mounted), (6, 0, 0), "{out}");
+    let seen = proxy.seen();
+    let decoded = |p: &str| p.replace("%3A", ":").replace("%2F", "/").replace("%2C", ",");
+    assert!(
+        seen.iter()
+            .any(|r| r.path.starts_with("/token") && decoded(&r.path).contains("scope=repository:conv/t:pull,push")),
+        "no push-scope token request: {seen:?}"
+    );
+    let uploads: Vec<_> = seen.iter().filter(|r| matches!(r.method.as_str(), "POST" | "PATCH" | "PUT")).collect();
+    // 6 blobs (a POST, PATCHes and a PUT each), 2 manifests and the index.
+    assert!(uploads.len() >= 6 * 3 + 3, "{uploads:?}");
+    assert!(uploads.iter().all(|r| r.authorization), "{uploads:?}");
+    check_merged(&dst, "linux/arm64", &merged(&[BASE, MIDDLE, TOP_ARM64]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_basic_auth_destination_needs_credentials() {
     if !common::have_tools() {
