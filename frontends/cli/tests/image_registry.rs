@@ -50,6 +50,7 @@ fn fails(tmp: &Path, args: &[&str], want: &str) -> String {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("crfs: ") && err.contains(want), "want {want:?}: {err}");
     assert_eq!(staged(tmp), Vec::<PathBuf>::new(), "staging layouts left behind");
+    eprint!("as expected: {err}");
     err
 }
 
