@@ -178,6 +178,35 @@ fn registry_sources_and_destinations() {
     assert_eq!(check_pushed(&dir, &by_digest, true, go.as_deref()), 4);
     assert!(!skopeo_succeeds(&["inspect", "--tls-verify=false", &format!("docker://{host}/conv/z:latest")]), "tagged");
 
+    // A Docker image (a schema 2 manifest list) comes out as an OCI one.
+    let docker_ref = format!("{host}/src/docker:v1");
+    // Docker images have no zstd layers: skopeo recompresses them with gzip in a layout first.
+    let gz = format!("oci:{}:v1", s(&dir.join("gz")));
+    let args = ["copy", "--quiet", "--all", "--dest-compress", "--dest-compress-format", "gzip"];
+    skopeo(&dir, &[&args[..], &[&from, &gz]].concat());
+    let args = ["copy", "--quiet", "--all", "--format", "v2s2", "--dest-tls-verify=false"];
+    skopeo(&dir, &[&args[..], &[&gz, &format!("docker://{docker_ref}")]].concat());
+    let raw = skopeo_registry(&dir, &["inspect", "--raw", &format!("docker://{docker_ref}")]);
+    assert!(raw.contains("application/vnd.docker.distribution.manifest.list.v2+json"), "{raw}");
+    let from_docker = format!("{host}/conv/from-docker:v1");
+    succeeds(&tmp, &["image", "convert", &docker_ref, &from_docker]);
+    let raw = skopeo_registry(&dir, &["inspect", "--raw", &format!("docker://{from_docker}")]);
+    let index: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{raw}");
+    for entry in index["manifests"].as_array().unwrap() {
+        assert_eq!(entry["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{raw}");
+        let by_digest = format!("docker://{host}/conv/from-docker@{}", entry["digest"].as_str().unwrap());
+        let raw = skopeo_registry(&dir, &["inspect", "--raw", &by_digest]);
+        let m: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json", "{raw}");
+        assert_eq!(m["config"]["mediaType"], "application/vnd.oci.image.config.v1+json", "{raw}");
+        for l in m["layers"].as_array().unwrap() {
+            assert_eq!(l["mediaType"], TGZ, "{raw}");
+            assert!(l["annotations"]["containerd.io/snapshot/stargz/toc.digest"].is_string(), "{raw}");
+        }
+    }
+    check_merged(&from_docker, "linux/arm64", &merged(&[BASE, MIDDLE, TOP_ARM64]));
+
     // Errors: a missing tag, a digest as destination, an unreachable registry.
     fails(
         &tmp,
