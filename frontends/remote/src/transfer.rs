@@ -583,5 +583,42 @@ mod tests {
         assert!(!reference_of("127.0.0.1:5000/a/b").unwrap().1);
         assert!(reference_of("127.0.0.1:5000/a/b:v2").unwrap().1);
         assert!(reference_of(&("docker://127.0.0.1:5000/a/b@sha256:".to_owned() + &"0".repeat(64))).unwrap().1);
+        let by_digest = "127.0.0.1:5000/a/b@sha256:".to_owned() + &"0".repeat(64);
+        assert!(reference_of(&by_digest).is_ok());
+        assert!(destination(&by_digest).is_err(), "a destination is never a digest");
+    }
+
+    fn node(media_type: &str) -> BlobRef {
+        BlobRef { media_type: media_type.into(), digest: format!("sha256:{}", "1".repeat(64)), size: 1 }
+    }
+
+    #[test]
+    fn children_of_indexes_and_manifests() {
+        let d = |c: &str| format!("sha256:{}", c.repeat(64));
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}","size":7,"platform":{{"os":"linux"}}}}]}}"#,
+            d("a")
+        );
+        let value: serde_json::Value = serde_json::from_str(&index).unwrap();
+        assert_eq!(media_type_of(&value).as_deref(), Some(OCI_IMAGE_INDEX_MEDIA_TYPE), "guessed from its fields");
+        let (manifests, blobs) = children(index.as_bytes(), &node(OCI_IMAGE_INDEX_MEDIA_TYPE)).unwrap();
+        assert_eq!(manifests, [BlobRef { media_type: OCI_IMAGE_MEDIA_TYPE.into(), digest: d("a"), size: 7 }]);
+        assert!(blobs.is_empty());
+
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{}","size":2}},"layers":[{{"mediaType":"l","digest":"{}","size":3}}]}}"#,
+            d("b"),
+            d("c")
+        );
+        let (manifests, blobs) = children(manifest.as_bytes(), &node(IMAGE_MANIFEST_MEDIA_TYPE)).unwrap();
+        assert!(manifests.is_empty());
+        let digests: Vec<&str> = blobs.iter().map(|b| b.digest.as_str()).collect();
+        assert_eq!(digests, [d("b"), d("c")]);
+
+        let sha512 = manifest.replace(&d("c"), "sha512:00");
+        assert!(children(sha512.as_bytes(), &node(OCI_IMAGE_MEDIA_TYPE)).is_err(), "only sha256 digests");
+        assert!(children(manifest.as_bytes(), &node("application/x-other")).is_err());
+        assert!(children(b"not json", &node(OCI_IMAGE_MEDIA_TYPE)).is_err());
+        assert!(children(br#"{"schemaVersion":2}"#, &node(OCI_IMAGE_MEDIA_TYPE)).is_err(), "no config");
     }
 }
