@@ -120,18 +120,25 @@ impl End {
     }
 }
 
-/// A temporary OCI layout for an image on its way from or to a registry: removed when
-/// dropped, or by the signal handler.
+/// A new temporary OCI layout under `$TMPDIR` for an image on its way from or to a registry,
+/// readable by this user only (images may be private): removed when dropped, or by the signal
+/// handler.
 fn staging(role: &str) -> Result<(PathBuf, crfs_convert::cleanup::Tracked), String> {
-    let dir = std::env::temp_dir().join(format!("crfs-image-{role}.{}", std::process::id()));
-    if dir.exists() {
-        // Left by a process of the same id that was killed outright.
-        std::fs::remove_dir_all(&dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    for attempt in 0..100u32 {
+        let name = format!("crfs-image-{role}.{}.{}", std::process::id(), nanos.wrapping_add(attempt));
+        let dir = std::env::temp_dir().join(name);
+        // None: the name is taken; try another.
+        if let Some(tracked) =
+            crfs_convert::cleanup::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?
+        {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            return Ok((dir, tracked));
+        }
     }
-    let tracked = crfs_convert::cleanup::create_dir_all(&dir)
-        .map_err(|e| format!("creating {}: {e}", dir.display()))?
-        .ok_or_else(|| format!("{}: exists", dir.display()))?;
-    Ok((dir, tracked))
+    Err(format!("no free name for a temporary layout in {}", std::env::temp_dir().display()))
 }
 
 /// Removes the temporary output and exits at the first SIGINT or SIGTERM (destructors do not

@@ -264,7 +264,10 @@ fn an_interrupted_pull_leaves_nothing_staged() {
         assert!(start.elapsed() < std::time::Duration::from_secs(60), "no blobs pulled");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(staged(&tmp).len(), 1, "one staging layout while pulling");
+    let layouts = staged(&tmp);
+    assert_eq!(layouts.len(), 1, "one staging layout while pulling");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&layouts[0]).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "the staged image is private");
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "exit status");
