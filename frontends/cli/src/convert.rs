@@ -1,6 +1,10 @@
 //! `crfs convert` (a tar layer to eStargz or zstd:chunked) and `crfs image convert` (every
-//! layer of an image in an OCI layout); crfs-convert does the work. Both remove their
-//! temporary output on SIGINT or SIGTERM.
+//! layer of an image, from and to OCI layouts or registries); crfs-convert does the work,
+//! crfs-remote the pulls and pushes. Both remove their temporary output on SIGINT or SIGTERM.
+//!
+//! A registry source is pulled (every platform, digests kept) into a temporary layout under
+//! `$TMPDIR`; a registry destination gets the converted image in another temporary layout,
+//! pushed from there. Both are removed at the end, on error and on a stop signal.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -8,6 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use crfs_convert::image::{Event, Events};
 use crfs_convert::{Error, Format, Options, Output, Settings, Summary};
+use crfs_remote::{BlobRef, Moved, Remote, TransferEvent, TransferEvents};
+
+use crate::source::RegistryArgs;
 
 /// How to convert (flags shared by `convert` and `image convert`).
 #[derive(clap::Args, Debug)]
@@ -80,11 +87,58 @@ pub struct ConvertArgs {
 pub struct ImageConvertArgs {
     #[command(flatten)]
     options: ConvertOptions,
-    /// The image: an OCI image layout, oci:DIR[:TAG] (without TAG, the layout's only image).
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// The image: an OCI image layout, oci:DIR[:TAG] (without TAG, the layout's only image), or
+    /// a registry image, HOST[:PORT]/REPO[:TAG|@DIGEST] (docker:// accepted; without TAG,
+    /// latest), pulled with every platform.
     src: String,
     /// Where to write the converted image: oci:DIR[:TAG] (created if missing; an existing
-    /// layout gets the image added, and TAG moved to it).
+    /// layout gets the image added, and TAG moved to it), or a registry, HOST[:PORT]/REPO[:TAG]
+    /// (docker:// accepted): blobs the registry lacks are pushed, then the manifests, the tag
+    /// last; without TAG the image is pushed by digest only.
     dst: String,
+}
+
+/// Where `crfs image convert` reads or writes an image.
+enum End {
+    Layout(String),
+    Registry(String),
+}
+
+impl End {
+    fn of(spec: &str) -> Result<End, String> {
+        if spec.starts_with("oci:") {
+            Ok(End::Layout(spec.to_owned()))
+        } else if crfs_remote::is_registry_reference(spec) {
+            Ok(End::Registry(spec.to_owned()))
+        } else {
+            Err(format!(
+                "{spec}: not an OCI layout (write it as oci:DIR[:TAG]) nor a registry image (HOST[:PORT]/REPO[:TAG])"
+            ))
+        }
+    }
+}
+
+/// A new temporary OCI layout under `$TMPDIR` for an image on its way from or to a registry,
+/// readable by this user only (images may be private): removed when dropped, or by the signal
+/// handler.
+fn staging(role: &str) -> Result<(PathBuf, crfs_convert::cleanup::Tracked), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    for attempt in 0..100u32 {
+        let name = format!("crfs-image-{role}.{}.{}", std::process::id(), nanos.wrapping_add(attempt));
+        let dir = std::env::temp_dir().join(name);
+        // None: the name is taken; try another.
+        if let Some(tracked) =
+            crfs_convert::cleanup::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?
+        {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            return Ok((dir, tracked));
+        }
+    }
+    Err(format!("no free name for a temporary layout in {}", std::env::temp_dir().display()))
 }
 
 /// Removes the temporary output and exits at the first SIGINT or SIGTERM (destructors do not
@@ -138,48 +192,149 @@ pub fn run(args: ConvertArgs) -> Result<(), String> {
 }
 
 /// Runs `crfs image convert`: prints one line per distinct layer (`converted SRC -> NEW` or
-/// `kept SRC`), then `image DIGEST`.
+/// `kept SRC`); for a registry destination one per blob (`uploaded`, `exists` or `mounted
+/// DIGEST`), then `pushed REFERENCE` and a count; last `image DIGEST`.
 pub fn run_image(args: ImageConvertArgs) -> Result<(), String> {
     let settings = args.options.settings()?;
+    let src = End::of(&args.src)?;
+    let dst = End::of(&args.dst)?;
     let signals = clean_up_on_signal()?;
-    let terminal = std::io::stderr().is_terminal();
-    // One bar per layer, left on screen when the layer is done.
     let bar: Arc<Mutex<Option<indicatif::ProgressBar>>> = Arc::new(Mutex::new(None));
-    let events: Events = {
-        let bar = bar.clone();
-        Arc::new(move |e: &Event<'_>| {
-            let mut current = bar.lock().unwrap_or_else(|e| e.into_inner());
-            match e {
-                Event::LayerStart { digest, .. } if terminal => {
-                    *current = progress_bar(&format!("layer {}", short(digest)));
-                }
-                Event::Progress { done, total } => {
-                    if let Some(b) = current.as_ref() {
-                        b.set_length(*total);
-                        b.set_position(*done);
-                    }
-                }
-                Event::LayerDone { digest, new_digest, .. } => {
-                    if let Some(b) = current.take() {
-                        // The finished bar stays on its line; what follows starts below it.
-                        b.finish();
-                        eprintln!();
-                    }
-                    println!("converted {digest} -> {new_digest}");
-                }
-                Event::LayerKept { digest } => println!("kept {digest}"),
-                Event::LayerStart { .. } => {}
-            }
-        })
-    };
-    let result = crfs_convert::image::convert_image(&args.src, &args.dst, &settings, Some(events));
+    let result = convert_image(&args, &src, &dst, &settings, &bar);
     signals.close();
     if let Some(b) = bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
         b.abandon();
     }
-    let report = result.map_err(|e| format!("{}: {e}", args.src))?;
-    println!("image {}", report.descriptor.digest());
+    let digest = result?;
+    println!("image {digest}");
     Ok(())
+}
+
+/// Pull (a registry source), convert, push (a registry destination); the image's digest.
+fn convert_image(
+    args: &ImageConvertArgs,
+    src: &End,
+    dst: &End,
+    settings: &Settings,
+    bar: &Arc<Mutex<Option<indicatif::ProgressBar>>>,
+) -> Result<String, String> {
+    let remote = match (src, dst) {
+        (End::Layout(_), End::Layout(_)) => None,
+        _ => Some(Remote::new(args.registry.options()?).map_err(|e| e.to_string())?),
+    };
+    let remote = || remote.as_ref().ok_or_else(|| "no registry client".to_owned());
+    if let End::Registry(reference) = dst {
+        // Credentials and reachability before a conversion that may take long.
+        remote()?.check_push(reference).map_err(|e| format!("{reference}: {e}"))?;
+    }
+    let mut staged = Vec::new();
+    let src_layout = match src {
+        End::Layout(spec) => spec.clone(),
+        End::Registry(reference) => {
+            let (dir, tracked) = staging("src")?;
+            staged.push(tracked);
+            let pulled = remote()?
+                .pull_image(reference, &dir, Some(transfer_events(bar, "pulling")))
+                .map_err(|e| format!("{reference}: {e}"))?;
+            tracing::info!(reference, digest = %pulled.top.digest, blobs = pulled.blobs, bytes = pulled.bytes, "source pulled");
+            format!("oci:{}", dir.display())
+        }
+    };
+    let dst_layout = match dst {
+        End::Layout(spec) => spec.clone(),
+        End::Registry(_) => {
+            let (dir, tracked) = staging("dst")?;
+            staged.push(tracked);
+            format!("oci:{}", dir.display())
+        }
+    };
+    let report = crfs_convert::image::convert_image(&src_layout, &dst_layout, settings, Some(layer_events(bar)))
+        .map_err(|e| format!("{}: {e}", args.src))?;
+    let digest = report.descriptor.digest().to_string();
+    if let End::Registry(reference) = dst {
+        let top = BlobRef {
+            media_type: report.descriptor.media_type().to_string(),
+            digest: digest.clone(),
+            size: report.descriptor.size(),
+        };
+        let mount_from = match src {
+            End::Registry(r) => Some(r.as_str()),
+            End::Layout(_) => None,
+        };
+        let (dir, _) = crfs_remote::layout::split_spec(&dst_layout);
+        let pushed = remote()?
+            .push_image(&dir, &top, reference, mount_from, Some(transfer_events(bar, "pushing")))
+            .map_err(|e| format!("{reference}: {e}"))?;
+        println!("pushed {}", pushed.pushed);
+        println!(
+            "blobs: {} uploaded ({} bytes), {} already there, {} mounted",
+            pushed.uploaded, pushed.uploaded_bytes, pushed.existed, pushed.mounted
+        );
+    }
+    drop(staged);
+    Ok(digest)
+}
+
+/// Progress bars and output lines for the layers being converted: one bar per layer, left on
+/// screen when the layer is done.
+fn layer_events(bar: &Arc<Mutex<Option<indicatif::ProgressBar>>>) -> Events {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = bar.clone();
+    Arc::new(move |e: &Event<'_>| {
+        let mut current = bar.lock().unwrap_or_else(|e| e.into_inner());
+        match e {
+            Event::LayerStart { digest, .. } if terminal => {
+                *current = progress_bar(&format!("layer {}", short(digest)));
+            }
+            Event::Progress { done, total } => advance(&current, *done, *total),
+            Event::LayerDone { digest, new_digest, .. } => {
+                finish_bar(&mut current);
+                println!("converted {digest} -> {new_digest}");
+            }
+            Event::LayerKept { digest } => println!("kept {digest}"),
+            Event::LayerStart { .. } => {}
+        }
+    })
+}
+
+/// Progress bars (`VERB DIGEST`) and output lines for blobs pulled or pushed.
+fn transfer_events(bar: &Arc<Mutex<Option<indicatif::ProgressBar>>>, verb: &'static str) -> TransferEvents {
+    let terminal = std::io::stderr().is_terminal();
+    let bar = bar.clone();
+    Arc::new(move |e: &TransferEvent<'_>| {
+        let mut current = bar.lock().unwrap_or_else(|e| e.into_inner());
+        match e {
+            TransferEvent::Start { digest, .. } if terminal => {
+                *current = progress_bar(&format!("{verb} {}", short(digest)));
+            }
+            TransferEvent::Start { .. } => {}
+            TransferEvent::Progress { done, total } => advance(&current, *done, *total),
+            TransferEvent::Done { digest, size, how } => {
+                finish_bar(&mut current);
+                match how {
+                    Moved::Pulled => tracing::debug!(digest, size, "pulled"),
+                    Moved::Uploaded => println!("uploaded {digest} ({size} bytes)"),
+                    Moved::Existed => println!("exists {digest}"),
+                    Moved::Mounted => println!("mounted {digest}"),
+                }
+            }
+        }
+    })
+}
+
+fn advance(current: &Option<indicatif::ProgressBar>, done: u64, total: u64) {
+    if let Some(b) = current.as_ref() {
+        b.set_length(total);
+        b.set_position(done);
+    }
+}
+
+/// Leaves a finished bar on its line; what follows starts below it.
+fn finish_bar(current: &mut Option<indicatif::ProgressBar>) {
+    if let Some(b) = current.take() {
+        b.finish();
+        eprintln!();
+    }
 }
 
 fn short(digest: &str) -> &str {

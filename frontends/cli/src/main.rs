@@ -128,9 +128,10 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum ImageCommand {
-    /// Convert every layer of an image in an OCI layout (all platforms) to eStargz or
-    /// zstd:chunked, writing the image with new manifests, layer annotations and DiffIDs into
-    /// another layout: crfs image convert oci:SRC[:TAG] oci:DST[:TAG].
+    /// Convert every layer of an image (all platforms) to eStargz or zstd:chunked, writing the
+    /// image with new manifests, layer annotations and DiffIDs: crfs image convert SRC DST,
+    /// each an OCI layout oci:DIR[:TAG] or a registry image HOST[:PORT]/REPO[:TAG] (pulled
+    /// whole; pushed with the tag last).
     Convert(convert::ImageConvertArgs),
 }
 

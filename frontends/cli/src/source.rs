@@ -66,12 +66,10 @@ pub fn on_stop_signal(on_signal: impl FnOnce(i32) + Send + 'static) -> Result<si
     Ok(handle)
 }
 
-/// Where remote layers come from and how they are fetched (flags shared by several commands).
+/// How to reach registries: TLS, plain HTTP, credentials (flags shared by every command that
+/// talks to one).
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct RemoteArgs {
-    /// Platform to pick from a multi-platform image (os/arch[/variant]; default: this host's).
-    #[arg(long)]
-    pub platform: Option<String>,
+pub struct RegistryArgs {
     /// Talk plain HTTP to the registry (always so for localhost and 127.0.0.1).
     #[arg(long)]
     pub plain_http: bool,
@@ -79,6 +77,35 @@ pub struct RemoteArgs {
     /// ~/.docker/config.json).
     #[arg(long, value_name = "USER:PASSWORD")]
     pub creds: Option<String>,
+    /// Extra certificate authority (PEM) trusted for HTTPS registries (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Vec<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// The registry client options these flags ask for (no disk cache, no mirrors).
+    pub fn options(&self) -> Result<RemoteOptions, String> {
+        let credentials = match &self.creds {
+            Some(c) => Some(Credentials::parse(c).map_err(|e| format!("--creds: {e}"))?),
+            None => None,
+        };
+        Ok(RemoteOptions {
+            plain_http: self.plain_http,
+            ca_certs: self.ca_cert.clone(),
+            credentials,
+            ..RemoteOptions::default()
+        })
+    }
+}
+
+/// Where remote layers come from and how they are fetched (flags shared by several commands).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RemoteArgs {
+    /// Platform to pick from a multi-platform image (os/arch[/variant]; default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// A mirror tried before a registry, REGISTRY=MIRROR (repeatable; tried in order).
     #[arg(long, value_name = "REGISTRY=MIRROR")]
     pub mirror: Vec<String>,
@@ -89,9 +116,6 @@ pub struct RemoteArgs {
     /// own. Not read unless given (e.g. --hosts-dir /etc/containerd/certs.d).
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
-    /// Extra certificate authority (PEM) trusted for HTTPS registries (repeatable).
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Vec<PathBuf>,
     /// Keep fetched compressed ranges here, so a later mount reads them without the network.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -197,26 +221,14 @@ impl RemoteArgs {
             Some(p) => Some(p.parse::<Platform>().map_err(|e| format!("--platform {p}: {e}"))?),
             None => None,
         };
-        let credentials = match &self.creds {
-            Some(c) => Some(Credentials::parse(c).map_err(|e| format!("--creds: {e}"))?),
-            None => None,
-        };
         let cache = self.disk_cache_dir().map(|dir| CacheOptions { dir, max_bytes: self.disk_cache_size });
         let mirrors = self
             .mirror
             .iter()
             .map(|m| Mirror::parse(m).map_err(|e| format!("--mirror: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut options = RemoteOptions {
-            platform,
-            plain_http: self.plain_http,
-            mirrors,
-            ca_certs: self.ca_cert.clone(),
-            credentials,
-            cache,
-            max_coalesce: self.max_coalesce,
-            ..RemoteOptions::default()
-        };
+        let mut options =
+            RemoteOptions { platform, mirrors, cache, max_coalesce: self.max_coalesce, ..self.registry.options()? };
         if let Some(dir) = &self.hosts_dir {
             let hosts = HostsConfig::load(dir).map_err(|e| format!("--hosts-dir: {e}"))?;
             tracing::debug!(mirrors = hosts.mirrors.len(), dir = %dir.display(), "hosts directory read");

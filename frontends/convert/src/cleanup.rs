@@ -29,7 +29,18 @@ fn lock() -> MutexGuard<'static, Registry> {
 }
 
 fn remove(path: &Path, dir: bool) {
-    let _ = if dir { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+    if !dir {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    // Another thread may still be adding a file (a blob being pulled) while the tree is
+    // walked; once the directory is gone nothing more can be added to it.
+    for _ in 0..5 {
+        match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => continue,
+            _ => return,
+        }
+    }
 }
 
 /// A path this process created and has not committed: removed when dropped (or by

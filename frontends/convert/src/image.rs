@@ -7,7 +7,9 @@
 //! stargz-snapshotter's converter does (`containerd.io/snapshot/stargz/toc.digest`,
 //! `io.containers.estargz.uncompressed-size`, and for zstd:chunked the manifest checksum and
 //! position). Layers already converted (with a TOC digest or manifest-checksum annotation) and
-//! blobs that are not tar layers are copied as they are.
+//! blobs that are not tar layers are copied as they are. A Docker image (schema 2 manifests and
+//! manifest lists) comes out as an OCI one: its manifests, index, config and layer media types
+//! become their OCI equivalents, the bytes of configs and kept layers staying as they are.
 //!
 //! Writes are atomic: every blob goes to a temporary file renamed to its digest, and DST's
 //! `index.json` is replaced last, by a rename. On error (or on a stop signal, see
@@ -37,10 +39,26 @@ use crate::{Error, Format, Settings, Summary};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST_TYPES: [&str; 2] = [
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
+/// Docker media types and the OCI ones a converted image has instead.
+const DOCKER_TO_OCI: [(&str, &str); 5] = [
+    ("application/vnd.docker.distribution.manifest.v2+json", OCI_MANIFEST),
+    ("application/vnd.docker.distribution.manifest.list.v2+json", OCI_INDEX),
+    ("application/vnd.docker.container.image.v1+json", "application/vnd.oci.image.config.v1+json"),
+    ("application/vnd.docker.image.rootfs.diff.tar.gzip", GZIP_LAYER),
+    ("application/vnd.docker.image.rootfs.diff.tar", "application/vnd.oci.image.layer.v1.tar"),
 ];
+
+/// The OCI media type for a Docker one; any other is returned as it is.
+fn oci_type(media: &str) -> &str {
+    DOCKER_TO_OCI.iter().find(|(docker, _)| *docker == media).map_or(media, |(_, oci)| oci)
+}
+
+/// `desc` with its Docker media type, if any, replaced by the OCI one.
+fn with_oci_type(desc: &Descriptor) -> Descriptor {
+    let mut out = desc.clone();
+    out.set_media_type(MediaType::from(oci_type(desc.media_type().as_ref())));
+    out
+}
 /// Layer media types converted (anything else is copied as it is).
 const TAR_LAYERS: [&str; 5] = [
     "application/vnd.oci.image.layer.v1.tar",
@@ -282,13 +300,9 @@ impl Job<'_> {
     /// Converts what `desc` points to (an index or a manifest) and returns its new descriptor
     /// (same media type, annotations and platform; new digest and size).
     fn node(&mut self, desc: &Descriptor, depth: usize) -> Result<Descriptor, Error> {
-        let media = desc.media_type().as_ref().to_owned();
+        let docker = desc.media_type().as_ref() != oci_type(desc.media_type().as_ref());
+        let media = oci_type(desc.media_type().as_ref()).to_owned();
         let digest = desc.digest().to_string();
-        if DOCKER_MANIFEST_TYPES.contains(&media.as_str()) {
-            return Err(Error::Image(format!(
-                "{digest}: Docker manifest {media}; copy the image to an OCI layout with skopeo first"
-            )));
-        }
         let data = layout::read_blob(&self.src, &digest).map_err(|e| Error::Image(format!("source: {e}")))?;
         if data.len() as u64 != desc.size() {
             return Err(Error::Image(format!("source: {digest} is {} bytes, not {}", data.len(), desc.size())));
@@ -302,24 +316,28 @@ impl Job<'_> {
                     manifests.push(self.node(m, depth + 1)?);
                 }
                 index.set_manifests(manifests);
+                if docker {
+                    index.set_media_type(Some(MediaType::ImageIndex));
+                }
                 canonical_json(&index)?
             }
             OCI_INDEX => return Err(Error::Image(format!("{digest}: image indexes nested too deep"))),
             OCI_MANIFEST => {
                 let manifest: ImageManifest = serde_json::from_slice(&data)
                     .map_err(|e| Error::Image(format!("{digest}: not an OCI image manifest: {e}")))?;
-                self.manifest(manifest, &digest)?
+                self.manifest(manifest, &digest, docker)?
             }
             other => return Err(Error::Image(format!("{digest}: unsupported media type {other}"))),
         };
         let (new_digest, size) = self.put_blob(&new_data)?;
-        let mut out = desc.clone();
+        let mut out = with_oci_type(desc);
         out.set_digest(oci_digest(&new_digest)?);
         out.set_size(size);
         Ok(out)
     }
 
-    fn manifest(&mut self, mut manifest: ImageManifest, digest: &str) -> Result<Vec<u8>, Error> {
+    /// A manifest's new bytes; a Docker one (`docker`) becomes an OCI one.
+    fn manifest(&mut self, mut manifest: ImageManifest, digest: &str, docker: bool) -> Result<Vec<u8>, Error> {
         let mut layers = Vec::with_capacity(manifest.layers().len());
         let mut diff_ids = Vec::with_capacity(manifest.layers().len());
         for l in manifest.layers() {
@@ -328,6 +346,10 @@ impl Job<'_> {
             layers.push(out.desc);
         }
         let config_desc = manifest.config().clone();
+        if docker {
+            manifest.set_media_type(Some(MediaType::ImageManifest));
+            manifest.set_config(with_oci_type(&config_desc));
+        }
         if diff_ids.iter().all(Option::is_none) {
             self.copy_blob(&config_desc)?;
         } else {
@@ -352,7 +374,7 @@ impl Job<'_> {
                 }
             }
             let (new_digest, size) = self.put_blob(&canonical_json(&config)?)?;
-            let mut c = config_desc;
+            let mut c = with_oci_type(&config_desc);
             c.set_digest(oci_digest(&new_digest)?);
             c.set_size(size);
             manifest.set_config(c);
@@ -374,7 +396,7 @@ impl Job<'_> {
             self.copy_blob(desc)?;
             self.emit(&Event::LayerKept { digest: &digest });
             self.kept += 1;
-            LayerOut { desc: desc.clone(), diff_id: None }
+            LayerOut { desc: with_oci_type(desc), diff_id: None }
         } else {
             let out = self.convert_layer(desc).map_err(|e| match e {
                 Error::Io { .. } => e,

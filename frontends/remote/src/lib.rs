@@ -37,10 +37,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! For `crfs image convert`, [`Remote::pull_image`] copies a whole image (every platform) into
+//! a local OCI layout and [`Remote::push_image`] pushes one from a layout (see `transfer`).
+//!
 //! It must never depend on crfs-vfs, crfs-fuse, crfs-nfs or the CLI, nor look inside a layer:
 //! it sees bytes and descriptors, never a TOC entry (data flows remote → core → vfs).
 //!
-//! Crates: oci-client for manifests, platform choice and tokens; reqwest (rustls with the ring
+//! Crates: oci-client for manifests, platform choice, tokens, and whole-image pulls and pushes
+//! (futures-util and bytes for its upload streams); reqwest (rustls with the ring
 //! provider) for the blob range requests, because oci-client's partial-blob call hides the
 //! Content-Range it got and cannot cache redirect targets; docker_credential for the Docker
 //! config; toml for containerd's hosts.toml files.
@@ -55,6 +59,7 @@ mod platform;
 mod registry;
 mod remote;
 mod source;
+mod transfer;
 
 pub use blob::{COALESCE_GAP, COALESCE_START, HttpBlob, MAX_STREAMS, PREFETCH_PIECE, RegistryBlob};
 pub use cache::{CacheWriter, DiskCache};
@@ -67,3 +72,4 @@ pub use registry::{
 };
 pub use remote::{CREDS_ENV, CacheOptions, Credentials, Mirror, Options, Remote, RetryPolicy, Stats};
 pub use source::{Source, SourceKind, SourceLayer, open_file_source};
+pub use transfer::{BlobRef, Moved, PullReport, PushReport, TransferEvent, TransferEvents, is_registry_reference};

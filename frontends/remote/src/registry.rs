@@ -121,7 +121,8 @@ pub(crate) fn parse_reference(s: &str) -> Result<Reference> {
 /// Whether an oci-client error is worth retrying.
 fn transient(e: &OciDistributionError) -> bool {
     match e {
-        OciDistributionError::RequestError(r) => !r.is_builder(),
+        // A 4xx seen through reqwest's error_for_status (blob HEADs) is an answer, not a fault.
+        OciDistributionError::RequestError(r) => !r.is_builder() && !r.status().is_some_and(|s| s.is_client_error()),
         OciDistributionError::ServerError { code, .. } => *code == 429 || (*code >= 500 && *code != 501),
         OciDistributionError::RegistryError { envelope, .. } => {
             envelope.errors.iter().any(|e| e.code == OciErrorCode::Toomanyrequests)
@@ -130,8 +131,23 @@ fn transient(e: &OciDistributionError) -> bool {
     }
 }
 
+/// An error and its causes on one line (reqwest's own message leaves out "connection refused").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Turns an oci-client error into a message a user can act on.
-fn explain(e: OciDistributionError, reference: &Reference, source: &str) -> Error {
+pub(crate) fn explain(e: OciDistributionError, reference: &Reference, source: &str) -> Error {
     let registry = reference.resolve_registry();
     let repo = reference.repository();
     let auth_msg = || {
@@ -168,14 +184,14 @@ fn explain(e: OciDistributionError, reference: &Reference, source: &str) -> Erro
                 Error::Protocol(format!("{url}: {envelope}"))
             }
         }
-        e if transient(&e) => Error::Network(format!("{registry}: {e}")),
+        e if transient(&e) => Error::Network(format!("{registry}: {}", with_causes(&e))),
         e => Error::Protocol(format!("{registry}: {e}")),
     }
 }
 
 impl Inner {
     /// Runs a registry call, retrying transient failures under the retry policy.
-    async fn retry_oci<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, OciDistributionError>
+    pub(crate) async fn retry_oci<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, OciDistributionError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, OciDistributionError>>,

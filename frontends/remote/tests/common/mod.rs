@@ -486,6 +486,8 @@ struct Request {
     path: String,
     headers: Vec<(String, String)>,
     proxied_host: Option<String>,
+    /// The body, by Content-Length (pushes).
+    body: Vec<u8>,
 }
 
 fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
@@ -515,7 +517,10 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
         let (k, v) = h.split_once(':')?;
         headers.push((k.trim().to_owned(), v.trim().to_owned()));
     }
-    Some(Request { method, path, headers, proxied_host })
+    let len = header(&headers, "content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).ok()?;
+    Some(Request { method, path, headers, proxied_host, body })
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -530,17 +535,28 @@ struct Response {
 }
 
 /// Sends a request upstream (one connection, Connection: close) and reads the whole answer.
-fn upstream_request(port: u16, method: &str, path: &str, headers: &[(String, String)]) -> std::io::Result<Response> {
+fn upstream_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_nodelay(true)?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    // The client's Host, so that the Location of an upload session points back at the proxy.
+    let upstream_host = format!("127.0.0.1:{port}");
+    let host = header(headers, "host").unwrap_or(&upstream_host);
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         if !k.eq_ignore_ascii_case("host") && !k.eq_ignore_ascii_case("connection") {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes)?;
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line)?;
@@ -681,7 +697,7 @@ fn serve_conn(
                 headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
                 let auth = base64_basic();
                 headers.push(("Authorization".into(), auth));
-                upstream_request(upstream, &req.method, &format!("/{blob_path}"), &headers)?
+                upstream_request(upstream, &req.method, &format!("/{blob_path}"), &headers, &[])?
             }
         } else {
             match &fault {
@@ -690,9 +706,9 @@ fn serve_conn(
                         (Fault::Shift(d), Some((a, b))) => {
                             headers.retain(|(k, _)| !k.eq_ignore_ascii_case("range"));
                             headers.push(("Range".into(), format!("bytes={}-{}", a + d, b + d)));
-                            upstream_request(upstream, &req.method, &req.path, &headers)?
+                            upstream_request(upstream, &req.method, &req.path, &headers, &req.body)?
                         }
-                        _ => upstream_request(upstream, &req.method, &req.path, &headers)?,
+                        _ => upstream_request(upstream, &req.method, &req.path, &headers, &req.body)?,
                     };
                     if fault == Fault::Garbage && r.status == 206 {
                         for b in &mut r.body {
@@ -711,11 +727,11 @@ fn serve_conn(
                 }
                 Fault::Delay(d) => {
                     std::thread::sleep(*d);
-                    upstream_request(upstream, &req.method, &req.path, &headers)?
+                    upstream_request(upstream, &req.method, &req.path, &headers, &req.body)?
                 }
                 Fault::Full200 => {
                     headers.retain(|(k, _)| !k.eq_ignore_ascii_case("range"));
-                    upstream_request(upstream, &req.method, &req.path, &headers)?
+                    upstream_request(upstream, &req.method, &req.path, &headers, &req.body)?
                 }
                 Fault::Redirect => {
                     let s = sig.load(Ordering::SeqCst);

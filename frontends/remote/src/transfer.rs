@@ -1,0 +1,624 @@
+//! Whole images between a registry and a local OCI image layout, for `crfs image convert`.
+//!
+//! [`Remote::pull_image`] copies an image (an index with every platform, or one manifest) into
+//! a layout: manifests and indexes byte for byte as the registry serves them (so their digests
+//! are kept), configs and layers streamed to files; every one checked against the digest and
+//! size that names it before it is renamed into place.
+//!
+//! [`Remote::push_image`] pushes an image of a layout: first the blobs (skipped when a HEAD
+//! finds them; mounted from the source repository when it is on the same registry; else
+//! uploaded in chunks), then each platform's manifest by digest, then the top manifest or
+//! index under the tag (or by digest). The tag is written last, so a failure leaves nothing
+//! new under it.
+//!
+//! Both go through oci-client (tokens for pull and push scopes, basic auth, chunked uploads,
+//! cross-repository mounts), with the transient-failure retries of [`crate::RetryPolicy`].
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use oci_client::Reference;
+use oci_client::errors::OciDistributionError;
+use oci_client::manifest::{
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, RegistryOperation};
+
+use crate::error::{Error, Result};
+use crate::layout::{self, MAX_JSON_BLOB};
+use crate::registry::{explain, parse_reference};
+use crate::remote::{Inner, Remote};
+
+/// Manifest media types asked for and understood.
+const MANIFEST_TYPES: [&str; 4] =
+    [OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE];
+/// Indexes nested deeper than this are refused.
+const MAX_DEPTH: usize = 4;
+/// Bytes read from a file per upload piece.
+const UPLOAD_PIECE: usize = 1 << 20;
+
+/// A manifest, index or blob as a descriptor names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    pub media_type: String,
+    /// `sha256:…`
+    pub digest: String,
+    pub size: u64,
+}
+
+/// How a blob got where it had to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// Downloaded into the layout.
+    Pulled,
+    /// Uploaded to the registry.
+    Uploaded,
+    /// The registry had it already (HEAD).
+    Existed,
+    /// Mounted from the source repository of the same registry.
+    Mounted,
+}
+
+/// What a transfer reports as it goes.
+pub enum TransferEvent<'a> {
+    /// A blob starts moving: its digest and size.
+    Start { digest: &'a str, size: u64 },
+    /// Bytes of the current blob moved so far.
+    Progress { done: u64, total: u64 },
+    /// A blob is where it has to be.
+    Done { digest: &'a str, size: u64, how: Moved },
+}
+
+/// Receives [`TransferEvent`]s (progress bars, output lines).
+pub type TransferEvents = Arc<dyn Fn(&TransferEvent<'_>) + Send + Sync>;
+
+/// What [`Remote::pull_image`] fetched.
+#[derive(Debug, Clone)]
+pub struct PullReport {
+    /// The image as the layout's `index.json` names it.
+    pub top: BlobRef,
+    /// Manifests and indexes fetched.
+    pub manifests: usize,
+    /// Distinct blobs (configs, layers) downloaded, and their bytes.
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+/// What [`Remote::push_image`] did.
+#[derive(Debug, Clone, Default)]
+pub struct PushReport {
+    /// The reference written last (`HOST/REPO:TAG` or `HOST/REPO@DIGEST`).
+    pub pushed: String,
+    /// Blobs uploaded, and their bytes.
+    pub uploaded: usize,
+    pub uploaded_bytes: u64,
+    /// Blobs the registry already had.
+    pub existed: usize,
+    /// Blobs mounted from the source repository.
+    pub mounted: usize,
+    /// Manifests and indexes pushed.
+    pub manifests: usize,
+}
+
+/// Whether `spec` is written as a registry reference: `docker://REF`, or `HOST[:PORT]/REPO…`
+/// whose first component is a host (has a `.` or a `:`, or is `localhost`).
+pub fn is_registry_reference(spec: &str) -> bool {
+    if spec.starts_with("docker://") {
+        return true;
+    }
+    match spec.split_once('/') {
+        Some((host, repo)) => {
+            !repo.is_empty() && !host.starts_with('.') && (host.contains(['.', ':']) || host == "localhost")
+        }
+        None => false,
+    }
+}
+
+/// A reference split into the registry's view, and whether it names a tag or digest itself
+/// (oci-client fills in `latest` otherwise).
+fn reference_of(spec: &str) -> Result<(Reference, bool)> {
+    let bare = spec.strip_prefix("docker://").unwrap_or(spec);
+    let last = bare.rsplit('/').next().unwrap_or(bare);
+    let explicit = last.contains([':', '@']);
+    Ok((parse_reference(spec)?, explicit))
+}
+
+/// A destination reference: a tag or none, never a digest.
+fn destination(spec: &str) -> Result<(Reference, bool)> {
+    let (parsed, explicit) = reference_of(spec)?;
+    if parsed.digest().is_some() {
+        return Err(Error::Invalid(format!(
+            "{spec}: a destination is HOST/REPO[:TAG]; the pushed image's digest is only known once converted"
+        )));
+    }
+    Ok((parsed, explicit))
+}
+
+/// The media type of a manifest or index: its `mediaType`, else guessed from its fields.
+fn media_type_of(value: &serde_json::Value) -> Option<String> {
+    match value.get("mediaType").and_then(|m| m.as_str()) {
+        Some(m) => Some(m.to_owned()),
+        None if value.get("manifests").is_some() => Some(OCI_IMAGE_INDEX_MEDIA_TYPE.to_owned()),
+        None if value.get("config").is_some() => Some(OCI_IMAGE_MEDIA_TYPE.to_owned()),
+        None => None,
+    }
+}
+
+fn is_index(media: &str) -> bool {
+    media == OCI_IMAGE_INDEX_MEDIA_TYPE || media == IMAGE_MANIFEST_LIST_MEDIA_TYPE
+}
+
+/// A descriptor of a manifest: digest (sha256 only) and size.
+fn descriptor(v: &serde_json::Value, default_media: &str, parent: &str) -> Result<BlobRef> {
+    let digest = v.get("digest").and_then(|d| d.as_str()).unwrap_or_default();
+    if crfs_core::Digest::parse(digest).is_none() {
+        return Err(Error::Protocol(format!("{parent}: descriptor with digest {digest:?}: only sha256 is supported")));
+    }
+    let size = v
+        .get("size")
+        .and_then(|s| s.as_u64())
+        .ok_or_else(|| Error::Protocol(format!("{parent}: descriptor {digest} has no size")))?;
+    let media_type = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or(default_media).to_owned();
+    Ok(BlobRef { media_type, digest: digest.to_owned(), size })
+}
+
+/// What a manifest or index points to: (child manifests, blobs).
+fn children(data: &[u8], node: &BlobRef) -> Result<(Vec<BlobRef>, Vec<BlobRef>)> {
+    let what = &node.digest;
+    let value: serde_json::Value =
+        serde_json::from_slice(data).map_err(|e| Error::Protocol(format!("{what}: not JSON: {e}")))?;
+    let list = |key: &str| value.get(key).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    if is_index(&node.media_type) {
+        let manifests =
+            list("manifests").iter().map(|m| descriptor(m, OCI_IMAGE_MEDIA_TYPE, what)).collect::<Result<Vec<_>>>()?;
+        return Ok((manifests, Vec::new()));
+    }
+    if !MANIFEST_TYPES.contains(&node.media_type.as_str()) {
+        return Err(Error::Protocol(format!("{what}: unsupported manifest media type {}", node.media_type)));
+    }
+    let config = value.get("config").ok_or_else(|| Error::Protocol(format!("{what}: a manifest without config")))?;
+    let mut blobs = vec![descriptor(config, "", what)?];
+    for l in list("layers") {
+        blobs.push(descriptor(&l, "", what)?);
+    }
+    Ok((Vec::new(), blobs))
+}
+
+/// The temporary name a blob is written to before it is checked and renamed.
+fn partial_path(dir: &Path, digest: &str) -> PathBuf {
+    let hex = digest.rsplit(':').next().unwrap_or_default();
+    dir.join("blobs").join("sha256").join(format!(".{hex}.partial"))
+}
+
+/// Writes `data` as a layout blob (through a temporary file renamed into place).
+fn write_blob(dir: &Path, digest: &str, data: &[u8]) -> Result<()> {
+    let dest = layout::blob_path(dir, digest)?;
+    let tmp = partial_path(dir, digest);
+    let local = |e: std::io::Error| Error::Local(format!("writing {}: {e}", dest.display()));
+    std::fs::write(&tmp, data).map_err(local)?;
+    std::fs::rename(&tmp, &dest).map_err(local)
+}
+
+struct Session {
+    inner: Arc<Inner>,
+    client: Client,
+    auth: RegistryAuth,
+    source: &'static str,
+    reference: Reference,
+    events: Option<TransferEvents>,
+}
+
+impl Session {
+    fn new(inner: Arc<Inner>, reference: Reference, events: Option<TransferEvents>) -> Session {
+        let registry = reference.resolve_registry().to_owned();
+        let client = inner.registry_client(&registry);
+        let (auth, source) = inner.credentials_for(&registry);
+        Session { inner, client, auth, source, reference, events }
+    }
+
+    fn emit(&self, e: &TransferEvent<'_>) {
+        if let Some(f) = &self.events {
+            f(e);
+        }
+    }
+
+    fn explain(&self, e: OciDistributionError) -> Error {
+        // A 4xx reached through reqwest's error_for_status (blob HEADs) carries its status only there.
+        let e = match e {
+            OciDistributionError::RequestError(r) if r.status().is_some_and(|s| s.is_client_error()) => {
+                OciDistributionError::ServerError {
+                    code: r.status().map_or(0, |s| s.as_u16()),
+                    url: r.url().map(|u| u.to_string()).unwrap_or_default(),
+                    message: r.to_string(),
+                }
+            }
+            e => e,
+        };
+        explain(e, &self.reference, self.source)
+    }
+
+    /// A manifest or index by `reference`, raw, checked against the digest it is asked by.
+    async fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, String)> {
+        let (client, auth) = (&self.client, &self.auth);
+        let (data, _) = self
+            .inner
+            .retry_oci(|| client.pull_manifest_raw(reference, auth, &MANIFEST_TYPES))
+            .await
+            .map_err(|e| self.explain(e))?;
+        if data.len() as u64 > MAX_JSON_BLOB {
+            return Err(Error::Protocol(format!("{}: a {} byte manifest is too large", reference.whole(), data.len())));
+        }
+        let digest = crfs_core::Digest::of(&data).to_string();
+        if let Some(want) = reference.digest()
+            && want != digest
+        {
+            return Err(Error::Protocol(format!("{}: the manifest served has digest {digest}", reference.whole())));
+        }
+        Ok((data.to_vec(), digest))
+    }
+
+    /// Streams a blob into the layout `dir`, checked against its digest and size; a blob
+    /// already there (shared by platforms) is not fetched again. Returns the bytes fetched.
+    async fn pull_blob(&self, dir: &Path, blob: &BlobRef) -> Result<u64> {
+        let dest = layout::blob_path(dir, &blob.digest)?;
+        if std::fs::metadata(&dest).is_ok_and(|m| m.len() == blob.size) {
+            return Ok(0);
+        }
+        let (client, reference, digest) = (&self.client, &self.reference, blob.digest.as_str());
+        let mut stream =
+            self.inner.retry_oci(|| client.pull_blob_stream(reference, digest)).await.map_err(|e| self.explain(e))?;
+        let tmp = partial_path(dir, digest);
+        let local = |e: std::io::Error| Error::Local(format!("writing {}: {e}", tmp.display()));
+        let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(local)?);
+        self.emit(&TransferEvent::Start { digest, size: blob.size });
+        let mut hasher = crfs_core::digest::Hasher::default();
+        let mut done = 0u64;
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| Error::Network(format!("{}: blob {digest}: {e}", reference.whole())))?;
+            done += piece.len() as u64;
+            if done > blob.size {
+                return Err(Error::Protocol(format!(
+                    "blob {digest}: more than the {} bytes its descriptor says",
+                    blob.size
+                )));
+            }
+            hasher.update(&piece);
+            file.write_all(&piece).map_err(local)?;
+            self.emit(&TransferEvent::Progress { done, total: blob.size });
+        }
+        if done != blob.size || hasher.finish().to_string() != digest {
+            return Err(Error::Protocol(format!(
+                "blob {digest}: the {done} bytes received do not match its digest and size ({})",
+                blob.size
+            )));
+        }
+        file.into_inner().map_err(|e| local(e.into_error()))?.sync_all().map_err(local)?;
+        std::fs::rename(&tmp, &dest).map_err(local)?;
+        self.emit(&TransferEvent::Done { digest, size: blob.size, how: Moved::Pulled });
+        Ok(done)
+    }
+
+    /// Copies the image into the layout `dir` (which exists).
+    async fn pull(&self, dir: &Path) -> Result<PullReport> {
+        let blobs = dir.join("blobs").join("sha256");
+        std::fs::create_dir_all(&blobs).map_err(|e| Error::Local(format!("{}: {e}", blobs.display())))?;
+        let (data, digest) = self.manifest(&self.reference).await?;
+        let value: serde_json::Value = serde_json::from_slice(&data)
+            .map_err(|e| Error::Protocol(format!("{}: not JSON: {e}", self.reference.whole())))?;
+        let media_type = media_type_of(&value)
+            .ok_or_else(|| Error::Protocol(format!("{}: neither a manifest nor an index", self.reference.whole())))?;
+        let top = BlobRef { media_type, digest, size: data.len() as u64 };
+        let mut report = PullReport { top: top.clone(), manifests: 0, blobs: 0, bytes: 0 };
+        let mut todo = vec![(top.clone(), Some(data), 0usize)];
+        let mut seen_blobs = HashSet::new();
+        while let Some((node, data, depth)) = todo.pop() {
+            if depth > MAX_DEPTH {
+                return Err(Error::Protocol(format!("{}: image indexes nested too deep", self.reference.whole())));
+            }
+            let data = match data {
+                Some(d) => d,
+                None => {
+                    let r = self.reference.clone_with_digest(node.digest.clone());
+                    let (d, _) = self.manifest(&r).await?;
+                    if d.len() as u64 != node.size {
+                        return Err(Error::Protocol(format!(
+                            "{}: {} bytes, its descriptor says {}",
+                            node.digest,
+                            d.len(),
+                            node.size
+                        )));
+                    }
+                    d
+                }
+            };
+            let (manifests, blobs) = children(&data, &node)?;
+            write_blob(dir, &node.digest, &data)?;
+            report.manifests += 1;
+            for b in blobs {
+                if seen_blobs.insert(b.digest.clone()) {
+                    report.bytes += self.pull_blob(dir, &b).await?;
+                    report.blobs += 1;
+                }
+            }
+            todo.extend(manifests.into_iter().rev().map(|m| (m, None, depth + 1)));
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
+            "manifests": [{"mediaType": top.media_type, "digest": top.digest, "size": top.size}],
+        });
+        let local = |e: std::io::Error| Error::Local(format!("writing {}: {e}", dir.display()));
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(local)?;
+        std::fs::write(dir.join("index.json"), index.to_string()).map_err(local)?;
+        tracing::info!(image = %self.reference.whole(), digest = %top.digest, manifests = report.manifests,
+            blobs = report.blobs, bytes = report.bytes, "image pulled");
+        Ok(report)
+    }
+
+    /// One blob of the layout `dir` to the registry: skipped, mounted or uploaded.
+    async fn push_blob(&self, dir: &Path, blob: &BlobRef, mount_from: Option<&Reference>) -> Result<Moved> {
+        let (client, reference, digest) = (&self.client, &self.reference, blob.digest.as_str());
+        let exists =
+            self.inner.retry_oci(|| client.blob_exists(reference, digest)).await.map_err(|e| self.explain(e))?;
+        if exists {
+            return Ok(Moved::Existed);
+        }
+        if let Some(from) = mount_from {
+            match client.mount_blob(reference, from, digest).await {
+                Ok(()) => return Ok(Moved::Mounted),
+                Err(e) => {
+                    tracing::debug!(digest, from = %from.whole(), "cross-repository mount refused ({e}); uploading")
+                }
+            }
+        }
+        let path = layout::blob_path(dir, digest)?;
+        self.emit(&TransferEvent::Start { digest, size: blob.size });
+        let events = self.events.clone();
+        let size = blob.size;
+        self.inner
+            .retry_oci(|| {
+                let stream = file_stream(path.clone(), size, events.clone());
+                client.push_blob_stream(reference, stream, digest, Some(size))
+            })
+            .await
+            .map_err(|e| self.explain(e))?;
+        Ok(Moved::Uploaded)
+    }
+
+    /// Pushes the image `top` of the layout `dir`; see the module docs.
+    async fn push(&self, dir: &Path, top: &BlobRef, mount_from: Option<Reference>) -> Result<PushReport> {
+        // Children before parents, each manifest once; the top last.
+        let mut order: Vec<(BlobRef, Vec<u8>)> = Vec::new();
+        let mut blobs: Vec<BlobRef> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut stack = vec![(top.clone(), 0usize, false)];
+        while let Some((node, depth, expanded)) = stack.pop() {
+            if expanded {
+                let data = layout::read_blob(dir, &node.digest)?;
+                order.push((node, data));
+                continue;
+            }
+            if depth > MAX_DEPTH {
+                return Err(Error::Protocol(format!("{}: image indexes nested too deep", top.digest)));
+            }
+            if !seen.insert(node.digest.clone()) {
+                continue;
+            }
+            let data = layout::read_blob(dir, &node.digest)?;
+            let (manifests, node_blobs) = children(&data, &node)?;
+            blobs.extend(node_blobs.into_iter().filter(|b| seen.insert(b.digest.clone())));
+            stack.push((node, depth, true));
+            stack.extend(manifests.into_iter().rev().map(|m| (m, depth + 1, false)));
+        }
+
+        let (client, auth, reference) = (&self.client, &self.auth, &self.reference);
+        self.inner
+            .retry_oci(|| client.auth(reference, auth, RegistryOperation::Push))
+            .await
+            .map_err(|e| self.explain(e))?;
+        let mount_from = mount_from.filter(|from| {
+            from.resolve_registry() == reference.resolve_registry() && from.repository() != reference.repository()
+        });
+        let mut report = PushReport::default();
+        for b in &blobs {
+            let how = self.push_blob(dir, b, mount_from.as_ref()).await?;
+            match how {
+                Moved::Uploaded => {
+                    report.uploaded += 1;
+                    report.uploaded_bytes += b.size;
+                }
+                Moved::Existed => report.existed += 1,
+                Moved::Mounted => report.mounted += 1,
+                Moved::Pulled => {}
+            }
+            tracing::debug!(digest = %b.digest, size = b.size, ?how, "blob pushed");
+            self.emit(&TransferEvent::Done { digest: &b.digest, size: b.size, how });
+        }
+        let last = order.len().saturating_sub(1);
+        for (i, (node, data)) in order.into_iter().enumerate() {
+            let target = if i == last { reference.clone() } else { reference.clone_with_digest(node.digest.clone()) };
+            let content_type: reqwest::header::HeaderValue = node
+                .media_type
+                .parse()
+                .map_err(|_| Error::Protocol(format!("{}: bad media type {:?}", node.digest, node.media_type)))?;
+            let body = bytes::Bytes::from(data);
+            self.inner
+                .retry_oci(|| client.push_manifest_raw(&target, body.clone(), content_type.clone()))
+                .await
+                .map_err(|e| self.explain(e))?;
+            report.manifests += 1;
+            if i == last {
+                report.pushed = target.whole();
+            }
+        }
+        tracing::info!(image = %report.pushed, uploaded = report.uploaded, bytes = report.uploaded_bytes,
+            existed = report.existed, mounted = report.mounted, manifests = report.manifests, "image pushed");
+        Ok(report)
+    }
+}
+
+/// A file's bytes as an upload stream, reporting progress; a file of another size than the
+/// descriptor's is an error.
+fn file_stream(
+    path: PathBuf,
+    size: u64,
+    events: Option<TransferEvents>,
+) -> impl futures_util::Stream<Item = oci_client::errors::Result<bytes::Bytes>> + Send + 'static {
+    let opened = std::fs::File::open(&path);
+    futures_util::stream::unfold((opened.map(Some), 0u64), move |(file, done)| {
+        let events = events.clone();
+        let path = path.clone();
+        async move {
+            let mut file = match file {
+                Ok(Some(f)) => f,
+                Ok(None) => return None,
+                Err(e) => return Some((Err(e.into()), (Ok(None), done))),
+            };
+            let mut buf = vec![0u8; UPLOAD_PIECE];
+            match file.read(&mut buf) {
+                Ok(0) if done == size => None,
+                Ok(0) => {
+                    let e = std::io::Error::other(format!("{}: {done} bytes, not {size}", path.display()));
+                    Some((Err(e.into()), (Ok(None), done)))
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    let done = done + n as u64;
+                    if let Some(f) = &events {
+                        f(&TransferEvent::Progress { done, total: size });
+                    }
+                    Some((Ok(bytes::Bytes::from(buf)), (Ok(Some(file)), done)))
+                }
+                Err(e) => Some((Err(e.into()), (Ok(None), done))),
+            }
+        }
+    })
+}
+
+impl Remote {
+    /// Copies the image `reference` (`HOST/REPO[:TAG|@DIGEST]`, `docker://` accepted; every
+    /// platform of an index) into the OCI layout `dir`, whose `index.json` then names it alone
+    /// (without a tag). Mirrors are not consulted.
+    pub fn pull_image(&self, reference: &str, dir: &Path, events: Option<TransferEvents>) -> Result<PullReport> {
+        let (reference, _) = reference_of(reference)?;
+        let session = Session::new(Arc::clone(&self.inner), reference, events);
+        let dir = dir.to_path_buf();
+        self.inner.run(async move { session.pull(&dir).await }, || Error::Local("the I/O runtime stopped".into()))
+    }
+
+    /// Checks, before any work, that `reference` (a destination, as [`Remote::push_image`]
+    /// takes it) can be pushed to: the registry answers, and takes the credentials for a
+    /// push-scope token (token auth) or a blob HEAD (basic auth).
+    pub fn check_push(&self, reference: &str) -> Result<()> {
+        let (parsed, _) = destination(reference)?;
+        let session = Session::new(Arc::clone(&self.inner), parsed, None);
+        self.inner.run(
+            async move {
+                let (client, auth, reference) = (&session.client, &session.auth, &session.reference);
+                session
+                    .inner
+                    .retry_oci(|| client.auth(reference, auth, RegistryOperation::Push))
+                    .await
+                    .map_err(|e| session.explain(e))?;
+                let empty = crfs_core::Digest::of(b"").to_string();
+                session
+                    .inner
+                    .retry_oci(|| client.blob_exists(reference, &empty))
+                    .await
+                    .map_err(|e| session.explain(e))?;
+                Ok(())
+            },
+            || Error::Local("the I/O runtime stopped".into()),
+        )
+    }
+
+    /// Pushes the image `top` of the OCI layout `dir` to `reference` (`HOST/REPO[:TAG]`;
+    /// without a tag, by digest only). With `mount_from` (the source image's reference) on the
+    /// same registry, blobs the destination lacks are mounted from there when the registry
+    /// allows it.
+    pub fn push_image(
+        &self,
+        dir: &Path,
+        top: &BlobRef,
+        reference: &str,
+        mount_from: Option<&str>,
+        events: Option<TransferEvents>,
+    ) -> Result<PushReport> {
+        let (parsed, explicit) = destination(reference)?;
+        let target = if explicit {
+            parsed
+        } else {
+            Reference::with_digest(parsed.registry().to_owned(), parsed.repository().to_owned(), top.digest.clone())
+        };
+        let mount_from = match mount_from {
+            Some(m) => Some(reference_of(m)?.0),
+            None => None,
+        };
+        let session = Session::new(Arc::clone(&self.inner), target, events);
+        let (dir, top) = (dir.to_path_buf(), top.clone());
+        self.inner.run(async move { session.push(&dir, &top, mount_from).await }, || {
+            Error::Local("the I/O runtime stopped".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_references_need_a_host() {
+        assert!(is_registry_reference("127.0.0.1:5000/app:v1"));
+        assert!(is_registry_reference("localhost/app"));
+        assert!(is_registry_reference("ghcr.io/o/app@sha256:00"));
+        assert!(is_registry_reference("docker://busybox"));
+        assert!(!is_registry_reference("busybox"));
+        assert!(!is_registry_reference("dir/sub"));
+        assert!(!is_registry_reference("/tmp/layout"));
+        assert!(!is_registry_reference("./x.y/z"));
+        assert!(!reference_of("127.0.0.1:5000/a/b").unwrap().1);
+        assert!(reference_of("127.0.0.1:5000/a/b:v2").unwrap().1);
+        assert!(reference_of(&("docker://127.0.0.1:5000/a/b@sha256:".to_owned() + &"0".repeat(64))).unwrap().1);
+        let by_digest = "127.0.0.1:5000/a/b@sha256:".to_owned() + &"0".repeat(64);
+        assert!(reference_of(&by_digest).is_ok());
+        assert!(destination(&by_digest).is_err(), "a destination is never a digest");
+    }
+
+    fn node(media_type: &str) -> BlobRef {
+        BlobRef { media_type: media_type.into(), digest: format!("sha256:{}", "1".repeat(64)), size: 1 }
+    }
+
+    #[test]
+    fn children_of_indexes_and_manifests() {
+        let d = |c: &str| format!("sha256:{}", c.repeat(64));
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"digest":"{}","size":7,"platform":{{"os":"linux"}}}}]}}"#,
+            d("a")
+        );
+        let value: serde_json::Value = serde_json::from_str(&index).unwrap();
+        assert_eq!(media_type_of(&value).as_deref(), Some(OCI_IMAGE_INDEX_MEDIA_TYPE), "guessed from its fields");
+        let (manifests, blobs) = children(index.as_bytes(), &node(OCI_IMAGE_INDEX_MEDIA_TYPE)).unwrap();
+        assert_eq!(manifests, [BlobRef { media_type: OCI_IMAGE_MEDIA_TYPE.into(), digest: d("a"), size: 7 }]);
+        assert!(blobs.is_empty());
+
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{}","size":2}},"layers":[{{"mediaType":"l","digest":"{}","size":3}}]}}"#,
+            d("b"),
+            d("c")
+        );
+        let (manifests, blobs) = children(manifest.as_bytes(), &node(IMAGE_MANIFEST_MEDIA_TYPE)).unwrap();
+        assert!(manifests.is_empty());
+        let digests: Vec<&str> = blobs.iter().map(|b| b.digest.as_str()).collect();
+        assert_eq!(digests, [d("b"), d("c")]);
+
+        let sha512 = manifest.replace(&d("c"), "sha512:00");
+        assert!(children(sha512.as_bytes(), &node(OCI_IMAGE_MEDIA_TYPE)).is_err(), "only sha256 digests");
+        assert!(children(manifest.as_bytes(), &node("application/x-other")).is_err());
+        assert!(children(b"not json", &node(OCI_IMAGE_MEDIA_TYPE)).is_err());
+        assert!(children(br#"{"schemaVersion":2}"#, &node(OCI_IMAGE_MEDIA_TYPE)).is_err(), "no config");
+    }
+}
