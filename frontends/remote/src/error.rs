@@ -49,6 +49,8 @@ pub(crate) enum Class {
     Unauthorized,
     /// 403 (or 401/400) from a cached redirect target: resolve the redirect again.
     ExpiredRedirect,
+    /// 404 from the registry: fail now.
+    NotFound,
     /// Anything else: fail now.
     Permanent,
 }
@@ -86,6 +88,7 @@ impl FetchError {
         match self.class {
             Class::Unauthorized => Error::Auth(m),
             Class::Transient => Error::Network(m),
+            Class::NotFound => Error::NotFound(m),
             _ => Error::Protocol(m),
         }
     }

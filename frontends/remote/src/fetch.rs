@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use oci_client::RegistryOperation;
 use oci_client::secrets::RegistryAuth;
-use reqwest::header::{ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use reqwest::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 
 use crate::cache::{CacheWriter, DiskCache};
@@ -191,7 +191,7 @@ fn status_error(status: StatusCode, direct: bool, url: &Url) -> FetchError {
         }
         401 => FetchError::new(Class::Unauthorized, "registry refused the credentials", detail),
         403 => FetchError::new(Class::Unauthorized, "access to the blob denied", detail),
-        404 => FetchError::permanent("blob not found", detail),
+        404 => FetchError::new(Class::NotFound, "not found", detail),
         416 => FetchError::permanent("range not satisfiable", detail),
         429 => FetchError::transient("server busy (429)", detail),
         501 => FetchError::permanent("server error (501)", detail),
@@ -348,6 +348,58 @@ async fn attempt(
             format!("{other} from {} for a range request", redact(&final_url)),
         )),
     }
+}
+
+/// A manifest or index: the body of a GET with `Accept: accept`, at most `max` bytes (a longer
+/// answer is refused while it arrives, never held whole), under the same retry, auth and
+/// redirect rules as blob reads.
+pub(crate) async fn fetch_manifest(
+    inner: &Inner,
+    ep: &Endpoint,
+    accept: &str,
+    max: u64,
+) -> Result<Vec<u8>, FetchError> {
+    let mut retry = Retry::new(inner, ep);
+    let mut generation = 0;
+    loop {
+        match manifest_attempt(inner, ep, accept, max, &mut generation).await {
+            Ok(body) => return Ok(body),
+            Err(e) => retry.after(e, generation).await?,
+        }
+    }
+}
+
+async fn manifest_attempt(
+    inner: &Inner,
+    ep: &Endpoint,
+    accept: &str,
+    max: u64,
+    seen_generation: &mut u64,
+) -> Result<Vec<u8>, FetchError> {
+    let (req, direct, generation) = ep.request(inner, reqwest::Method::GET).await?;
+    *seen_generation = generation;
+    let timeout = inner.options.request_timeout;
+    let mut resp = match tokio::time::timeout(timeout, req.header(ACCEPT, accept).send()).await {
+        Err(_) => return Err(FetchError::transient("request timed out", format!("no answer in {timeout:?}"))),
+        Ok(Err(e)) => return Err(classify(&e, "request failed")),
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(status_error(status, direct, resp.url()));
+    }
+    let too_large = |n: u64| FetchError::permanent("manifest too large", format!("{n} bytes, at most {max} taken"));
+    if let Some(len) = header_u64(&resp, CONTENT_LENGTH).filter(|&len| len > max) {
+        return Err(too_large(len));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, "reading the response failed"))? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(too_large((body.len() + chunk.len()) as u64));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The retry policy and the auth/redirect rules, applied between attempts.

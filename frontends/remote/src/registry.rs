@@ -7,7 +7,6 @@ use std::time::Instant;
 use oci_client::Reference;
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest, OciManifest};
-use oci_client::secrets::RegistryAuth;
 
 use crate::blob::{Blob, HttpBlob, RegistryBlob};
 use crate::error::{Error, FetchError, Result};
@@ -146,20 +145,24 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The error for credentials a registry refused (or asked for), saying how to give them.
+fn auth_error(reference: &Reference, source: &str) -> Error {
+    let registry = reference.resolve_registry();
+    let repo = reference.repository();
+    if source == "anonymous access" {
+        Error::Auth(format!(
+            "{registry} requires credentials for {repo}: give them with --creds USER:PASSWORD, \
+             $CRFS_REGISTRY_CREDS, or `docker login {registry}`"
+        ))
+    } else {
+        Error::Auth(format!("{registry} refused {source} for {repo} (wrong username or password?)"))
+    }
+}
+
 /// Turns an oci-client error into a message a user can act on.
 pub(crate) fn explain(e: OciDistributionError, reference: &Reference, source: &str) -> Error {
     let registry = reference.resolve_registry();
-    let repo = reference.repository();
-    let auth_msg = || {
-        if source == "anonymous access" {
-            Error::Auth(format!(
-                "{registry} requires credentials for {repo}: give them with --creds USER:PASSWORD, \
-                 $CRFS_REGISTRY_CREDS, or `docker login {registry}`"
-            ))
-        } else {
-            Error::Auth(format!("{registry} refused {source} for {repo} (wrong username or password?)"))
-        }
-    };
+    let auth_msg = || auth_error(reference, source);
     match e {
         OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => auth_msg(),
         OciDistributionError::ServerError { code: 401 | 403, .. } => auth_msg(),
@@ -255,6 +258,37 @@ fn tag_key(reference: &Reference) -> Option<String> {
 
 fn parse_manifest(bytes: &[u8], digest: &str) -> Result<OciManifest> {
     serde_json::from_slice(bytes).map_err(|e| Error::Protocol(format!("manifest {digest}: {e}")))
+}
+
+/// The manifest or index `reference` names, at its host (`resolve_registry`, a mirror when one
+/// is set), and its digest: a manifest asked for by digest must have that digest. At most
+/// [`MAX_MANIFEST_BYTES`] are read.
+pub(crate) async fn fetch_manifest_checked(inner: &Arc<Inner>, reference: &Reference) -> Result<(Vec<u8>, String)> {
+    let registry = reference.resolve_registry();
+    let version = reference.digest().or(reference.tag()).unwrap_or("latest");
+    let ns = reference.namespace().map(|ns| format!("?ns={ns}")).unwrap_or_default();
+    let url =
+        format!("{}://{registry}/v2/{}/manifests/{version}{ns}", inner.scheme_for(registry), reference.repository());
+    let url = reqwest::Url::parse(&url).map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
+    let auth = inner.repo_auth(reference);
+    let source = auth.source;
+    let ep = crate::fetch::Endpoint::new(url, Some(auth));
+    let bytes = crate::fetch::fetch_manifest(inner, &ep, &MANIFEST_MEDIA_TYPES.join(", "), MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| match e.class {
+            crate::error::Class::NotFound => {
+                Error::NotFound(format!("{}: no such image at {registry}", reference.whole()))
+            }
+            crate::error::Class::Unauthorized => auth_error(reference, source),
+            _ => e.to_error(),
+        })?;
+    let digest = crfs_core::Digest::of(&bytes).to_string();
+    if let Some(want) = reference.digest()
+        && want != digest
+    {
+        return Err(Error::Protocol(format!("{}: the manifest served has digest {digest}", reference.whole())));
+    }
+    Ok((bytes, digest))
 }
 
 /// The digest of the manifest `reference`'s index lists for the platform of the options.
@@ -355,19 +389,10 @@ async fn resolve_online(inner: Arc<Inner>, reference: Reference) -> Result<Image
 /// manifest fetched is kept in the disk cache, if there is one.
 async fn resolve_at(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
     let registry = reference.resolve_registry().to_owned();
-    let client = inner.registry_client(&registry);
-    let (auth, source): (RegistryAuth, &str) = inner.credentials_for(&registry);
     let pull = |r: Reference| {
-        let (client, auth) = (client.clone(), auth.clone());
         let inner = Arc::clone(&inner);
         async move {
-            let (bytes, digest) = inner
-                .retry_oci(|| client.pull_manifest_raw(&r, &auth, &MANIFEST_MEDIA_TYPES))
-                .await
-                .map_err(|e| explain(e, &r, source))?;
-            if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-                return Err(Error::Protocol(format!("manifest {digest}: over {MAX_MANIFEST_BYTES} bytes")));
-            }
+            let (bytes, digest) = fetch_manifest_checked(&inner, &r).await?;
             let manifest = parse_manifest(&bytes, &digest)?;
             if let Some(cache) = &inner.cache {
                 cache.put_whole(&digest, &bytes);
@@ -437,9 +462,7 @@ impl Remote {
                 FetchError::permanent("the I/O runtime stopped", String::new())
             })
             .map_err(|e| match e.class {
-                crate::error::Class::Permanent if e.what == "blob not found" => {
-                    Error::NotFound(format!("{}: {e}", ep.url))
-                }
+                crate::error::Class::NotFound => Error::NotFound(format!("{}: {e}", ep.url)),
                 _ => e.to_error(),
             })
     }

@@ -29,7 +29,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
 
 use crate::error::{Error, Result};
-use crate::layout::{self, MAX_JSON_BLOB};
+use crate::layout;
 use crate::registry::{explain, parse_reference};
 use crate::remote::{Inner, Remote};
 
@@ -241,24 +241,10 @@ impl Session {
         explain(e, &self.reference, self.source)
     }
 
-    /// A manifest or index by `reference`, raw, checked against the digest it is asked by.
+    /// A manifest or index by `reference`, raw, checked against the digest it is asked by
+    /// (read as `crfs mount` reads them: bounded while it arrives).
     async fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, String)> {
-        let (client, auth) = (&self.client, &self.auth);
-        let (data, _) = self
-            .inner
-            .retry_oci(|| client.pull_manifest_raw(reference, auth, &MANIFEST_TYPES))
-            .await
-            .map_err(|e| self.explain(e))?;
-        if data.len() as u64 > MAX_JSON_BLOB {
-            return Err(Error::Protocol(format!("{}: a {} byte manifest is too large", reference.whole(), data.len())));
-        }
-        let digest = crfs_core::Digest::of(&data).to_string();
-        if let Some(want) = reference.digest()
-            && want != digest
-        {
-            return Err(Error::Protocol(format!("{}: the manifest served has digest {digest}", reference.whole())));
-        }
-        Ok((data.to_vec(), digest))
+        crate::registry::fetch_manifest_checked(&self.inner, reference).await
     }
 
     /// Streams a blob into the layout `dir`, checked against its digest and size; a blob

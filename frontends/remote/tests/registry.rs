@@ -927,3 +927,53 @@ fn concurrent_reads_wait_for_a_coalesced_request_under_way() {
         }
     }
 }
+
+/// A registry of its own that answers every manifest GET with an endless body, with or without
+/// a Content-Length claiming a gigabyte: resolving fails with a clear error after at most the
+/// manifest bound, instead of holding what the server sends.
+#[test]
+fn an_endless_manifest_is_refused_while_it_arrives() {
+    use std::io::{BufRead, BufReader, Write};
+    for claim_length in [true, false] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = Arc::clone(&sent);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                while reader.read_line(&mut String::new()).is_ok_and(|n| n > 2) {}
+                if !line.contains("/manifests/") {
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+                    continue;
+                }
+                let head = if claim_length {
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 1073741824\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n"
+                };
+                let _ = conn.write_all(head.as_bytes());
+                let piece = vec![b' '; 64 << 10];
+                while conn.write_all(&piece).is_ok() {
+                    let total = counter.fetch_add(piece.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                    if total > 1 << 30 {
+                        break;
+                    }
+                }
+            }
+        });
+        let remote = Remote::new(test_options()).unwrap();
+        let t0 = std::time::Instant::now();
+        let err = remote.resolve(&format!("127.0.0.1:{port}/hostile/image:v1")).unwrap_err();
+        let took = t0.elapsed();
+        let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+        eprintln!("claim {claim_length}: {err} after {took:?}; server had sent {sent} body bytes");
+        assert!(matches!(err, Error::Protocol(_)), "{err}");
+        assert!(err.to_string().contains("manifest too large"), "{err}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert!(sent < 64 << 20, "the client stopped reading early: {sent} bytes sent");
+    }
+}
