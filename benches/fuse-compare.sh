@@ -2,8 +2,8 @@
 # benches/fuse-compare.sh: `crfs mount` against squashfuse_ll, ratarmount and the extracted tree
 # on local disk, on the same files.
 #
-# usage: benches/fuse-compare.sh [-n N] [--work DIR] [--quick] [--out FILE] [--debug]
-#                                [--ratarmount PATH] [--no-ratarmount]
+# usage: benches/fuse-compare.sh [-n N] [--work DIR] [--quick] [--out FILE] [--mnt DIR]
+#                                [--debug] [--ratarmount PATH] [--no-ratarmount]
 #
 #   -n N          runs per measurement (default 3; 1 with --quick); tables show median [min-max]
 #   --work DIR    corpus cache (default /var/tmp/crfs-bench, shared with compare.sh)
@@ -12,6 +12,7 @@
 #                 and writes its report there, never into benches/results
 #   --out FILE    the markdown report (default benches/results/fuse.md); a .tsv of the same
 #                 numbers is written beside it (what crfs-bench-chart and the README read)
+#   --mnt DIR     the mount point (default WORK/mnt-fuse)
 #   --debug       use the dev-profile binaries (what `cargo nextest` already built) instead of
 #                 building release ones: for --quick in CI, where timings do not matter
 #   --ratarmount PATH   the ratarmount to run (default: on PATH, else WORK/ratarmount-venv,
@@ -32,43 +33,27 @@
 # same bytes as the local tree; any difference or tool failure stops the script with an error.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-N=
-WORK=
-QUICK=0
-OUT=
-PROFILE=release
+# shellcheck source=benches/harness.sh
+source "$(dirname "${BASH_SOURCE[0]}")/harness.sh"
 RATARMOUNT=
 WITH_RATARMOUNT=1
-die() { echo "fuse-compare.sh: $*" >&2; exit 1; }
-while [ $# -gt 0 ]; do
+script_option() {
   case "$1" in
-    -n) N=${2:?-n needs a number}; shift ;;
-    --work) WORK=${2:?--work needs a directory}; shift ;;
-    --quick) QUICK=1 ;;
-    --out) OUT=${2:?--out needs a file}; shift ;;
-    --debug) PROFILE=debug ;;
-    --ratarmount) RATARMOUNT=${2:?--ratarmount needs a path}; shift ;;
-    --no-ratarmount) WITH_RATARMOUNT=0 ;;
-    -h|--help) sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument $1 (see --help)" ;;
+    --debug) HARNESS_PROFILE=debug; return 0 ;;
+    --ratarmount) RATARMOUNT=${2:?--ratarmount needs a path}; return 2 ;;
+    --no-ratarmount) WITH_RATARMOUNT=0; return 0 ;;
+    *) return 1 ;;
   esac
-  shift
-done
-[ -n "$N" ] || { [ $QUICK = 1 ] && N=1 || N=3; }
-case "$N" in ''|*[!0-9]*|0) die "-n wants a positive number" ;; esac
-[ "$(id -u)" = 0 ] || die "needs root (drop_caches and mounts)"
-log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
-if [ $QUICK = 1 ]; then
+}
+script_defaults() {
+  [ $QUICK = 1 ] || return 0
+  N=${N:-1}
   [ -n "$WORK" ] || WORK=$(mktemp -d /tmp/crfs-fuse-quick.XXXXXX)
   [ -n "$OUT" ] || OUT=$WORK/fuse-quick.md
-else
-  [ -n "$WORK" ] || WORK=/var/tmp/crfs-bench
-  [ -n "$OUT" ] || OUT=$ROOT/benches/results/fuse.md
-fi
+}
+harness_init fuse "$@"
 mkdir -p "$WORK/bin" "$(dirname "$OUT")"
 WORK=$(cd "$WORK" && pwd)
-TSV=${OUT%.md}.tsv
 
 for tool in squashfuse_ll mksquashfs; do
   command -v $tool >/dev/null || { log "installing squashfuse squashfs-tools"; apt-get install -y -q squashfuse squashfs-tools >/dev/null; break; }
@@ -90,18 +75,10 @@ if [ $WITH_RATARMOUNT = 1 ]; then
 fi
 
 # --- binaries ------------------------------------------------------------------------------------
-TARGET=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-[ -n "$TARGET" ] || die "cannot find cargo's target directory"
-if [ $PROFILE = release ]; then
-  log "cargo build --release -p crfs -p crfs-benches"
-  (cd "$ROOT" && cargo build --release -q -p crfs -p crfs-benches)
-else
-  log "cargo build -p crfs -p crfs-benches (dev profile)"
-  (cd "$ROOT" && cargo build -q -p crfs -p crfs-benches)
-fi
-CRFS=$TARGET/$PROFILE/crfs
+harness_build_crfs crfs-benches
+PROFILE=${HARNESS_PROFILE:-release}
 RANDREAD=$TARGET/$PROFILE/crfs-bench-randread
-for b in "$CRFS" "$RANDREAD"; do [ -x "$b" ] || die "$b missing after build"; done
+[ -x "$RANDREAD" ] || die "$RANDREAD missing after build"
 
 # --- corpus --------------------------------------------------------------------------------------
 if [ $QUICK = 1 ]; then
@@ -117,13 +94,7 @@ if [ $QUICK = 1 ]; then
     "$WORK/bin/interop" build -in "$TAR" -out "$BLOB" >/dev/null
   fi
 else
-  NAME=python-3.11.7
-  TAR=$WORK/$NAME.tar
-  BLOB=$WORK/$NAME.esgz
-  if [ ! -f "$BLOB" ]; then
-    log "no corpus in $WORK: building it with compare.sh"
-    "$ROOT/benches/compare.sh" -n 1 --work "$WORK" --out "$WORK/core-corpus-build.md" >/dev/null
-  fi
+  harness_corpus
 fi
 [ -f "$BLOB" ] && [ -f "$TAR" ] || die "corpus missing: $TAR / $BLOB"
 TREE=$WORK/$NAME.tree
@@ -150,8 +121,8 @@ RAND_READS=2000
 [ $QUICK = 1 ] && RAND_READS=500
 
 # --- mounting ------------------------------------------------------------------------------------
-MNT=$WORK/mnt
 mkdir -p "$MNT"
+mountpoint -q "$MNT" && die "$MNT is a mount point already (another run?): pass --mnt DIR"
 RUNLOG=$WORK/fuse-runs
 mkdir -p "$RUNLOG"
 FS_PID=
@@ -284,10 +255,7 @@ done
 
 # --- report --------------------------------------------------------------------------------------
 # stats OP CACHE SYSTEM: "median min max n" of the samples, or nothing.
-stats() {
-  awk -v o="$1" -v c="$2" -v s="$3" '$1 == o && $2 == c && $3 == s { print $4 }' "$SAMPLES" | sort -g |
-    awk '{ a[NR] = $1 } END { if (NR) { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print m, a[1], a[NR], NR } }'
-}
+stats() { harness_stats "$SAMPLES" "$1 $2 $3"; }
 fmt() { awk -v x="$1" 'BEGIN { if (x < 0.1) printf "%.3f", x; else if (x < 100) printf "%.2f", x; else printf "%.0f", x }'; }
 cell() { # OP CACHE SYSTEM [scale]: "median [min–max]"
   local m lo hi n

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # benches/nfs-compare.sh: `crfs nfs` read through libnfs against `crfs mount` read through FUSE.
 #
-# usage: benches/nfs-compare.sh [-n N] [--work DIR] [--quick] [--out FILE]
+# usage: benches/nfs-compare.sh [-n N] [--work DIR] [--quick] [--out FILE] [--mnt DIR]
 #
 #   -n N        runs per measurement (default 3); the table shows median [min-max]
 #   --work DIR  corpus cache (default /var/tmp/crfs-bench, shared with compare.sh)
 #   --quick     the synthetic corpus compare.sh --quick builds (5,000 files), for a smoke run
-#   --out FILE  where the markdown goes (default benches/results/nfs.md, nfs-quick.md with --quick)
+#   --out FILE  where the markdown goes (default benches/results/nfs.md, nfs-quick.md with
+#               --quick); the TSV crfs-bench-chart reads goes beside it
+#   --mnt DIR   the FUSE mount point (default WORK/mnt-nfs)
 #
 # Needs root (drop_caches, FUSE) and libnfs-dev (the clients are compiled here). Every
 # measurement reads every regular file of the corpus with a fresh crfs process and a cold page
@@ -33,29 +35,31 @@ for c in nfs-readall nfs-readall-pipelined; do
   cc -O2 -Wall -o "$BIN/$c" "$ROOT/benches/nfs/$c.c" -lnfs
 done
 
-MNT=$WORK/mnt-nfs-compare
 mkdir -p "$MNT"
-PORT=20790
+mountpoint -q "$MNT" && die "$MNT is a mount point already (another run?): pass --mnt DIR"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 URL="nfs://127.0.0.1/?nfsport=$PORT&mountport=$PORT&version=3"
+RUN=$(mktemp -d "$WORK/nfs-run.XXXXXX")
 SERVER_PID=
 cleanup() {
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
   mountpoint -q "$MNT" && umount -l "$MNT" || true
+  rm -rf "$RUN"
 }
 trap cleanup EXIT
 
 start_server() {
   case "$1" in
     fuse-*)
-      "$CRFS" mount "$BLOB" "$MNT" >/dev/null 2>>"$WORK/crfs-nfs-compare.log" &
+      "$CRFS" mount "$BLOB" "$MNT" >/dev/null 2>>"$RUN/crfs.log" &
       SERVER_PID=$!
       for _ in $(seq 200); do mountpoint -q "$MNT" && break; sleep 0.05; done
-      mountpoint -q "$MNT" || die "crfs mount did not come up (see $WORK/crfs-nfs-compare.log)" ;;
+      mountpoint -q "$MNT" || die "crfs mount did not come up (see $RUN/crfs.log)" ;;
     nfs-*)
-      "$CRFS" nfs --listen "127.0.0.1:$PORT" "$BLOB" >/dev/null 2>>"$WORK/crfs-nfs-compare.log" &
+      "$CRFS" nfs --listen "127.0.0.1:$PORT" "$BLOB" >/dev/null 2>>"$RUN/crfs.log" &
       SERVER_PID=$!
       for _ in $(seq 200); do nfs-ls "$URL" >/dev/null 2>&1 && break; sleep 0.05; done
-      nfs-ls "$URL" >/dev/null 2>&1 || die "crfs nfs did not come up (see $WORK/crfs-nfs-compare.log)" ;;
+      nfs-ls "$URL" >/dev/null 2>&1 || die "crfs nfs did not come up (see $RUN/crfs.log)" ;;
   esac
 }
 stop_server() {
@@ -74,7 +78,7 @@ read_all() {
   esac
 }
 
-SAMPLES=$WORK/nfs-samples.txt
+SAMPLES=$RUN/samples
 : >"$SAMPLES"
 CLIENTS="fuse-tar fuse-parallel nfs-pipelined nfs-sync"
 EXPECTED=
@@ -101,7 +105,16 @@ for run in $(seq "$N"); do
   done
 done
 
+cp "$SAMPLES" "${OUT%.md}-samples.txt"
 stats() { harness_stats "$SAMPLES" "$1"; }
+harness_pairs_header "$TSV.tmp"
+harness_pair "$TSV.tmp" wall nfs-pipelined "$(stats nfs-pipelined)" fuse-tar "$(stats fuse-tar)" 2 "pipelined vs 1 reader" \
+  "read every file: NFS (libnfs, 16 requests in flight) vs FUSE, one reader (tar)"
+harness_pair "$TSV.tmp" wall nfs-pipelined "$(stats nfs-pipelined)" fuse-parallel "$(stats fuse-parallel)" 2 \
+  "pipelined vs 16 readers" "read every file: NFS (libnfs, 16 requests in flight) vs FUSE, 16 readers (xargs -P 16 cat)"
+harness_pair "$TSV.tmp" wall nfs-sync "$(stats nfs-sync)" fuse-tar "$(stats fuse-tar)" - "sync vs 1 reader" \
+  "read every file: NFS (libnfs, one request in flight, every path looked up) vs FUSE, one reader"
+mv "$TSV.tmp" "$TSV"
 {
   echo "# crfs over NFS (libnfs) vs crfs over FUSE: reading every file"
   echo
@@ -109,22 +122,23 @@ stats() { harness_stats "$SAMPLES" "$1"; }
   echo "(blob $(du -m "$BLOB" | cut -f1) MB; $EXPECTED bytes of file data). A fresh crfs process and a cold page cache"
   echo "for every measurement; median [min–max] of $N runs, seconds. Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
-  read -r tm tl th <<<"$(stats fuse-tar)"
-  read -r pm pl ph <<<"$(stats fuse-parallel)"
+  read -r tm _ _ _ <<<"$(stats fuse-tar)"
+  read -r pm _ _ _ <<<"$(stats fuse-parallel)"
   echo "| client | time | ÷ fuse-tar | ÷ fuse-parallel | target (NFS ≤ 2× FUSE) |"
   echo "|---|---|---|---|---|"
   for c in $CLIENTS; do
-    read -r m l h <<<"$(stats "$c")"
+    read -r m l h _ <<<"$(stats "$c")"
     r1=$(echo "$m / $tm" | bc -l); r2=$(echo "$m / $pm" | bc -l)
     case "$c" in
       nfs-pipelined) met=$(echo "$r1 <= 2 && $r2 <= 2" | bc -l | sed 's/1/yes/;s/0/**NO**/') ;;
       nfs-sync) met="(information: one request in flight)" ;;
       *) met="—" ;;
     esac
-    printf '| %s | %s [%s–%s] | %.2f× | %.2f× | %s |\n' "$c" "$m" "$l" "$h" "$r1" "$r2" "$met"
+    printf '| %s | %.2f [%.2f–%.2f] | %.2f× | %.2f× | %s |\n' "$c" "$m" "$l" "$h" "$r1" "$r2" "$met"
   done
   echo
   echo "Clients: fuse-tar = \`tar -C MNT -cf - . | cat\`; fuse-parallel = \`find . -type f -print0 | xargs -0 -P 16 -n 64 cat\`;"
   echo "nfs-pipelined = \`benches/nfs/nfs-readall-pipelined -j 16 URL\`; nfs-sync = \`benches/nfs/nfs-readall URL\`."
+  echo "\`$(basename "$TSV")\` beside this file has the medians; \`$(basename "${OUT%.md}")-samples.txt\` every sample (client, seconds)."
 } >"$OUT"
 cat "$OUT"

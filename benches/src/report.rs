@@ -237,27 +237,93 @@ impl Fuse {
     }
 }
 
-/// The core side-by-side results (`core.tsv`, written by `compare.sh`).
+/// Crfs-against-a-peer rows: `core.tsv` (from `compare.sh`) and the `convert.tsv`, `nfs.tsv`
+/// and `registry.tsv` the other harness scripts write (`harness_pair` in `benches/harness.sh`).
+///
+/// Columns: `crfs`, `peer` (sample keys), `metric` (`wall` or `cpu` seconds, `rss` KiB, `bytes`),
+/// `crfs_median`, `crfs_min`, `crfs_max`, the same for `peer`, and `label`; optional: `group`
+/// (the chart's short name of the row), `target` and `met` (the goal in words and whether the
+/// run met it, `-` for none), `n` (runs).
 #[derive(Debug, Clone)]
-pub struct Core {
-    rows: Vec<CoreRow>,
+pub struct Pairs {
+    rows: Vec<PairRow>,
+}
+
+/// What a row measures, which sets its unit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Metric {
+    /// Seconds of wall time.
+    Wall,
+    /// Seconds of CPU time.
+    Cpu,
+    /// KiB of peak resident memory.
+    Rss,
+    /// Bytes (sent, fetched, written).
+    Bytes,
+}
+
+impl Metric {
+    fn parse(s: &str) -> BenchResult<Metric> {
+        match s {
+            "wall" => Ok(Metric::Wall),
+            "cpu" => Ok(Metric::Cpu),
+            "rss" => Ok(Metric::Rss),
+            "bytes" => Ok(Metric::Bytes),
+            other => Err(format!("metric {other:?}: not wall, cpu, rss or bytes")),
+        }
+    }
+
+    fn show(self, c: &Cell) -> String {
+        match self {
+            Metric::Wall | Metric::Cpu => seconds(c),
+            Metric::Rss => format!("{} MiB", mib_range(c)),
+            Metric::Bytes => bytes(c),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
-struct CoreRow {
+struct PairRow {
     crfs: String,
     peer: String,
-    metric: String,
+    metric: Metric,
     crfs_cell: Cell,
     peer_cell: Cell,
     label: String,
+    group: Option<String>,
+    target: Option<String>,
+    met: Option<String>,
 }
 
-impl Core {
-    pub fn parse(text: &str) -> BenchResult<Core> {
+impl PairRow {
+    /// The chart's name of the row: its `group`, else one made from the sample keys of
+    /// `compare.sh` (which writes no group).
+    fn group(&self) -> String {
+        if let Some(g) = &self.group {
+            return g.clone();
+        }
+        let name = self.crfs.trim_end_matches(".crfs").replace("readall.crfs.", "read ");
+        if self.metric == Metric::Rss {
+            format!("{name} RSS")
+        } else if let Some(peer) = self.peer.strip_prefix("readall.ref.").filter(|p| *p != "readat") {
+            format!("{name} vs {peer}")
+        } else {
+            name
+        }
+    }
+}
+
+/// A field that may be absent or `-`.
+fn optional(record: &BTreeMap<&str, &str>, name: &str) -> Option<String> {
+    record.get(name).filter(|v| !v.is_empty() && **v != "-").map(|v| v.to_string())
+}
+
+impl Pairs {
+    pub fn parse(text: &str) -> BenchResult<Pairs> {
         let tsv = Tsv::parse(text)?;
         let mut rows = Vec::new();
-        for r in tsv.records() {
+        for (i, r) in tsv.records().into_iter().enumerate() {
+            let line = |e: String| format!("row {}: {e}", i + 1);
             let cell = |p: &str| -> BenchResult<Cell> {
                 Ok(Cell {
                     median: number(&r, &format!("{p}_median"))?,
@@ -265,62 +331,61 @@ impl Core {
                     max: number(&r, &format!("{p}_max"))?,
                 })
             };
-            let field = |n: &str| r.get(n).map(|v| v.to_string()).ok_or_else(|| format!("core.tsv: no field {n}"));
-            rows.push(CoreRow {
-                crfs: field("crfs")?,
-                peer: field("peer")?,
-                metric: field("metric")?,
-                crfs_cell: cell("crfs")?,
-                peer_cell: cell("peer")?,
-                label: field("label")?,
+            let field = |n: &str| r.get(n).map(|v| v.to_string()).ok_or_else(|| format!("no field {n}"));
+            rows.push(PairRow {
+                crfs: field("crfs").map_err(line)?,
+                peer: field("peer").map_err(line)?,
+                metric: Metric::parse(&field("metric").map_err(line)?).map_err(line)?,
+                crfs_cell: cell("crfs").map_err(line)?,
+                peer_cell: cell("peer").map_err(line)?,
+                label: field("label").map_err(line)?,
+                group: optional(&r, "group"),
+                target: optional(&r, "target"),
+                met: optional(&r, "met"),
             });
         }
         if rows.is_empty() {
-            return Err("core.tsv has no rows".into());
+            return Err("no rows".into());
         }
-        Ok(Core { rows })
+        Ok(Pairs { rows })
     }
 
-    /// Reference ÷ crfs for every row: above 1, crfs is faster (or smaller).
-    pub fn bars(&self) -> Bars {
-        let groups = self
-            .rows
-            .iter()
-            .map(|r| {
-                let name = r.crfs.trim_end_matches(".crfs").replace("readall.crfs.", "read ");
-                if r.metric == "rss" {
-                    format!("{name} RSS")
-                } else if let Some(peer) = r.peer.strip_prefix("readall.ref.").filter(|p| *p != "readat") {
-                    format!("{name} vs {peer}")
-                } else {
-                    name
-                }
-            })
-            .collect();
+    /// Peer ÷ crfs for every row, one series named `series`: above 1, crfs is faster (or
+    /// smaller, or fetches less).
+    pub fn bars(&self, title: &str, series: &str) -> Bars {
+        let groups = self.rows.iter().map(PairRow::group).collect();
         let values = self
             .rows
             .iter()
             .map(|r| (r.crfs_cell.median > 0.0).then(|| r.peer_cell.median / r.crfs_cell.median))
             .collect();
         Bars {
-            title: "crfs-core vs Go reference / gzip (median of peer ÷ crfs; above 1: crfs better)".into(),
+            title: title.into(),
             y_label: "peer ÷ crfs (log scale)".into(),
             groups,
-            series: vec![("Go estargz v0.12 (gzip -dc for verify)".into(), values)],
+            series: vec![(series.into(), values)],
         }
     }
 
+    /// One table row per row; target and met columns when any row has a target.
     pub fn markdown(&self) -> String {
-        let mut out = String::from("| measurement | crfs | peer | crfs ÷ peer |\n|---|---|---|---|\n");
+        let targets = self.rows.iter().any(|r| r.target.is_some());
+        let mut out = String::from("| measurement | crfs | peer | crfs ÷ peer |");
+        out.push_str(if targets { " target | met |\n|---|---|---|---|---|---|\n" } else { "\n|---|---|---|---|\n" });
         for r in &self.rows {
-            let show = |c: &Cell| if r.metric == "rss" { format!("{} MiB", mib_range(c)) } else { seconds(c) };
             out.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} |",
                 r.label,
-                show(&r.crfs_cell),
-                show(&r.peer_cell),
+                r.metric.show(&r.crfs_cell),
+                r.metric.show(&r.peer_cell),
                 ratio(r.crfs_cell.median, r.peer_cell.median)
             ));
+            if targets {
+                let dash = || "—".to_string();
+                let met = r.met.as_deref().map(|m| if m == "no" { "**no**".to_string() } else { m.to_string() });
+                out.push_str(&format!(" {} | {} |", r.target.clone().unwrap_or_else(dash), met.unwrap_or_else(dash)));
+            }
+            out.push('\n');
         }
         out
     }
@@ -346,6 +411,33 @@ fn short(x: f64) -> String {
 
 fn seconds(c: &Cell) -> String {
     format!("{} s [{}–{}]", short(c.median), short(c.min), short(c.max))
+}
+
+/// A byte count: exact below 10 MiB (where a few KiB of excess matter), else in MiB, with the
+/// range when the runs differ.
+fn bytes(c: &Cell) -> String {
+    let v = |x: f64| {
+        if c.median < 10.0 * 1048576.0 { thousands(x.round() as u64) } else { format!("{:.1}", x / 1048576.0) }
+    };
+    let unit = if c.median < 10.0 * 1048576.0 { "bytes" } else { "MiB" };
+    if c.min == c.max {
+        format!("{} {unit}", v(c.median))
+    } else {
+        format!("{} [{}–{}] {unit}", v(c.median), v(c.min), v(c.max))
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
 }
 
 fn mib(kib: f64) -> String {
@@ -418,12 +510,103 @@ mod tests {
         let text = "crfs\tpeer\tmetric\tcrfs_median\tcrfs_min\tcrfs_max\tpeer_median\tpeer_min\tpeer_max\ttarget_ratio\tlabel\n\
             open.crfs\topen.ref\twall\t0.2\t0.1\t0.3\t0.4\t0.4\t0.5\t0.3334\topen\n\
             open.crfs\topen.ref\trss\t45000\t45000\t45100\t90000\t88000\t92000\t0.5\trss\n";
-        let c = Core::parse(text).unwrap();
-        assert_eq!(c.bars().groups, ["open", "open RSS"]);
-        assert_eq!(c.bars().series[0].1, vec![Some(2.0), Some(2.0)]);
+        let c = Pairs::parse(text).unwrap();
+        let bars = c.bars("t", "s");
+        assert_eq!(bars.groups, ["open", "open RSS"]);
+        assert_eq!(bars.series, vec![("s".to_string(), vec![Some(2.0), Some(2.0)])]);
         let md = c.markdown();
         assert!(md.contains("| open | 0.20 s [0.10–0.30] | 0.40 s [0.40–0.50] | 0.50× |"), "{md}");
         assert!(md.contains("| rss | 43.95 [43.95–44.04] MiB | 87.89 [85.94–89.84] MiB | 0.50× |"), "{md}");
+    }
+
+    const PAIRS_HEADER: &str = "crfs\tpeer\tmetric\tcrfs_median\tcrfs_min\tcrfs_max\tpeer_median\tpeer_min\tpeer_max\tn\ttarget\tmet\tgroup\tlabel\n";
+
+    #[test]
+    fn registry_rows_with_targets_and_bytes() {
+        let text = format!(
+            "{PAIRS_HEADER}\
+             small.crfs\tsmall.pull\twall\t0.5\t0.4\t0.9\t20\t19\t25\t3\t≤ 0.05×\tyes\tsmall file\tto a small file\n\
+             small.crfs\tleast\tbytes\t409600\t409600\t409600\t327680\t327680\t327680\t3\t≤ least + 64 KiB\tno\tsmall file bytes\tbytes for it\n\
+             all.crfs\tall.pull\tbytes\t235929600\t235000000\t236000000\t190840832\t190840832\t190840832\t3\t-\t-\tevery file bytes\tsent\n\
+             all.crfs\tall.local\tcpu\t8\t7.5\t9\t4\t4\t4.5\t3\t-\t-\tevery file vs local CPU\tCPU\n"
+        );
+        let p = Pairs::parse(&text).unwrap();
+        let bars = p.bars("registry", "peer");
+        assert_eq!(bars.groups, ["small file", "small file bytes", "every file bytes", "every file vs local CPU"]);
+        assert_eq!(bars.series[0].1, vec![Some(40.0), Some(0.8), Some(190840832.0 / 235929600.0), Some(0.5)]);
+        let md = p.markdown();
+        assert!(
+            md.starts_with("| measurement | crfs | peer | crfs ÷ peer | target | met |\n|---|---|---|---|---|---|\n"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| to a small file | 0.50 s [0.40–0.90] | 20.00 s [19.00–25.00] | 0.025× | ≤ 0.05× | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| bytes for it | 409,600 bytes | 327,680 bytes | 1.25× | ≤ least + 64 KiB | **no** |"),
+            "{md}"
+        );
+        assert_eq!(thousands(2451872), "2,451,872");
+        assert_eq!(thousands(999), "999");
+        assert!(md.contains("| sent | 225.0 [224.1–225.1] MiB | 182.0 MiB | 1.24× | — | — |"), "{md}");
+        assert!(md.contains("| CPU | 8.00 s [7.50–9.00] | 4.00 s [4.00–4.50] | 2.00× | — | — |"), "{md}");
+    }
+
+    #[test]
+    fn convert_and_nfs_rows() {
+        let convert = format!(
+            "{PAIRS_HEADER}\
+             crfs:9\tgo-1:9\tcpu\t22.26\t21.94\t23.07\t94.07\t94.07\t94.86\t3\t-\t-\tL9 CPU vs go-1\tlevel 9 CPU\n\
+             crfs:9\tgo-1:9\trss\t163560\t149192\t172168\t233468\t227712\t241436\t3\t-\t-\tL9 RSS vs go-1\tlevel 9 RSS\n"
+        );
+        let c = Pairs::parse(&convert).unwrap();
+        assert_eq!(c.bars("c", "Go").groups, ["L9 CPU vs go-1", "L9 RSS vs go-1"]);
+        let md = c.markdown();
+        // No row has a target: no target columns.
+        assert!(md.starts_with("| measurement | crfs | peer | crfs ÷ peer |\n|---|---|---|---|\n"), "{md}");
+        assert!(md.contains("| level 9 CPU | 22.26 s [21.94–23.07] | 94.07 s [94.07–94.86] | 0.24× |"), "{md}");
+        assert!(md.contains("| level 9 RSS | 160 [146–168] MiB | 228 [222–236] MiB | 0.70× |"), "{md}");
+        let nfs = format!(
+            "{PAIRS_HEADER}nfs-pipelined\tfuse-tar\twall\t5.16\t5.13\t6.38\t8.45\t5.46\t8.8\t3\t≤ 2×\tyes\tpipelined vs 1 reader\tNFS vs FUSE\n"
+        );
+        let n = Pairs::parse(&nfs).unwrap();
+        let v = n.bars("n", "FUSE").series[0].1[0].unwrap();
+        assert!((v - 8.45 / 5.16).abs() < 1e-9, "{v}");
+        assert!(
+            n.markdown().contains("| NFS vs FUSE | 5.16 s [5.13–6.38] | 8.45 s [5.46–8.80] | 0.61× | ≤ 2× | yes |")
+        );
+    }
+
+    #[test]
+    fn bad_pairs_are_refused() {
+        let row = |metric: &str, median: &str| {
+            format!("{PAIRS_HEADER}a\tb\t{metric}\t{median}\t1\t1\t1\t1\t1\t3\t-\t-\tg\tl\n")
+        };
+        assert!(Pairs::parse(&row("wall", "1")).is_ok());
+        let e = Pairs::parse(&row("joules", "1")).unwrap_err();
+        assert!(e.contains("row 1") && e.contains("joules"), "{e}");
+        let e = Pairs::parse(&row("wall", "fast")).unwrap_err();
+        assert!(e.contains("crfs_median"), "{e}");
+        assert!(Pairs::parse(PAIRS_HEADER).unwrap_err().contains("no rows"));
+        let no_label = "crfs\tpeer\tmetric\tcrfs_median\tcrfs_min\tcrfs_max\tpeer_median\tpeer_min\tpeer_max\n\
+            a\tb\twall\t1\t1\t1\t1\t1\t1\n";
+        assert!(Pairs::parse(no_label).unwrap_err().contains("label"));
+        // A row with a field missing is refused by the TSV reader.
+        assert!(Pairs::parse(&format!("{PAIRS_HEADER}a\tb\twall\n")).is_err());
+    }
+
+    /// The results the scripts last wrote into benches/results all parse.
+    #[test]
+    fn committed_results_parse() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+        for name in ["core", "convert", "nfs", "registry"] {
+            let text = std::fs::read_to_string(dir.join(format!("{name}.tsv"))).unwrap();
+            let p = Pairs::parse(&text).unwrap_or_else(|e| panic!("{name}.tsv: {e}"));
+            assert!(p.bars(name, name).series[0].1.iter().all(|v| v.is_some_and(|v| v > 0.0)), "{name}.tsv");
+        }
+        let fuse = std::fs::read_to_string(dir.join("fuse.tsv")).unwrap();
+        assert!(Fuse::parse(&fuse).unwrap().runs().is_some());
     }
 
     #[test]
