@@ -11,6 +11,8 @@
 #   --out FILE  where the markdown goes (default benches/results/registry.md, registry-quick.md
 #               with --quick); the TSV crfs-bench-chart reads goes beside it
 #   --mnt DIR   the mount point (default WORK/mnt-registry)
+#   --disk-cache  crfs mounts with a fresh, empty disk cache each time (what a user's first
+#               mount has) instead of none; the report says which
 #
 # Needs root (drop_caches, FUSE), docker-registry and skopeo (Debian packages). The corpus is
 # pushed twice to a docker-registry on 127.0.0.1 (plain HTTP): as its eStargz blob (`lazy`,
@@ -30,6 +32,13 @@ set -euo pipefail
 
 # shellcheck source=benches/harness.sh
 source "$(dirname "${BASH_SOURCE[0]}")/harness.sh"
+DISK_CACHE=0
+script_option() { # harness_init's hook: 0 = taken alone, 1 = not ours
+  case "$1" in
+    --disk-cache) DISK_CACHE=1; return 0 ;;
+    *) return 1 ;;
+  esac
+}
 harness_init registry "$@"
 command -v docker-registry >/dev/null && command -v skopeo >/dev/null || die "needs docker-registry and skopeo (apt-get install docker-registry skopeo)"
 harness_corpus
@@ -182,8 +191,17 @@ sent_after() {
     END {printf "%d %d %d", all, b, n}'
 }
 
-start_mount() { # SOURCE: crfs mounts it on MNT (no disk cache); returns once MNT is a mount point
-  "$CRFS" mount --no-disk-cache "$1" "$MNT" >/dev/null 2>>"$RUN/crfs.log" &
+if [ "$DISK_CACHE" = 1 ]; then
+  CACHE_WORDS="an empty disk cache"; CACHE_FLAG="--cache-dir NEW_EMPTY_DIR"
+else
+  CACHE_WORDS="no disk cache"; CACHE_FLAG="--no-disk-cache"
+fi
+MOUNTS=0
+start_mount() { # SOURCE: crfs mounts it on MNT (no disk cache, or a new empty one); returns once MNT is a mount point
+  local cache=(--no-disk-cache)
+  MOUNTS=$((MOUNTS + 1))
+  [ "$DISK_CACHE" = 1 ] && cache=(--cache-dir "$RUN/cache-$MOUNTS")
+  "$CRFS" mount "${cache[@]}" "$1" "$MNT" >/dev/null 2>>"$RUN/crfs.log" &
   CRFS_PID=$!
   for _ in $(seq 2000); do mountpoint -q "$MNT" && break; sleep 0.005; done
   mountpoint -q "$MNT" || die "crfs mount did not come up (see $RUN/crfs.log)"
@@ -274,7 +292,7 @@ mv "$TSV.tmp" "$TSV"
   echo
   echo "Written by \`benches/registry-compare.sh -n $N\` on $(date -u '+%Y-%m-%d %H:%M') UTC, corpus \`$NAME\`"
   echo "(tar $(du -m "$TAR" | cut -f1) MB; eStargz layer $(du -m "$BLOB" | cut -f1) MB; tar.gz layer $(du -m "$TGZ" | cut -f1) MB), docker-registry on 127.0.0.1 over plain HTTP."
-  echo "Cold page cache, a fresh crfs with no disk cache, median [min–max] of $N runs. CPU is user + sys of"
+  echo "Cold page cache, a fresh crfs with $CACHE_WORDS, median [min–max] of $N runs. CPU is user + sys of"
   echo "every process of the step and of the registry. Load average before: $LOAD_BEFORE; after: $LOAD_AFTER."
   echo
   echo "Small file: \`$SMALL\` ($SMALL_SIZE bytes). Largest file: \`$FIRST\`."
@@ -295,8 +313,8 @@ mv "$TSV.tmp" "$TSV"
   echo "Requests to the registry (median): small file $(st small.crfs 6 | cut -d' ' -f1), largest file $(st first.crfs 6 | cut -d' ' -f1), every file $(st all.crfs 6 | cut -d' ' -f1) (crfs);"
   echo "bytes sent with manifests: small file $(st small.crfs 4 | cut -d' ' -f1), largest file $(st first.crfs 4 | cut -d' ' -f1) (crfs), pull $(st all.pull 4 | cut -d' ' -f1)."
   echo
-  echo "- lazy: \`crfs mount --no-disk-cache $REF:lazy MNT\`, then \`cat MNT/FILE\` or \`tar -C MNT -cf - . | cat\`."
-  echo "- local: \`crfs mount --no-disk-cache BLOB MNT\` of the same blob file, the same reads."
+  echo "- lazy: \`crfs mount $CACHE_FLAG $REF:lazy MNT\`, then \`cat MNT/FILE\` or \`tar -C MNT -cf - . | cat\`."
+  echo "- local: \`crfs mount $CACHE_FLAG BLOB MNT\` of the same blob file, the same reads."
   echo "- pull: \`skopeo copy docker://$REF:plain oci:DIR:plain\`, \`tar -xzf\` of the layer, then the same reads."
   echo "- \`$(basename "$TSV")\` beside this file has the medians; \`$(basename "${OUT%.md}")-samples.txt\` every sample"
   echo "  (step, wall s, CPU s, bytes sent, blob bytes sent, requests)."

@@ -187,6 +187,10 @@ enum Plan {
     Exact,
     /// Fetch this coalesced request (registered as under way).
     Coalesced(Arc<Flight>),
+    /// Bytes from the start up to this offset are held (a window, a request under way, the
+    /// disk cache) and the rest are not: read the two parts apart, so the held bytes are not
+    /// fetched again.
+    Split(u64),
 }
 
 /// The shared part of remote blobs.
@@ -208,6 +212,9 @@ impl Blob {
         let size = self.size;
         let mut guard = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
         let a = &mut *guard;
+        if let Some(held_to) = self.held_from(a, start).filter(|&h| start < h && h < end) {
+            return Plan::Split(held_to);
+        }
         let have = a.windowed(start, end);
         let under_way = a.flights.iter().find(|f| f.covers(start, end)).cloned();
         let (stream, after, before) = a.stream_for(start, end);
@@ -231,6 +238,16 @@ impl Blob {
         let flight = Arc::new(Flight { start: f_start, end: f_end, result: Mutex::new(None), landed: Condvar::new() });
         a.flights.push(Arc::clone(&flight));
         Plan::Coalesced(flight)
+    }
+
+    /// How far from `start` the bytes are held without a new request: by a stream's window, a
+    /// request under way, or the disk cache (as far as this process knows it).
+    fn held_from(&self, a: &Ahead, start: u64) -> Option<u64> {
+        let windows = a.streams.iter().filter_map(|s| s.window.as_ref().map(|(at, w)| (*at, at + w.len() as u64)));
+        let flights = a.flights.iter().map(|f| (f.start, f.end));
+        let held = windows.chain(flights).filter(|&(s, e)| s <= start && start < e).map(|(_, e)| e).max();
+        let cached = self.cache().and_then(|(cache, digest)| cache.held_from(digest, start));
+        held.max(cached)
     }
 
     /// Ends a coalesced request: wakes the reads waiting for it, and without a disk cache keeps
@@ -269,6 +286,11 @@ impl Blob {
                 return self.fetch(start, end);
             }
             Plan::Exact => return self.fetch(start, end),
+            Plan::Split(held_to) => {
+                let mut head = self.read_range(start, held_to)?;
+                head.extend(self.read_range(held_to, end)?);
+                return Ok(head);
+            }
             Plan::Coalesced(f) => f,
         };
         if let Some((cache, digest)) = self.cache()

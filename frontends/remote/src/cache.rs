@@ -155,6 +155,25 @@ impl DiskCache {
         (at >= end).then_some(out)
     }
 
+    /// The end of the bytes held from `start` on, through neighbouring entries, as far as this
+    /// process knows (no directory listing; only the entries starting just before each point
+    /// are looked at); `None` when `start` itself is not held.
+    pub fn held_from(&self, digest: &str, start: u64) -> Option<u64> {
+        let dir = blob_dir(&self.root, digest)?;
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let map = &index.get(&dir)?.entries;
+        let mut at = start;
+        for _ in 0..MAX_PIECES_PER_READ {
+            // Entries overlapping `at` start just before it; looking further back costs a scan
+            // per read, and missing a long entry only means fetching again what it holds.
+            match map.range(..=at).rev().take(8).filter(|&(_, &e)| e > at).map(|(_, &e)| e).max() {
+                Some(e) => at = e,
+                None => break,
+            }
+        }
+        (at > start).then_some(at)
+    }
+
     /// Bytes `[start, end)` of blob `digest`, if entries hold them.
     pub fn get(&self, digest: &str, start: u64, end: u64) -> Option<Vec<u8>> {
         let dir = blob_dir(&self.root, digest)?;
