@@ -235,6 +235,7 @@ impl Blob {
         } else {
             (start.min(end.saturating_sub(stream.extent)), end)
         };
+        let (f_start, f_end) = self.unheld_around(a, start, end, f_start, f_end);
         let flight = Arc::new(Flight { start: f_start, end: f_end, result: Mutex::new(None), landed: Condvar::new() });
         a.flights.push(Arc::clone(&flight));
         Plan::Coalesced(flight)
@@ -248,6 +249,33 @@ impl Blob {
         let held = windows.chain(flights).filter(|&(s, e)| s <= start && start < e).map(|(_, e)| e).max();
         let cached = self.cache().and_then(|(cache, digest)| cache.held_from(digest, start));
         held.max(cached)
+    }
+
+    /// Narrows the request `[f_start, f_end)` for the read `[start, end)` so that the bytes it
+    /// adds before and after the read stop where held bytes begin (windows, requests under way,
+    /// the disk cache): reads arriving slightly out of order would otherwise make a backward
+    /// request that fetches again what the forward run just brought.
+    fn unheld_around(&self, a: &Ahead, start: u64, end: u64, f_start: u64, f_end: u64) -> (u64, u64) {
+        let windows = a.streams.iter().filter_map(|s| s.window.as_ref().map(|(at, w)| (*at, at + w.len() as u64)));
+        let flights = a.flights.iter().map(|f| (f.start, f.end));
+        let (mut lo, mut hi) = (f_start, f_end);
+        for (s, e) in windows.chain(flights) {
+            if e > end && s < hi {
+                hi = hi.min(s.max(end));
+            }
+            if s < start && e > lo {
+                lo = lo.max(e.min(start));
+            }
+        }
+        if let Some((cache, digest)) = self.cache() {
+            if hi > end {
+                hi = cache.first_held_in(digest, end, hi).unwrap_or(hi);
+            }
+            if lo < start {
+                lo = cache.last_held_end_in(digest, lo, start).unwrap_or(lo);
+            }
+        }
+        (lo, hi)
     }
 
     /// Ends a coalesced request: wakes the reads waiting for it, and without a disk cache keeps

@@ -174,6 +174,26 @@ impl DiskCache {
         (at > start).then_some(at)
     }
 
+    /// The first held offset of blob `digest` in `[lo, hi)`, as far as this process knows.
+    pub fn first_held_in(&self, digest: &str, lo: u64, hi: u64) -> Option<u64> {
+        let dir = blob_dir(&self.root, digest)?;
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let map = &index.get(&dir)?.entries;
+        if map.range(..lo).rev().take(8).any(|(_, &e)| e > lo) {
+            return Some(lo);
+        }
+        map.range(lo..hi).next().map(|(&s, _)| s)
+    }
+
+    /// The end of the last held bytes of blob `digest` in `(lo, hi]`, as far as this process
+    /// knows (entries starting just before `hi` only).
+    pub fn last_held_end_in(&self, digest: &str, lo: u64, hi: u64) -> Option<u64> {
+        let dir = blob_dir(&self.root, digest)?;
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let map = &index.get(&dir)?.entries;
+        map.range(..hi).rev().take(8).map(|(_, &e)| e.min(hi)).filter(|&e| e > lo).max()
+    }
+
     /// Bytes `[start, end)` of blob `digest`, if entries hold them.
     pub fn get(&self, digest: &str, start: u64, end: u64) -> Option<Vec<u8>> {
         let dir = blob_dir(&self.root, digest)?;
