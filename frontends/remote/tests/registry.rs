@@ -880,7 +880,7 @@ fn no_byte_is_fetched_twice_by_overlapping_reads() {
         for &disk in modes {
             let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
             let dir = reg.dir.join(format!("split-cache-{n}"));
-            let cache = disk.then(|| crfs_remote::CacheOptions { dir, max_bytes: 64 << 20 });
+            let cache = disk.then_some(crfs_remote::CacheOptions { dir, max_bytes: 64 << 20 });
             let remote = Remote::new(crfs_remote::Options { cache, ..common::counting_options() }).unwrap();
             let image = remote.resolve(&format!("{}/test/many:v1", proxy.host())).unwrap();
             let blob = remote.open_layer(&image, &image.layers[0]).unwrap();
