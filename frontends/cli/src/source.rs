@@ -8,8 +8,8 @@ use std::time::Duration;
 use crate::plain;
 use crfs_core::{Digest, Layer, ReadAt};
 use crfs_remote::{
-    CacheOptions, Credentials, HostsConfig, MANIFEST_CHECKSUM_ANNOTATIONS, Mirror, Options as RemoteOptions, Platform,
-    Remote, SourceKind, SourceLayer,
+    CREDS_ENV, CacheOptions, Credentials, HostsConfig, MANIFEST_CHECKSUM_ANNOTATIONS, Mirror, Options as RemoteOptions,
+    Platform, RegistryCredentials, Remote, SourceKind, SourceLayer, registry_of, same_registry,
 };
 use crfs_vfs::{
     LayerFs, MergedFs, NamespaceFs, NamespaceOptions, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver,
@@ -75,10 +75,21 @@ pub struct RemoteArgs {
     /// Talk plain HTTP to the registry (always so for localhost and 127.0.0.1).
     #[arg(long)]
     pub plain_http: bool,
-    /// Registry credentials USER:PASSWORD (else $CRFS_REGISTRY_CREDS, else
-    /// ~/.docker/config.json).
-    #[arg(long, value_name = "USER:PASSWORD")]
+    /// Credentials for the registry named in the image reference, and for no other host (not
+    /// its mirrors). USER reads the password from standard input (one line); USER:PASSWORD
+    /// works but is visible to other local users (ps), as is every argument. Else
+    /// --creds-file, else $CRFS_REGISTRY_CREDS (USER:PASSWORD); then --authfile, then
+    /// ~/.docker/config.json.
+    #[arg(long, value_name = "USER[:PASSWORD]", conflicts_with = "creds_file")]
     pub creds: Option<String>,
+    /// Like --creds, read from FILE holding USER:PASSWORD (one line).
+    #[arg(long, value_name = "FILE")]
+    pub creds_file: Option<PathBuf>,
+    /// Credentials per registry or mirror host from FILE in Docker's config.json format
+    /// ({"auths": {"HOST": {"auth": "base64(USER:PASSWORD)"}}}; podman's and skopeo's
+    /// --authfile). The only explicit credentials the /crfs namespace uses.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
     /// A mirror tried before a registry, REGISTRY=MIRROR (repeatable; tried in order).
     #[arg(long, value_name = "REGISTRY=MIRROR")]
     pub mirror: Vec<String>,
@@ -137,7 +148,7 @@ pub fn namespace(
     if serve.overlay_whiteouts {
         return Err("--overlay-whiteouts applies to a single layer, not to the namespace".into());
     }
-    let resolver = RegistryResolver::new(remote.remote()?, serve.verify(), remote.disk_cache_dir());
+    let resolver = RegistryResolver::new(remote.remote(&[])?, serve.verify(), remote.disk_cache_dir());
     let idle = (flags.idle_release > 0).then(|| Duration::from_secs(flags.idle_release));
     let options = NamespaceOptions {
         fs: serve.fs_options(),
@@ -189,16 +200,76 @@ impl RemoteArgs {
         if self.no_disk_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) }
     }
 
-    /// A registry/HTTP client for these flags.
-    pub fn remote(&self) -> Result<Remote, String> {
+    /// Explicit credentials: `--creds`, `--creds-file`, else `$CRFS_REGISTRY_CREDS`; and
+    /// whether they came from a flag.
+    fn explicit_credentials(&self) -> Result<Option<(Credentials, bool)>, String> {
+        if let Some(c) = &self.creds {
+            if c.contains(':') {
+                tracing::warn!(
+                    "--creds USER:PASSWORD puts the password where other local users can read it (ps, \
+                     /proc/PID/cmdline): prefer --creds USER with the password on standard input, \
+                     --creds-file, --authfile or $CRFS_REGISTRY_CREDS"
+                );
+                return Credentials::parse(c).map(|c| Some((c, true))).map_err(|e| format!("--creds: {e}"));
+            }
+            return password_from_stdin(c).map(|c| Some((c, true)));
+        }
+        if let Some(path) = &self.creds_file {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("--creds-file {}: {e}", path.display()))?;
+            let line = text.lines().next().unwrap_or_default();
+            return Credentials::parse(line)
+                .map(|c| Some((c, true)))
+                .map_err(|e| format!("--creds-file {}: {e}", path.display()));
+        }
+        match std::env::var(CREDS_ENV) {
+            Ok(v) => match Credentials::parse(&v) {
+                Ok(c) => Ok(Some((c, false))),
+                Err(e) => {
+                    tracing::warn!("${CREDS_ENV} ignored: {e}");
+                    Ok(None)
+                }
+            },
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Explicit credentials scoped to the one registry that `references` (image references)
+    /// name. From a flag they are an error when there is no such single registry (the /crfs
+    /// namespace, or several registries); from the environment they are then left unused.
+    fn scoped_credentials(&self, references: &[&str]) -> Result<Option<RegistryCredentials>, String> {
+        let Some((credentials, from_flag)) = self.explicit_credentials()? else { return Ok(None) };
+        let mut registries: Vec<String> = Vec::new();
+        for r in references {
+            let registry = registry_of(r).map_err(|e| e.to_string())?;
+            if !registries.iter().any(|known| same_registry(known, &registry)) {
+                registries.push(registry);
+            }
+        }
+        match (registries.as_slice(), from_flag) {
+            ([registry], _) => Ok(Some(RegistryCredentials { registry: registry.clone(), credentials })),
+            ([], true) => Err("--creds and --creds-file are for the registry an image reference names, and none is \
+                               named here: give per-host credentials with --authfile FILE"
+                .into()),
+            (many, true) => Err(format!(
+                "--creds and --creds-file are for one registry, and the references name {}: give per-host \
+                 credentials with --authfile FILE",
+                many.join(", ")
+            )),
+            (_, false) => {
+                tracing::debug!("${CREDS_ENV} unused: no single registry is named");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A registry/HTTP client for these flags and the image references to be opened with it
+    /// (explicit credentials go to their registry only; none for the /crfs namespace).
+    pub fn remote(&self, references: &[&str]) -> Result<Remote, String> {
         let platform = match &self.platform {
             Some(p) => Some(p.parse::<Platform>().map_err(|e| format!("--platform {p}: {e}"))?),
             None => None,
         };
-        let credentials = match &self.creds {
-            Some(c) => Some(Credentials::parse(c).map_err(|e| format!("--creds: {e}"))?),
-            None => None,
-        };
+        let credentials = self.scoped_credentials(references)?;
         let cache = self.disk_cache_dir().map(|dir| CacheOptions { dir, max_bytes: self.disk_cache_size });
         let mirrors = self
             .mirror
@@ -211,6 +282,7 @@ impl RemoteArgs {
             mirrors,
             ca_certs: self.ca_cert.clone(),
             credentials,
+            auth_file: self.authfile.clone(),
             cache,
             max_coalesce: self.max_coalesce,
             ..RemoteOptions::default()
@@ -222,6 +294,28 @@ impl RemoteArgs {
         }
         Remote::new(options).map_err(|e| e.to_string())
     }
+}
+
+/// `--creds USER`: the password is the first line of standard input, which must not be a
+/// terminal (it would echo).
+fn password_from_stdin(username: &str) -> Result<Credentials, String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if username.is_empty() {
+        return Err("--creds: the user name is empty".into());
+    }
+    if stdin.is_terminal() {
+        return Err("--creds USER reads the password from standard input, which is a terminal: pipe it in, or \
+                    use --creds-file FILE"
+            .into());
+    }
+    let mut password = String::new();
+    stdin.lock().read_line(&mut password).map_err(|e| format!("--creds: reading the password: {e}"))?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err("--creds USER: no password on standard input".into());
+    }
+    Ok(Credentials { username: username.to_owned(), password: password.to_owned() })
 }
 
 /// One opened layer and where it came from, for messages.
@@ -296,6 +390,8 @@ fn checked(
 /// Opens every source, bottom first; an image contributes all its layers.
 pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> Result<Vec<OpenedLayer>, String> {
     let mut remote: Option<Remote> = None;
+    let references: Vec<&str> =
+        specs.iter().map(String::as_str).filter(|s| SourceKind::of(s) == SourceKind::Registry).collect();
     let cache_dir = remote_args.disk_cache_dir();
     let mut out = Vec::new();
     for spec in specs {
@@ -303,7 +399,7 @@ pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> 
             crfs_remote::open_file_source(std::path::Path::new(spec)).map_err(|e| e.to_string())?
         } else {
             if remote.is_none() {
-                remote = Some(remote_args.remote()?);
+                remote = Some(remote_args.remote(&references)?);
             }
             let Some(r) = remote.as_ref() else { return Err("no registry client".into()) };
             r.open_source(spec).map_err(|e| format!("{spec}: {e}"))?
