@@ -51,6 +51,9 @@ use nfs3_server::vfs::{
     ReadDirPlusIterator, VFSCapabilities,
 };
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzz_entry;
+
 /// The largest READ we serve, and the size we ask clients to use (FSINFO rtmax and rtpref).
 pub const MAX_IO: u32 = 1 << 20;
 
