@@ -90,8 +90,13 @@ impl Unpack for Opaque<'static> {
         let (len, mut bytes_read) = u32::unpack(input)?;
         let len = len as usize;
 
-        let mut buf = vec![0u8; len];
-        input.read_exact(&mut buf).map_err(Error::Io)?;
+        // crfs patch (PATCHES.md, "Allocations sized by the data, not by its claims"): upstream
+        // allocated the claimed length (up to 4 GiB) before reading a byte.
+        let mut buf = Vec::new();
+        Read::take(&mut *input, len as u64).read_to_end(&mut buf).map_err(Error::Io)?;
+        if buf.len() != len {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
         bytes_read += len;
 
         let len = get_padding(len);

@@ -23,6 +23,9 @@ impl Pack for Vec<u32> {
     }
 }
 
+/// Most items reserved before they are read (crfs patch, PATCHES.md).
+const MAX_PREALLOCATED_ITEMS: usize = 64;
+
 impl Unpack for Vec<u32> {
     fn unpack(input: &mut impl Read) -> Result<(Self, usize)> {
         let mut bytes_read = 0;
@@ -30,7 +33,9 @@ impl Unpack for Vec<u32> {
         let (len, len_bytes) = u32::unpack(input)?;
         bytes_read += len_bytes;
 
-        let mut vec = Self::with_capacity(len as usize);
+        // crfs patch (PATCHES.md, "Allocations sized by the data, not by its claims"): upstream
+        // reserved the claimed count (up to 16 GiB) before reading an item.
+        let mut vec = Self::with_capacity((len as usize).min(MAX_PREALLOCATED_ITEMS));
 
         for _ in 0..len {
             let (item, item_bytes) = u32::unpack(input)?;
