@@ -10,9 +10,10 @@
 //!
 //! The RPC layer is nfs3_server, a maintained fork of nfsserve, patched in
 //! `vendor/nfs3_server`, over nfs3_types (XDR), patched in `vendor/nfs3_types` (see PATCHES.md
-//! in each). `fuzz_entry` (feature `fuzzing`) drives it with arbitrary bytes in memory. nfsserve's plain READDIR ignored its cookie,
-//! used fileids as directory cookies (hardlinks made listings skip names), stripped EXECUTE
-//! from ACCESS on read-only exports and let handles go stale at every restart. Here:
+//! in each). `fuzz_entry` (feature `fuzzing`) drives it with arbitrary bytes in memory.
+//! nfsserve's plain READDIR ignored its cookie, used fileids as directory cookies (hardlinks
+//! made listings skip names), stripped EXECUTE from ACCESS on read-only exports and let
+//! handles go stale at every restart. Here:
 //! - directory cookies are vfs readdir offsets (`next_offset`), unique per name even when
 //!   one inode appears under several names;
 //! - ACCESS answers from the mode bits and the caller's AUTH_UNIX credential;
