@@ -2029,3 +2029,42 @@ fn the_writer_refuses_nul_bytes_in_names() {
     let layer = open(&blob).unwrap();
     assert!(layer.index().lookup_path(b"ab").is_some());
 }
+
+/// The writer refuses a hardlink its own reader refuses, instead of writing a layer that does
+/// not open (found by the `layer_read` fuzz target: a link to a name not in the tar,
+/// `fuzz/artifacts/layer_read/crash-9d1fd663…`): a missing target, a directory (also when a
+/// later entry of the same name replaced the file), a cycle. A chain of links to a file converts.
+#[test]
+fn the_writer_refuses_hardlinks_the_reader_refuses() {
+    use crfs_core::writer::{Error as WriteError, Options, convert_to_vec};
+    use crfs_testkit::{TarBuilder, TarEntry, TarEntry::*};
+    let cases: [(&[(&str, TarEntry<'_>)], &str); 5] = [
+        (&[("f", File(b"x")), ("l", Hardlink("missing"))], "not in the layer"),
+        (&[("d/", Dir), ("l", Hardlink("./d"))], "a directory"),
+        (&[("t", File(b"x")), ("l", Hardlink("t")), ("t/", Dir)], "a directory"),
+        (&[("a", Hardlink("b")), ("b", Hardlink("c")), ("c", Hardlink("a"))], "a cycle"),
+        (&[("a", Hardlink("a"))], "a cycle"),
+    ];
+    for (entries, why) in cases {
+        let names: Vec<&str> = entries.iter().map(|(name, _)| *name).collect();
+        let mut tar = TarBuilder::default();
+        for (name, entry) in entries {
+            tar.add(name, *entry, 0o644, 1);
+        }
+        let got = within("convert", SECOND, || convert_to_vec(tar.finish().as_slice(), &Options::default()));
+        match got {
+            Err(e @ WriteError::BadHardlink { .. }) => assert!(e.to_string().contains(why), "{names:?}: {e}"),
+            other => panic!("{names:?}: {:?}", other.map(|(_, s)| s.toc_digest)),
+        }
+    }
+    let tar = TarBuilder::default()
+        .add("f", File(b"data"), 0o644, 1)
+        .add("l1", Hardlink("f"), 0o644, 1)
+        .add("l2", Hardlink("./l1"), 0o644, 1)
+        .finish();
+    let (blob, _) = convert_to_vec(tar.as_slice(), &Options::default()).unwrap();
+    let layer = open(&blob).unwrap();
+    let mut bytes = Vec::new();
+    layer.read_file_verified(layer.index().lookup_path(b"l2").unwrap(), &mut bytes).unwrap();
+    assert_eq!(bytes, b"data");
+}

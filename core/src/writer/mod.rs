@@ -138,6 +138,9 @@ pub enum Error {
     /// Expanding sparse files would add more than [`Options::max_sparse_holes`] bytes of holes;
     /// `name` is the file that crossed the limit.
     SparseTooLarge { name: Vec<u8>, holes: u64, limit: u64 },
+    /// A hardlink whose target is not in the layer, is a directory, or leads back to itself
+    /// through other links: its TOC would not open.
+    BadHardlink { name: Vec<u8>, target: Vec<u8>, what: &'static str },
 }
 
 impl Error {
@@ -184,6 +187,12 @@ impl fmt::Display for Error {
                 "sparse file \"{}\": expanding the layer's sparse files would add at least {holes} bytes of holes, \
                  more than the limit of {limit}",
                 String::from_utf8_lossy(name)
+            ),
+            Error::BadHardlink { name, target, what } => write!(
+                f,
+                "hardlink \"{}\" to \"{}\": {what}",
+                String::from_utf8_lossy(name),
+                String::from_utf8_lossy(target)
             ),
         }
     }

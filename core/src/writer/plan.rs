@@ -173,6 +173,38 @@ fn parent_of(clean: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Refuses what the TOC reader would: a hardlink whose target (followed through other links)
+/// is not among the entries kept (`seen`: clean name to index in `stream`), is a directory, or
+/// is the link itself. Each link is followed once; chains reuse what earlier walks resolved.
+fn check_hardlinks(stream: &[Option<TarEntry>], seen: &BTreeMap<Vec<u8>, usize>) -> Result<(), Error> {
+    let mut good: BTreeSet<usize> = BTreeSet::new();
+    for (start, e) in stream.iter().enumerate() {
+        let Some(e) = e else { continue };
+        if e.kind != Some(EntryKind::Hardlink) || good.contains(&start) {
+            continue;
+        }
+        let mut walk: BTreeSet<usize> = BTreeSet::from([start]);
+        let mut link = e;
+        loop {
+            let target = clean_name(&link.link);
+            let bad = |what| Err(Error::BadHardlink { name: link.name.clone(), target: link.link.clone(), what });
+            let Some(&i) = seen.get(&target) else { return bad("the target is not in the layer") };
+            let Some(t) = &stream[i] else { return bad("the target is not in the layer") };
+            match t.kind {
+                Some(EntryKind::Dir) => return bad("the target is a directory"),
+                Some(EntryKind::Hardlink) if walk.contains(&i) => return bad("the hardlinks form a cycle"),
+                Some(EntryKind::Hardlink) if !good.contains(&i) => {
+                    walk.insert(i);
+                    link = t;
+                }
+                _ => break,
+            }
+        }
+        good.extend(walk);
+    }
+    Ok(())
+}
+
 /// What goes into the blob, in order.
 enum Item {
     Landmark(&'static [u8]),
@@ -370,6 +402,7 @@ pub fn plan<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Plan, Ass
         }
         stream.push(Some(e));
     }
+    check_hardlinks(&stream, &seen)?;
     let prioritized: Vec<Vec<u8>> = options.prioritized.iter().map(|p| p.as_bytes().to_vec()).collect();
     let (items, missed) = order(&stream, &prioritized);
 

@@ -218,9 +218,17 @@ fn convert_image(
     settings: &Settings,
     bar: &Arc<Mutex<Option<indicatif::ProgressBar>>>,
 ) -> Result<String, String> {
-    let remote = match (src, dst) {
-        (End::Layout(_), End::Layout(_)) => None,
-        _ => Some(Remote::new(args.registry.options()?).map_err(|e| e.to_string())?),
+    let references: Vec<&str> = [src, dst]
+        .into_iter()
+        .filter_map(|end| match end {
+            End::Registry(reference) => Some(reference.as_str()),
+            End::Layout(_) => None,
+        })
+        .collect();
+    let remote = match references.as_slice() {
+        [] => None,
+        // Explicit credentials go to the one registry named (two need --authfile).
+        named => Some(Remote::new(args.registry.options(named)?).map_err(|e| e.to_string())?),
     };
     let remote = || remote.as_ref().ok_or_else(|| "no registry client".to_owned());
     if let End::Registry(reference) = dst {

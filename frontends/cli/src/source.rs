@@ -8,8 +8,9 @@ use std::time::Duration;
 use crate::plain;
 use crfs_core::{Digest, Layer, ReadAt};
 use crfs_remote::{
-    CacheOptions, Credentials, DiskCache, HostsConfig, MANIFEST_CHECKSUM_ANNOTATIONS, Mirror, Options as RemoteOptions,
-    Platform, Remote, SourceKind, SourceLayer,
+    CREDS_ENV, CacheOptions, Credentials, DiskCache, HostsConfig, MANIFEST_CHECKSUM_ANNOTATIONS, Mirror,
+    Options as RemoteOptions, Platform, RegistryCredentials, Remote, SourceKind, SourceLayer, registry_of,
+    same_registry,
 };
 use crfs_vfs::{
     LayerFs, MergedFs, NamespaceFs, NamespaceOptions, Options, ReadOnlyFs, ResolveError, ResolvedImage, Resolver,
@@ -73,28 +74,100 @@ pub struct RegistryArgs {
     /// Talk plain HTTP to the registry (always so for localhost and 127.0.0.1).
     #[arg(long)]
     pub plain_http: bool,
-    /// Registry credentials USER:PASSWORD (else $CRFS_REGISTRY_CREDS, else
-    /// ~/.docker/config.json).
-    #[arg(long, value_name = "USER:PASSWORD")]
+    /// Credentials for the registry named in the image reference, and for no other host (not
+    /// its mirrors). USER reads the password from standard input (one line); USER:PASSWORD
+    /// works but is visible to other local users (ps), as is every argument. Else
+    /// --creds-file, else $CRFS_REGISTRY_CREDS (USER:PASSWORD); then --authfile, then
+    /// ~/.docker/config.json.
+    #[arg(long, value_name = "USER[:PASSWORD]", conflicts_with = "creds_file")]
     pub creds: Option<String>,
+    /// Like --creds, read from FILE holding USER:PASSWORD (one line).
+    #[arg(long, value_name = "FILE")]
+    pub creds_file: Option<PathBuf>,
+    /// Credentials per registry or mirror host from FILE in Docker's config.json format
+    /// ({"auths": {"HOST": {"auth": "base64(USER:PASSWORD)"}}}; podman's and skopeo's
+    /// --authfile). The only explicit credentials the /crfs namespace uses.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
     /// Extra certificate authority (PEM) trusted for HTTPS registries (repeatable).
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Vec<PathBuf>,
 }
 
 impl RegistryArgs {
-    /// The registry client options these flags ask for (no disk cache, no mirrors).
-    pub fn options(&self) -> Result<RemoteOptions, String> {
-        let credentials = match &self.creds {
-            Some(c) => Some(Credentials::parse(c).map_err(|e| format!("--creds: {e}"))?),
-            None => None,
-        };
+    /// The registry client options these flags ask for (no disk cache, no mirrors), for the
+    /// image references to be opened with them: explicit credentials go to the one registry
+    /// those name, and to no other host.
+    pub fn options(&self, references: &[&str]) -> Result<RemoteOptions, String> {
         Ok(RemoteOptions {
             plain_http: self.plain_http,
             ca_certs: self.ca_cert.clone(),
-            credentials,
+            credentials: self.scoped_credentials(references)?,
+            auth_file: self.authfile.clone(),
             ..RemoteOptions::default()
         })
+    }
+
+    /// Explicit credentials: `--creds`, `--creds-file`, else `$CRFS_REGISTRY_CREDS`; and
+    /// whether they came from a flag.
+    fn explicit_credentials(&self) -> Result<Option<(Credentials, bool)>, String> {
+        if let Some(c) = &self.creds {
+            if c.contains(':') {
+                tracing::warn!(
+                    "--creds USER:PASSWORD puts the password where other local users can read it (ps, \
+                     /proc/PID/cmdline): prefer --creds USER with the password on standard input, \
+                     --creds-file, --authfile or $CRFS_REGISTRY_CREDS"
+                );
+                return Credentials::parse(c).map(|c| Some((c, true))).map_err(|e| format!("--creds: {e}"));
+            }
+            return password_from_stdin(c).map(|c| Some((c, true)));
+        }
+        if let Some(path) = &self.creds_file {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("--creds-file {}: {e}", path.display()))?;
+            let line = text.lines().next().unwrap_or_default();
+            return Credentials::parse(line)
+                .map(|c| Some((c, true)))
+                .map_err(|e| format!("--creds-file {}: {e}", path.display()));
+        }
+        match std::env::var(CREDS_ENV) {
+            Ok(v) => match Credentials::parse(&v) {
+                Ok(c) => Ok(Some((c, false))),
+                Err(e) => {
+                    tracing::warn!("${CREDS_ENV} ignored: {e}");
+                    Ok(None)
+                }
+            },
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Explicit credentials scoped to the one registry that `references` (image references)
+    /// name. From a flag they are an error when there is no such single registry (the /crfs
+    /// namespace, or several registries); from the environment they are then left unused.
+    fn scoped_credentials(&self, references: &[&str]) -> Result<Option<RegistryCredentials>, String> {
+        let Some((credentials, from_flag)) = self.explicit_credentials()? else { return Ok(None) };
+        let mut registries: Vec<String> = Vec::new();
+        for r in references {
+            let registry = registry_of(r).map_err(|e| e.to_string())?;
+            if !registries.iter().any(|known| same_registry(known, &registry)) {
+                registries.push(registry);
+            }
+        }
+        match (registries.as_slice(), from_flag) {
+            ([registry], _) => Ok(Some(RegistryCredentials { registry: registry.clone(), credentials })),
+            ([], true) => Err("--creds and --creds-file are for the registry an image reference names, and none is \
+                               named here: give per-host credentials with --authfile FILE"
+                .into()),
+            (many, true) => Err(format!(
+                "--creds and --creds-file are for one registry, and the references name {}: give per-host \
+                 credentials with --authfile FILE",
+                many.join(", ")
+            )),
+            (_, false) => {
+                tracing::debug!("${CREDS_ENV} unused: no single registry is named");
+                Ok(None)
+            }
+        }
     }
 }
 
@@ -163,7 +236,7 @@ pub fn namespace(
     if serve.overlay_whiteouts {
         return Err("--overlay-whiteouts applies to a single layer, not to the namespace".into());
     }
-    let resolver = RegistryResolver::new(remote.remote()?, serve.verify());
+    let resolver = RegistryResolver::new(remote.remote(&[])?, serve.verify());
     let idle = (flags.idle_release > 0).then(|| Duration::from_secs(flags.idle_release));
     let options = NamespaceOptions {
         fs: serve.fs_options(),
@@ -215,8 +288,9 @@ impl RemoteArgs {
         if self.no_disk_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) }
     }
 
-    /// A registry/HTTP client for these flags.
-    pub fn remote(&self) -> Result<Remote, String> {
+    /// A registry/HTTP client for these flags and the image references to be opened with it
+    /// (explicit credentials go to their registry only; none for the /crfs namespace).
+    pub fn remote(&self, references: &[&str]) -> Result<Remote, String> {
         let platform = match &self.platform {
             Some(p) => Some(p.parse::<Platform>().map_err(|e| format!("--platform {p}: {e}"))?),
             None => None,
@@ -227,8 +301,13 @@ impl RemoteArgs {
             .iter()
             .map(|m| Mirror::parse(m).map_err(|e| format!("--mirror: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut options =
-            RemoteOptions { platform, mirrors, cache, max_coalesce: self.max_coalesce, ..self.registry.options()? };
+        let mut options = RemoteOptions {
+            platform,
+            mirrors,
+            cache,
+            max_coalesce: self.max_coalesce,
+            ..self.registry.options(references)?
+        };
         if let Some(dir) = &self.hosts_dir {
             let hosts = HostsConfig::load(dir).map_err(|e| format!("--hosts-dir: {e}"))?;
             tracing::debug!(mirrors = hosts.mirrors.len(), dir = %dir.display(), "hosts directory read");
@@ -236,6 +315,28 @@ impl RemoteArgs {
         }
         Remote::new(options).map_err(|e| e.to_string())
     }
+}
+
+/// `--creds USER`: the password is the first line of standard input, which must not be a
+/// terminal (it would echo).
+fn password_from_stdin(username: &str) -> Result<Credentials, String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if username.is_empty() {
+        return Err("--creds: the user name is empty".into());
+    }
+    if stdin.is_terminal() {
+        return Err("--creds USER reads the password from standard input, which is a terminal: pipe it in, or \
+                    use --creds-file FILE"
+            .into());
+    }
+    let mut password = String::new();
+    stdin.lock().read_line(&mut password).map_err(|e| format!("--creds: reading the password: {e}"))?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err("--creds USER: no password on standard input".into());
+    }
+    Ok(Credentials { username: username.to_owned(), password: password.to_owned() })
 }
 
 /// One opened layer and where it came from, for messages.
@@ -315,13 +416,15 @@ fn checked(
 /// Opens every source, bottom first; an image contributes all its layers.
 pub fn open_layers(specs: &[String], remote_args: &RemoteArgs, verify: bool) -> Result<Vec<OpenedLayer>, String> {
     let mut remote: Option<Remote> = None;
+    let references: Vec<&str> =
+        specs.iter().map(String::as_str).filter(|s| SourceKind::of(s) == SourceKind::Registry).collect();
     let mut out = Vec::new();
     for spec in specs {
         let source = if SourceKind::of(spec) == SourceKind::File {
             crfs_remote::open_file_source(std::path::Path::new(spec)).map_err(|e| e.to_string())?
         } else {
             if remote.is_none() {
-                remote = Some(remote_args.remote()?);
+                remote = Some(remote_args.remote(&references)?);
             }
             let Some(r) = remote.as_ref() else { return Err("no registry client".into()) };
             r.open_source(spec).map_err(|e| format!("{spec}: {e}"))?

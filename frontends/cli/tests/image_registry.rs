@@ -322,8 +322,10 @@ fn a_basic_auth_destination_needs_credentials() {
     let dst = format!("{host}/conv/a:v1");
     let src_spec = format!("oci:{}:v1", s(&src));
     fails(&tmp, &["image", "convert", &src_spec, &dst], "requires credentials");
-    let wrong = format!("{}:wrong", common::USER);
-    fails(&tmp, &["image", "convert", "--creds", &wrong, &src_spec, &dst], "refused");
+    // From a file: `--creds USER:PASSWORD` would add its warning line about `ps`.
+    let wrong = dir.join("wrong-creds");
+    std::fs::write(&wrong, format!("{}:wrong\n", common::USER)).unwrap();
+    fails(&tmp, &["image", "convert", "--creds-file", &s(&wrong), &src_spec, &dst], "refused");
     let creds = format!("{}:{}", common::USER, common::PASSWORD);
     // Nothing was published under the tag.
     let tag = format!("docker://{dst}");

@@ -418,6 +418,76 @@ fn credentials_never_reach_the_logs() {
     assert!(!stderr.contains("wrong-secret-4711"), "the wrong password is in the log");
 }
 
+/// The ways to give credentials that `ps` cannot see (`--creds-file`, `--creds USER` with the
+/// password on standard input, `--authfile`) work; `--creds USER:PASSWORD` works with a warning;
+/// and flag credentials must name one registry: with references at two registries, or none,
+/// the command refuses them.
+#[test]
+fn credentials_from_files_stdin_and_the_command_line() {
+    use std::io::Write;
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, _pushed) = common::registry_with_image("cli-creds-ways", true);
+    let reference = format!("{}/test/all-types:v1", reg.host());
+    let good = format!("{}:{}", common::USER, common::PASSWORD);
+    let cat = |args: &[&str]| {
+        let mut cmd = crfs();
+        cmd.args(["cat", &reference, "links/rel"]).args(args).env_remove("CRFS_REGISTRY_CREDS");
+        cmd
+    };
+
+    let creds_file = reg.dir.join("creds");
+    fs::write(&creds_file, format!("{good}\n")).unwrap();
+    let out = cat(&["--creds-file", creds_file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.stdout, b"hello, world\n", "{}", String::from_utf8_lossy(&out.stderr));
+
+    let authfile = reg.dir.join("auth.json");
+    fs::write(&authfile, common::docker_auths_json(&reg.host())).unwrap();
+    let out = cat(&["--authfile", authfile.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.stdout, b"hello, world\n", "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut child = cat(&["--creds", common::USER])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("{}\n", common::PASSWORD).as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"hello, world\n", "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("visible"), "no warning without a password argument");
+
+    let out = cat(&["--creds", &good]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.stdout, b"hello, world\n", "{stderr}");
+    assert!(stderr.contains("other local users can read it"), "{stderr}");
+
+    // Nothing on standard input: a clear refusal.
+    let out = cat(&["--creds", common::USER]).stdin(std::process::Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no password on standard input"));
+
+    // Two registries (the second a proxy of the same one): which one would get them?
+    let proxy = common::Proxy::start(reg.port, |_, _| common::Fault::Pass);
+    let second = format!("{}/test/all-types:v1", proxy.host());
+    let nfs = |sources: &[&str]| {
+        crfs()
+            .args(["nfs", "--listen", "127.0.0.1:0", "--no-disk-cache", "--creds-file", creds_file.to_str().unwrap()])
+            .args(sources)
+            .output()
+            .unwrap()
+    };
+    let out = nfs(&[&reference, &second]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("for one registry") && stderr.contains("--authfile"), "{stderr}");
+    // The /crfs namespace names no registry.
+    let out = nfs(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("none is named here"), "{stderr}");
+    assert!(proxy.seen().is_empty(), "refused before any request");
+}
+
 /// Ordinary layers (not eStargz): two gzip tars and a zstd tar, pushed by skopeo, are fetched
 /// whole once, indexed, and served like lazy ones; the indexed copies are reused.
 #[test]

@@ -9,9 +9,11 @@
 //! PORTMAP). It holds no filesystem logic: anything both FUSE and NFS need lives in vfs.
 //!
 //! The RPC layer is nfs3_server, a maintained fork of nfsserve, patched in
-//! `vendor/nfs3_server` (see PATCHES.md there). nfsserve's plain READDIR ignored its cookie,
-//! used fileids as directory cookies (hardlinks made listings skip names), stripped EXECUTE
-//! from ACCESS on read-only exports and let handles go stale at every restart. Here:
+//! `vendor/nfs3_server`, over nfs3_types (XDR), patched in `vendor/nfs3_types` (see PATCHES.md
+//! in each). `fuzz_entry` (feature `fuzzing`) drives it with arbitrary bytes in memory.
+//! nfsserve's plain READDIR ignored its cookie, used fileids as directory cookies (hardlinks
+//! made listings skip names), stripped EXECUTE from ACCESS on read-only exports and let
+//! handles go stale at every restart. Here:
 //! - directory cookies are vfs readdir offsets (`next_offset`), unique per name even when
 //!   one inode appears under several names;
 //! - ACCESS answers from the mode bits and the caller's AUTH_UNIX credential;
@@ -50,6 +52,9 @@ use nfs3_server::vfs::{
     DirEntry, DirEntryPlus, FileHandle, NextResult, NfsFileSystem, NfsReadFileSystem, ReadDirIterator,
     ReadDirPlusIterator, VFSCapabilities,
 };
+
+#[cfg(feature = "fuzzing")]
+pub mod fuzz_entry;
 
 /// The largest READ we serve, and the size we ask clients to use (FSINFO rtmax and rtpref).
 pub const MAX_IO: u32 = 1 << 20;

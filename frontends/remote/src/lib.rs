@@ -2,7 +2,8 @@
 //!
 //! It owns the network side of crfs: resolving image references in OCI registries (manifest
 //! lists and OCI indexes narrowed to a platform, Docker and OCI media types, anonymous bearer
-//! tokens, basic auth from flags, the environment or `~/.docker/config.json`), and turning
+//! tokens, basic auth from flags, files, the environment or `~/.docker/config.json`; explicit
+//! credentials only for the registry they name), and turning
 //! `crfs_core::ReadAt` calls on a registry blob or an HTTP(S) URL into verified Range requests
 //! (206 with a matching Content-Range, or a whole-blob 200 sliced; retries with backoff inside a
 //! deadline; redirects to blob storage without credentials; expired redirects resolved again),
@@ -17,7 +18,7 @@
 //! runtime (`block_on` from plain threads, spawn-and-wait from inside another runtime).
 //!
 //! Wiring a front-end (flags map to [`Options`] fields: `--platform` → `platform`,
-//! `--plain-http` → `plain_http`, `--mirror REGISTRY=MIRROR` → `mirrors`, `--hosts-dir DIR` → `Options::add_hosts(HostsConfig::load(DIR)?)`, `--ca-cert FILE` → `ca_certs`, `--creds USER:PASSWORD` → `credentials`, `--cache-dir` and
+//! `--plain-http` → `plain_http`, `--mirror REGISTRY=MIRROR` → `mirrors`, `--hosts-dir DIR` → `Options::add_hosts(HostsConfig::load(DIR)?)`, `--ca-cert FILE` → `ca_certs`, `--creds`, `--creds-file`, `$CRFS_REGISTRY_CREDS` → `credentials` (with the reference's registry, [`registry_of`]), `--authfile FILE` → `auth_file`, `--cache-dir` and
 //! `--cache-size` → `cache`; `--no-verify` → `open_options(false)`):
 //!
 //! ```no_run
@@ -68,8 +69,11 @@ pub use hosts::HostsConfig;
 pub use platform::Platform;
 pub use registry::{
     Image, LayerDesc, MANIFEST_CHECKSUM_ANNOTATIONS, MANIFEST_POSITION_ANNOTATION, TOC_DIGEST_ANNOTATION,
-    UNCOMPRESSED_SIZE_ANNOTATION,
+    UNCOMPRESSED_SIZE_ANNOTATION, registry_of,
 };
-pub use remote::{CREDS_ENV, CacheOptions, Credentials, Mirror, Options, Remote, RetryPolicy, Stats};
+pub use remote::{
+    CREDS_ENV, CacheOptions, Credentials, Mirror, Options, RegistryCredentials, Remote, RetryPolicy, Stats,
+    same_registry,
+};
 pub use source::{Source, SourceKind, SourceLayer, open_file_source};
 pub use transfer::{BlobRef, Moved, PullReport, PushReport, TransferEvent, TransferEvents, is_registry_reference};

@@ -117,6 +117,12 @@ pub(crate) fn parse_reference(s: &str) -> Result<Reference> {
     s.parse::<Reference>().map_err(|e| Error::Invalid(format!("{s}: not an image reference: {e}")))
 }
 
+/// The registry an image reference names (`docker.io` when it names none): the one host that
+/// [`crate::Options::credentials`] for this reference must be given for.
+pub fn registry_of(reference: &str) -> Result<String> {
+    Ok(parse_reference(reference)?.registry().to_owned())
+}
+
 /// Whether an oci-client error is worth retrying.
 fn transient(e: &OciDistributionError) -> bool {
     match e {
@@ -151,8 +157,8 @@ fn auth_error(reference: &Reference, source: &str) -> Error {
     let repo = reference.repository();
     if source == "anonymous access" {
         Error::Auth(format!(
-            "{registry} requires credentials for {repo}: give them with --creds USER:PASSWORD, \
-             $CRFS_REGISTRY_CREDS, or `docker login {registry}`"
+            "{registry} requires credentials for {repo}: give them with --creds-file FILE, \
+             --authfile FILE, $CRFS_REGISTRY_CREDS, --creds USER, or `docker login {registry}`"
         ))
     } else {
         Error::Auth(format!("{registry} refused {source} for {repo} (wrong username or password?)"))

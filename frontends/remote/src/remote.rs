@@ -39,9 +39,24 @@ impl Credentials {
     }
 }
 
-/// The environment variable holding `USER:PASSWORD` for every registry, when
-/// [`Options::env_credentials`] is on.
+/// Credentials given explicitly for one registry host: sent to that host only, never to its
+/// mirrors nor to any other registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryCredentials {
+    /// The registry as named in image references (`docker.io`, `127.0.0.1:5000`).
+    pub registry: String,
+    pub credentials: Credentials,
+}
+
+/// The environment variable a front-end reads `USER:PASSWORD` from, for the registry named in
+/// the image reference (the CLI turns it into [`Options::credentials`]).
 pub const CREDS_ENV: &str = "CRFS_REGISTRY_CREDS";
+
+/// Whether two registry names are the same host (`docker.io` and `index.docker.io` are).
+pub fn same_registry(a: &str, b: &str) -> bool {
+    let norm = |r: &str| if r == "docker.io" { "index.docker.io".to_owned() } else { r.to_ascii_lowercase() };
+    norm(a) == norm(b)
+}
 
 /// When to give up on a range read, and how to space the retries of transient failures
 /// (connect errors, timeouts, 429, 5xx except 501, cut or short bodies).
@@ -99,15 +114,7 @@ impl Mirror {
     /// Whether this mirrors the registry of a reference (`docker.io` and `index.docker.io`
     /// are the same).
     pub(crate) fn mirrors(&self, registry: &str) -> bool {
-        Self::same_registry(&self.registry, registry)
-    }
-
-    /// Whether two registry names are the same registry (`docker.io` is `index.docker.io`).
-    fn same_registry(a: &str, b: &str) -> bool {
-        fn norm(r: &str) -> &str {
-            if r == "docker.io" { "index.docker.io" } else { r }
-        }
-        norm(a) == norm(b)
+        same_registry(&self.registry, registry)
     }
 }
 
@@ -134,10 +141,13 @@ pub struct Options {
     /// Registries configured on their own (a hosts.toml of their own), so `default_mirrors`
     /// do not apply to them.
     pub configured_registries: Vec<String>,
-    /// Credentials given explicitly (a flag); used for every registry, before anything else.
-    pub credentials: Option<Credentials>,
-    /// Read `USER:PASSWORD` from [`CREDS_ENV`] when no explicit credentials are given.
-    pub env_credentials: bool,
+    /// Credentials given explicitly (a flag, a file, [`CREDS_ENV`]), for their registry only;
+    /// they come before `auth_file` and the Docker config for that registry.
+    pub credentials: Option<RegistryCredentials>,
+    /// A file in Docker's config.json format (`auths`, `credHelpers`, `credsStore`; podman's
+    /// `--authfile`), looked up by the host contacted (registry or mirror), before the Docker
+    /// config. Read once, by [`Remote::new`].
+    pub auth_file: Option<PathBuf>,
     /// Look up `~/.docker/config.json` (`$DOCKER_CONFIG`): auths, credsStore, credHelpers.
     pub docker_config: bool,
     pub retry: RetryPolicy,
@@ -164,7 +174,7 @@ impl Default for Options {
             default_mirrors: Vec::new(),
             configured_registries: Vec::new(),
             credentials: None,
-            env_credentials: true,
+            auth_file: None,
             docker_config: true,
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(10),
@@ -191,7 +201,7 @@ impl Options {
     pub fn mirrors_of(&self, registry: &str) -> Vec<String> {
         let named: Vec<String> =
             self.mirrors.iter().filter(|m| m.mirrors(registry)).map(|m| m.mirror.clone()).collect();
-        let configured = self.configured_registries.iter().any(|r| Mirror::same_registry(r, registry));
+        let configured = self.configured_registries.iter().any(|r| same_registry(r, registry));
         if named.is_empty() && !configured { self.default_mirrors.clone() } else { named }
     }
 }
@@ -247,6 +257,8 @@ pub(crate) struct Inner {
     /// Auth state per `registry/repository`, shared by the blobs of that repository.
     pub repos: Mutex<HashMap<String, Arc<crate::fetch::RepoAuth>>>,
     pub options: Options,
+    /// The contents of `options.auth_file`.
+    auth_file: Option<Vec<u8>>,
     pub platform: Platform,
     pub counters: Counters,
     pub cache: Option<Arc<DiskCache>>,
@@ -264,6 +276,25 @@ impl Drop for Inner {
 impl std::fmt::Debug for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Remote").field("platform", &self.inner.platform).finish_non_exhaustive()
+    }
+}
+
+/// The basic auth a Docker config (or auth file) lookup found, if any.
+fn docker_auth(
+    registry: &str,
+    found: std::result::Result<docker_credential::DockerCredential, docker_credential::CredentialRetrievalError>,
+) -> Option<RegistryAuth> {
+    match found {
+        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => Some(RegistryAuth::Basic(u, p)),
+        Ok(docker_credential::DockerCredential::IdentityToken(_)) => {
+            tracing::warn!(
+                registry,
+                "the Docker config holds an identity token for this registry, which crfs cannot use; \
+                 trying anonymous access"
+            );
+            None
+        }
+        Err(_) => None,
     }
 }
 
@@ -314,6 +345,16 @@ impl Remote {
             .into_iter()
             .map(|(host, certs)| Ok((host, http_client(&options, certs)?)))
             .collect::<Result<_>>()?;
+        let auth_file = match &options.auth_file {
+            Some(path) => {
+                let json = std::fs::read(path).map_err(|e| Error::Local(format!("{}: {e}", path.display())))?;
+                if let Err(e) = serde_json::from_slice::<serde_json::Value>(&json) {
+                    return Err(Error::Invalid(format!("{}: not a JSON auth file: {e}", path.display())));
+                }
+                Some(json)
+            }
+            None => None,
+        };
         let platform = options.platform.clone().unwrap_or_else(Platform::host);
         let cache = match &options.cache {
             Some(c) => Some(Arc::new(DiskCache::open(&c.dir, c.max_bytes)?)),
@@ -329,6 +370,7 @@ impl Remote {
                 ca_pem,
                 repos: Mutex::new(HashMap::new()),
                 options,
+                auth_file,
                 platform,
                 counters: Counters::default(),
                 reading: crate::blob::Activity::default(),
@@ -437,35 +479,27 @@ impl Inner {
             .clone()
     }
 
-    /// The credentials for `registry`: explicit, then the environment, then the Docker config.
-    /// Returns the auth and where it came from (for error messages).
+    /// The credentials for `registry`, the host contacted (a registry or a mirror): explicit
+    /// ones if they name this host, then the auth file, then the Docker config. Returns the auth
+    /// and where it came from (for error messages).
     pub fn credentials_for(&self, registry: &str) -> (RegistryAuth, &'static str) {
-        let basic = |c: &Credentials| RegistryAuth::Basic(c.username.clone(), c.password.clone());
-        if let Some(c) = &self.options.credentials {
-            return (basic(c), "the given credentials");
-        }
-        if self.options.env_credentials
-            && let Ok(v) = std::env::var(CREDS_ENV)
-            && let Ok(c) = Credentials::parse(&v)
+        if let Some(c) = &self.options.credentials
+            && same_registry(&c.registry, registry)
         {
-            return (basic(&c), "the credentials in $CRFS_REGISTRY_CREDS");
+            let RegistryCredentials { credentials: Credentials { username, password }, .. } = c;
+            return (RegistryAuth::Basic(username.clone(), password.clone()), "the given credentials");
         }
-        if self.options.docker_config {
-            // docker_credential normalises docker.io <-> index.docker.io and runs helpers.
-            let key = if registry == "index.docker.io" { "docker.io" } else { registry };
-            match docker_credential::get_credential(key) {
-                Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
-                    return (RegistryAuth::Basic(u, p), "the Docker config credentials");
-                }
-                Ok(docker_credential::DockerCredential::IdentityToken(_)) => {
-                    tracing::warn!(
-                        registry,
-                        "the Docker config holds an identity token for this registry, which crfs cannot use; \
-                         trying anonymous access"
-                    );
-                }
-                Err(_) => {}
-            }
+        // docker_credential normalises docker.io <-> index.docker.io and runs helpers.
+        let key = if registry == "index.docker.io" { "docker.io" } else { registry };
+        if let Some(json) = &self.auth_file
+            && let Some(auth) = docker_auth(registry, docker_credential::get_credential_from_reader(&json[..], key))
+        {
+            return (auth, "the auth file credentials");
+        }
+        if self.options.docker_config
+            && let Some(auth) = docker_auth(registry, docker_credential::get_credential(key))
+        {
+            return (auth, "the Docker config credentials");
         }
         (RegistryAuth::Anonymous, "anonymous access")
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{Fault, PASSWORD, Proxy, USER, registry_with_image, test_options};
 use crfs_core::{Layer, ReadAt};
-use crfs_remote::{Credentials, Error, RegistryBlob, Remote};
+use crfs_remote::{Credentials, Error, Mirror, RegistryBlob, RegistryCredentials, Remote};
 
 fn fixture(name: &str) -> std::path::PathBuf {
     crfs_testkit::testdata().join("fixtures").join(name)
@@ -144,7 +144,8 @@ fn basic_auth_right_wrong_and_missing_credentials() {
     let (reg, _pushed) = registry_with_image("auth", true);
     let reference = format!("{}/test/all-types:v1", reg.host());
     let with = |creds: Option<Credentials>| {
-        Remote::new(crfs_remote::Options { credentials: creds, ..test_options() }).unwrap()
+        let credentials = creds.map(|credentials| RegistryCredentials { registry: reg.host(), credentials });
+        Remote::new(crfs_remote::Options { credentials, ..test_options() }).unwrap()
     };
 
     let good = with(Some(Credentials { username: USER.into(), password: PASSWORD.into() }));
@@ -172,6 +173,72 @@ fn basic_auth_right_wrong_and_missing_credentials() {
         crfs_core::Error::Io(e) => assert_eq!(e.errno, 13, "{e:?}"),
         e => panic!("{e}"),
     }
+}
+
+/// Explicit credentials go to the registry they name only: a mirror of it (a recording proxy in
+/// front of the same registry) and another registry host (another proxy) never see an
+/// `Authorization` header, and the registry itself gets them.
+#[test]
+fn explicit_credentials_reach_only_the_registry_they_name() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, _pushed) = registry_with_image("creds-scope", true);
+    let mirror = Proxy::start(reg.port, |_, _| Fault::Pass);
+    let other = Proxy::start(reg.port, |_, _| Fault::Pass);
+    let creds = |registry: String| RegistryCredentials {
+        registry,
+        credentials: Credentials { username: USER.into(), password: PASSWORD.into() },
+    };
+    let remote = Remote::new(crfs_remote::Options {
+        credentials: Some(creds(reg.host())),
+        mirrors: vec![Mirror { registry: reg.host(), mirror: mirror.host() }],
+        ..test_options()
+    })
+    .unwrap();
+
+    // The mirror refuses the anonymous client; the registry then serves it with the credentials.
+    let reference = format!("{}/test/all-types:v1", reg.host());
+    let image = remote.resolve(&reference).unwrap();
+    assert_eq!(image.mirror, None, "the mirror refused: the image came from the registry");
+    open_and_list(&remote, &reference);
+    let to_mirror = mirror.seen();
+    assert!(!to_mirror.is_empty(), "the mirror was tried first");
+    assert!(to_mirror.iter().all(|s| !s.authorization), "credentials reached the mirror: {to_mirror:?}");
+
+    // Another registry host gets none either, so it refuses.
+    let err = remote.resolve(&format!("{}/test/all-types:v1", other.host())).unwrap_err();
+    assert!(matches!(err, Error::Auth(_)) && err.to_string().contains("requires credentials"), "{err}");
+    let to_other = other.seen();
+    assert!(!to_other.is_empty() && to_other.iter().all(|s| !s.authorization), "{to_other:?}");
+
+    // The same host named by the credentials does get them (so the proxy does record them).
+    let named = Remote::new(crfs_remote::Options { credentials: Some(creds(other.host())), ..test_options() }).unwrap();
+    open_and_list(&named, &format!("{}/test/all-types:v1", other.host()));
+    assert!(other.seen().iter().any(|s| s.authorization), "the named host got the credentials");
+}
+
+/// `auth_file` (`--authfile`, Docker config.json format) gives each host its own credentials;
+/// a host it has no entry for gets none; a file that is not JSON is refused up front.
+#[test]
+fn auth_file_credentials_are_per_host() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, _pushed) = registry_with_image("authfile", true);
+    let other = Proxy::start(reg.port, |_, _| Fault::Pass);
+    let file = reg.dir.join("auth.json");
+    std::fs::write(&file, common::docker_auths_json(&reg.host())).unwrap();
+    let remote = Remote::new(crfs_remote::Options { auth_file: Some(file.clone()), ..test_options() }).unwrap();
+    open_and_list(&remote, &format!("{}/test/all-types:v1", reg.host()));
+    let err = remote.resolve(&format!("{}/test/all-types:v1", other.host())).unwrap_err();
+    assert!(matches!(err, Error::Auth(_)), "{err}");
+    assert!(other.seen().iter().all(|s| !s.authorization));
+
+    std::fs::write(&file, "USER:PASSWORD\n").unwrap();
+    let err = Remote::new(crfs_remote::Options { auth_file: Some(file.clone()), ..test_options() }).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)) && err.to_string().contains("not a JSON auth file"), "{err}");
+    assert!(!err.to_string().contains("PASSWORD"), "{err}");
 }
 
 /// Where the TOC and a small file's chunk live in the fixture, from a local open.
@@ -351,7 +418,10 @@ fn redirects_drop_credentials_and_expired_targets_are_resolved_again() {
     let (reg, pushed) = registry_with_image("redirect", true);
     let proxy = Proxy::start(reg.port, |s, _| if s.path.contains("/blobs/") { Fault::Redirect } else { Fault::Pass });
     let remote = Remote::new(crfs_remote::Options {
-        credentials: Some(Credentials { username: USER.into(), password: PASSWORD.into() }),
+        credentials: Some(RegistryCredentials {
+            registry: proxy.host(),
+            credentials: Credentials { username: USER.into(), password: PASSWORD.into() },
+        }),
         max_coalesce: 0, // one request per read, counted below
         ..common::counting_options()
     })
@@ -488,9 +558,7 @@ fn docker_config_credentials() {
     let (reg, _pushed) = registry_with_image("dockercfg", true);
     let config = reg.dir.join("docker-config");
     std::fs::create_dir_all(&config).unwrap();
-    let auth = common::base64_basic().trim_start_matches("Basic ").to_owned();
-    std::fs::write(config.join("config.json"), format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host()))
-        .unwrap();
+    std::fs::write(config.join("config.json"), common::docker_auths_json(&reg.host())).unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["docker_config_credentials", "--exact", "--nocapture"])
         .env("DOCKER_CONFIG", &config)

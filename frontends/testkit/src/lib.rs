@@ -344,6 +344,7 @@ pub struct TarBuilder {
 }
 
 /// What a [`TarBuilder`] entry is.
+#[derive(Clone, Copy, Debug)]
 pub enum TarEntry<'a> {
     Dir,
     File(&'a [u8]),

@@ -338,7 +338,6 @@ pub fn counting_options() -> crfs_remote::Options {
 /// Fast retries, so fault tests finish quickly.
 pub fn test_options() -> crfs_remote::Options {
     crfs_remote::Options {
-        env_credentials: false,
         docker_config: false,
         retry: crfs_remote::RetryPolicy {
             deadline: Duration::from_secs(20),
@@ -772,6 +771,12 @@ fn serve_conn(
         }
     }
     Ok(())
+}
+
+/// A Docker config.json (`auths`) giving USER:PASSWORD to `host`.
+pub fn docker_auths_json(host: &str) -> String {
+    let auth = base64_basic().trim_start_matches("Basic ").to_owned();
+    format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#)
 }
 
 /// `Basic base64(USER:PASSWORD)`, written out by hand to keep the helpers dependency-free.

@@ -82,6 +82,14 @@ where
             file_handle_converter: FileHandleConverter::new(),
         }
     }
+    /// `test_ctx` with a fixed handle generation, so handles stay valid across processes and a
+    /// fuzz corpus can hold them (crfs patch, PATCHES.md, "In-memory entry for fuzzing").
+    pub fn test_ctx_with_generation(export_name: &str, vfs: Arc<T>, generation: u64) -> Self {
+        let mut ctx = Self::test_ctx(export_name, vfs);
+        ctx.file_handle_converter = FileHandleConverter::with_generation_number(generation);
+        ctx
+    }
+
     #[must_use]
     pub fn root_dir(&self) -> nfs3_types::nfs3::nfs_fh3 {
         self.file_handle_converter.fh_to_nfs(&self.vfs.root_dir())
