@@ -325,7 +325,7 @@ fn a_basic_auth_destination_needs_credentials() {
     // From a file: `--creds USER:PASSWORD` would add its warning line about `ps`.
     let wrong = dir.join("wrong-creds");
     std::fs::write(&wrong, format!("{}:wrong\n", common::USER)).unwrap();
-    fails(&tmp, &["image", "convert", "--creds-file", &s(&wrong), &src_spec, &dst], "refused");
+    fails(&tmp, &["image", "convert", "--creds-file", s(&wrong), &src_spec, &dst], "refused");
     let creds = format!("{}:{}", common::USER, common::PASSWORD);
     // Nothing was published under the tag.
     let tag = format!("docker://{dst}");
