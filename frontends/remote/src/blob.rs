@@ -136,6 +136,12 @@ impl Ahead {
         (&mut self.streams[last], after, before)
     }
 
+    /// The ranges held without the disk cache: the streams' windows and the requests under way.
+    fn held_in_memory(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let windows = self.streams.iter().filter_map(|s| s.window.as_ref().map(|(at, w)| (*at, at + w.len() as u64)));
+        windows.chain(self.flights.iter().map(|f| (f.start, f.end)))
+    }
+
     /// Bytes `[start, end)` from some stream's memory window.
     fn windowed(&self, start: u64, end: u64) -> Option<Vec<u8>> {
         self.streams.iter().find_map(|s| {
@@ -244,9 +250,7 @@ impl Blob {
     /// How far from `start` the bytes are held without a new request: by a stream's window, a
     /// request under way, or the disk cache (as far as this process knows it).
     fn held_from(&self, a: &Ahead, start: u64) -> Option<u64> {
-        let windows = a.streams.iter().filter_map(|s| s.window.as_ref().map(|(at, w)| (*at, at + w.len() as u64)));
-        let flights = a.flights.iter().map(|f| (f.start, f.end));
-        let held = windows.chain(flights).filter(|&(s, e)| s <= start && start < e).map(|(_, e)| e).max();
+        let held = a.held_in_memory().filter(|&(s, e)| s <= start && start < e).map(|(_, e)| e).max();
         let cached = self.cache().and_then(|(cache, digest)| cache.held_from(digest, start));
         held.max(cached)
     }
@@ -256,10 +260,8 @@ impl Blob {
     /// the disk cache): reads arriving slightly out of order would otherwise make a backward
     /// request that fetches again what the forward run just brought.
     fn unheld_around(&self, a: &Ahead, start: u64, end: u64, f_start: u64, f_end: u64) -> (u64, u64) {
-        let windows = a.streams.iter().filter_map(|s| s.window.as_ref().map(|(at, w)| (*at, at + w.len() as u64)));
-        let flights = a.flights.iter().map(|f| (f.start, f.end));
         let (mut lo, mut hi) = (f_start, f_end);
-        for (s, e) in windows.chain(flights) {
+        for (s, e) in a.held_in_memory() {
             if e > end && s < hi {
                 hi = hi.min(s.max(end));
             }

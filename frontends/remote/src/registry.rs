@@ -235,11 +235,12 @@ impl Inner {
         }))
     }
 
-    fn blob_url(&self, reference: &Reference, digest: &str) -> Result<reqwest::Url> {
+    /// `…/v2/REPO/KIND/NAME` at the reference's host (`blobs` by digest, `manifests` by tag or
+    /// digest), with `?ns=` when the host is a mirror.
+    fn v2_url(&self, reference: &Reference, kind: &str, name: &str) -> Result<reqwest::Url> {
         let registry = reference.resolve_registry();
         let ns = reference.namespace().map(|ns| format!("?ns={ns}")).unwrap_or_default();
-        let url =
-            format!("{}://{registry}/v2/{}/blobs/{digest}{ns}", self.scheme_for(registry), reference.repository());
+        let url = format!("{}://{registry}/v2/{}/{kind}/{name}{ns}", self.scheme_for(registry), reference.repository());
         reqwest::Url::parse(&url).map_err(|e| Error::Invalid(format!("{url}: {e}")))
     }
 }
@@ -272,10 +273,7 @@ fn parse_manifest(bytes: &[u8], digest: &str) -> Result<OciManifest> {
 pub(crate) async fn fetch_manifest_checked(inner: &Arc<Inner>, reference: &Reference) -> Result<(Vec<u8>, String)> {
     let registry = reference.resolve_registry();
     let version = reference.digest().or(reference.tag()).unwrap_or("latest");
-    let ns = reference.namespace().map(|ns| format!("?ns={ns}")).unwrap_or_default();
-    let url =
-        format!("{}://{registry}/v2/{}/manifests/{version}{ns}", inner.scheme_for(registry), reference.repository());
-    let url = reqwest::Url::parse(&url).map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
+    let url = inner.v2_url(reference, "manifests", version)?;
     let auth = inner.repo_auth(reference);
     let source = auth.source;
     let ep = crate::fetch::Endpoint::new(url, Some(auth));
@@ -477,7 +475,7 @@ impl Remote {
         if crfs_core::Digest::parse(digest).is_none() {
             return Err(Error::Invalid(format!("{digest}: not a sha256 digest")));
         }
-        let url = self.inner.blob_url(&reference, digest)?;
+        let url = self.inner.v2_url(&reference, "blobs", digest)?;
         let auth = self.inner.repo_auth(&reference);
         Ok(RegistryBlob {
             blob: Blob {
