@@ -21,7 +21,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oci_client::RegistryOperation;
 use oci_client::secrets::RegistryAuth;
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
@@ -29,10 +28,10 @@ use reqwest::{StatusCode, Url};
 use crate::cache::{CacheWriter, DiskCache};
 use crate::error::{Class, FetchError};
 use crate::remote::{Counters, Inner};
+use crate::token::{self, Credential};
 
 /// How requests to one registry repository authenticate, shared by all its blobs.
 pub(crate) struct RepoAuth {
-    pub oci: oci_client::Client,
     pub reference: oci_client::Reference,
     pub creds: RegistryAuth,
     /// Where `creds` came from, for messages.
@@ -40,72 +39,51 @@ pub(crate) struct RepoAuth {
     state: tokio::sync::Mutex<AuthState>,
 }
 
-#[derive(Clone, PartialEq, Eq)]
-enum AuthHeader {
-    Unknown,
-    None,
-    Bearer(String),
-    Basic(String, String),
-}
-
 struct AuthState {
-    header: AuthHeader,
+    /// `None` until the registry was first asked (see `token`).
+    credential: Option<Credential>,
     /// Bumped at every refresh, so concurrent 401s refresh once.
     generation: u64,
 }
 
 impl RepoAuth {
-    pub fn new(
-        oci: oci_client::Client,
-        reference: oci_client::Reference,
-        creds: RegistryAuth,
-        source: &'static str,
-    ) -> Self {
+    pub fn new(reference: oci_client::Reference, creds: RegistryAuth, source: &'static str) -> Self {
         RepoAuth {
-            oci,
             reference,
             creds,
             source,
-            state: tokio::sync::Mutex::new(AuthState { header: AuthHeader::Unknown, generation: 0 }),
+            state: tokio::sync::Mutex::new(AuthState { credential: None, generation: 0 }),
         }
     }
 
-    async fn current(&self) -> Result<(AuthHeader, u64), FetchError> {
+    async fn current(&self, inner: &Inner) -> Result<(Credential, u64), FetchError> {
         let mut st = self.state.lock().await;
-        if st.header == AuthHeader::Unknown {
-            st.header = self.fetch().await?;
-            st.generation += 1;
-        }
-        Ok((st.header.clone(), st.generation))
+        let credential = match &st.credential {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.fetch(inner).await?;
+                st.credential = Some(c.clone());
+                st.generation += 1;
+                c
+            }
+        };
+        Ok((credential, st.generation))
     }
 
     /// Gets a new token unless another request already did since `seen`.
-    async fn refresh(&self, seen: u64) -> Result<(), FetchError> {
+    async fn refresh(&self, inner: &Inner, seen: u64) -> Result<(), FetchError> {
         let mut st = self.state.lock().await;
         if st.generation == seen {
-            st.header = self.fetch().await?;
+            st.credential = Some(self.fetch(inner).await?);
             st.generation += 1;
         }
         Ok(())
     }
 
     /// Asks the registry how to authenticate (GET /v2/, then the token realm for bearer auth).
-    async fn fetch(&self) -> Result<AuthHeader, FetchError> {
-        match self.oci.auth(&self.reference, &self.creds, RegistryOperation::Pull).await {
-            Ok(Some(token)) => Ok(AuthHeader::Bearer(token)),
-            Ok(None) => Ok(match &self.creds {
-                RegistryAuth::Basic(u, p) => AuthHeader::Basic(u.clone(), p.clone()),
-                _ => AuthHeader::None,
-            }),
-            Err(oci_client::errors::OciDistributionError::RequestError(e)) => {
-                Err(FetchError::transient("registry token request failed", e.to_string()))
-            }
-            Err(e) => Err(FetchError::new(
-                Class::Unauthorized,
-                "registry refused the credentials",
-                format!("{} with {}: {e}", self.reference.resolve_registry(), self.source),
-            )),
-        }
+    async fn fetch(&self, inner: &Inner) -> Result<Credential, FetchError> {
+        let registry = self.reference.resolve_registry();
+        token::pull_credential(inner, registry, self.reference.repository(), &self.creds, self.source).await
     }
 }
 
@@ -150,12 +128,12 @@ impl Endpoint {
         let mut req = inner.http_for(&url).request(method, url);
         let mut generation = 0;
         if same_origin && let Some(auth) = &self.auth {
-            let (header, g) = auth.current().await?;
+            let (credential, g) = auth.current(inner).await?;
             generation = g;
-            req = match header {
-                AuthHeader::Bearer(t) => req.bearer_auth(t),
-                AuthHeader::Basic(u, p) => req.basic_auth(u, Some(p)),
-                AuthHeader::None | AuthHeader::Unknown => req,
+            req = match credential {
+                Credential::Bearer(t) => req.bearer_auth(t),
+                Credential::Basic(u, p) => req.basic_auth(u, Some(p)),
+                Credential::Nothing => req,
             };
         }
         Ok((req, direct, generation))
@@ -163,7 +141,7 @@ impl Endpoint {
 }
 
 /// Classifies a reqwest error: everything on the wire is transient; building errors are not.
-fn classify(e: &reqwest::Error, what: &'static str) -> FetchError {
+pub(crate) fn classify(e: &reqwest::Error, what: &'static str) -> FetchError {
     if e.is_builder() || e.is_redirect() {
         FetchError::permanent(what, e.to_string())
     } else {
@@ -224,7 +202,7 @@ pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     (a <= b).then_some((a, b, total))
 }
 
-fn header_u64(resp: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<u64> {
+pub(crate) fn header_u64(resp: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<u64> {
     resp.headers().get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
@@ -388,18 +366,39 @@ async fn manifest_attempt(
     if !status.is_success() {
         return Err(status_error(status, direct, resp.url()));
     }
-    let too_large = |n: u64| FetchError::permanent("manifest too large", format!("{n} bytes, at most {max} taken"));
+    let too_large = |what: String| FetchError::permanent("manifest too large", format!("{what}, at most {max} taken"));
     if let Some(len) = header_u64(&resp, CONTENT_LENGTH).filter(|&len| len > max) {
-        return Err(too_large(len));
+        return Err(too_large(format!("{len} bytes")));
     }
-    let mut body = Vec::new();
+    let body = read_at_most(&mut resp, max).await?;
+    if !body.complete {
+        return Err(too_large(format!("more than {max} bytes")));
+    }
+    Ok(body.bytes)
+}
+
+/// The start of a response body, read under a bound.
+pub(crate) struct BoundedBody {
+    /// At most the bound's worth of bytes.
+    pub bytes: Vec<u8>,
+    /// Whether that is the whole body (false: more arrived, and reading stopped there).
+    pub complete: bool,
+}
+
+/// Reads a response body until it ends or passes `max` bytes, whichever comes first; nothing
+/// past `max` is kept and no more is read once it is passed.
+pub(crate) async fn read_at_most(resp: &mut reqwest::Response, max: u64) -> Result<BoundedBody, FetchError> {
+    let cap = usize::try_from(max).unwrap_or(usize::MAX);
+    let mut bytes = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, "reading the response failed"))? {
-        if (body.len() + chunk.len()) as u64 > max {
-            return Err(too_large((body.len() + chunk.len()) as u64));
+        if bytes.len() + chunk.len() > cap {
+            let room = cap - bytes.len();
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(BoundedBody { bytes, complete: false });
         }
-        body.extend_from_slice(&chunk);
+        bytes.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(BoundedBody { bytes, complete: true })
 }
 
 /// The retry policy and the auth/redirect rules, applied between attempts.
@@ -435,7 +434,7 @@ impl<'a> Retry<'a> {
             Class::Unauthorized if !self.refreshed && self.ep.auth.is_some() => {
                 self.refreshed = true;
                 if let Some(auth) = &self.ep.auth {
-                    auth.refresh(generation).await?;
+                    auth.refresh(self.inner, generation).await?;
                 }
                 Ok(())
             }

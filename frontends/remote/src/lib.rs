@@ -44,11 +44,13 @@
 //! It must never depend on crfs-vfs, crfs-fuse, crfs-nfs or the CLI, nor look inside a layer:
 //! it sees bytes and descriptors, never a TOC entry (data flows remote → core → vfs).
 //!
-//! Crates: oci-client for manifests, platform choice, tokens, and whole-image pulls and pushes
-//! (futures-util and bytes for its upload streams); reqwest (rustls with the ring
-//! provider) for the blob range requests, because oci-client's partial-blob call hides the
-//! Content-Range it got and cannot cache redirect targets; docker_credential for the Docker
-//! config; toml for containerd's hosts.toml files.
+//! Crates: oci-client for references, manifest types, and whole-image pulls and pushes
+//! (futures-util and bytes for its upload streams); reqwest (rustls with the ring provider)
+//! for everything a mount asks (blob ranges, manifests, tokens), because oci-client's
+//! partial-blob call hides the Content-Range it got, cannot cache redirect targets, and reads
+//! manifests and token answers whole, with no bound; http-auth to parse `WWW-Authenticate`
+//! (see `token`); docker_credential for the Docker config; toml for containerd's hosts.toml
+//! files.
 
 mod blob;
 mod cache;
@@ -60,6 +62,7 @@ mod platform;
 mod registry;
 mod remote;
 mod source;
+mod token;
 mod transfer;
 
 pub use blob::{COALESCE_GAP, COALESCE_START, HttpBlob, MAX_STREAMS, PREFETCH_PIECE, RegistryBlob};

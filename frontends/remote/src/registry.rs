@@ -231,7 +231,7 @@ impl Inner {
         let mut repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(repos.entry(key).or_insert_with(|| {
             let (creds, source) = self.credentials_for(&registry);
-            Arc::new(RepoAuth::new(self.registry_client(&registry), reference.clone(), creds, source))
+            Arc::new(RepoAuth::new(reference.clone(), creds, source))
         }))
     }
 

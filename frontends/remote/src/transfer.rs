@@ -298,6 +298,13 @@ impl Session {
         let media_type = media_type_of(&value)
             .ok_or_else(|| Error::Protocol(format!("{}: neither a manifest nor an index", self.reference.whole())))?;
         let top = BlobRef { media_type, digest, size: data.len() as u64 };
+        // Manifests came through crfs's own client; blobs come through oci-client, which needs
+        // the credentials (and a pull token) of its own.
+        let (client, auth, reference) = (&self.client, &self.auth, &self.reference);
+        self.inner
+            .retry_oci(|| client.auth(reference, auth, RegistryOperation::Pull))
+            .await
+            .map_err(|e| self.explain(e))?;
         let mut report = PullReport { top: top.clone(), manifests: 0, blobs: 0, bytes: 0 };
         let mut todo = vec![(top.clone(), Some(data), 0usize)];
         let mut seen_blobs = HashSet::new();

@@ -542,6 +542,35 @@ fn anonymous_bearer_tokens_and_their_expiry() {
     assert!(proxy.blob_gets().iter().all(|s| s.range.is_some()));
 }
 
+/// With credentials and a registry that wants bearer tokens (a private repository at Docker
+/// Hub, say), the token is asked for with the basic credentials, and the registry itself only
+/// ever sees the token.
+#[test]
+fn bearer_tokens_are_asked_for_with_the_credentials() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, _pushed) = registry_with_image("bearer-creds", false);
+    let proxy = Proxy::start_with_tokens(reg.port);
+    let remote = Remote::new(crfs_remote::Options {
+        credentials: Some(RegistryCredentials {
+            registry: proxy.host(),
+            credentials: Credentials { username: USER.into(), password: PASSWORD.into() },
+        }),
+        ..test_options()
+    })
+    .unwrap();
+    open_and_list(&remote, &format!("{}/test/all-types:v1", proxy.host()));
+    let seen = proxy.seen();
+    let tokens: Vec<_> = seen.iter().filter(|s| s.path.starts_with("/token")).collect();
+    assert_eq!(tokens.len(), 1, "{seen:?}");
+    assert!(tokens[0].authorization, "the token request carries the credentials");
+    assert!(tokens[0].path.contains("scope=repository%3Atest%2Fall-types%3Apull"), "{}", tokens[0].path);
+    assert!(tokens[0].path.contains("service=crfs-test"), "{}", tokens[0].path);
+    let repo: Vec<_> = seen.iter().filter(|s| s.path.starts_with("/v2/test/")).collect();
+    assert!(!repo.is_empty() && repo.iter().all(|s| s.authorization), "{repo:?}");
+}
+
 /// The Docker config is read from $DOCKER_CONFIG, which only a child process can set safely:
 /// the test runs itself again with it.
 #[test]
@@ -1047,42 +1076,65 @@ fn concurrent_reads_wait_for_a_coalesced_request_under_way() {
     }
 }
 
+/// A server of its own on loopback: each connection's request line goes to `answer` with the
+/// connection (headers already read). Returns the port.
+fn hostile_server(answer: impl Fn(&str, &mut std::net::TcpStream) + Send + 'static) -> u16 {
+    use std::io::{BufRead, BufReader};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            while reader.read_line(&mut String::new()).is_ok_and(|n| n > 2) {}
+            answer(&line, &mut conn);
+        }
+    });
+    port
+}
+
+/// Writes `head`, then an endless body of spaces after `prefix` (up to 1 GiB), counting the
+/// body bytes in `sent`.
+fn send_endless(conn: &mut std::net::TcpStream, head: &str, prefix: &[u8], sent: &std::sync::atomic::AtomicU64) {
+    use std::io::Write;
+    let _ = conn.write_all(head.as_bytes());
+    let _ = conn.write_all(prefix);
+    let piece = vec![b' '; 64 << 10];
+    while conn.write_all(&piece).is_ok() {
+        if sent.fetch_add(piece.len() as u64, std::sync::atomic::Ordering::SeqCst) > 1 << 30 {
+            break;
+        }
+    }
+}
+
+/// The head of a 200 answer: with a Content-Length claiming a gigabyte, or without one.
+fn endless_head(content_type: &str, claim_length: bool) -> String {
+    let length = if claim_length { "Content-Length: 1073741824" } else { "Connection: close" };
+    format!("HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n{length}\r\n\r\n")
+}
+
 /// A registry of its own that answers every manifest GET with an endless body, with or without
 /// a Content-Length claiming a gigabyte: resolving fails with a clear error after at most the
 /// manifest bound, instead of holding what the server sends.
 #[test]
 fn an_endless_manifest_is_refused_while_it_arrives() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::Write;
     for claim_length in [true, false] {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = Arc::clone(&sent);
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { return };
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                while reader.read_line(&mut String::new()).is_ok_and(|n| n > 2) {}
-                if !line.contains("/manifests/") {
-                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
-                    continue;
-                }
-                let head = if claim_length {
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 1073741824\r\n\r\n"
-                } else {
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n"
-                };
-                let _ = conn.write_all(head.as_bytes());
-                let piece = vec![b' '; 64 << 10];
-                while conn.write_all(&piece).is_ok() {
-                    let total = counter.fetch_add(piece.len() as u64, std::sync::atomic::Ordering::SeqCst);
-                    if total > 1 << 30 {
-                        break;
-                    }
-                }
+        let port = hostile_server(move |line, conn| {
+            if !line.contains("/manifests/") {
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+                return;
             }
+            send_endless(
+                conn,
+                &endless_head("application/vnd.oci.image.manifest.v1+json", claim_length),
+                b"",
+                &counter,
+            );
         });
         let remote = Remote::new(test_options()).unwrap();
         let t0 = std::time::Instant::now();
@@ -1092,6 +1144,49 @@ fn an_endless_manifest_is_refused_while_it_arrives() {
         eprintln!("claim {claim_length}: {err} after {took:?}; server had sent {sent} body bytes");
         assert!(matches!(err, Error::Protocol(_)), "{err}");
         assert!(err.to_string().contains("manifest too large"), "{err}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        assert!(sent < 64 << 20, "the client stopped reading early: {sent} bytes sent");
+    }
+}
+
+/// A registry whose token server answers with an endless token (with or without a Content-Length
+/// claiming a gigabyte), or refuses with an endless explanation: resolving fails with a clear
+/// error, quickly, having read at most about the token bound.
+#[test]
+fn an_endless_token_answer_is_refused_while_it_arrives() {
+    use std::io::Write;
+    for (claim_length, refuse) in [(true, false), (false, false), (false, true)] {
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = Arc::clone(&sent);
+        let port = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let own_port = Arc::clone(&port);
+        let bound = hostile_server(move |line, conn| {
+            if line.starts_with("GET /token") {
+                let head = if refuse {
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
+                        .to_owned()
+                } else {
+                    endless_head("application/json", claim_length)
+                };
+                send_endless(conn, &head, b"{\"token\":\"", &counter);
+                return;
+            }
+            let realm = format!("http://127.0.0.1:{}/token", own_port.load(std::sync::atomic::Ordering::SeqCst));
+            let head = format!(
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"hostile\"\r\n\
+                 Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            );
+            let _ = conn.write_all(head.as_bytes());
+        });
+        port.store(bound, std::sync::atomic::Ordering::SeqCst);
+        let remote = Remote::new(test_options()).unwrap();
+        let t0 = std::time::Instant::now();
+        let err = remote.resolve(&format!("127.0.0.1:{bound}/hostile/image:v1")).unwrap_err();
+        let took = t0.elapsed();
+        let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+        eprintln!("claim {claim_length}, refuse {refuse}: {err} after {took:?}; token server sent {sent} body bytes");
+        let expected = if refuse { "requires credentials" } else { "token answer too large" };
+        assert!(err.to_string().contains(expected), "{err}");
         assert!(took < Duration::from_secs(10), "{took:?}");
         assert!(sent < 64 << 20, "the client stopped reading early: {sent} bytes sent");
     }
