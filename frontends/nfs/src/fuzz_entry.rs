@@ -4,8 +4,8 @@
 //!
 //! [`nfs_records`] feeds arbitrary bytes, as the byte stream of one client connection, to the
 //! vendored nfs3_server's connection loop (`test_reexports::process_socket`) over an in-memory
-//! duplex stream: no socket, no port. The server serves [`NfsFs`] over a layer opened from the
-//! all-types fixture (every entry kind, hardlinks, whiteouts), so a call that carries a valid
+//! duplex stream: no socket, no port. The server serves [`NfsFs`] over a layer opened afresh
+//! for each input from the all-types fixture (every entry kind, hardlinks, whiteouts), so a call that carries a valid
 //! handle reaches crfs's own LOOKUP, READ, READDIR(PLUS), ACCESS and READLINK code. Handles
 //! carry the fixed [`GENERATION`] and the fixture's TOC digest, so they are the same in every
 //! process and a corpus can hold them.
@@ -66,19 +66,12 @@ pub fn connect(fs: Arc<FixtureFs>) -> (DuplexStream, JoinHandle<()>) {
     (client, connection)
 }
 
-/// The runtime and file system every input is served by, made on first use.
-struct Served {
-    runtime: tokio::runtime::Runtime,
-    fs: Arc<FixtureFs>,
-}
-
-fn served() -> Result<&'static Served, Finding> {
-    static SERVED: OnceLock<Option<Served>> = OnceLock::new();
-    let made = SERVED.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().ok()?;
-        Some(Served { runtime, fs: Arc::new(fixture_fs()?) })
-    });
-    made.as_ref().ok_or(Finding("the fixture layer or the runtime could not be set up"))
+/// The runtime every input is served on, made on first use. It holds no file-system state:
+/// each input gets a file system of its own (see [`nfs_records`]).
+fn runtime() -> Result<&'static tokio::runtime::Runtime, Finding> {
+    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    let made = RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_time().build().ok());
+    made.as_ref().ok_or(Finding("the runtime could not be set up"))
 }
 
 /// The byte stream an input stands for (see the module docs).
@@ -112,10 +105,16 @@ pub fn input_of_calls<'a>(calls: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> 
 
 /// Serves `data` (see the module docs) as one connection and returns the reply bytes' count.
 pub fn nfs_records(data: &[u8]) -> Result<u64, Finding> {
-    let served = served()?;
+    let runtime = runtime()?;
+    // A fresh file system per input, so that no input's outcome depends on the inputs before
+    // it: a finding replays alone, and a chunk cached by one input cannot hide the decode and
+    // verify paths from the next. It costs about 3.6 ms per input in the fuzz build (the
+    // committed corpus ran in 2.2 s instead of 0.6 s) and reaches more code (cov 8,047
+    // instead of 6,195 on that corpus).
+    let fs = Arc::new(fixture_fs().ok_or(Finding("the fixture layer could not be opened"))?);
     let stream = stream_of(data);
-    served.runtime.block_on(async move {
-        let (client, connection) = connect(Arc::clone(&served.fs));
+    runtime.block_on(async move {
+        let (client, connection) = connect(fs);
         let abort = connection.abort_handle();
         let (mut from_server, mut to_server) = tokio::io::split(client);
         let send = async move {
