@@ -259,22 +259,25 @@ pub(crate) enum Got {
     FromWhole(Vec<u8>, Option<CacheWriter>),
 }
 
-/// One attempt at `[start, end)` of a blob of `size` bytes.
-async fn attempt(
+/// Sends a GET for the blob at `ep` (with `Range: bytes=START-(END-1)` when `range` is given)
+/// and returns its answer when it is a success; caches the redirect target it was sent to.
+/// `seen_generation` gets the auth generation used.
+async fn send_get(
     inner: &Inner,
     ep: &Endpoint,
-    size: u64,
-    start: u64,
-    end: u64,
+    range: Option<(u64, u64)>,
     seen_generation: &mut u64,
-    cache: Option<&DiskCache>,
-) -> Result<Got, FetchError> {
+) -> Result<reqwest::Response, FetchError> {
     let (req, direct, generation) = ep.request(inner, reqwest::Method::GET).await?;
     *seen_generation = generation;
-    let req = req.header(RANGE, format!("bytes={}-{}", start, end - 1)).header(ACCEPT_ENCODING, "identity");
+    let req = match range {
+        Some((start, end)) => req.header(RANGE, format!("bytes={}-{}", start, end - 1)),
+        None => req,
+    };
+    let req = req.header(ACCEPT_ENCODING, "identity");
     Counters::add(&inner.counters.requests, 1);
     let timeout = inner.options.request_timeout;
-    let mut resp = match tokio::time::timeout(timeout, req.send()).await {
+    let resp = match tokio::time::timeout(timeout, req.send()).await {
         Err(_) => return Err(FetchError::transient("request timed out", format!("no answer in {timeout:?}"))),
         Ok(Err(e)) => return Err(classify(&e, "request failed")),
         Ok(Ok(r)) => r,
@@ -286,23 +289,43 @@ async fn attempt(
     }
     if !direct && final_url != ep.url {
         tracing::debug!(from = %redact(&ep.url), to = %redact(&final_url), "blob redirected; caching the target");
-        ep.set_redirect(Some(final_url.clone()));
+        ep.set_redirect(Some(final_url));
     }
-    match status {
+    Ok(resp)
+}
+
+/// Checks that a 206 answer's Content-Range is exactly `[start, end)` of a blob of `size`.
+fn check_partial(resp: &reqwest::Response, size: u64, start: u64, end: u64) -> Result<(), FetchError> {
+    let cr = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let Some((a, b, total)) = cr.as_deref().and_then(parse_content_range) else {
+        return Err(FetchError::permanent(
+            "206 without a valid Content-Range",
+            format!("Content-Range {cr:?} from {}", redact(resp.url())),
+        ));
+    };
+    if a != start || b != end - 1 || total.is_some_and(|t| t != size) {
+        return Err(FetchError::transient(
+            "206 for another range than asked",
+            format!("asked bytes {start}-{}/{size}, got {}", end - 1, cr.unwrap_or_default()),
+        ));
+    }
+    Ok(())
+}
+
+/// One attempt at `[start, end)` of a blob of `size` bytes.
+async fn attempt(
+    inner: &Inner,
+    ep: &Endpoint,
+    size: u64,
+    start: u64,
+    end: u64,
+    seen_generation: &mut u64,
+    cache: Option<&DiskCache>,
+) -> Result<Got, FetchError> {
+    let mut resp = send_get(inner, ep, Some((start, end)), seen_generation).await?;
+    match resp.status() {
         StatusCode::PARTIAL_CONTENT => {
-            let cr = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            let Some((a, b, total)) = cr.as_deref().and_then(parse_content_range) else {
-                return Err(FetchError::permanent(
-                    "206 without a valid Content-Range",
-                    format!("Content-Range {cr:?} from {}", redact(&final_url)),
-                ));
-            };
-            if a != start || b != end - 1 || total.is_some_and(|t| t != size) {
-                return Err(FetchError::transient(
-                    "206 for another range than asked",
-                    format!("asked bytes {start}-{}/{size}, got {}", end - 1, cr.unwrap_or_default()),
-                ));
-            }
+            check_partial(&resp, size, start, end)?;
             let want = end - start;
             let mut out = Vec::with_capacity(usize::try_from(want).unwrap_or(0));
             while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, "reading the response failed"))? {
@@ -323,9 +346,104 @@ async fn attempt(
         }
         other => Err(FetchError::permanent(
             "unexpected HTTP status",
-            format!("{other} from {} for a range request", redact(&final_url)),
+            format!("{other} from {} for a range request", redact(resp.url())),
         )),
     }
+}
+
+/// Why streaming a blob stopped.
+#[derive(Debug)]
+pub(crate) enum StreamError {
+    /// The network or server, after the retry policy.
+    Fetch(FetchError),
+    /// The sink refused the bytes (a local write failed).
+    Sink(std::io::Error),
+}
+
+/// Streams a whole blob of `size` bytes to `sink`, in order, each byte once, under the retry
+/// policy. A body cut short is resumed with a Range from the first byte not yet received, and
+/// the policy's deadline starts again whenever an attempt brought bytes, so a long transfer
+/// is not given up for one late cut. Answers are taken as range reads take them: a 206 with
+/// exactly the asked Content-Range, or a 200 with the blob's size (to a resumed request, the
+/// bytes already received are skipped); a body longer than the blob is an error.
+pub(crate) async fn stream_blob(
+    inner: &Inner,
+    ep: &Endpoint,
+    size: u64,
+    sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+) -> Result<(), StreamError> {
+    let mut retry = Retry::new(inner, ep);
+    let mut done = 0u64;
+    loop {
+        let before = done;
+        let mut generation = 0;
+        match stream_attempt(inner, ep, size, &mut done, &mut generation, sink).await {
+            Ok(()) => return Ok(()),
+            Err(StreamError::Fetch(e)) => {
+                if done > before {
+                    retry = Retry::new(inner, ep);
+                }
+                retry.after(e, generation).await.map_err(StreamError::Fetch)?;
+            }
+            Err(sink_error) => return Err(sink_error),
+        }
+    }
+}
+
+/// One attempt of [`stream_blob`], from byte `done` on; `done` counts what reached the sink.
+async fn stream_attempt(
+    inner: &Inner,
+    ep: &Endpoint,
+    size: u64,
+    done: &mut u64,
+    seen_generation: &mut u64,
+    sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+) -> Result<(), StreamError> {
+    let fetch = StreamError::Fetch;
+    let range = (*done > 0).then_some((*done, size));
+    let mut resp = send_get(inner, ep, range, seen_generation).await.map_err(fetch)?;
+    // Where the body starts in the blob.
+    let mut pos = match resp.status() {
+        StatusCode::PARTIAL_CONTENT => {
+            check_partial(&resp, size, *done, size).map_err(fetch)?;
+            *done
+        }
+        StatusCode::OK => {
+            if let Some(len) = header_u64(&resp, CONTENT_LENGTH).filter(|&len| len != size) {
+                return Err(fetch(FetchError::permanent(
+                    "server sent 200 with a body that is not the blob",
+                    format!("Content-Length {len}, blob size {size}"),
+                )));
+            }
+            0
+        }
+        other => {
+            return Err(fetch(FetchError::permanent(
+                "unexpected HTTP status",
+                format!("{other} from {} for a blob", redact(resp.url())),
+            )));
+        }
+    };
+    while let Some(chunk) = resp.chunk().await.map_err(|e| fetch(classify(&e, "reading the response failed")))? {
+        Counters::add(&inner.counters.bytes, chunk.len() as u64);
+        let c_end = pos + chunk.len() as u64;
+        if c_end > size {
+            return Err(fetch(FetchError::permanent(
+                "response longer than the blob",
+                format!("more than {size} bytes"),
+            )));
+        }
+        if c_end > *done {
+            let skip = usize::try_from(done.saturating_sub(pos)).unwrap_or(0);
+            sink(&chunk[skip..]).map_err(StreamError::Sink)?;
+            *done = c_end;
+        }
+        pos = c_end;
+    }
+    if *done < size {
+        return Err(fetch(FetchError::transient("response body cut short", format!("{done} of {size} bytes"))));
+    }
+    Ok(())
 }
 
 /// A manifest or index: the body of a GET with `Accept: accept`, at most `max` bytes (a longer

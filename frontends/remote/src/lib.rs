@@ -44,7 +44,7 @@
 //! It must never depend on crfs-vfs, crfs-fuse, crfs-nfs or the CLI, nor look inside a layer:
 //! it sees bytes and descriptors, never a TOC entry (data flows remote → core → vfs).
 //!
-//! Crates: oci-client for references, manifest types, and whole-image pulls and pushes
+//! Crates: oci-client for references, manifest types, and whole-image pushes
 //! (futures-util and bytes for its upload streams); reqwest (rustls with the ring provider)
 //! for everything a mount asks (blob ranges, manifests, tokens), because oci-client's
 //! partial-blob call hides the Content-Range it got, cannot cache redirect targets, and reads

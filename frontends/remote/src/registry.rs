@@ -152,7 +152,7 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 /// The error for credentials a registry refused (or asked for), saying how to give them.
-fn auth_error(reference: &Reference, source: &str) -> Error {
+pub(crate) fn auth_error(reference: &Reference, source: &str) -> Error {
     let registry = reference.resolve_registry();
     let repo = reference.repository();
     if source == "anonymous access" {
@@ -225,7 +225,7 @@ impl Inner {
     }
 
     /// The shared auth state of one repository.
-    fn repo_auth(&self, reference: &Reference) -> Arc<RepoAuth> {
+    pub(crate) fn repo_auth(&self, reference: &Reference) -> Arc<RepoAuth> {
         let registry = reference.resolve_registry().to_owned();
         let key = format!("{registry}/{}", reference.repository());
         let mut repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,7 +237,7 @@ impl Inner {
 
     /// `…/v2/REPO/KIND/NAME` at the reference's host (`blobs` by digest, `manifests` by tag or
     /// digest), with `?ns=` when the host is a mirror.
-    fn v2_url(&self, reference: &Reference, kind: &str, name: &str) -> Result<reqwest::Url> {
+    pub(crate) fn v2_url(&self, reference: &Reference, kind: &str, name: &str) -> Result<reqwest::Url> {
         let registry = reference.resolve_registry();
         let ns = reference.namespace().map(|ns| format!("?ns={ns}")).unwrap_or_default();
         let url = format!("{}://{registry}/v2/{}/{kind}/{name}{ns}", self.scheme_for(registry), reference.repository());

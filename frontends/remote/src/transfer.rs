@@ -11,15 +11,17 @@
 //! index under the tag (or by digest). The tag is written last, so a failure leaves nothing
 //! new under it.
 //!
-//! Both go through oci-client (tokens for pull and push scopes, basic auth, chunked uploads,
-//! cross-repository mounts), with the transient-failure retries of [`crate::RetryPolicy`].
+//! Pulls go through crfs's own client, as a mount's reads do (bounded manifests and tokens,
+//! retries that resume a cut body where it stopped, credentials never sent to blob storage).
+//! Pushes go through oci-client (push-scope tokens, basic auth, chunked uploads,
+//! cross-repository mounts), with the transient-failure retries of [`crate::RetryPolicy`];
+//! oci-client reads the destination's tokens and error answers whole.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use oci_client::Reference;
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{
@@ -28,9 +30,10 @@ use oci_client::manifest::{
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
 
-use crate::error::{Error, Result};
+use crate::error::{Class, Error, Result};
+use crate::fetch::{self, Endpoint, StreamError};
 use crate::layout;
-use crate::registry::{explain, parse_reference};
+use crate::registry::{auth_error, explain, parse_reference};
 use crate::remote::{Inner, Remote};
 
 /// Manifest media types asked for and understood.
@@ -249,33 +252,40 @@ impl Session {
 
     /// Streams a blob into the layout `dir`, checked against its digest and size; a blob
     /// already there (shared by platforms) is not fetched again. Returns the bytes fetched.
+    /// The blob comes through crfs's own client, as a mount reads it (bounded answers and
+    /// tokens, retries that resume where a cut body stopped, credentials never sent to blob
+    /// storage).
     async fn pull_blob(&self, dir: &Path, blob: &BlobRef) -> Result<u64> {
         let dest = layout::blob_path(dir, &blob.digest)?;
         if std::fs::metadata(&dest).is_ok_and(|m| m.len() == blob.size) {
             return Ok(0);
         }
-        let (client, reference, digest) = (&self.client, &self.reference, blob.digest.as_str());
-        let mut stream =
-            self.inner.retry_oci(|| client.pull_blob_stream(reference, digest)).await.map_err(|e| self.explain(e))?;
+        let (reference, digest) = (&self.reference, blob.digest.as_str());
+        let ep = Endpoint::new(self.inner.v2_url(reference, "blobs", digest)?, Some(self.inner.repo_auth(reference)));
         let tmp = partial_path(dir, digest);
         let local = |e: std::io::Error| Error::Local(format!("writing {}: {e}", tmp.display()));
         let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(local)?);
         self.emit(&TransferEvent::Start { digest, size: blob.size });
         let mut hasher = crfs_core::digest::Hasher::default();
         let mut done = 0u64;
-        while let Some(piece) = stream.next().await {
-            let piece = piece.map_err(|e| Error::Network(format!("{}: blob {digest}: {e}", reference.whole())))?;
+        let mut sink = |piece: &[u8]| {
+            hasher.update(piece);
+            file.write_all(piece)?;
             done += piece.len() as u64;
-            if done > blob.size {
-                return Err(Error::Protocol(format!(
-                    "blob {digest}: more than the {} bytes its descriptor says",
-                    blob.size
-                )));
-            }
-            hasher.update(&piece);
-            file.write_all(&piece).map_err(local)?;
             self.emit(&TransferEvent::Progress { done, total: blob.size });
-        }
+            Ok(())
+        };
+        fetch::stream_blob(&self.inner, &ep, blob.size, &mut sink).await.map_err(|e| match e {
+            StreamError::Sink(e) => local(e),
+            StreamError::Fetch(e) if e.class == Class::Unauthorized => auth_error(reference, self.source),
+            StreamError::Fetch(e) if e.class == Class::NotFound => {
+                Error::NotFound(format!("{}: blob {digest}: {e}", reference.whole()))
+            }
+            StreamError::Fetch(e) => match e.to_error() {
+                Error::Network(m) => Error::Network(format!("{}: blob {digest}: {m}", reference.whole())),
+                other => other,
+            },
+        })?;
         if done != blob.size || hasher.finish().to_string() != digest {
             return Err(Error::Protocol(format!(
                 "blob {digest}: the {done} bytes received do not match its digest and size ({})",
@@ -298,13 +308,6 @@ impl Session {
         let media_type = media_type_of(&value)
             .ok_or_else(|| Error::Protocol(format!("{}: neither a manifest nor an index", self.reference.whole())))?;
         let top = BlobRef { media_type, digest, size: data.len() as u64 };
-        // Manifests came through crfs's own client; blobs come through oci-client, which needs
-        // the credentials (and a pull token) of its own.
-        let (client, auth, reference) = (&self.client, &self.auth, &self.reference);
-        self.inner
-            .retry_oci(|| client.auth(reference, auth, RegistryOperation::Pull))
-            .await
-            .map_err(|e| self.explain(e))?;
         let mut report = PullReport { top: top.clone(), manifests: 0, blobs: 0, bytes: 0 };
         let mut todo = vec![(top.clone(), Some(data), 0usize)];
         let mut seen_blobs = HashSet::new();

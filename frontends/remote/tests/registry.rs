@@ -1191,3 +1191,54 @@ fn an_endless_token_answer_is_refused_while_it_arrives() {
         assert!(sent < 64 << 20, "the client stopped reading early: {sent} bytes sent");
     }
 }
+
+/// `pull_image` streams blobs through crfs's own client: a body cut short is resumed from the
+/// first byte not received (a resumed request answered with the whole blob has its head
+/// skipped), so the layout gets exactly the blob; bytes that do not match the digest never
+/// reach the layout.
+#[test]
+fn image_pulls_resume_cut_blobs_and_refuse_wrong_bytes() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("pull-resume", false);
+    let hex = pushed.layer_digest.trim_start_matches("sha256:").to_owned();
+    let size = pushed.layer_size as usize;
+    for corrupt in [false, true] {
+        let layer_gets = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&layer_gets);
+        let layer = hex.clone();
+        let proxy = Proxy::start(reg.port, move |seen, _| {
+            if !seen.path.contains(&layer) {
+                return Fault::Pass;
+            }
+            match counter.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Fault::Short(size / 3),
+                _ if corrupt => Fault::Garbage,
+                _ => Fault::Full200,
+            }
+        });
+        let dir = reg.dir.join(format!("pulled-{corrupt}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let remote = Remote::new(test_options()).unwrap();
+        let result = remote.pull_image(&format!("{}/test/all-types:v1", proxy.host()), &dir, None);
+        let ranges: Vec<_> = proxy.blob_gets().into_iter().filter(|s| s.path.contains(&hex)).map(|s| s.range).collect();
+        let pulled = dir.join("blobs/sha256").join(&hex);
+        if corrupt {
+            let err = result.unwrap_err();
+            assert!(err.to_string().contains("do not match its digest"), "{err}");
+            assert!(!pulled.exists(), "wrong bytes reached the layout");
+            continue;
+        }
+        let report = result.unwrap();
+        assert_eq!(std::fs::read(&pulled).unwrap(), fixture_bytes(), "the layout holds exactly the blob");
+        assert_eq!(layer_gets.load(Ordering::SeqCst), 3, "{ranges:?}");
+        assert_eq!(ranges[0], None, "the first request asks for the whole blob");
+        let resumed = ranges[1].clone().unwrap();
+        let from: usize = resumed.trim_start_matches("bytes=").split('-').next().unwrap().parse().unwrap();
+        assert!(from > 0 && from <= size / 3, "the second request resumes where the cut was: {resumed}");
+        assert!(ranges[2].as_ref().is_some_and(|r| r != &resumed), "the third resumes further on: {ranges:?}");
+        assert!(report.bytes >= pushed.layer_size, "{}", report.bytes);
+    }
+}
