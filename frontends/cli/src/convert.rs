@@ -14,7 +14,7 @@ use crfs_convert::image::{Event, Events};
 use crfs_convert::{Error, Format, Options, Output, Settings, Summary};
 use crfs_remote::{BlobRef, Moved, Remote, TransferEvent, TransferEvents};
 
-use crate::source::RegistryArgs;
+use crate::source::{MirrorArgs, RegistryArgs};
 
 /// How to convert (flags shared by `convert` and `image convert`).
 #[derive(clap::Args, Debug)]
@@ -89,6 +89,8 @@ pub struct ImageConvertArgs {
     options: ConvertOptions,
     #[command(flatten)]
     registry: RegistryArgs,
+    #[command(flatten)]
+    mirrors: MirrorArgs,
     /// The image: an OCI image layout, oci:DIR[:TAG] (without TAG, the layout's only image), or
     /// a registry image, HOST[:PORT]/REPO[:TAG|@DIGEST] (docker:// accepted; without TAG,
     /// latest), pulled with every platform.
@@ -228,7 +230,11 @@ fn convert_image(
     let remote = match references.as_slice() {
         [] => None,
         // Explicit credentials go to the one registry named (two need --authfile).
-        named => Some(Remote::new(args.registry.options(named)?).map_err(|e| e.to_string())?),
+        named => {
+            let mut options = args.registry.options(named)?;
+            args.mirrors.apply(&mut options)?;
+            Some(Remote::new(options).map_err(|e| e.to_string())?)
+        }
     };
     let remote = || remote.as_ref().ok_or_else(|| "no registry client".to_owned());
     if let End::Registry(reference) = dst {
@@ -244,7 +250,8 @@ fn convert_image(
             let pulled = remote()?
                 .pull_image(reference, &dir, Some(transfer_events(bar, "pulling")))
                 .map_err(|e| format!("{reference}: {e}"))?;
-            tracing::info!(reference, digest = %pulled.top.digest, blobs = pulled.blobs, bytes = pulled.bytes, "source pulled");
+            tracing::info!(reference, digest = %pulled.top.digest, blobs = pulled.blobs, bytes = pulled.bytes,
+                mirror = pulled.mirror.as_deref().unwrap_or("none"), "source pulled");
             format!("oci:{}", dir.display())
         }
     };

@@ -171,15 +171,12 @@ impl RegistryArgs {
     }
 }
 
-/// Where remote layers come from and how they are fetched (flags shared by several commands).
+/// Which hosts images are pulled from before their registry (flags shared by every command
+/// that pulls).
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct RemoteArgs {
-    /// Platform to pick from a multi-platform image (os/arch[/variant]; default: this host's).
-    #[arg(long)]
-    pub platform: Option<String>,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
-    /// A mirror tried before a registry, REGISTRY=MIRROR (repeatable; tried in order).
+pub struct MirrorArgs {
+    /// A mirror tried before a registry when pulling, REGISTRY=MIRROR (repeatable; tried in
+    /// order).
     #[arg(long, value_name = "REGISTRY=MIRROR")]
     pub mirror: Vec<String>,
     /// Mirrors from a containerd-style hosts directory: DIR/<registry>/hosts.toml, its
@@ -189,6 +186,33 @@ pub struct RemoteArgs {
     /// own. Not read unless given (e.g. --hosts-dir /etc/containerd/certs.d).
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
+}
+
+impl MirrorArgs {
+    /// Adds the mirrors (and the hosts directory's CAs) these flags give to `options`.
+    pub fn apply(&self, options: &mut RemoteOptions) -> Result<(), String> {
+        for m in &self.mirror {
+            options.mirrors.push(Mirror::parse(m).map_err(|e| format!("--mirror: {e}"))?);
+        }
+        if let Some(dir) = &self.hosts_dir {
+            let hosts = HostsConfig::load(dir).map_err(|e| format!("--hosts-dir: {e}"))?;
+            tracing::debug!(mirrors = hosts.mirrors.len(), dir = %dir.display(), "hosts directory read");
+            options.add_hosts(hosts);
+        }
+        Ok(())
+    }
+}
+
+/// Where remote layers come from and how they are fetched (flags shared by several commands).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RemoteArgs {
+    /// Platform to pick from a multi-platform image (os/arch[/variant]; default: this host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub mirrors: MirrorArgs,
     /// Keep fetched compressed ranges here, so a later mount reads them without the network.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -296,23 +320,9 @@ impl RemoteArgs {
             None => None,
         };
         let cache = self.disk_cache_dir().map(|dir| CacheOptions { dir, max_bytes: self.disk_cache_size });
-        let mirrors = self
-            .mirror
-            .iter()
-            .map(|m| Mirror::parse(m).map_err(|e| format!("--mirror: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut options = RemoteOptions {
-            platform,
-            mirrors,
-            cache,
-            max_coalesce: self.max_coalesce,
-            ..self.registry.options(references)?
-        };
-        if let Some(dir) = &self.hosts_dir {
-            let hosts = HostsConfig::load(dir).map_err(|e| format!("--hosts-dir: {e}"))?;
-            tracing::debug!(mirrors = hosts.mirrors.len(), dir = %dir.display(), "hosts directory read");
-            options.add_hosts(hosts);
-        }
+        let mut options =
+            RemoteOptions { platform, cache, max_coalesce: self.max_coalesce, ..self.registry.options(references)? };
+        self.mirrors.apply(&mut options)?;
         Remote::new(options).map_err(|e| e.to_string())
     }
 }

@@ -222,6 +222,27 @@ fn registry_sources_and_destinations() {
 }
 
 /// SIGINT while a registry source is being pulled removes the staged layout.
+/// `--mirror` reaches `image convert`'s pull: with the registry named in the reference not
+/// even listening, the image comes from its mirror and converts to the digest it gives from
+/// the registry itself.
+#[test]
+fn a_registry_source_is_pulled_from_its_mirror() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, _pushed) = common::registry_with_image("image-convert-mirror", false);
+    let tmp = scratch_dir("image-convert-mirror");
+    let out = |name: &str| format!("oci:{}:c", tmp.join(name).display());
+    let direct =
+        succeeds(&tmp.join("tmp"), &["image", "convert", &format!("{}/test/all-types:v1", reg.host()), &out("direct")]);
+    // Nothing listens on port 1; without the mirror the pull fails.
+    let unreachable = "127.0.0.1:1/test/all-types:v1";
+    let mirror = format!("127.0.0.1:1={}", reg.host());
+    let via = succeeds(&tmp.join("tmp"), &["image", "convert", "--mirror", &mirror, unreachable, &out("mirrored")]);
+    assert_eq!(image_digest(&via), image_digest(&direct));
+    fails(&tmp.join("tmp"), &["image", "convert", unreachable, &out("none")], "127.0.0.1:1");
+}
+
 #[test]
 fn an_interrupted_pull_leaves_nothing_staged() {
     if !common::have_tools() {

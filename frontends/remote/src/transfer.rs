@@ -89,6 +89,8 @@ pub struct PullReport {
     /// Distinct blobs (configs, layers) downloaded, and their bytes.
     pub blobs: usize,
     pub bytes: u64,
+    /// The mirror the image came from, or `None` for the registry itself.
+    pub mirror: Option<String>,
 }
 
 /// What [`Remote::push_image`] did.
@@ -308,7 +310,7 @@ impl Session {
         let media_type = media_type_of(&value)
             .ok_or_else(|| Error::Protocol(format!("{}: neither a manifest nor an index", self.reference.whole())))?;
         let top = BlobRef { media_type, digest, size: data.len() as u64 };
-        let mut report = PullReport { top: top.clone(), manifests: 0, blobs: 0, bytes: 0 };
+        let mut report = PullReport { top: top.clone(), manifests: 0, blobs: 0, bytes: 0, mirror: None };
         let mut todo = vec![(top.clone(), Some(data), 0usize)];
         let mut seen_blobs = HashSet::new();
         while let Some((node, data, depth)) = todo.pop() {
@@ -498,12 +500,27 @@ fn file_stream(
 impl Remote {
     /// Copies the image `reference` (`HOST/REPO[:TAG|@DIGEST]`, `docker://` accepted; every
     /// platform of an index) into the OCI layout `dir`, whose `index.json` then names it alone
-    /// (without a tag). Mirrors are not consulted.
+    /// (without a tag). The registry's mirrors (`Options::mirrors_of`) are tried first, in
+    /// order, each for the whole image; then the registry. Blobs a failed attempt left complete
+    /// in `dir` were checked before they were renamed into place, and are not fetched again.
     pub fn pull_image(&self, reference: &str, dir: &Path, events: Option<TransferEvents>) -> Result<PullReport> {
         let (reference, _) = reference_of(reference)?;
-        let session = Session::new(Arc::clone(&self.inner), reference, events);
+        let mirrors = self.inner.options.mirrors_of(reference.registry());
+        let inner = Arc::clone(&self.inner);
         let dir = dir.to_path_buf();
-        self.inner.run(async move { session.pull(&dir).await }, || Error::Local("the I/O runtime stopped".into()))
+        let pull = async move {
+            for mirror in mirrors {
+                let mut at_mirror = reference.clone();
+                at_mirror.set_mirror_registry(mirror.clone());
+                let session = Session::new(Arc::clone(&inner), at_mirror, events.clone());
+                match session.pull(&dir).await {
+                    Ok(report) => return Ok(PullReport { mirror: Some(mirror), ..report }),
+                    Err(e) => tracing::info!(mirror, "mirror failed, trying the next host: {e}"),
+                }
+            }
+            Session::new(inner, reference, events).pull(&dir).await
+        };
+        self.inner.run(pull, || Error::Local("the I/O runtime stopped".into()))
     }
 
     /// Checks, before any work, that `reference` (a destination, as [`Remote::push_image`]

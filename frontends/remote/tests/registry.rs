@@ -1242,3 +1242,35 @@ fn image_pulls_resume_cut_blobs_and_refuse_wrong_bytes() {
         assert!(report.bytes >= pushed.layer_size, "{}", report.bytes);
     }
 }
+
+/// `pull_image` takes the image from the registry's mirror when the mirror has it (the
+/// registry is not asked), and from the registry when the mirror fails.
+#[test]
+fn image_pulls_try_mirrors_first() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, _pushed) = registry_with_image("pull-mirror", false);
+    for mirror_works in [true, false] {
+        let direct = Proxy::start(reg.port, |_, _| Fault::Pass);
+        let mirror = Proxy::start(reg.port, move |_, _| if mirror_works { Fault::Pass } else { Fault::Status(404) });
+        let remote = Remote::new(crfs_remote::Options {
+            mirrors: vec![Mirror { registry: direct.host(), mirror: mirror.host() }],
+            ..test_options()
+        })
+        .unwrap();
+        let dir = reg.dir.join(format!("pulled-mirror-{mirror_works}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let report = remote.pull_image(&format!("{}/test/all-types:v1", direct.host()), &dir, None).unwrap();
+        assert_eq!(report.blobs, 2, "config and layer");
+        assert!(!mirror.seen().is_empty(), "the mirror is asked first");
+        if mirror_works {
+            assert_eq!(report.mirror, Some(mirror.host()));
+            assert!(direct.seen().is_empty(), "the registry is not asked: {:?}", direct.seen());
+            assert_eq!(mirror.blob_gets().len(), 2, "{:?}", mirror.seen());
+        } else {
+            assert_eq!(report.mirror, None);
+            assert_eq!(direct.blob_gets().len(), 2, "{:?}", direct.seen());
+        }
+    }
+}
