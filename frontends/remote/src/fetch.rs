@@ -27,7 +27,7 @@ use reqwest::{StatusCode, Url};
 
 use crate::cache::{CacheWriter, DiskCache};
 use crate::error::{Class, FetchError};
-use crate::remote::{Counters, Inner};
+use crate::remote::{Counters, Inner, RetryPolicy};
 use crate::token::{self, Credential};
 
 /// How requests to one registry repository authenticate, shared by all its blobs.
@@ -96,11 +96,24 @@ pub(crate) struct Endpoint {
     redirect: Mutex<Option<Url>>,
     /// Whether the "server ignores Range" warning was logged (once per blob).
     pub warned_whole: std::sync::atomic::AtomicBool,
+    /// The retry policy for requests here, when not the `Remote`'s own.
+    policy: Option<RetryPolicy>,
 }
 
 impl Endpoint {
     pub fn new(url: Url, auth: Option<Arc<RepoAuth>>) -> Self {
-        Endpoint { url, auth, redirect: Mutex::new(None), warned_whole: std::sync::atomic::AtomicBool::new(false) }
+        Endpoint {
+            url,
+            auth,
+            redirect: Mutex::new(None),
+            warned_whole: std::sync::atomic::AtomicBool::new(false),
+            policy: None,
+        }
+    }
+
+    /// The same, retried under `policy` instead of the `Remote`'s.
+    pub fn with_policy(self, policy: Option<RetryPolicy>) -> Self {
+        Endpoint { policy, ..self }
     }
 
     fn cached_redirect(&self) -> Option<Url> {
@@ -523,6 +536,7 @@ pub(crate) async fn read_at_most(resp: &mut reqwest::Response, max: u64) -> Resu
 struct Retry<'a> {
     inner: &'a Inner,
     ep: &'a Endpoint,
+    policy: RetryPolicy,
     t0: Instant,
     backoff: Duration,
     attempts: u32,
@@ -532,11 +546,13 @@ struct Retry<'a> {
 
 impl<'a> Retry<'a> {
     fn new(inner: &'a Inner, ep: &'a Endpoint) -> Self {
+        let policy = ep.policy.clone().unwrap_or_else(|| inner.options.retry.clone());
         Retry {
             inner,
             ep,
             t0: Instant::now(),
-            backoff: inner.options.retry.initial_backoff,
+            backoff: policy.initial_backoff,
+            policy,
             attempts: 0,
             refreshed: false,
             re_resolved: 0,
@@ -547,7 +563,7 @@ impl<'a> Retry<'a> {
     /// `generation` is the auth generation the attempt used.
     async fn after(&mut self, err: FetchError, generation: u64) -> Result<(), FetchError> {
         self.attempts += 1;
-        let policy = &self.inner.options.retry;
+        let policy = &self.policy;
         match err.class {
             Class::Unauthorized if !self.refreshed && self.ep.auth.is_some() => {
                 self.refreshed = true;

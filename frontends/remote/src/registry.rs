@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use oci_client::Reference;
 use oci_client::errors::{OciDistributionError, OciErrorCode};
@@ -11,7 +11,7 @@ use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest, OciMa
 use crate::blob::{Blob, HttpBlob, RegistryBlob};
 use crate::error::{Error, FetchError, Result};
 use crate::fetch::{Endpoint, RepoAuth, fetch_size};
-use crate::remote::{Inner, Remote};
+use crate::remote::{Inner, Remote, RetryPolicy};
 
 /// The layer annotation holding the sha256 of the layer's uncompressed TOC JSON (eStargz,
 /// zstd:chunked); crfs refuses a layer whose TOC does not match it.
@@ -270,13 +270,18 @@ fn parse_manifest(bytes: &[u8], digest: &str) -> Result<OciManifest> {
 /// The manifest or index `reference` names, at its host (`resolve_registry`, a mirror when one
 /// is set), and its digest: a manifest asked for by digest must have that digest. At most
 /// [`MAX_MANIFEST_BYTES`] are read.
-pub(crate) async fn fetch_manifest_checked(inner: &Arc<Inner>, reference: &Reference) -> Result<(Vec<u8>, String)> {
+/// `policy` replaces the `Remote`'s retry policy when given.
+pub(crate) async fn fetch_manifest_checked(
+    inner: &Arc<Inner>,
+    reference: &Reference,
+    policy: Option<RetryPolicy>,
+) -> Result<(Vec<u8>, String)> {
     let registry = reference.resolve_registry();
     let version = reference.digest().or(reference.tag()).unwrap_or("latest");
     let url = inner.v2_url(reference, "manifests", version)?;
     let auth = inner.repo_auth(reference);
     let source = auth.source;
-    let ep = crate::fetch::Endpoint::new(url, Some(auth));
+    let ep = crate::fetch::Endpoint::new(url, Some(auth)).with_policy(policy);
     let bytes = crate::fetch::fetch_manifest(inner, &ep, &MANIFEST_MEDIA_TYPES.join(", "), MAX_MANIFEST_BYTES)
         .await
         .map_err(|e| match e.class {
@@ -321,7 +326,13 @@ async fn resolve(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
         tracing::debug!(reference = %reference.whole(), "manifests from the disk cache");
         return Ok(image);
     }
-    let resolved = resolve_online(Arc::clone(&inner), reference.clone()).await;
+    // With a digest to fall back on, an unreachable registry is not waited for long.
+    let fallback = match (inner.cache.as_ref(), tag_key(&reference)) {
+        (Some(cache), Some(key)) => cache.get_ref(&key).is_some(),
+        _ => false,
+    };
+    let policy = fallback.then(|| quick_policy(&inner.options.retry));
+    let resolved = resolve_online(Arc::clone(&inner), reference.clone(), policy).await;
     let (Some(cache), Some(key)) = (inner.cache.as_ref(), tag_key(&reference)) else { return resolved };
     match resolved {
         Ok(image) => {
@@ -371,13 +382,25 @@ fn resolve_cached(inner: &Inner, reference: &Reference, digest: &str) -> Result<
     .map(Some)
 }
 
-/// Resolves through each mirror of the reference's registry in turn, then the registry itself.
-async fn resolve_online(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
+/// The retry policy for resolving a tag that has a digest to fall back on: two attempts
+/// within a second (or less, as `policy` says), instead of the several seconds of backoff a
+/// read without a fallback waits before it fails.
+fn quick_policy(policy: &RetryPolicy) -> RetryPolicy {
+    RetryPolicy {
+        deadline: policy.deadline.min(Duration::from_secs(1)),
+        max_attempts: policy.max_attempts.min(2),
+        ..policy.clone()
+    }
+}
+
+/// Resolves through each mirror of the reference's registry in turn, then the registry itself,
+/// each under `policy` when given (else the `Remote`'s).
+async fn resolve_online(inner: Arc<Inner>, reference: Reference, policy: Option<RetryPolicy>) -> Result<Image> {
     let mirrors = inner.options.mirrors_of(reference.registry());
     for mirror in mirrors {
         let mut r = reference.clone();
         r.set_mirror_registry(mirror.clone());
-        match resolve_at(Arc::clone(&inner), r).await {
+        match resolve_at(Arc::clone(&inner), r, policy.clone()).await {
             Ok(mut image) => {
                 image.registry = reference.resolve_registry().to_owned();
                 image.mirror = Some(mirror);
@@ -386,17 +409,18 @@ async fn resolve_online(inner: Arc<Inner>, reference: Reference) -> Result<Image
             Err(e) => tracing::info!(mirror, "mirror failed, trying the next host: {e}"),
         }
     }
-    resolve_at(inner, reference).await
+    resolve_at(inner, reference, policy).await
 }
 
 /// Resolves at one host: `reference.resolve_registry()` (the mirror, when one is set). Every
 /// manifest fetched is kept in the disk cache, if there is one.
-async fn resolve_at(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
+async fn resolve_at(inner: Arc<Inner>, reference: Reference, policy: Option<RetryPolicy>) -> Result<Image> {
     let registry = reference.resolve_registry().to_owned();
     let pull = |r: Reference| {
         let inner = Arc::clone(&inner);
+        let policy = policy.clone();
         async move {
-            let (bytes, digest) = fetch_manifest_checked(&inner, &r).await?;
+            let (bytes, digest) = fetch_manifest_checked(&inner, &r, policy).await?;
             let manifest = parse_manifest(&bytes, &digest)?;
             if let Some(cache) = &inner.cache {
                 cache.put_whole(&digest, &bytes);

@@ -249,7 +249,7 @@ impl Session {
     /// A manifest or index by `reference`, raw, checked against the digest it is asked by
     /// (read as `crfs mount` reads them: bounded while it arrives).
     async fn manifest(&self, reference: &Reference) -> Result<(Vec<u8>, String)> {
-        crate::registry::fetch_manifest_checked(&self.inner, reference).await
+        crate::registry::fetch_manifest_checked(&self.inner, reference, None).await
     }
 
     /// Streams a blob into the layout `dir`, checked against its digest and size; a blob

@@ -476,9 +476,12 @@ fn disk_cache_serves_a_second_open_with_the_registry_stopped() {
     assert!(fetched.requests > 0);
     drop(reg); // the registry is gone
 
-    // By tag: the registry cannot be reached, so the tag's last digest is used.
-    let second = Remote::new(options()).unwrap();
+    // By tag: the registry cannot be reached, so the tag's last digest is used, after two
+    // attempts rather than the whole retry policy (the default one: about 6 s of backoff).
+    let second = Remote::new(crfs_remote::Options { retry: Default::default(), ..options() }).unwrap();
+    let t0 = std::time::Instant::now();
     assert_eq!(read_all(&second, &reference), image);
+    let fell_back = t0.elapsed();
     let s = second.stats();
     eprintln!("first open: {fetched:?}; second open, registry stopped: {s:?}");
     assert_eq!(s.requests, 0, "every blob byte from the cache");
@@ -489,9 +492,15 @@ fn disk_cache_serves_a_second_open_with_the_registry_stopped() {
     let t0 = std::time::Instant::now();
     assert_eq!(read_all(&third, &by_digest).manifest_digest, image.manifest_digest);
     assert!(t0.elapsed() < std::time::Duration::from_secs(1), "no retries: {:?}", t0.elapsed());
-    // A tag never resolved before, and any tag without a disk cache, is a network error.
-    let e = third.resolve(&reference.replace(":v1", ":v2")).unwrap_err();
+    // A tag never resolved before, and any tag without a disk cache, is a network error,
+    // after the whole retry policy.
+    let t0 = std::time::Instant::now();
+    let e = second.resolve(&reference.replace(":v1", ":v2")).unwrap_err();
+    let gave_up = t0.elapsed();
+    eprintln!("fell back after {fell_back:?}; gave up without a fallback after {gave_up:?}");
     assert!(matches!(e, crfs_remote::Error::Network(_)), "{e}");
+    assert!(fell_back < std::time::Duration::from_secs(2), "{fell_back:?}");
+    assert!(gave_up > std::time::Duration::from_secs(3), "{gave_up:?}");
     let e = Remote::new(test_options()).unwrap().resolve(&reference).unwrap_err();
     assert!(matches!(e, crfs_remote::Error::Network(_)), "{e}");
 }
