@@ -309,6 +309,9 @@ async fn send_get(
 
 /// Checks that a 206 answer's Content-Range is exactly `[start, end)` of a blob of `size`.
 fn check_partial(resp: &reqwest::Response, size: u64, start: u64, end: u64) -> Result<(), FetchError> {
+    if end <= start {
+        return Err(FetchError::permanent("206 for an empty range", format!("from {}", redact(resp.url()))));
+    }
     let cr = resp.headers().get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let Some((a, b, total)) = cr.as_deref().and_then(parse_content_range) else {
         return Err(FetchError::permanent(

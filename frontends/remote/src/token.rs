@@ -71,14 +71,12 @@ pub(crate) async fn pull_credential(
     creds: &RegistryAuth,
     source: &str,
 ) -> Result<Credential, FetchError> {
-    let basic_or_nothing = || match creds {
-        RegistryAuth::Basic(u, p) => Credential::Basic(u.clone(), p.clone()),
-        RegistryAuth::Bearer(t) => Credential::Bearer(t.clone()),
-        RegistryAuth::Anonymous => Credential::Nothing,
+    // A token given as such is used as it is, without asking the registry.
+    let basic = match creds {
+        RegistryAuth::Bearer(t) => return Ok(Credential::Bearer(t.clone())),
+        RegistryAuth::Basic(u, p) => Some(Credential::Basic(u.clone(), p.clone())),
+        RegistryAuth::Anonymous => None,
     };
-    if let RegistryAuth::Bearer(t) = creds {
-        return Ok(Credential::Bearer(t.clone()));
-    }
     let base = format!("{}://{registry}/v2/", inner.scheme_for(registry));
     let base = Url::parse(&base).map_err(|e| FetchError::permanent("bad registry address", format!("{base}: {e}")))?;
     let answer = send(inner, inner.http_for(&base).get(base.clone())).await?;
@@ -87,10 +85,9 @@ pub(crate) async fn pull_credential(
         answer.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(BearerChallenge::parse);
     drop(answer);
     let Some(challenge) = challenge else {
-        let credential = basic_or_nothing();
-        let sending = if credential == Credential::Nothing { "nothing" } else { "the basic credentials" };
+        let sending = if basic.is_some() { "the basic credentials" } else { "nothing" };
         tracing::debug!(registry, %status, credentials = source, "no bearer challenge from /v2/: sending {sending}");
-        return Ok(credential);
+        return Ok(basic.unwrap_or(Credential::Nothing));
     };
     tracing::debug!(registry, %status, realm = %challenge.realm, service = ?challenge.service, repository,
         credentials = source, "bearer challenge from /v2/: asking the token server");

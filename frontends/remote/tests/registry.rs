@@ -1283,3 +1283,59 @@ fn image_pulls_try_mirrors_first() {
         }
     }
 }
+
+/// A registry of its own whose blob answers are wrong in each way a pull can meet: `pull_image`
+/// gives a clear error for each (never a panic, never a blob in the layout).
+#[test]
+fn hostile_blob_answers_to_an_image_pull_are_errors() {
+    use std::io::Write;
+    let blob = b"{}";
+    let blob_digest = crfs_core::Digest::of(blob).to_string();
+    let empty_digest = crfs_core::Digest::of(b"").to_string();
+    let cases: [(&str, u64, &str, &str); 5] = [
+        // (config digest, config size, blob answer, expected message)
+        (
+            &empty_digest,
+            0,
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-0/0\r\nContent-Length: 0\r\n\r\n",
+            "206",
+        ),
+        (&blob_digest, 2, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}{}{", "not the blob"),
+        (&blob_digest, 2, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{}{}{", "longer than the blob"),
+        (
+            &blob_digest,
+            2,
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-1/9\r\nContent-Length: 2\r\n\r\n{}",
+            "another range",
+        ),
+        (&blob_digest, 2, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", "do not match its digest"),
+    ];
+    for (config_digest, config_size, answer, expected) in cases {
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{config_size}}},"layers":[]}}"#
+        );
+        let answer = answer.to_owned();
+        let port = hostile_server(move |line, conn| {
+            let reply = if line.contains("/manifests/") {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{manifest}",
+                    manifest.len()
+                )
+            } else if line.contains("/blobs/") {
+                answer.clone()
+            } else {
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}".to_owned()
+            };
+            let _ = conn.write_all(reply.as_bytes());
+        });
+        let dir = crfs_testkit::scratch_dir(&format!("hostile-pull-{port}"));
+        let remote = Remote::new(test_options()).unwrap();
+        let err = remote.pull_image(&format!("127.0.0.1:{port}/hostile/image:v1"), &dir, None).unwrap_err();
+        eprintln!("{expected}: {err}");
+        assert!(err.to_string().contains(expected), "{expected}: {err}");
+        let blobs = dir.join("blobs/sha256");
+        let kept: Vec<_> = std::fs::read_dir(&blobs).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let config = config_digest.trim_start_matches("sha256:");
+        assert!(!kept.iter().any(|n| n.to_str() == Some(config)), "a wrong blob reached the layout: {kept:?}");
+    }
+}
