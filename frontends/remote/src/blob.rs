@@ -418,7 +418,7 @@ impl Blob {
         let mut fetched = 0;
         let mut at = start;
         while at < end {
-            let piece_end = (at + piece).min(end);
+            let piece_end = at.saturating_add(piece).min(end);
             if !cache.contains(digest, at, piece_end) {
                 if idle {
                     self.inner.reading.wait_idle();

@@ -89,7 +89,7 @@ impl SourceLayer {
         let mut at = 0;
         let mut buf = Vec::new();
         while at < size {
-            let end = (at + COPY_PIECE).min(size);
+            let end = at.saturating_add(COPY_PIECE).min(size);
             match &self.registry {
                 Some(r) => buf = r.read_uncached(at, end)?,
                 None => {
