@@ -248,7 +248,7 @@ fn convert_image(
             let (dir, tracked) = staging("src")?;
             staged.push(tracked);
             let pulled = remote()?
-                .pull_image(reference, &dir, Some(transfer_events(bar, "pulling")))
+                .pull_image(reference, &dir, Some(transfer_events("pulling")))
                 .map_err(|e| format!("{reference}: {e}"))?;
             tracing::info!(reference, digest = %pulled.top.digest, blobs = pulled.blobs, bytes = pulled.bytes,
                 mirror = pulled.mirror.as_deref().unwrap_or("none"), "source pulled");
@@ -278,7 +278,7 @@ fn convert_image(
         };
         let (dir, _) = crfs_remote::layout::split_spec(&dst_layout);
         let pushed = remote()?
-            .push_image(&dir, &top, reference, mount_from, Some(transfer_events(bar, "pushing")))
+            .push_image(&dir, &top, reference, mount_from, Some(transfer_events("pushing")))
             .map_err(|e| format!("{reference}: {e}"))?;
         println!("pushed {}", pushed.pushed);
         println!(
@@ -312,20 +312,26 @@ fn layer_events(bar: &Arc<Mutex<Option<indicatif::ProgressBar>>>) -> Events {
     })
 }
 
-/// Progress bars (`VERB DIGEST`) and output lines for blobs pulled or pushed.
-fn transfer_events(bar: &Arc<Mutex<Option<indicatif::ProgressBar>>>, verb: &'static str) -> TransferEvents {
+/// Progress bars (`VERB DIGEST`, one per blob moving, several at once when pulls run side by
+/// side) and output lines for blobs pulled or pushed.
+fn transfer_events(verb: &'static str) -> TransferEvents {
     let terminal = std::io::stderr().is_terminal();
-    let bar = bar.clone();
+    let multi = indicatif::MultiProgress::new();
+    let bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>> = Mutex::default();
     Arc::new(move |e: &TransferEvent<'_>| {
-        let mut current = bar.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bars = bars.lock().unwrap_or_else(|e| e.into_inner());
         match e {
             TransferEvent::Start { digest, .. } if terminal => {
-                *current = progress_bar(&format!("{verb} {}", short(digest)));
+                if let Some(bar) = progress_bar(&format!("{verb} {}", short(digest))) {
+                    bars.insert((*digest).to_owned(), multi.add(bar));
+                }
             }
             TransferEvent::Start { .. } => {}
-            TransferEvent::Progress { done, total } => advance(&current, *done, *total),
+            TransferEvent::Progress { digest, done, total } => advance(&bars.get(*digest).cloned(), *done, *total),
             TransferEvent::Done { digest, size, how } => {
-                finish_bar(&mut current);
+                if let Some(bar) = bars.remove(*digest) {
+                    bar.finish();
+                }
                 match how {
                     Moved::Pulled => tracing::debug!(digest, size, "pulled"),
                     Moved::Uploaded => println!("uploaded {digest} ({size} bytes)"),

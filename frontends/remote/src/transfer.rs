@@ -22,6 +22,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+
 use oci_client::Reference;
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{
@@ -70,14 +72,18 @@ pub enum Moved {
 pub enum TransferEvent<'a> {
     /// A blob starts moving: its digest and size.
     Start { digest: &'a str, size: u64 },
-    /// Bytes of the current blob moved so far.
-    Progress { done: u64, total: u64 },
+    /// Bytes of a blob moved so far (several blobs may be moving at once).
+    Progress { digest: &'a str, done: u64, total: u64 },
     /// A blob is where it has to be.
     Done { digest: &'a str, size: u64, how: Moved },
 }
 
 /// Receives [`TransferEvent`]s (progress bars, output lines).
 pub type TransferEvents = Arc<dyn Fn(&TransferEvent<'_>) + Send + Sync>;
+
+/// How many blobs [`Remote::pull_image`] fetches at once (skopeo's default is 6; registries
+/// and their storage serve several streams faster than one, over long links most of all).
+pub const PULL_STREAMS: usize = 4;
 
 /// What [`Remote::pull_image`] fetched.
 #[derive(Debug, Clone)]
@@ -274,7 +280,7 @@ impl Session {
             hasher.update(piece);
             file.write_all(piece)?;
             done += piece.len() as u64;
-            self.emit(&TransferEvent::Progress { done, total: blob.size });
+            self.emit(&TransferEvent::Progress { digest, done, total: blob.size });
             Ok(())
         };
         fetch::stream_blob(&self.inner, &ep, blob.size, &mut sink).await.map_err(|e| match e {
@@ -313,6 +319,7 @@ impl Session {
         let mut report = PullReport { top: top.clone(), manifests: 0, blobs: 0, bytes: 0, mirror: None };
         let mut todo = vec![(top.clone(), Some(data), 0usize)];
         let mut seen_blobs = HashSet::new();
+        let mut wanted = Vec::new();
         while let Some((node, data, depth)) = todo.pop() {
             if depth > MAX_DEPTH {
                 return Err(Error::Protocol(format!("{}: image indexes nested too deep", self.reference.whole())));
@@ -336,14 +343,19 @@ impl Session {
             let (manifests, blobs) = children(&data, &node)?;
             write_blob(dir, &node.digest, &data)?;
             report.manifests += 1;
-            for b in blobs {
-                if seen_blobs.insert(b.digest.clone()) {
-                    report.bytes += self.pull_blob(dir, &b).await?;
-                    report.blobs += 1;
-                }
-            }
+            wanted.extend(blobs.into_iter().filter(|b| seen_blobs.insert(b.digest.clone())));
             todo.extend(manifests.into_iter().rev().map(|m| (m, None, depth + 1)));
         }
+        // Blobs move PULL_STREAMS at a time (configs and layers of every platform, each once);
+        // the first failure ends the pull.
+        let mut pulls = futures_util::stream::iter(wanted)
+            .map(|b| async move { self.pull_blob(dir, &b).await })
+            .buffer_unordered(PULL_STREAMS);
+        while let Some(bytes) = pulls.next().await {
+            report.bytes += bytes?;
+            report.blobs += 1;
+        }
+        drop(pulls);
         let index = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -379,7 +391,7 @@ impl Session {
         let size = blob.size;
         self.inner
             .retry_oci(|| {
-                let stream = file_stream(path.clone(), size, events.clone());
+                let stream = file_stream(path.clone(), digest.to_owned(), size, events.clone());
                 client.push_blob_stream(reference, stream, digest, Some(size))
             })
             .await
@@ -463,6 +475,7 @@ impl Session {
 /// descriptor's is an error.
 fn file_stream(
     path: PathBuf,
+    digest: String,
     size: u64,
     events: Option<TransferEvents>,
 ) -> impl futures_util::Stream<Item = oci_client::errors::Result<bytes::Bytes>> + Send + 'static {
@@ -470,6 +483,7 @@ fn file_stream(
     futures_util::stream::unfold((opened.map(Some), 0u64), move |(file, done)| {
         let events = events.clone();
         let path = path.clone();
+        let digest = digest.clone();
         async move {
             let mut file = match file {
                 Ok(Some(f)) => f,
@@ -487,7 +501,7 @@ fn file_stream(
                     buf.truncate(n);
                     let done = done + n as u64;
                     if let Some(f) = &events {
-                        f(&TransferEvent::Progress { done, total: size });
+                        f(&TransferEvent::Progress { digest: &digest, done, total: size });
                     }
                     Some((Ok(bytes::Bytes::from(buf)), (Ok(Some(file)), done)))
                 }

@@ -1085,20 +1085,24 @@ fn concurrent_reads_wait_for_a_coalesced_request_under_way() {
     }
 }
 
-/// A server of its own on loopback: each connection's request line goes to `answer` with the
-/// connection (headers already read). Returns the port.
-fn hostile_server(answer: impl Fn(&str, &mut std::net::TcpStream) + Send + 'static) -> u16 {
+/// A server of its own on loopback: each connection, on a thread of its own, has its request
+/// line go to `answer` with the connection (headers already read). Returns the port.
+fn hostile_server(answer: impl Fn(&str, &mut std::net::TcpStream) + Send + Sync + 'static) -> u16 {
     use std::io::{BufRead, BufReader};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let answer = Arc::new(answer);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            while reader.read_line(&mut String::new()).is_ok_and(|n| n > 2) {}
-            answer(&line, &mut conn);
+            let answer = Arc::clone(&answer);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                while reader.read_line(&mut String::new()).is_ok_and(|n| n > 2) {}
+                answer(&line, &mut conn);
+            });
         }
     });
     port
@@ -1338,4 +1342,59 @@ fn hostile_blob_answers_to_an_image_pull_are_errors() {
         let config = config_digest.trim_start_matches("sha256:");
         assert!(!kept.iter().any(|n| n.to_str() == Some(config)), "a wrong blob reached the layout: {kept:?}");
     }
+}
+
+/// `pull_image` moves blobs side by side: a registry of its own answers no blob request until
+/// two are waiting at once (or 10 s have passed, then with 404), so a pull one blob at a time
+/// fails and one with several streams gets every blob.
+#[test]
+fn image_pulls_fetch_blobs_side_by_side() {
+    use std::io::Write;
+    use std::sync::{Condvar, Mutex};
+    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let layer = b"not a tar, but a blob all the same".to_vec();
+    let config_digest = crfs_core::Digest::of(&config).to_string();
+    let layer_digest = crfs_core::Digest::of(&layer).to_string();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let waiting = Arc::new((Mutex::new(0u32), Condvar::new()));
+    let (blobs, gate) = ([(config_digest.clone(), config), (layer_digest.clone(), layer)], Arc::clone(&waiting));
+    let port = hostile_server(move |line, conn| {
+        let ok = |body: &[u8], kind: &str| {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            [head.as_bytes(), body].concat()
+        };
+        let reply = if line.contains("/manifests/") {
+            ok(manifest.as_bytes(), "application/vnd.oci.image.manifest.v1+json")
+        } else if let Some((_, body)) = blobs.iter().find(|(d, _)| line.contains(d.as_str())) {
+            let (count, arrived) = &*gate;
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            arrived.notify_all();
+            let (n, timeout) = arrived.wait_timeout_while(n, Duration::from_secs(10), |n| *n < 2).unwrap();
+            drop(n);
+            if timeout.timed_out() {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+            } else {
+                ok(body, "application/octet-stream")
+            }
+        } else {
+            ok(b"{}", "application/json")
+        };
+        let _ = conn.write_all(&reply);
+    });
+    let dir = crfs_testkit::scratch_dir(&format!("side-by-side-{port}"));
+    let remote = Remote::new(test_options()).unwrap();
+    let report = remote.pull_image(&format!("127.0.0.1:{port}/parallel/image:v1"), &dir, None).unwrap();
+    assert_eq!(report.blobs, 2);
+    for digest in [config_digest, layer_digest] {
+        assert!(dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:")).exists(), "{digest}");
+    }
+    assert_eq!(*waiting.0.lock().unwrap(), 2, "each blob asked once");
 }
