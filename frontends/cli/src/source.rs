@@ -49,7 +49,12 @@ impl ServeArgs {
 
     /// The vfs options these flags ask for.
     pub fn fs_options(&self) -> Options {
-        Options { verify: self.verify(), overlay_whiteouts: self.overlay_whiteouts, cache_bytes: self.cache_size }
+        Options {
+            verify: self.verify(),
+            overlay_whiteouts: self.overlay_whiteouts,
+            cache_bytes: self.cache_size,
+            ..Options::default()
+        }
     }
 }
 

@@ -154,11 +154,15 @@ pub struct Options {
     pub overlay_whiteouts: bool,
     /// Bytes of decompressed chunks kept in memory.
     pub cache_bytes: u64,
+    /// Decode ahead of reads that walk forward through the blob, on a background thread (see
+    /// `readahead`). Off, every chunk is decoded by the read that needs it, on its own thread,
+    /// and no thread outlives the filesystem's last use (the NFS fuzz entry needs that).
+    pub read_ahead: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { verify: true, overlay_whiteouts: false, cache_bytes: 256 << 20 }
+        Options { verify: true, overlay_whiteouts: false, cache_bytes: 256 << 20, read_ahead: true }
     }
 }
 
@@ -434,7 +438,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         self.cache
             .try_get_with(key, || {
                 // A miss: if misses walk forward through the blob, decode what follows ahead.
-                if let Some(c) = self.index().chunks(file).get(chunk) {
+                if let Some(c) = self.index().chunks(file).get(chunk).filter(|_| self.options.read_ahead) {
                     self.readahead.on_miss(c.offset, file, key.2, || {
                         Some((self.layer.clone(), self.cache.clone(), self.cache_tag, self.options.verify))
                     });

@@ -153,6 +153,45 @@ fn whiteouts_only_change_when_asked() {
     assert_eq!(plain.getxattr(opaque.ino, b"trusted.overlay.opaque"), Err(FsError::NoXattr));
 }
 
+/// Threads of this process named `crfs-readahead`.
+fn read_ahead_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter(|t| {
+            let comm = t.as_ref().ok().and_then(|t| std::fs::read_to_string(t.path().join("comm")).ok());
+            comm.is_some_and(|c| c.trim() == "crfs-readahead")
+        })
+        .count()
+}
+
+/// With read-ahead off, a walk in blob order reads each chunk only when asked, and no thread
+/// is started; with it on (the default), the walk starts the read-ahead thread.
+#[test]
+fn read_ahead_off_decodes_only_what_is_read() {
+    for read_ahead in [false, true] {
+        let (fs, blob) = open("fixtures/many.esgz", Options { read_ahead, ..Options::default() });
+        let index = fs.layer().index();
+        let mut files: Vec<(u64, u32)> = (0..index.len() as u32)
+            .filter_map(|id| index.chunks(id).first().filter(|c| !c.zeros).map(|c| (c.offset, id)))
+            .collect();
+        files.sort_unstable();
+        let threads_before = read_ahead_threads();
+        let before = blob.reads.load(Ordering::SeqCst);
+        for &(_, id) in &files[..6] {
+            assert!(!fs.read(u64::from(id) + 1, 0, 1 << 20).unwrap().is_empty());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let reads = blob.reads.load(Ordering::SeqCst) - before;
+        if read_ahead {
+            assert_eq!(read_ahead_threads(), threads_before + 1, "one read-ahead thread");
+            assert!(reads > 6, "{reads} blob reads: nothing read ahead");
+        } else {
+            assert_eq!(read_ahead_threads(), threads_before, "no read-ahead thread");
+            assert_eq!(reads, 6, "one blob read per file read, none ahead");
+        }
+    }
+}
+
 #[test]
 fn reading_in_blob_order_decodes_ahead_once() {
     let (fs, blob) = open("fixtures/many.esgz", Options::default());
