@@ -322,7 +322,7 @@ fn a_token_auth_destination_gets_a_push_scope_token() {
         "no push-scope token request: {seen:?}"
     );
     let uploads: Vec<_> = seen.iter().filter(|r| matches!(r.method.as_str(), "POST" | "PATCH" | "PUT")).collect();
-    // 6 blobs (a POST, PATCHes and a PUT each), 2 manifests and the index.
+    // 6 blobs (a POST, a PATCH and a PUT each), 2 manifests and the index.
     assert!(uploads.len() >= 6 * 3 + 3, "{uploads:?}");
     assert!(uploads.iter().all(|r| r.authorization), "{uploads:?}");
     check_merged(&dst, "linux/arm64", &merged(&[BASE, MIDDLE, TOP_ARM64]));

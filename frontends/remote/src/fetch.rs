@@ -33,6 +33,8 @@ use crate::token::{self, Credential};
 /// How requests to one registry repository authenticate, shared by all its blobs.
 pub(crate) struct RepoAuth {
     pub reference: oci_client::Reference,
+    /// The token scopes asked for (see `token`).
+    scopes: Vec<String>,
     pub creds: RegistryAuth,
     /// Where `creds` came from, for messages.
     pub source: &'static str,
@@ -47,9 +49,34 @@ struct AuthState {
 }
 
 impl RepoAuth {
+    /// Auth for pulling from `reference`'s repository.
     pub fn new(reference: oci_client::Reference, creds: RegistryAuth, source: &'static str) -> Self {
+        let scopes = vec![format!("repository:{}:pull", reference.repository())];
+        Self::with_scopes(reference, scopes, creds, source)
+    }
+
+    /// Auth for pushing to `reference`'s repository, and for mounting blobs from the
+    /// repositories `mount_from` (on the same registry).
+    pub fn for_push(
+        reference: oci_client::Reference,
+        mount_from: &[&str],
+        creds: RegistryAuth,
+        source: &'static str,
+    ) -> Self {
+        let mut scopes = vec![format!("repository:{}:pull,push", reference.repository())];
+        scopes.extend(mount_from.iter().map(|repo| format!("repository:{repo}:pull")));
+        Self::with_scopes(reference, scopes, creds, source)
+    }
+
+    fn with_scopes(
+        reference: oci_client::Reference,
+        scopes: Vec<String>,
+        creds: RegistryAuth,
+        source: &'static str,
+    ) -> Self {
         RepoAuth {
             reference,
+            scopes,
             creds,
             source,
             state: tokio::sync::Mutex::new(AuthState { credential: None, generation: 0 }),
@@ -83,7 +110,7 @@ impl RepoAuth {
     /// Asks the registry how to authenticate (GET /v2/, then the token realm for bearer auth).
     async fn fetch(&self, inner: &Inner) -> Result<Credential, FetchError> {
         let registry = self.reference.resolve_registry();
-        token::pull_credential(inner, registry, self.reference.repository(), &self.creds, self.source).await
+        token::credential(inner, registry, &self.scopes, &self.creds, self.source).await
     }
 }
 
@@ -675,6 +702,73 @@ async fn probe_size(inner: &Inner, ep: &Endpoint, generation: &mut u64) -> Resul
             .ok_or_else(|| FetchError::permanent("cannot tell the blob's size", "no Content-Length")),
         s => Err(status_error(s, direct, resp.url())),
     }
+}
+
+/// One kind of request to a registry, as [`send_expecting`] sends it.
+pub(crate) struct Call<'a> {
+    pub method: reqwest::Method,
+    /// The statuses that count as success; the answer is returned for the caller to read.
+    pub ok: &'a [StatusCode],
+    /// Each attempt must be answered within the request timeout. Without (uploads, whose length
+    /// has no bound), only each read waits at most that long.
+    pub whole_timeout: bool,
+    /// Adds each attempt's headers and body.
+    pub prepare: &'a (dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Send + Sync),
+}
+
+/// Sends `call` to `ep`, with its credentials, under the retry policy. Returns the answer when
+/// its status is one of `call.ok`. Other answers are classed as range reads' are (a 401 gets
+/// the credential once more; 429 and 5xx are retried), with the start of their text (at most
+/// `token::MAX_REFUSAL_TEXT` bytes read) in the error's detail.
+pub(crate) async fn send_expecting(
+    inner: &Inner,
+    ep: &Endpoint,
+    call: &Call<'_>,
+) -> Result<reqwest::Response, FetchError> {
+    let mut retry = Retry::new(inner, ep);
+    loop {
+        let mut generation = 0;
+        match send_once(inner, ep, call, &mut generation).await {
+            Ok(r) => return Ok(r),
+            Err(e) => retry.after(e, generation).await?,
+        }
+    }
+}
+
+/// One attempt of [`send_expecting`]; `seen_generation` gets the auth generation used.
+pub(crate) async fn send_once(
+    inner: &Inner,
+    ep: &Endpoint,
+    call: &Call<'_>,
+    seen_generation: &mut u64,
+) -> Result<reqwest::Response, FetchError> {
+    let (req, direct, generation) = ep.request(inner, call.method.clone()).await?;
+    *seen_generation = generation;
+    let sending = (call.prepare)(req).send();
+    let answer = if call.whole_timeout {
+        let timeout = inner.options.request_timeout;
+        tokio::time::timeout(timeout, sending)
+            .await
+            .map_err(|_| FetchError::transient("request timed out", format!("no answer in {timeout:?}")))?
+    } else {
+        sending.await
+    };
+    let mut resp = answer.map_err(|e| classify(&e, "request failed"))?;
+    let status = resp.status();
+    if call.ok.contains(&status) {
+        return Ok(resp);
+    }
+    let url = resp.url().clone();
+    let text = read_at_most(&mut resp, token::MAX_REFUSAL_TEXT).await.map(|b| b.bytes).unwrap_or_default();
+    let mut err = if status.is_success() {
+        FetchError::permanent("unexpected HTTP status", format!("{status} from {}", redact(&url)))
+    } else {
+        status_error(status, direct, &url)
+    };
+    if !text.is_empty() {
+        err.detail = format!("{}: {}", err.detail, token::one_line(&text));
+    }
+    Err(err)
 }
 
 #[cfg(test)]

@@ -44,13 +44,12 @@
 //! It must never depend on crfs-vfs, crfs-fuse, crfs-nfs or the CLI, nor look inside a layer:
 //! it sees bytes and descriptors, never a TOC entry (data flows remote → core → vfs).
 //!
-//! Crates: oci-client for references, manifest types, and whole-image pushes
-//! (futures-util and bytes for its upload streams); reqwest (rustls with the ring provider)
-//! for everything a mount asks (blob ranges, manifests, tokens), because oci-client's
-//! partial-blob call hides the Content-Range it got, cannot cache redirect targets, and reads
-//! manifests and token answers whole, with no bound; http-auth to parse `WWW-Authenticate`
-//! (see `token`); docker_credential for the Docker config; toml for containerd's hosts.toml
-//! files.
+//! Crates: oci-client for image references and manifest types only; reqwest (rustls with the
+//! ring provider) for every request (blob ranges, manifests, tokens, uploads), because
+//! oci-client's client hides the Content-Range it got, cannot cache redirect targets, and reads
+//! manifests, token answers and error bodies whole, with no bound; futures-util and bytes for
+//! upload streams and side-by-side pulls; http-auth to parse `WWW-Authenticate` (see `token`);
+//! docker_credential for the Docker config; toml for containerd's hosts.toml files.
 
 mod blob;
 mod cache;

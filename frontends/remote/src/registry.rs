@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oci_client::Reference;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest, OciManifest};
 
 use crate::blob::{Blob, HttpBlob, RegistryBlob};
@@ -123,34 +122,6 @@ pub fn registry_of(reference: &str) -> Result<String> {
     Ok(parse_reference(reference)?.registry().to_owned())
 }
 
-/// Whether an oci-client error is worth retrying.
-fn transient(e: &OciDistributionError) -> bool {
-    match e {
-        // A 4xx seen through reqwest's error_for_status (blob HEADs) is an answer, not a fault.
-        OciDistributionError::RequestError(r) => !r.is_builder() && !r.status().is_some_and(|s| s.is_client_error()),
-        OciDistributionError::ServerError { code, .. } => *code == 429 || (*code >= 500 && *code != 501),
-        OciDistributionError::RegistryError { envelope, .. } => {
-            envelope.errors.iter().any(|e| e.code == OciErrorCode::Toomanyrequests)
-        }
-        _ => false,
-    }
-}
-
-/// An error and its causes on one line (reqwest's own message leaves out "connection refused").
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let more = c.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = c.source();
-    }
-    text
-}
-
 /// The error for credentials a registry refused (or asked for), saying how to give them.
 pub(crate) fn auth_error(reference: &Reference, source: &str) -> Error {
     let registry = reference.resolve_registry();
@@ -165,65 +136,7 @@ pub(crate) fn auth_error(reference: &Reference, source: &str) -> Error {
     }
 }
 
-/// Turns an oci-client error into a message a user can act on.
-pub(crate) fn explain(e: OciDistributionError, reference: &Reference, source: &str) -> Error {
-    let registry = reference.resolve_registry();
-    let auth_msg = || auth_error(reference, source);
-    match e {
-        OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => auth_msg(),
-        OciDistributionError::ServerError { code: 401 | 403, .. } => auth_msg(),
-        OciDistributionError::ServerError { code: 404, .. } => {
-            Error::NotFound(format!("{}: no such image at {registry}", reference.whole()))
-        }
-        OciDistributionError::RegistryError { envelope, url } => {
-            let codes = &envelope.errors;
-            if codes.iter().any(|c| matches!(c.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
-                auth_msg()
-            } else if codes.iter().any(|c| {
-                matches!(
-                    c.code,
-                    OciErrorCode::ManifestUnknown
-                        | OciErrorCode::NameUnknown
-                        | OciErrorCode::NotFound
-                        | OciErrorCode::BlobUnknown
-                )
-            }) {
-                Error::NotFound(format!("{}: no such image at {registry}", reference.whole()))
-            } else {
-                Error::Protocol(format!("{url}: {envelope}"))
-            }
-        }
-        e if transient(&e) => Error::Network(format!("{registry}: {}", with_causes(&e))),
-        e => Error::Protocol(format!("{registry}: {e}")),
-    }
-}
-
 impl Inner {
-    /// Runs a registry call, retrying transient failures under the retry policy.
-    pub(crate) async fn retry_oci<T, F, Fut>(&self, mut op: F) -> std::result::Result<T, OciDistributionError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<T, OciDistributionError>>,
-    {
-        let policy = &self.options.retry;
-        let t0 = Instant::now();
-        let mut backoff = policy.initial_backoff;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match op().await {
-                Err(e)
-                    if transient(&e) && attempts < policy.max_attempts && t0.elapsed() + backoff < policy.deadline =>
-                {
-                    tracing::debug!(attempt = attempts, "registry: {e}; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(policy.max_backoff);
-                }
-                r => return r,
-            }
-        }
-    }
-
     /// The shared auth state of one repository.
     pub(crate) fn repo_auth(&self, reference: &Reference) -> Arc<RepoAuth> {
         let registry = reference.resolve_registry().to_owned();

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 
 use crate::cache::DiskCache;
@@ -248,12 +247,6 @@ pub(crate) struct Inner {
     http: reqwest::Client,
     /// Pools for the hosts that trust CAs of their own (`Options::host_ca_certs`).
     host_http: HashMap<String, reqwest::Client>,
-    /// Those hosts' CA certificates (PEM), for their registry clients.
-    host_ca_pem: HashMap<String, Vec<Vec<u8>>>,
-    /// Registry clients (manifests, tokens), one per registry host, created on first use.
-    registries: Mutex<HashMap<String, oci_client::Client>>,
-    /// The extra CA certificates (PEM), for the registry clients.
-    ca_pem: Vec<Vec<u8>>,
     /// Auth state per `registry/repository`, shared by the blobs of that repository.
     pub repos: Mutex<HashMap<String, Arc<crate::fetch::RepoAuth>>>,
     pub options: Options,
@@ -320,26 +313,20 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| Error::Local(format!("starting the I/O runtime: {e}")))?;
-        let read_pem = |path: &PathBuf| -> Result<(Vec<u8>, Vec<reqwest::Certificate>)> {
+        let read_pem = |path: &PathBuf| -> Result<Vec<reqwest::Certificate>> {
             let pem = std::fs::read(path).map_err(|e| Error::Local(format!("{}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::Invalid(format!("{}: not PEM certificates: {e}", path.display())))?;
-            Ok((pem, certs))
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Invalid(format!("{}: not PEM certificates: {e}", path.display())))
         };
-        let mut ca_pem = Vec::new();
         let mut ca = Vec::new();
         for path in &options.ca_certs {
-            let (pem, certs) = read_pem(path)?;
-            ca.extend(certs);
-            ca_pem.push(pem);
+            ca.extend(read_pem(path)?);
         }
         let http = http_client(&options, ca.clone())?;
-        let mut host_ca_pem: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
         let mut host_ca: HashMap<String, Vec<reqwest::Certificate>> = HashMap::new();
         for (host, path) in &options.host_ca_certs {
-            let (pem, certs) = read_pem(path)?;
+            let certs = read_pem(path)?;
             host_ca.entry(host.clone()).or_insert_with(|| ca.clone()).extend(certs);
-            host_ca_pem.entry(host.clone()).or_default().push(pem);
         }
         let host_http = host_ca
             .into_iter()
@@ -365,9 +352,6 @@ impl Remote {
                 runtime: Some(runtime),
                 http,
                 host_http,
-                host_ca_pem,
-                registries: Mutex::new(HashMap::new()),
-                ca_pem,
                 repos: Mutex::new(HashMap::new()),
                 options,
                 auth_file,
@@ -448,35 +432,6 @@ impl Inner {
     pub fn scheme_for(&self, registry: &str) -> &'static str {
         let listed = self.options.plain_http_hosts.iter().any(|h| h == registry);
         if self.options.plain_http || listed || is_loopback_host(registry) { "http" } else { "https" }
-    }
-
-    /// The registry client for `registry`, created on first use.
-    pub fn registry_client(&self, registry: &str) -> oci_client::Client {
-        let mut map = self.registries.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(registry.to_owned())
-            .or_insert_with(|| {
-                let protocol =
-                    if self.scheme_for(registry) == "http" { ClientProtocol::Http } else { ClientProtocol::Https };
-                let platform = self.platform.clone();
-                let config = ClientConfig {
-                    protocol,
-                    connect_timeout: Some(self.options.connect_timeout),
-                    read_timeout: Some(self.options.request_timeout),
-                    platform_resolver: Some(Box::new(move |entries| platform.select(entries))),
-                    extra_root_certificates: self
-                        .ca_pem
-                        .iter()
-                        .chain(self.host_ca_pem.get(registry).into_iter().flatten())
-                        .map(|pem| oci_client::client::Certificate {
-                            encoding: oci_client::client::CertificateEncoding::Pem,
-                            data: pem.clone(),
-                        })
-                        .collect(),
-                    ..ClientConfig::default()
-                };
-                oci_client::Client::new(config)
-            })
-            .clone()
     }
 
     /// The credentials for `registry`, the host contacted (a registry or a mirror): explicit

@@ -5,7 +5,8 @@
 //!    - none, or a challenge that is not `Bearer`: the basic credentials if there are any,
 //!      otherwise nothing;
 //!    - `Bearer realm="…",service="…"`: step 2.
-//! 2. `GET REALM?scope=repository:REPO:pull&service=SERVICE`, with the basic credentials if
+//! 2. `GET REALM?scope=repository:REPO:pull&service=SERVICE` (`pull,push` to push, and one
+//!    more `scope` per repository a blob is mounted from), with the basic credentials if
 //!    there are any. A 200 carries JSON with `token` (or `access_token`), used as
 //!    `Authorization: Bearer …` from then on.
 //!
@@ -62,12 +63,12 @@ impl BearerChallenge {
     }
 }
 
-/// Works out the credential for pulling from `repository` at `registry`, given the user's
-/// `creds`. `source` names where `creds` came from, for messages.
-pub(crate) async fn pull_credential(
+/// Works out the credential for `scopes` (`repository:REPO:pull`, `repository:REPO:pull,push`)
+/// at `registry`, given the user's `creds`. `source` names where `creds` came from, for messages.
+pub(crate) async fn credential(
     inner: &Inner,
     registry: &str,
-    repository: &str,
+    scopes: &[String],
     creds: &RegistryAuth,
     source: &str,
 ) -> Result<Credential, FetchError> {
@@ -89,7 +90,7 @@ pub(crate) async fn pull_credential(
         tracing::debug!(registry, %status, credentials = source, "no bearer challenge from /v2/: sending {sending}");
         return Ok(basic.unwrap_or(Credential::Nothing));
     };
-    tracing::debug!(registry, %status, realm = %challenge.realm, service = ?challenge.service, repository,
+    tracing::debug!(registry, %status, realm = %challenge.realm, service = ?challenge.service, ?scopes,
         credentials = source, "bearer challenge from /v2/: asking the token server");
 
     let mut realm = Url::parse(&challenge.realm).map_err(|e| {
@@ -100,7 +101,9 @@ pub(crate) async fn pull_credential(
     }
     {
         let mut query = realm.query_pairs_mut();
-        query.append_pair("scope", &format!("repository:{repository}:pull"));
+        for scope in scopes {
+            query.append_pair("scope", scope);
+        }
         if let Some(service) = &challenge.service {
             query.append_pair("service", service);
         }
@@ -152,7 +155,7 @@ pub(crate) async fn pull_credential(
             format!("the token from {} holds characters a header cannot carry", redacted(&realm)),
         ));
     }
-    tracing::debug!(registry, repository, bytes = body.bytes.len(), "token received");
+    tracing::debug!(registry, ?scopes, bytes = body.bytes.len(), "token received");
     Ok(Credential::Bearer(token))
 }
 
@@ -174,7 +177,7 @@ fn redacted(url: &Url) -> String {
 }
 
 /// The start of a refusal's text, on one line, for a message.
-fn one_line(body: &[u8]) -> String {
+pub(crate) fn one_line(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
     line.trim().to_owned()

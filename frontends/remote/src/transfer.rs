@@ -11,11 +11,13 @@
 //! index under the tag (or by digest). The tag is written last, so a failure leaves nothing
 //! new under it.
 //!
-//! Pulls go through crfs's own client, as a mount's reads do (bounded manifests and tokens,
-//! retries that resume a cut body where it stopped, credentials never sent to blob storage).
-//! Pushes go through oci-client (push-scope tokens, basic auth, chunked uploads,
-//! cross-repository mounts), with the transient-failure retries of [`crate::RetryPolicy`];
-//! oci-client reads the destination's tokens and error answers whole.
+//! Both go through crfs's own client, as a mount's reads do: tokens (pull scope; pull,push
+//! scope and the source repository's pull scope to push) and every answer read under a bound,
+//! credentials never sent off the registry's origin, the retries of [`crate::RetryPolicy`].
+//! A pull resumes a cut body where it stopped. A push uploads each blob as the Docker client
+//! does: `POST` to open a session (asking to mount the blob from the source repository when
+//! that is on the same registry), one streamed `PATCH`, `PUT ?digest=` to commit; a session that
+//! fails part way is started again, at most three times.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
@@ -25,17 +27,15 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use oci_client::Reference;
-use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
 };
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, RegistryOperation};
 
-use crate::error::{Class, Error, Result};
-use crate::fetch::{self, Endpoint, StreamError};
+use crate::error::{Class, Error, FetchError, Result};
+use crate::fetch::{self, Call, Endpoint, RepoAuth, StreamError};
 use crate::layout;
-use crate::registry::{auth_error, explain, parse_reference};
+use crate::registry::{auth_error, parse_reference};
 use crate::remote::{Inner, Remote};
 
 /// Manifest media types asked for and understood.
@@ -214,10 +214,20 @@ fn write_blob(dir: &Path, digest: &str, data: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, &dest).map_err(local)
 }
 
+/// One blob on its way from a layout to the registry.
+#[derive(Clone, Copy)]
+struct BlobPush<'a> {
+    /// The layout holding it.
+    dir: &'a Path,
+    blob: &'a BlobRef,
+    auth: &'a Arc<RepoAuth>,
+    /// The repository (on the same registry) to mount it from, if any.
+    mount_from: Option<&'a Reference>,
+}
+
 struct Session {
     inner: Arc<Inner>,
-    client: Client,
-    auth: RegistryAuth,
+    creds: RegistryAuth,
     source: &'static str,
     reference: Reference,
     events: Option<TransferEvents>,
@@ -226,30 +236,62 @@ struct Session {
 impl Session {
     fn new(inner: Arc<Inner>, reference: Reference, events: Option<TransferEvents>) -> Session {
         let registry = reference.resolve_registry().to_owned();
-        let client = inner.registry_client(&registry);
-        let (auth, source) = inner.credentials_for(&registry);
-        Session { inner, client, auth, source, reference, events }
+        let (creds, source) = inner.credentials_for(&registry);
+        Session { inner, creds, source, reference, events }
+    }
+
+    /// Credentials with a push-scope token for the destination (and pull scope on the
+    /// repositories blobs are mounted from).
+    fn push_auth(&self, mount_from: &[&str]) -> Arc<RepoAuth> {
+        Arc::new(RepoAuth::for_push(self.reference.clone(), mount_from, self.creds.clone(), self.source))
+    }
+
+    /// An endpoint at `url` for a push request: with the credentials only when `url` is on the
+    /// registry's own origin (an upload location may send elsewhere).
+    fn push_endpoint(&self, url: reqwest::Url, auth: &Arc<RepoAuth>) -> Result<Endpoint> {
+        let registry = self.inner.v2_url(&self.reference, "blobs", "uploads/")?;
+        let auth = (url.origin() == registry.origin()).then(|| Arc::clone(auth));
+        Ok(Endpoint::new(url, auth))
+    }
+
+    /// A failed push request as an error a user can act on.
+    fn push_error(&self, e: FetchError, what: &str) -> Error {
+        let at = format!("{}: {what}", self.reference.whole());
+        match e.class {
+            Class::Unauthorized => auth_error(&self.reference, self.source),
+            Class::NotFound => Error::NotFound(format!("{at}: {e}")),
+            _ => match e.to_error() {
+                Error::Network(m) => Error::Network(format!("{at}: {m}")),
+                Error::Protocol(m) => Error::Protocol(format!("{at}: {m}")),
+                other => other,
+            },
+        }
+    }
+
+    /// Whether the destination repository has the blob `digest` (HEAD).
+    async fn blob_exists(&self, auth: &Arc<RepoAuth>, digest: &str) -> Result<bool> {
+        let ep = Endpoint::new(self.inner.v2_url(&self.reference, "blobs", digest)?, Some(Arc::clone(auth)));
+        match fetch::fetch_size(&self.inner, &ep).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.class == Class::NotFound => Ok(false),
+            Err(e) => Err(self.push_error(e, &format!("blob {digest}"))),
+        }
+    }
+
+    /// The upload location an answer names, resolved against the URL asked.
+    fn location(&self, resp: &reqwest::Response, asked: &reqwest::Url) -> Result<reqwest::Url> {
+        let value = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+            Error::Protocol(format!("{}: an upload answer without a Location", self.reference.whole()))
+        })?;
+        asked
+            .join(value)
+            .map_err(|e| Error::Protocol(format!("{}: upload Location {value:?}: {e}", self.reference.whole())))
     }
 
     fn emit(&self, e: &TransferEvent<'_>) {
         if let Some(f) = &self.events {
             f(e);
         }
-    }
-
-    fn explain(&self, e: OciDistributionError) -> Error {
-        // A 4xx reached through reqwest's error_for_status (blob HEADs) carries its status only there.
-        let e = match e {
-            OciDistributionError::RequestError(r) if r.status().is_some_and(|s| s.is_client_error()) => {
-                OciDistributionError::ServerError {
-                    code: r.status().map_or(0, |s| s.as_u16()),
-                    url: r.url().map(|u| u.to_string()).unwrap_or_default(),
-                    message: r.to_string(),
-                }
-            }
-            e => e,
-        };
-        explain(e, &self.reference, self.source)
     }
 
     /// A manifest or index by `reference`, raw, checked against the digest it is asked by
@@ -369,33 +411,93 @@ impl Session {
         Ok(report)
     }
 
-    /// One blob of the layout `dir` to the registry: skipped, mounted or uploaded.
-    async fn push_blob(&self, dir: &Path, blob: &BlobRef, mount_from: Option<&Reference>) -> Result<Moved> {
-        let (client, reference, digest) = (&self.client, &self.reference, blob.digest.as_str());
-        let exists =
-            self.inner.retry_oci(|| client.blob_exists(reference, digest)).await.map_err(|e| self.explain(e))?;
-        if exists {
+    /// One blob of the layout to the registry: skipped, mounted or uploaded.
+    async fn push_blob(&self, push: &BlobPush<'_>) -> Result<Moved> {
+        let digest = push.blob.digest.as_str();
+        if self.blob_exists(push.auth, digest).await? {
             return Ok(Moved::Existed);
         }
-        if let Some(from) = mount_from {
-            match client.mount_blob(reference, from, digest).await {
-                Ok(()) => return Ok(Moved::Mounted),
-                Err(e) => {
-                    tracing::debug!(digest, from = %from.whole(), "cross-repository mount refused ({e}); uploading")
+        // An upload that fails part way is started again from its first byte, in a new session
+        // (a registry keeps what a cut PATCH sent, so resending it there would append).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.upload(push).await {
+                Err(Error::Network(m)) if attempt < UPLOAD_ATTEMPTS => {
+                    tracing::info!(digest, attempt, "upload failed ({m}); starting it again");
                 }
+                done => return done,
             }
         }
-        let path = layout::blob_path(dir, digest)?;
-        self.emit(&TransferEvent::Start { digest, size: blob.size });
-        let events = self.events.clone();
-        let size = blob.size;
-        self.inner
-            .retry_oci(|| {
-                let stream = file_stream(path.clone(), digest.to_owned(), size, events.clone());
-                client.push_blob_stream(reference, stream, digest, Some(size))
-            })
+    }
+
+    /// One upload session: `POST …/blobs/uploads/` (asking to mount from `mount_from`), then
+    /// the bytes in one streamed `PATCH`, then `PUT ?digest=` to commit them.
+    async fn upload(&self, push: &BlobPush<'_>) -> Result<Moved> {
+        let BlobPush { dir, blob, auth, mount_from } = *push;
+        use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
+        use reqwest::{Method, StatusCode};
+        let (digest, size) = (blob.digest.as_str(), blob.size);
+        let mut start = self.inner.v2_url(&self.reference, "blobs", "uploads/")?;
+        if let Some(from) = mount_from {
+            start.query_pairs_mut().append_pair("mount", digest).append_pair("from", from.repository());
+        }
+        let ep = Endpoint::new(start.clone(), Some(Arc::clone(auth)));
+        let empty = |r: reqwest::RequestBuilder| r.header(CONTENT_LENGTH, 0);
+        let start_call = Call {
+            method: Method::POST,
+            ok: &[StatusCode::CREATED, StatusCode::ACCEPTED],
+            whole_timeout: true,
+            prepare: &empty,
+        };
+        let begun = fetch::send_expecting(&self.inner, &ep, &start_call)
             .await
-            .map_err(|e| self.explain(e))?;
+            .map_err(|e| self.push_error(e, "starting an upload"))?;
+        if begun.status() == StatusCode::CREATED {
+            return match mount_from {
+                Some(_) => Ok(Moved::Mounted),
+                None => Err(Error::Protocol(format!("{}: 201 to an upload start", self.reference.whole()))),
+            };
+        }
+        if let Some(from) = mount_from {
+            tracing::debug!(digest, from = %from.whole(), "cross-repository mount not done; uploading");
+        }
+        let location = self.location(&begun, &start)?;
+        drop(begun);
+
+        let path = layout::blob_path(dir, digest)?;
+        self.emit(&TransferEvent::Start { digest, size });
+        let (events, owned_digest) = (self.events.clone(), digest.to_owned());
+        let body = move |r: reqwest::RequestBuilder| {
+            let stream = file_stream(path.clone(), owned_digest.clone(), size, events.clone());
+            r.header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_LENGTH, size)
+                .body(reqwest::Body::wrap_stream(stream))
+        };
+        let patch_ep = self.push_endpoint(location.clone(), auth)?;
+        let mut generation = 0;
+        let patch = Call {
+            method: Method::PATCH,
+            ok: &[StatusCode::ACCEPTED, StatusCode::NO_CONTENT],
+            whole_timeout: false,
+            prepare: &body,
+        };
+        let sent = fetch::send_once(&self.inner, &patch_ep, &patch, &mut generation)
+            .await
+            .map_err(|e| self.push_error(e, &format!("uploading blob {digest}")))?;
+        let mut commit = if sent.headers().contains_key(reqwest::header::LOCATION) {
+            self.location(&sent, &location)?
+        } else {
+            location
+        };
+        drop(sent);
+        commit.query_pairs_mut().append_pair("digest", digest);
+        let commit_ep = self.push_endpoint(commit, auth)?;
+        let commit_call =
+            Call { method: Method::PUT, ok: &[StatusCode::CREATED], whole_timeout: true, prepare: &empty };
+        fetch::send_expecting(&self.inner, &commit_ep, &commit_call)
+            .await
+            .map_err(|e| self.push_error(e, &format!("committing blob {digest}")))?;
         Ok(Moved::Uploaded)
     }
 
@@ -425,17 +527,15 @@ impl Session {
             stack.extend(manifests.into_iter().rev().map(|m| (m, depth + 1, false)));
         }
 
-        let (client, auth, reference) = (&self.client, &self.auth, &self.reference);
-        self.inner
-            .retry_oci(|| client.auth(reference, auth, RegistryOperation::Push))
-            .await
-            .map_err(|e| self.explain(e))?;
+        let reference = &self.reference;
         let mount_from = mount_from.filter(|from| {
             from.resolve_registry() == reference.resolve_registry() && from.repository() != reference.repository()
         });
+        let mount_repos: Vec<&str> = mount_from.iter().map(|r| r.repository()).collect();
+        let auth = self.push_auth(&mount_repos);
         let mut report = PushReport::default();
         for b in &blobs {
-            let how = self.push_blob(dir, b, mount_from.as_ref()).await?;
+            let how = self.push_blob(&BlobPush { dir, blob: b, auth: &auth, mount_from: mount_from.as_ref() }).await?;
             match how {
                 Moved::Uploaded => {
                     report.uploaded += 1;
@@ -455,11 +555,21 @@ impl Session {
                 .media_type
                 .parse()
                 .map_err(|_| Error::Protocol(format!("{}: bad media type {:?}", node.digest, node.media_type)))?;
+            let name = target.digest().or(target.tag()).unwrap_or(node.digest.as_str()).to_owned();
+            let ep = Endpoint::new(self.inner.v2_url(&target, "manifests", &name)?, Some(Arc::clone(&auth)));
             let body = bytes::Bytes::from(data);
-            self.inner
-                .retry_oci(|| client.push_manifest_raw(&target, body.clone(), content_type.clone()))
+            let put = move |r: reqwest::RequestBuilder| {
+                r.header(reqwest::header::CONTENT_TYPE, content_type.clone()).body(body.clone())
+            };
+            let call = Call {
+                method: reqwest::Method::PUT,
+                ok: &[reqwest::StatusCode::CREATED],
+                whole_timeout: true,
+                prepare: &put,
+            };
+            fetch::send_expecting(&self.inner, &ep, &call)
                 .await
-                .map_err(|e| self.explain(e))?;
+                .map_err(|e| self.push_error(e, &format!("manifest {}", node.digest)))?;
             report.manifests += 1;
             if i == last {
                 report.pushed = target.whole();
@@ -471,6 +581,9 @@ impl Session {
     }
 }
 
+/// How many upload sessions one blob gets when the network keeps failing.
+const UPLOAD_ATTEMPTS: u32 = 3;
+
 /// A file's bytes as an upload stream, reporting progress; a file of another size than the
 /// descriptor's is an error.
 fn file_stream(
@@ -478,7 +591,7 @@ fn file_stream(
     digest: String,
     size: u64,
     events: Option<TransferEvents>,
-) -> impl futures_util::Stream<Item = oci_client::errors::Result<bytes::Bytes>> + Send + 'static {
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     let opened = std::fs::File::open(&path);
     futures_util::stream::unfold((opened.map(Some), 0u64), move |(file, done)| {
         let events = events.clone();
@@ -488,14 +601,14 @@ fn file_stream(
             let mut file = match file {
                 Ok(Some(f)) => f,
                 Ok(None) => return None,
-                Err(e) => return Some((Err(e.into()), (Ok(None), done))),
+                Err(e) => return Some((Err(e), (Ok(None), done))),
             };
             let mut buf = vec![0u8; UPLOAD_PIECE];
             match file.read(&mut buf) {
                 Ok(0) if done == size => None,
                 Ok(0) => {
                     let e = std::io::Error::other(format!("{}: {done} bytes, not {size}", path.display()));
-                    Some((Err(e.into()), (Ok(None), done)))
+                    Some((Err(e), (Ok(None), done)))
                 }
                 Ok(n) => {
                     buf.truncate(n);
@@ -505,7 +618,7 @@ fn file_stream(
                     }
                     Some((Ok(bytes::Bytes::from(buf)), (Ok(Some(file)), done)))
                 }
-                Err(e) => Some((Err(e.into()), (Ok(None), done))),
+                Err(e) => Some((Err(e), (Ok(None), done))),
             }
         }
     })
@@ -545,19 +658,9 @@ impl Remote {
         let session = Session::new(Arc::clone(&self.inner), parsed, None);
         self.inner.run(
             async move {
-                let (client, auth, reference) = (&session.client, &session.auth, &session.reference);
-                session
-                    .inner
-                    .retry_oci(|| client.auth(reference, auth, RegistryOperation::Push))
-                    .await
-                    .map_err(|e| session.explain(e))?;
+                let auth = session.push_auth(&[]);
                 let empty = crfs_core::Digest::of(b"").to_string();
-                session
-                    .inner
-                    .retry_oci(|| client.blob_exists(reference, &empty))
-                    .await
-                    .map_err(|e| session.explain(e))?;
-                Ok(())
+                session.blob_exists(&auth, &empty).await.map(|_| ())
             },
             || Error::Local("the I/O runtime stopped".into()),
         )

@@ -1398,3 +1398,50 @@ fn image_pulls_fetch_blobs_side_by_side() {
     }
     assert_eq!(*waiting.0.lock().unwrap(), 2, "each blob asked once");
 }
+
+/// A destination registry that answers an upload with an endless refusal: the push fails with
+/// the start of that text, having read a bounded part of it, instead of holding what it sends.
+#[test]
+fn an_endless_refusal_to_a_push_is_read_only_in_part() {
+    use std::io::Write;
+    let dir = crfs_testkit::scratch_dir("endless-refusal");
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let digest = crfs_core::Digest::of(data).to_string();
+        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), data).unwrap();
+        (digest, data.len() as u64)
+    };
+    let (config, config_size) =
+        put(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[]}}"#
+    );
+    let (manifest_digest, manifest_size) = put(manifest.as_bytes());
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&sent);
+    let port = hostile_server(move |line, conn| {
+        if line.starts_with("POST ") {
+            let head = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n";
+            send_endless(conn, head, b"upload refused because", &counter);
+        } else if line.starts_with("HEAD ") {
+            let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        } else {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+        }
+    });
+    let top = crfs_remote::BlobRef {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: manifest_digest,
+        size: manifest_size,
+    };
+    let remote = Remote::new(test_options()).unwrap();
+    let t0 = std::time::Instant::now();
+    let err = remote.push_image(&dir, &top, &format!("127.0.0.1:{port}/hostile/image:v1"), None, None).unwrap_err();
+    let took = t0.elapsed();
+    let sent = sent.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("{err} after {took:?}; the server sent {sent} body bytes");
+    assert!(err.to_string().contains("upload refused because"), "{err}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(sent < 64 << 20, "the client stopped reading early: {sent} bytes sent");
+}
