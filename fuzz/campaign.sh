@@ -1,0 +1,84 @@
+#!/bin/bash
+# campaign.sh TARGET MAX_SECONDS [WORK_DIR]
+#
+# One fuzzing campaign as fuzz/RESULTS.md reports them: run TARGET (built with
+# `RUSTC_BOOTSTRAP=1 cargo fuzz build -O TARGET`) from its full minimised corpus (unpacked from
+# corpus-full.tar.xz into WORK_DIR/full on first use) under `nice -n 19`, until 600 s pass
+# without a new edge (a plateau, sampled every 10 s) or MAX_SECONDS; then minimise the full
+# corpus together with what the run found (`-merge=1`), and the committed corpus together with
+# the new files under 20 KiB. Prints one summary line, and the coverage of the old and new
+# corpora. Nothing in the repository is changed: copy WORK_DIR/TARGET/committed over
+# corpus/TARGET and WORK_DIR/TARGET/merged over WORK_DIR/full/corpus_full/TARGET to keep them,
+# then rebuild corpus-full.tar.xz from WORK_DIR/full (see RESULTS.md).
+#
+# Two campaigns can run side by side on a 2-core machine; time the process spends stopped
+# (SIGSTOP) counts as time without a new edge, so do not stop it for benchmarks.
+set -euo pipefail
+
+target=${1:?usage: campaign.sh TARGET MAX_SECONDS [WORK_DIR]}
+max=${2:?usage: campaign.sh TARGET MAX_SECONDS [WORK_DIR]}
+work=${3:-/tmp/crfs-fuzz}
+here=$(cd "$(dirname "$0")" && pwd)
+bin=$here/target/x86_64-unknown-linux-gnu/release/$target
+[ -x "$bin" ] || { echo "no $bin: run RUSTC_BOOTSTRAP=1 cargo fuzz build -O $target in $here" >&2; exit 1; }
+opts=(-rss_limit_mb=2048 -malloc_limit_mb=512)
+plateau=600
+
+if [ ! -d "$work/full/corpus_full" ]; then
+  mkdir -p "$work/full"
+  tar -xJf "$here/corpus-full.tar.xz" -C "$work/full"
+fi
+run=$work/$target
+rm -rf "$run"
+mkdir -p "$run/corpus" "$run/artifacts"
+cp "$work/full/corpus_full/$target/"* "$run/corpus/"
+
+# The run, its log lines prefixed with the seconds since it started.
+start=$(date +%s)
+nice -n 19 "$bin" "$run/corpus" "${opts[@]}" -timeout=600 -max_total_time="$max" -print_final_stats=1 \
+  -artifact_prefix="$run/artifacts/" 2>&1 |
+  while IFS= read -r line; do echo "$(($(date +%s) - start)) $line"; done >"$run/log" &
+sleep 5
+pid=$(pgrep -f "^$bin $run/corpus" | head -1 || true)
+last_cov=0
+last_new=0
+while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do
+  sleep 10
+  now=$(($(date +%s) - start))
+  cov=$(grep -o "cov: [0-9]*" "$run/log" | tail -1 | awk '{print $2}')
+  if [ -n "$cov" ] && [ "$cov" != "$last_cov" ]; then
+    last_cov=$cov
+    last_new=$now
+  fi
+  if [ $((now - last_new)) -ge $plateau ]; then
+    echo "$now PLATEAU: no new cov since ${last_new}s (cov $last_cov)" >>"$run/log"
+    kill -INT "$pid"
+    break
+  fi
+done
+wait
+echo "$(($(date +%s) - start)) END" >>"$run/log"
+
+# What the run did.
+awk '{for (i = 1; i <= NF; i++) if ($i == "cov:") print $1, $(i + 1)}' "$run/log" >"$run/cov"
+first=$(head -1 "$run/cov" | cut -d' ' -f2)
+final=$(tail -1 "$run/cov" | cut -d' ' -f2)
+changed=$(awk 'BEGIN {p = ""} {if ($2 != p) {t = $1; p = $2}} END {print t}' "$run/cov")
+execs=$(grep -o "stat::number_of_executed_units: [0-9]*" "$run/log" | awk '{print $2}' || true)
+wall=$(tail -1 "$run/log" | cut -d' ' -f1)
+ended=$(grep -q PLATEAU "$run/log" && echo plateau || echo "time cap")
+echo "$target: ${wall} s, ${execs:-?} executions, cov $first -> $final, last new edge at ${changed} s, ended by $ended"
+ls "$run/artifacts" | sed 's/^/finding: /'
+
+# Minimised corpora.
+mkdir -p "$run/merged" "$run/small" "$run/committed"
+"$bin" -merge=1 "${opts[@]}" -timeout=60 "$run/merged" "$work/full/corpus_full/$target" "$run/corpus" >"$run/merge-full.log" 2>&1
+find "$run/merged" -type f -size -20k -exec cp {} "$run/small/" \;
+"$bin" -merge=1 "${opts[@]}" -timeout=60 "$run/committed" "$here/corpus/$target" "$run/small" >"$run/merge-committed.log" 2>&1
+cov_of() { "$bin" -runs=0 "${opts[@]}" "$1" 2>&1 | grep -o 'INITED cov: [0-9]*' | awk '{print $3}'; }
+for pair in "old full:$work/full/corpus_full/$target" "new full:$run/merged" \
+  "old committed:$here/corpus/$target" "new committed:$run/committed"; do
+  name=${pair%%:*}
+  dir=${pair#*:}
+  echo "$name: $(find "$dir" -type f | wc -l) files, $(du -sb "$dir" | cut -f1) bytes, cov $(cov_of "$dir")"
+done
