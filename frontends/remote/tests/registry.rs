@@ -1086,9 +1086,15 @@ fn concurrent_reads_wait_for_a_coalesced_request_under_way() {
 }
 
 /// A server of its own on loopback: each connection, on a thread of its own, has its request
-/// line go to `answer` with the connection (headers already read). Returns the port.
+/// line go to `answer` with the connection (headers already read, and a body with a
+/// Content-Length too). Returns the port.
 fn hostile_server(answer: impl Fn(&str, &mut std::net::TcpStream) + Send + Sync + 'static) -> u16 {
-    use std::io::{BufRead, BufReader};
+    recording_server(move |line, _, conn| answer(line, conn))
+}
+
+/// As [`hostile_server`], `answer` also getting the request's header lines, lowercased.
+fn recording_server(answer: impl Fn(&str, &str, &mut std::net::TcpStream) + Send + Sync + 'static) -> u16 {
+    use std::io::{BufRead, BufReader, Read};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let answer = Arc::new(answer);
@@ -1100,8 +1106,19 @@ fn hostile_server(answer: impl Fn(&str, &mut std::net::TcpStream) + Send + Sync 
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut line = String::new();
                 let _ = reader.read_line(&mut line);
-                while reader.read_line(&mut String::new()).is_ok_and(|n| n > 2) {}
-                answer(&line, &mut conn);
+                let mut headers = String::new();
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    headers.push_str(&header.to_ascii_lowercase());
+                    header.clear();
+                }
+                let length = headers
+                    .lines()
+                    .find_map(|h| h.strip_prefix("content-length:"))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+                let _ = std::io::copy(&mut reader.by_ref().take(length), &mut std::io::sink());
+                answer(&line, &headers, &mut conn);
             });
         }
     });
@@ -1444,4 +1461,79 @@ fn an_endless_refusal_to_a_push_is_read_only_in_part() {
     assert!(err.to_string().contains("upload refused because"), "{err}");
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert!(sent < 64 << 20, "the client stopped reading early: {sent} bytes sent");
+}
+
+/// Credentials go to the registry's own origin only: an upload session whose Location is on
+/// another host (blob storage, or a registry sending them elsewhere) gets the bytes without
+/// them, and the push still completes.
+#[test]
+fn push_credentials_stay_on_the_registry_origin() {
+    use std::io::Write;
+    use std::sync::Mutex;
+    let dir = crfs_testkit::scratch_dir("push-origin");
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let digest = crfs_core::Digest::of(data).to_string();
+        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), data).unwrap();
+        (digest, data.len() as u64)
+    };
+    let (config, config_size) =
+        put(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[]}}"#
+    );
+    let (manifest_digest, manifest_size) = put(manifest.as_bytes());
+    type Log = Arc<Mutex<Vec<(String, bool)>>>;
+    let reply = |conn: &mut std::net::TcpStream, status: &str, extra: &str| {
+        let _ = write!(conn, "HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    };
+    // Blob storage: takes the bytes and the commit.
+    let storage_log: Log = Arc::default();
+    let log = Arc::clone(&storage_log);
+    let storage = recording_server(move |line, headers, conn| {
+        log.lock().unwrap().push((line.trim().to_owned(), headers.contains("authorization:")));
+        let location = "Location: /upload/session-1\r\n";
+        if line.starts_with("PATCH ") { reply(conn, "202 Accepted", location) } else { reply(conn, "201 Created", "") }
+    });
+    // The registry: no blob yet, upload sessions on the storage host, manifests taken.
+    let registry_log: Log = Arc::default();
+    let log = Arc::clone(&registry_log);
+    let registry = recording_server(move |line, headers, conn| {
+        log.lock().unwrap().push((line.trim().to_owned(), headers.contains("authorization:")));
+        if line.starts_with("HEAD ") {
+            reply(conn, "404 Not Found", "")
+        } else if line.starts_with("POST ") {
+            reply(conn, "202 Accepted", &format!("Location: http://localhost:{storage}/upload/session-1\r\n"))
+        } else if line.starts_with("PUT ") {
+            reply(conn, "201 Created", "")
+        } else {
+            reply(conn, "200 OK", "")
+        }
+    });
+    let host = format!("127.0.0.1:{registry}");
+    let remote = Remote::new(crfs_remote::Options {
+        credentials: Some(RegistryCredentials {
+            registry: host.clone(),
+            credentials: Credentials { username: USER.into(), password: PASSWORD.into() },
+        }),
+        ..test_options()
+    })
+    .unwrap();
+    let top = crfs_remote::BlobRef {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: manifest_digest,
+        size: manifest_size,
+    };
+    let report = remote.push_image(&dir, &top, &format!("{host}/origin/image:v1"), None, None).unwrap();
+    assert_eq!(report.uploaded, 1, "{report:?}");
+    let to_registry = registry_log.lock().unwrap().clone();
+    let to_storage = storage_log.lock().unwrap().clone();
+    eprintln!("registry: {to_registry:?}\nstorage: {to_storage:?}");
+    let methods: Vec<&str> = to_storage.iter().map(|(l, _)| l.split(' ').next().unwrap()).collect();
+    assert_eq!(methods, ["PATCH", "PUT"], "the bytes and the commit went to the storage host");
+    assert!(to_storage.iter().all(|(_, auth)| !auth), "credentials reached another origin: {to_storage:?}");
+    let uploads_and_manifest: Vec<_> = to_registry.iter().filter(|(l, _)| !l.starts_with("GET /v2/ ")).collect();
+    assert!(uploads_and_manifest.iter().all(|(_, auth)| *auth), "the registry gets them: {to_registry:?}");
+    assert!(to_registry.iter().any(|(l, _)| l.starts_with("PUT /v2/origin/image/manifests/v1")), "{to_registry:?}");
 }
