@@ -1416,12 +1416,10 @@ fn image_pulls_fetch_blobs_side_by_side() {
     assert_eq!(*waiting.0.lock().unwrap(), 2, "each blob asked once");
 }
 
-/// A destination registry that answers an upload with an endless refusal: the push fails with
-/// the start of that text, having read a bounded part of it, instead of holding what it sends.
-#[test]
-fn an_endless_refusal_to_a_push_is_read_only_in_part() {
-    use std::io::Write;
-    let dir = crfs_testkit::scratch_dir("endless-refusal");
+/// A layout (in a scratch directory named `name`) holding one image: a manifest with a config
+/// and no layers. Returns the directory and the manifest's descriptor.
+fn layout_of_one_config(name: &str) -> (std::path::PathBuf, crfs_remote::BlobRef) {
+    let dir = crfs_testkit::scratch_dir(name);
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |data: &[u8]| {
@@ -1435,6 +1433,20 @@ fn an_endless_refusal_to_a_push_is_read_only_in_part() {
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[]}}"#
     );
     let (manifest_digest, manifest_size) = put(manifest.as_bytes());
+    let top = crfs_remote::BlobRef {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: manifest_digest,
+        size: manifest_size,
+    };
+    (dir, top)
+}
+
+/// A destination registry that answers an upload with an endless refusal: the push fails with
+/// the start of that text, having read a bounded part of it, instead of holding what it sends.
+#[test]
+fn an_endless_refusal_to_a_push_is_read_only_in_part() {
+    use std::io::Write;
+    let (dir, top) = layout_of_one_config("endless-refusal");
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = Arc::clone(&sent);
     let port = hostile_server(move |line, conn| {
@@ -1447,11 +1459,6 @@ fn an_endless_refusal_to_a_push_is_read_only_in_part() {
             let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
         }
     });
-    let top = crfs_remote::BlobRef {
-        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-        digest: manifest_digest,
-        size: manifest_size,
-    };
     let remote = Remote::new(test_options()).unwrap();
     let t0 = std::time::Instant::now();
     let err = remote.push_image(&dir, &top, &format!("127.0.0.1:{port}/hostile/image:v1"), None, None).unwrap_err();
@@ -1470,20 +1477,7 @@ fn an_endless_refusal_to_a_push_is_read_only_in_part() {
 fn push_credentials_stay_on_the_registry_origin() {
     use std::io::Write;
     use std::sync::Mutex;
-    let dir = crfs_testkit::scratch_dir("push-origin");
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let digest = crfs_core::Digest::of(data).to_string();
-        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), data).unwrap();
-        (digest, data.len() as u64)
-    };
-    let (config, config_size) =
-        put(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[]}}"#
-    );
-    let (manifest_digest, manifest_size) = put(manifest.as_bytes());
+    let (dir, top) = layout_of_one_config("push-origin");
     type Log = Arc<Mutex<Vec<(String, bool)>>>;
     let reply = |conn: &mut std::net::TcpStream, status: &str, extra: &str| {
         let _ = write!(conn, "HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
@@ -1520,11 +1514,6 @@ fn push_credentials_stay_on_the_registry_origin() {
         ..test_options()
     })
     .unwrap();
-    let top = crfs_remote::BlobRef {
-        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-        digest: manifest_digest,
-        size: manifest_size,
-    };
     let report = remote.push_image(&dir, &top, &format!("{host}/origin/image:v1"), None, None).unwrap();
     assert_eq!(report.uploaded, 1, "{report:?}");
     let to_registry = registry_log.lock().unwrap().clone();
