@@ -81,9 +81,10 @@ pub enum TransferEvent<'a> {
 /// Receives [`TransferEvent`]s (progress bars, output lines).
 pub type TransferEvents = Arc<dyn Fn(&TransferEvent<'_>) + Send + Sync>;
 
-/// How many blobs [`Remote::pull_image`] fetches at once (skopeo's default is 6; registries
-/// and their storage serve several streams faster than one, over long links most of all).
-pub const PULL_STREAMS: usize = 4;
+/// How many blobs [`Remote::pull_image`] and [`Remote::push_image`] move at once (skopeo's
+/// default is 6; registries and their storage serve several streams faster than one, over
+/// long links most of all).
+pub const TRANSFER_STREAMS: usize = 4;
 
 /// What [`Remote::pull_image`] fetched.
 #[derive(Debug, Clone)]
@@ -388,11 +389,11 @@ impl Session {
             wanted.extend(blobs.into_iter().filter(|b| seen_blobs.insert(b.digest.clone())));
             todo.extend(manifests.into_iter().rev().map(|m| (m, None, depth + 1)));
         }
-        // Blobs move PULL_STREAMS at a time (configs and layers of every platform, each once);
+        // Blobs move TRANSFER_STREAMS at a time (configs and layers of every platform, each once);
         // the first failure ends the pull.
         let mut pulls = futures_util::stream::iter(wanted)
             .map(|b| async move { self.pull_blob(dir, &b).await })
-            .buffer_unordered(PULL_STREAMS);
+            .buffer_unordered(TRANSFER_STREAMS);
         while let Some(bytes) = pulls.next().await {
             report.bytes += bytes?;
             report.blobs += 1;
@@ -534,8 +535,18 @@ impl Session {
         let mount_repos: Vec<&str> = mount_from.iter().map(|r| r.repository()).collect();
         let auth = self.push_auth(&mount_repos);
         let mut report = PushReport::default();
-        for b in &blobs {
-            let how = self.push_blob(&BlobPush { dir, blob: b, auth: &auth, mount_from: mount_from.as_ref() }).await?;
+        // Blobs move TRANSFER_STREAMS at a time; the first failure ends the push, before any
+        // manifest is written.
+        let mount_from = mount_from.as_ref();
+        let auth = &auth;
+        let mut pushes = futures_util::stream::iter(blobs)
+            .map(|b| async move {
+                let how = self.push_blob(&BlobPush { dir, blob: &b, auth, mount_from }).await;
+                (b, how)
+            })
+            .buffer_unordered(TRANSFER_STREAMS);
+        while let Some((b, how)) = pushes.next().await {
+            let how = how?;
             match how {
                 Moved::Uploaded => {
                     report.uploaded += 1;
@@ -548,6 +559,7 @@ impl Session {
             tracing::debug!(digest = %b.digest, size = b.size, ?how, "blob pushed");
             self.emit(&TransferEvent::Done { digest: &b.digest, size: b.size, how });
         }
+        drop(pushes);
         let last = order.len().saturating_sub(1);
         for (i, (node, data)) in order.into_iter().enumerate() {
             let target = if i == last { reference.clone() } else { reference.clone_with_digest(node.digest.clone()) };
@@ -556,7 +568,7 @@ impl Session {
                 .parse()
                 .map_err(|_| Error::Protocol(format!("{}: bad media type {:?}", node.digest, node.media_type)))?;
             let name = target.digest().or(target.tag()).unwrap_or(node.digest.as_str()).to_owned();
-            let ep = Endpoint::new(self.inner.v2_url(&target, "manifests", &name)?, Some(Arc::clone(&auth)));
+            let ep = Endpoint::new(self.inner.v2_url(&target, "manifests", &name)?, Some(Arc::clone(auth)));
             let body = bytes::Bytes::from(data);
             let put = move |r: reqwest::RequestBuilder| {
                 r.header(reqwest::header::CONTENT_TYPE, content_type.clone()).body(body.clone())

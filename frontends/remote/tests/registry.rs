@@ -1417,8 +1417,9 @@ fn image_pulls_fetch_blobs_side_by_side() {
 }
 
 /// A layout (in a scratch directory named `name`) holding one image: a manifest with a config
-/// and no layers. Returns the directory and the manifest's descriptor.
-fn layout_of_one_config(name: &str) -> (std::path::PathBuf, crfs_remote::BlobRef) {
+/// and `layers` (as plain tar layers, whatever their bytes). Returns the directory and the
+/// manifest's descriptor.
+fn layout_of(name: &str, layers: &[&[u8]]) -> (std::path::PathBuf, crfs_remote::BlobRef) {
     let dir = crfs_testkit::scratch_dir(name);
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
@@ -1429,8 +1430,16 @@ fn layout_of_one_config(name: &str) -> (std::path::PathBuf, crfs_remote::BlobRef
     };
     let (config, config_size) =
         put(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|l| {
+            let (digest, size) = put(l);
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{digest}","size":{size}}}"#)
+        })
+        .collect();
     let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[]}}"#
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{}]}}"#,
+        layers.join(",")
     );
     let (manifest_digest, manifest_size) = put(manifest.as_bytes());
     let top = crfs_remote::BlobRef {
@@ -1446,7 +1455,7 @@ fn layout_of_one_config(name: &str) -> (std::path::PathBuf, crfs_remote::BlobRef
 #[test]
 fn an_endless_refusal_to_a_push_is_read_only_in_part() {
     use std::io::Write;
-    let (dir, top) = layout_of_one_config("endless-refusal");
+    let (dir, top) = layout_of("endless-refusal", &[]);
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = Arc::clone(&sent);
     let port = hostile_server(move |line, conn| {
@@ -1477,7 +1486,7 @@ fn an_endless_refusal_to_a_push_is_read_only_in_part() {
 fn push_credentials_stay_on_the_registry_origin() {
     use std::io::Write;
     use std::sync::Mutex;
-    let (dir, top) = layout_of_one_config("push-origin");
+    let (dir, top) = layout_of("push-origin", &[]);
     type Log = Arc<Mutex<Vec<(String, bool)>>>;
     let reply = |conn: &mut std::net::TcpStream, status: &str, extra: &str| {
         let _ = write!(conn, "HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n");
@@ -1525,4 +1534,40 @@ fn push_credentials_stay_on_the_registry_origin() {
     let uploads_and_manifest: Vec<_> = to_registry.iter().filter(|(l, _)| !l.starts_with("GET /v2/ ")).collect();
     assert!(uploads_and_manifest.iter().all(|(_, auth)| *auth), "the registry gets them: {to_registry:?}");
     assert!(to_registry.iter().any(|(l, _)| l.starts_with("PUT /v2/origin/image/manifests/v1")), "{to_registry:?}");
+}
+
+/// `push_image` moves blobs side by side too: a registry of its own answers no blob HEAD until
+/// two are waiting at once (or 10 s have passed, then with 500), so a push one blob at a time
+/// fails and one with several streams uploads both blobs.
+#[test]
+fn image_pushes_move_blobs_side_by_side() {
+    use std::io::Write;
+    use std::sync::{Condvar, Mutex};
+    let (dir, top) = layout_of("push-side-by-side", &[b"a layer's bytes"]);
+    let waiting = Arc::new((Mutex::new(0u32), Condvar::new()));
+    let gate = Arc::clone(&waiting);
+    let port = hostile_server(move |line, conn| {
+        let reply = if line.starts_with("HEAD ") {
+            let (count, arrived) = &*gate;
+            let mut n = count.lock().unwrap();
+            *n += 1;
+            arrived.notify_all();
+            let (n, timeout) = arrived.wait_timeout_while(n, Duration::from_secs(10), |n| *n < 2).unwrap();
+            drop(n);
+            if timeout.timed_out() { "500 Internal Server Error\r\n" } else { "404 Not Found\r\n" }
+        } else if line.starts_with("POST ") {
+            "202 Accepted\r\nLocation: /upload/session\r\n"
+        } else if line.starts_with("PATCH ") {
+            "202 Accepted\r\n"
+        } else if line.starts_with("PUT ") {
+            "201 Created\r\n"
+        } else {
+            "200 OK\r\n"
+        };
+        let _ = write!(conn, "HTTP/1.1 {reply}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    });
+    let remote = Remote::new(test_options()).unwrap();
+    let report = remote.push_image(&dir, &top, &format!("127.0.0.1:{port}/parallel/image:v1"), None, None).unwrap();
+    assert_eq!((report.uploaded, report.existed), (2, 0), "{report:?}");
+    assert_eq!(*waiting.0.lock().unwrap(), 2, "each blob asked once");
 }
