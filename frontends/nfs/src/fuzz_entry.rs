@@ -22,7 +22,7 @@
 //! caught by the fuzzer (libFuzzer's panic hook) or by the test's panic hook; allocations by
 //! the fuzzer's malloc limit and the test's counting allocator.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crfs_core::fuzz_entry::Finding;
@@ -69,12 +69,16 @@ pub fn connect(fs: Arc<FixtureFs>) -> (DuplexStream, JoinHandle<()>) {
     (client, connection)
 }
 
-/// The runtime every input is served on, made on first use. It holds no file-system state:
-/// each input gets a file system of its own (see [`nfs_records`]).
-fn runtime() -> Result<&'static tokio::runtime::Runtime, Finding> {
-    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
-    let made = RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_time().build().ok());
-    made.as_ref().ok_or(Finding("the runtime could not be set up"))
+/// A runtime for one input. It is dropped when the input ends, which waits for every read
+/// still running on its blocking pool and joins the pool's threads: nothing an input started
+/// outlives it, so LeakSanitizer (checking between inputs and at exit) sees no thread state,
+/// and the next input starts from nothing. A current-thread runtime is cheap to make (well
+/// under the cost of opening the fixture).
+fn input_runtime() -> Result<tokio::runtime::Runtime, Finding> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|_| Finding("the runtime could not be set up"))
 }
 
 /// The byte stream an input stands for (see the module docs).
@@ -108,7 +112,7 @@ pub fn input_of_calls<'a>(calls: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> 
 
 /// Serves `data` (see the module docs) as one connection and returns the reply bytes' count.
 pub fn nfs_records(data: &[u8]) -> Result<u64, Finding> {
-    let runtime = runtime()?;
+    let runtime = input_runtime()?;
     // A fresh file system per input, so that no input's outcome depends on the inputs before
     // it: a finding replays alone, and a chunk cached by one input cannot hide the decode and
     // verify paths from the next. It costs about 3 ms per input in the fuzz build (the
@@ -116,7 +120,7 @@ pub fn nfs_records(data: &[u8]) -> Result<u64, Finding> {
     // 7,880 instead of 6,195 on that corpus).
     let fs = Arc::new(fixture_fs().ok_or(Finding("the fixture layer could not be opened"))?);
     let stream = stream_of(data);
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         let (client, connection) = connect(fs);
         let abort = connection.abort_handle();
         let (mut from_server, mut to_server) = tokio::io::split(client);
@@ -158,5 +162,9 @@ pub fn nfs_records(data: &[u8]) -> Result<u64, Finding> {
                 }
             }
         }
-    })
+    });
+    // Waits for reads the connection left running and joins the blocking pool (see
+    // `input_runtime`).
+    drop(runtime);
+    outcome
 }
