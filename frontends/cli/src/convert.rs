@@ -4,15 +4,18 @@
 //!
 //! A registry source is pulled (every platform, digests kept) into a temporary layout under
 //! `$TMPDIR`; a registry destination gets the converted image in another temporary layout,
-//! pushed from there. Both are removed at the end, on error and on a stop signal.
+//! pushed from there. Both are removed at the end, on error and on a stop signal. From a
+//! registry to a registry, the layers kept as they are (already converted, or not tar) are not
+//! pulled: the push mounts them from the source repository, or fetches them from the source to
+//! upload them when it cannot.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crfs_convert::image::{Event, Events};
+use crfs_convert::image::{Event, Events, KeptLayers, keeps_layer_as_described};
 use crfs_convert::{Error, Format, Options, Output, Settings, Summary};
-use crfs_remote::{BlobRef, Moved, Remote, TransferEvent, TransferEvents};
+use crfs_remote::{BlobRef, ImageSource, LeaveOut, Moved, Remote, TransferEvent, TransferEvents};
 
 use crate::source::{MirrorArgs, RegistryArgs};
 
@@ -242,16 +245,26 @@ fn convert_image(
         remote()?.check_push(reference).map_err(|e| format!("{reference}: {e}"))?;
     }
     let mut staged = Vec::new();
+    // Registry to registry, the layers kept as they are stay at the registry: the push mounts
+    // them from the source repository, or fetches them from it to upload them.
+    let leave_kept = matches!((src, dst), (End::Registry(_), End::Registry(_)));
+    let mut pulled_from = None;
     let src_layout = match src {
         End::Layout(spec) => spec.clone(),
         End::Registry(reference) => {
             let (dir, tracked) = staging("src")?;
             staged.push(tracked);
+            let leave_out: Option<LeaveOut> = leave_kept.then(|| Arc::new(keeps_layer_as_described) as LeaveOut);
             let pulled = remote()?
-                .pull_image(reference, &dir, Some(transfer_events("pulling")))
+                .pull_image(reference, &dir, leave_out, Some(transfer_events("pulling")))
                 .map_err(|e| format!("{reference}: {e}"))?;
             tracing::info!(reference, digest = %pulled.top.digest, blobs = pulled.blobs, bytes = pulled.bytes,
-                mirror = pulled.mirror.as_deref().unwrap_or("none"), "source pulled");
+                left_out = pulled.left_out, mirror = pulled.mirror.as_deref().unwrap_or("none"), "source pulled");
+            println!(
+                "pulled {} blobs ({} bytes); {} kept layers left at the registry",
+                pulled.blobs, pulled.bytes, pulled.left_out
+            );
+            pulled_from = Some(pulled.mirror);
             format!("oci:{}", dir.display())
         }
     };
@@ -263,8 +276,10 @@ fn convert_image(
             format!("oci:{}", dir.display())
         }
     };
-    let report = crfs_convert::image::convert_image(&src_layout, &dst_layout, settings, Some(layer_events(bar)))
-        .map_err(|e| format!("{}: {e}", args.src))?;
+    let kept_layers = if leave_kept { KeptLayers::MaybeAtRegistry } else { KeptLayers::InSource };
+    let report =
+        crfs_convert::image::convert_image(&src_layout, &dst_layout, settings, kept_layers, Some(layer_events(bar)))
+            .map_err(|e| format!("{}: {e}", args.src))?;
     let digest = report.descriptor.digest().to_string();
     if let End::Registry(reference) = dst {
         let top = BlobRef {
@@ -272,19 +287,22 @@ fn convert_image(
             digest: digest.clone(),
             size: report.descriptor.size(),
         };
-        let mount_from = match src {
-            End::Registry(r) => Some(r.as_str()),
-            End::Layout(_) => None,
+        let source = match (src, &pulled_from) {
+            (End::Registry(r), Some(mirror)) => Some(ImageSource { reference: r.as_str(), mirror: mirror.as_deref() }),
+            _ => None,
         };
         let (dir, _) = crfs_remote::layout::split_spec(&dst_layout);
         let pushed = remote()?
-            .push_image(&dir, &top, reference, mount_from, Some(transfer_events("pushing")))
+            .push_image(&dir, &top, reference, source, Some(transfer_events("pushing")))
             .map_err(|e| format!("{reference}: {e}"))?;
         println!("pushed {}", pushed.pushed);
         println!(
             "blobs: {} uploaded ({} bytes), {} already there, {} mounted",
             pushed.uploaded, pushed.uploaded_bytes, pushed.existed, pushed.mounted
         );
+        if pushed.fetched > 0 {
+            println!("of the blobs uploaded, {} were fetched from the source first", pushed.fetched);
+        }
     }
     drop(staged);
     Ok(digest)

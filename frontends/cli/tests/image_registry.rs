@@ -156,13 +156,26 @@ fn registry_sources_and_destinations() {
     assert_eq!(out.lines().filter(|l| l.starts_with("converted ")).count(), 4, "{out}");
     assert_eq!(check_pushed(&dir, &other, false, None), 4);
 
-    // An image already converted keeps its layers and config: mounted from its repository.
+    // An image already converted keeps its layers and config: its layers are not pulled, and
+    // everything is mounted from its repository.
     let mounted_ref = format!("{host}/conv/c:v1");
     let out = succeeds(&tmp, &["image", "convert", &pushed_ref, &mounted_ref]);
     assert_eq!(out.lines().filter(|l| l.starts_with("kept ")).count(), 4, "{out}");
+    let pulled_line = out.lines().find(|l| l.starts_with("pulled ")).unwrap_or_default();
+    assert!(
+        pulled_line.starts_with("pulled 2 blobs (") && pulled_line.ends_with("; 4 kept layers left at the registry")
+    );
     assert_eq!(blob_counts(&out), (0, 0, 0, 6), "{out}");
     assert_eq!(image_digest(&out), want, "{out}");
     check_merged(&mounted_ref, "linux/arm64", &merged(&[BASE, MIDDLE, TOP_ARM64]));
+    // The same registry under another name (so no mount is asked): the kept layers are fetched
+    // from the source to be uploaded.
+    let renamed_ref = format!("{}/conv/d:v1", host.replace("127.0.0.1", "localhost"));
+    let out = succeeds(&tmp, &["image", "convert", &pushed_ref, &renamed_ref]);
+    assert_eq!(blob_counts(&out).0, 6, "{out}");
+    assert!(out.contains("of the blobs uploaded, 4 were fetched from the source first\n"), "{out}");
+    assert_eq!(image_digest(&out), want, "{out}");
+    check_merged(&renamed_ref, "linux/amd64", &merged(&[BASE, MIDDLE, TOP_AMD64]));
 
     // A registry to a layout.
     let pulled = dir.join("pulled");

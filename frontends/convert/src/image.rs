@@ -7,7 +7,8 @@
 //! stargz-snapshotter's converter does (`containerd.io/snapshot/stargz/toc.digest`,
 //! `io.containers.estargz.uncompressed-size`, and for zstd:chunked the manifest checksum and
 //! position). Layers already converted (with a TOC digest or manifest-checksum annotation) and
-//! blobs that are not tar layers are copied as they are. A Docker image (schema 2 manifests and
+//! blobs that are not tar layers are copied as they are (or left where they are, at the registry
+//! the image was pulled from: [`KeptLayers`]). A Docker image (schema 2 manifests and
 //! manifest lists) comes out as an OCI one: its manifests, index, config and layer media types
 //! become their OCI equivalents, the bytes of configs and kept layers staying as they are.
 //!
@@ -80,7 +81,8 @@ pub enum Event<'a> {
     Progress { done: u64, total: u64 },
     /// A layer is done: the new blob's digest and its conversion summary.
     LayerDone { digest: &'a str, new_digest: &'a str, summary: &'a Summary },
-    /// A layer was already converted (or is not a tar layer) and is copied as it is.
+    /// A layer was already converted (or is not a tar layer) and is copied as it is (or left
+    /// at the registry, see [`KeptLayers`]).
     LayerKept { digest: &'a str },
 }
 
@@ -98,8 +100,42 @@ pub struct Report {
     pub kept: usize,
 }
 
+/// Where the bytes of kept layers (see [`keeps_layer`]) are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeptLayers {
+    /// In SRC, like every other blob: they are copied to DST.
+    InSource,
+    /// In SRC, or left at the registry SRC was pulled from (a pull that left them out, see
+    /// `crfs_remote::Remote::pull_image`): those missing from SRC are left out of DST too, for
+    /// the push of DST to mount or fetch them there. DST is then complete only with them.
+    MaybeAtRegistry,
+}
+
+/// Whether [`convert_image`] keeps a layer as it is, rather than converting it: it is already
+/// converted (it has a TOC digest or manifest-checksum annotation), or it is not a tar layer.
+/// `has_annotation` says whether the layer's descriptor has an annotation of that key.
+pub fn keeps_layer(media_type: &str, has_annotation: impl Fn(&str) -> bool) -> bool {
+    has_annotation(TOC_DIGEST_ANNOTATION)
+        || MANIFEST_CHECKSUM_ANNOTATIONS.iter().any(|key| has_annotation(key))
+        || !TAR_LAYERS.contains(&media_type)
+}
+
+/// [`keeps_layer`] for a layer descriptor as its manifest has it (JSON); one without a media
+/// type is not kept (its conversion fails, as the manifest does not parse).
+pub fn keeps_layer_as_described(descriptor: &serde_json::Value) -> bool {
+    let Some(media_type) = descriptor.get("mediaType").and_then(|m| m.as_str()) else { return false };
+    let annotations = descriptor.get("annotations").and_then(|a| a.as_object());
+    keeps_layer(media_type, |key| annotations.is_some_and(|a| a.contains_key(key)))
+}
+
 /// Converts the image `src` (`oci:DIR[:TAG]`) into `dst` (`oci:DIR[:TAG]`); see the module docs.
-pub fn convert_image(src: &str, dst: &str, settings: &Settings, events: Option<Events>) -> Result<Report, Error> {
+pub fn convert_image(
+    src: &str,
+    dst: &str,
+    settings: &Settings,
+    kept_layers: KeptLayers,
+    events: Option<Events>,
+) -> Result<Report, Error> {
     let (src_dir, src_tag) = layout_spec(src)?;
     let (dst_dir, dst_tag) = layout_spec(dst)?;
     let entry = pick_entry(&src_dir, src_tag)?;
@@ -114,6 +150,7 @@ pub fn convert_image(src: &str, dst: &str, settings: &Settings, events: Option<E
         src: src_dir,
         dst: dst_dir.clone(),
         settings,
+        kept_layers,
         events,
         layers: HashMap::new(),
         written: Vec::new(),
@@ -274,6 +311,7 @@ struct Job<'a> {
     src: PathBuf,
     dst: PathBuf,
     settings: &'a Settings,
+    kept_layers: KeptLayers,
     events: Option<Events>,
     layers: HashMap<String, LayerOut>,
     /// Blobs this run added to DST, removed unless the index is committed.
@@ -390,10 +428,13 @@ impl Job<'_> {
             return Ok(done.clone());
         }
         let annotations = desc.annotations().clone().unwrap_or_default();
-        let chunked = annotations.contains_key(TOC_DIGEST_ANNOTATION)
-            || MANIFEST_CHECKSUM_ANNOTATIONS.iter().any(|k| annotations.contains_key(*k));
-        let out = if chunked || !TAR_LAYERS.contains(&desc.media_type().as_ref()) {
-            self.copy_blob(desc)?;
+        let out = if keeps_layer(desc.media_type().as_ref(), |key| annotations.contains_key(key)) {
+            let at_registry = self.kept_layers == KeptLayers::MaybeAtRegistry
+                && std::fs::symlink_metadata(self.src_blob(desc)?)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+            if !at_registry {
+                self.copy_blob(desc)?;
+            }
             self.emit(&Event::LayerKept { digest: &digest });
             self.kept += 1;
             LayerOut { desc: with_oci_type(desc), diff_id: None }
@@ -538,4 +579,24 @@ fn oci_digest(s: &str) -> Result<oci_spec::image::Digest, Error> {
 /// The zstd:chunked `manifest-position` annotation: `OFFSET:LENGTH:UNCOMPRESSED_LENGTH:1`.
 pub fn manifest_position(s: &Summary) -> Option<String> {
     s.manifest_position.map(|(offset, len, json_len)| format!("{offset}:{len}:{json_len}:1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_layers_are_the_converted_ones_and_those_not_tar() {
+        let layer = |v: serde_json::Value| keeps_layer_as_described(&v);
+        let gzip = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+        assert!(!layer(serde_json::json!({"mediaType": gzip, "digest": "sha256:0", "size": 1})));
+        assert!(!layer(serde_json::json!({"mediaType": gzip, "annotations": {"other": "x"}})));
+        assert!(layer(
+            serde_json::json!({"mediaType": GZIP_LAYER, "annotations": {TOC_DIGEST_ANNOTATION: "sha256:1"}})
+        ));
+        let checksum = MANIFEST_CHECKSUM_ANNOTATIONS[0];
+        assert!(layer(serde_json::json!({"mediaType": ZSTD_LAYER, "annotations": {checksum: "sha256:1"}})));
+        assert!(layer(serde_json::json!({"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip"})));
+        assert!(!layer(serde_json::json!({"digest": "sha256:0", "size": 1})), "no media type: fetched");
+    }
 }

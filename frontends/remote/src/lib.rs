@@ -78,4 +78,6 @@ pub use remote::{
     same_registry,
 };
 pub use source::{Source, SourceKind, SourceLayer, open_file_source};
-pub use transfer::{BlobRef, Moved, PullReport, PushReport, TransferEvent, TransferEvents, is_registry_reference};
+pub use transfer::{
+    BlobRef, ImageSource, LeaveOut, Moved, PullReport, PushReport, TransferEvent, TransferEvents, is_registry_reference,
+};

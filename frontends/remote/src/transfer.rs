@@ -3,11 +3,12 @@
 //! [`Remote::pull_image`] copies an image (an index with every platform, or one manifest) into
 //! a layout: manifests and indexes byte for byte as the registry serves them (so their digests
 //! are kept), configs and layers streamed to files; every one checked against the digest and
-//! size that names it before it is renamed into place.
+//! size that names it before it is renamed into place. It can leave layers out ([`LeaveOut`]):
+//! a conversion leaves out the layers it keeps as they are, when it pushes to a registry.
 //!
 //! [`Remote::push_image`] pushes an image of a layout: first the blobs (skipped when a HEAD
 //! finds them; mounted from the source repository when it is on the same registry; else
-//! uploaded in chunks), then each platform's manifest by digest, then the top manifest or
+//! uploaded, after being fetched from the source image if the layout lacks them), then each platform's manifest by digest, then the top manifest or
 //! index under the tag (or by digest). The tag is written last, so a failure leaves nothing
 //! new under it.
 //!
@@ -86,6 +87,11 @@ pub type TransferEvents = Arc<dyn Fn(&TransferEvent<'_>) + Send + Sync>;
 /// long links most of all).
 pub const TRANSFER_STREAMS: usize = 4;
 
+/// Layers [`Remote::pull_image`] leaves at the registry: called with each layer's descriptor as
+/// its manifest has it (`mediaType`, `digest`, `size`, `annotations`), true to leave it out. A
+/// layer is fetched all the same when another descriptor of the same digest is not left out.
+pub type LeaveOut = Arc<dyn Fn(&serde_json::Value) -> bool + Send + Sync>;
+
 /// What [`Remote::pull_image`] fetched.
 #[derive(Debug, Clone)]
 pub struct PullReport {
@@ -96,6 +102,8 @@ pub struct PullReport {
     /// Distinct blobs (configs, layers) downloaded, and their bytes.
     pub blobs: usize,
     pub bytes: u64,
+    /// Distinct layers left at the registry (see [`LeaveOut`]).
+    pub left_out: usize,
     /// The mirror the image came from, or `None` for the registry itself.
     pub mirror: Option<String>,
 }
@@ -108,6 +116,8 @@ pub struct PushReport {
     /// Blobs uploaded, and their bytes.
     pub uploaded: usize,
     pub uploaded_bytes: u64,
+    /// Of those, the blobs the layout did not hold, fetched from the source image first.
+    pub fetched: usize,
     /// Blobs the registry already had.
     pub existed: usize,
     /// Blobs mounted from the source repository.
@@ -200,6 +210,18 @@ fn children(data: &[u8], node: &BlobRef) -> Result<(Vec<BlobRef>, Vec<BlobRef>)>
     Ok((Vec::new(), blobs))
 }
 
+/// The digests of the layers of a manifest (`data`, already read by [`children`]) that `pick`
+/// picks; an index has none.
+fn layers_picked(data: &[u8], pick: &(dyn Fn(&serde_json::Value) -> bool + Send + Sync)) -> HashSet<String> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return HashSet::new() };
+    let layers = value.get("layers").and_then(|l| l.as_array()).map(Vec::as_slice).unwrap_or_default();
+    layers
+        .iter()
+        .filter(|l| pick(l))
+        .filter_map(|l| l.get("digest").and_then(|d| d.as_str()).map(str::to_owned))
+        .collect()
+}
+
 /// The temporary name a blob is written to before it is checked and renamed.
 fn partial_path(dir: &Path, digest: &str) -> PathBuf {
     let hex = digest.rsplit(':').next().unwrap_or_default();
@@ -215,15 +237,28 @@ fn write_blob(dir: &Path, digest: &str, data: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, &dest).map_err(local)
 }
 
+/// The registry image a layout was pulled from, for [`Remote::push_image`]: where the push
+/// mounts blobs from (on the same registry) and fetches the blobs the layout lacks (the layers
+/// a pull left out, [`LeaveOut`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ImageSource<'a> {
+    /// `HOST/REPO[:TAG|@DIGEST]`, `docker://` accepted, as given to [`Remote::pull_image`].
+    pub reference: &'a str,
+    /// The mirror the pull used ([`PullReport::mirror`]), which missing blobs are fetched from.
+    pub mirror: Option<&'a str>,
+}
+
 /// One blob on its way from a layout to the registry.
 #[derive(Clone, Copy)]
 struct BlobPush<'a> {
-    /// The layout holding it.
+    /// The layout holding it (or, if it lacks it, where `fetch_from` puts it first).
     dir: &'a Path,
     blob: &'a BlobRef,
     auth: &'a Arc<RepoAuth>,
     /// The repository (on the same registry) to mount it from, if any.
     mount_from: Option<&'a Reference>,
+    /// The source image's registry, to fetch the blob from when the layout lacks it.
+    fetch_from: Option<&'a Session>,
 }
 
 struct Session {
@@ -349,8 +384,9 @@ impl Session {
         Ok(done)
     }
 
-    /// Copies the image into the layout `dir` (which exists).
-    async fn pull(&self, dir: &Path) -> Result<PullReport> {
+    /// Copies the image into the layout `dir` (which exists), without the layers `leave_out`
+    /// picks.
+    async fn pull(&self, dir: &Path, leave_out: Option<&LeaveOut>) -> Result<PullReport> {
         let blobs = dir.join("blobs").join("sha256");
         std::fs::create_dir_all(&blobs).map_err(|e| Error::Local(format!("{}: {e}", blobs.display())))?;
         let (data, digest) = self.manifest(&self.reference).await?;
@@ -359,9 +395,10 @@ impl Session {
         let media_type = media_type_of(&value)
             .ok_or_else(|| Error::Protocol(format!("{}: neither a manifest nor an index", self.reference.whole())))?;
         let top = BlobRef { media_type, digest, size: data.len() as u64 };
-        let mut report = PullReport { top: top.clone(), manifests: 0, blobs: 0, bytes: 0, mirror: None };
+        let mut report = PullReport { top: top.clone(), manifests: 0, blobs: 0, bytes: 0, left_out: 0, mirror: None };
         let mut todo = vec![(top.clone(), Some(data), 0usize)];
         let mut seen_blobs = HashSet::new();
+        let mut left_out = HashSet::new();
         let mut wanted = Vec::new();
         while let Some((node, data, depth)) = todo.pop() {
             if depth > MAX_DEPTH {
@@ -384,9 +421,17 @@ impl Session {
                 }
             };
             let (manifests, blobs) = children(&data, &node)?;
+            let leave = leave_out.map(|f| layers_picked(&data, f.as_ref())).unwrap_or_default();
             write_blob(dir, &node.digest, &data)?;
             report.manifests += 1;
-            wanted.extend(blobs.into_iter().filter(|b| seen_blobs.insert(b.digest.clone())));
+            // The config (first) is always fetched, whatever a layer of the same digest says.
+            for (i, b) in blobs.into_iter().enumerate() {
+                if i > 0 && leave.contains(&b.digest) {
+                    left_out.insert(b.digest);
+                } else if seen_blobs.insert(b.digest.clone()) {
+                    wanted.push(b);
+                }
+            }
             todo.extend(manifests.into_iter().rev().map(|m| (m, None, depth + 1)));
         }
         // Blobs move TRANSFER_STREAMS at a time (configs and layers of every platform, each once);
@@ -399,6 +444,7 @@ impl Session {
             report.blobs += 1;
         }
         drop(pulls);
+        report.left_out = left_out.difference(&seen_blobs).count();
         let index = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
@@ -408,15 +454,21 @@ impl Session {
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(local)?;
         std::fs::write(dir.join("index.json"), index.to_string()).map_err(local)?;
         tracing::info!(image = %self.reference.whole(), digest = %top.digest, manifests = report.manifests,
-            blobs = report.blobs, bytes = report.bytes, "image pulled");
+            blobs = report.blobs, bytes = report.bytes, left_out = report.left_out, "image pulled");
         Ok(report)
     }
 
-    /// One blob of the layout to the registry: skipped, mounted or uploaded.
-    async fn push_blob(&self, push: &BlobPush<'_>) -> Result<Moved> {
+    /// One blob of the layout to the registry: skipped, mounted or uploaded (fetched from the
+    /// source first if the layout lacks it; then the second value is true).
+    async fn push_blob(&self, push: &BlobPush<'_>) -> Result<(Moved, bool)> {
         let digest = push.blob.digest.as_str();
         if self.blob_exists(push.auth, digest).await? {
-            return Ok(Moved::Existed);
+            return Ok((Moved::Existed, false));
+        }
+        let path = layout::blob_path(push.dir, digest)?;
+        let lacking = std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if lacking && push.fetch_from.is_none() {
+            return Err(Error::Local(format!("blob {digest}: not in the layout {}", push.dir.display())));
         }
         // An upload that fails part way is started again from its first byte, in a new session
         // (a registry keeps what a cut PATCH sent, so resending it there would append).
@@ -427,15 +479,16 @@ impl Session {
                 Err(Error::Network(m)) if attempt < UPLOAD_ATTEMPTS => {
                     tracing::info!(digest, attempt, "upload failed ({m}); starting it again");
                 }
-                done => return done,
+                done => return done.map(|how| (how, lacking && how == Moved::Uploaded)),
             }
         }
     }
 
     /// One upload session: `POST …/blobs/uploads/` (asking to mount from `mount_from`), then
-    /// the bytes in one streamed `PATCH`, then `PUT ?digest=` to commit them.
+    /// the bytes in one streamed `PATCH` (fetched from `fetch_from` first when the layout lacks
+    /// them), then `PUT ?digest=` to commit them.
     async fn upload(&self, push: &BlobPush<'_>) -> Result<Moved> {
-        let BlobPush { dir, blob, auth, mount_from } = *push;
+        let BlobPush { dir, blob, auth, mount_from, fetch_from } = *push;
         use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
         use reqwest::{Method, StatusCode};
         let (digest, size) = (blob.digest.as_str(), blob.size);
@@ -467,6 +520,11 @@ impl Session {
         drop(begun);
 
         let path = layout::blob_path(dir, digest)?;
+        if let Some(source) = fetch_from {
+            // Checked against its digest and size before it is renamed into place; a blob
+            // already there (an earlier session's fetch) is not fetched again.
+            source.pull_blob(dir, blob).await?;
+        }
         self.emit(&TransferEvent::Start { digest, size });
         let (events, owned_digest) = (self.events.clone(), digest.to_owned());
         let body = move |r: reqwest::RequestBuilder| {
@@ -502,8 +560,9 @@ impl Session {
         Ok(Moved::Uploaded)
     }
 
-    /// Pushes the image `top` of the layout `dir`; see the module docs.
-    async fn push(&self, dir: &Path, top: &BlobRef, mount_from: Option<Reference>) -> Result<PushReport> {
+    /// Pushes the image `top` of the layout `dir`; see the module docs. `source` is the image's
+    /// registry source and the mirror it was pulled from, if any.
+    async fn push(&self, dir: &Path, top: &BlobRef, source: Option<(Reference, Option<String>)>) -> Result<PushReport> {
         // Children before parents, each manifest once; the top last.
         let mut order: Vec<(BlobRef, Vec<u8>)> = Vec::new();
         let mut blobs: Vec<BlobRef> = Vec::new();
@@ -529,7 +588,14 @@ impl Session {
         }
 
         let reference = &self.reference;
-        let mount_from = mount_from.filter(|from| {
+        let (source, mirror) = source.unzip();
+        let fetch_from = source.clone().map(|mut from| {
+            if let Some(mirror) = mirror.flatten() {
+                from.set_mirror_registry(mirror);
+            }
+            Session::new(Arc::clone(&self.inner), from, self.events.clone())
+        });
+        let mount_from = source.filter(|from| {
             from.resolve_registry() == reference.resolve_registry() && from.repository() != reference.repository()
         });
         let mount_repos: Vec<&str> = mount_from.iter().map(|r| r.repository()).collect();
@@ -538,15 +604,17 @@ impl Session {
         // Blobs move TRANSFER_STREAMS at a time; the first failure ends the push, before any
         // manifest is written.
         let mount_from = mount_from.as_ref();
+        let fetch_from = fetch_from.as_ref();
         let auth = &auth;
         let mut pushes = futures_util::stream::iter(blobs)
             .map(|b| async move {
-                let how = self.push_blob(&BlobPush { dir, blob: &b, auth, mount_from }).await;
+                let how = self.push_blob(&BlobPush { dir, blob: &b, auth, mount_from, fetch_from }).await;
                 (b, how)
             })
             .buffer_unordered(TRANSFER_STREAMS);
         while let Some((b, how)) = pushes.next().await {
-            let how = how?;
+            let (how, fetched) = how?;
+            report.fetched += usize::from(fetched);
             match how {
                 Moved::Uploaded => {
                     report.uploaded += 1;
@@ -588,7 +656,7 @@ impl Session {
             }
         }
         tracing::info!(image = %report.pushed, uploaded = report.uploaded, bytes = report.uploaded_bytes,
-            existed = report.existed, mounted = report.mounted, manifests = report.manifests, "image pushed");
+            fetched = report.fetched, existed = report.existed, mounted = report.mounted, manifests = report.manifests, "image pushed");
         Ok(report)
     }
 }
@@ -642,7 +710,15 @@ impl Remote {
     /// (without a tag). The registry's mirrors (`Options::mirrors_of`) are tried first, in
     /// order, each for the whole image; then the registry. Blobs a failed attempt left complete
     /// in `dir` were checked before they were renamed into place, and are not fetched again.
-    pub fn pull_image(&self, reference: &str, dir: &Path, events: Option<TransferEvents>) -> Result<PullReport> {
+    /// Layers `leave_out` picks are not fetched (the layout then lacks them: a push from it
+    /// mounts or fetches them, given this image as its [`ImageSource`]).
+    pub fn pull_image(
+        &self,
+        reference: &str,
+        dir: &Path,
+        leave_out: Option<LeaveOut>,
+        events: Option<TransferEvents>,
+    ) -> Result<PullReport> {
         let (reference, _) = reference_of(reference)?;
         let mirrors = self.inner.options.mirrors_of(reference.registry());
         let inner = Arc::clone(&self.inner);
@@ -652,12 +728,12 @@ impl Remote {
                 let mut at_mirror = reference.clone();
                 at_mirror.set_mirror_registry(mirror.clone());
                 let session = Session::new(Arc::clone(&inner), at_mirror, events.clone());
-                match session.pull(&dir).await {
+                match session.pull(&dir, leave_out.as_ref()).await {
                     Ok(report) => return Ok(PullReport { mirror: Some(mirror), ..report }),
                     Err(e) => tracing::info!(mirror, "mirror failed, trying the next host: {e}"),
                 }
             }
-            Session::new(inner, reference, events).pull(&dir).await
+            Session::new(inner, reference, events).pull(&dir, leave_out.as_ref()).await
         };
         self.inner.run(pull, || Error::Local("the I/O runtime stopped".into()))
     }
@@ -679,15 +755,16 @@ impl Remote {
     }
 
     /// Pushes the image `top` of the OCI layout `dir` to `reference` (`HOST/REPO[:TAG]`;
-    /// without a tag, by digest only). With `mount_from` (the source image's reference) on the
-    /// same registry, blobs the destination lacks are mounted from there when the registry
-    /// allows it.
+    /// without a tag, by digest only). With a `source` (the registry image the layout was
+    /// pulled from) on the same registry, blobs the destination lacks are mounted from there
+    /// when the registry allows it; blobs the layout lacks (layers the pull left out) are
+    /// fetched from the source when they can be neither found nor mounted at the destination.
     pub fn push_image(
         &self,
         dir: &Path,
         top: &BlobRef,
         reference: &str,
-        mount_from: Option<&str>,
+        source: Option<ImageSource<'_>>,
         events: Option<TransferEvents>,
     ) -> Result<PushReport> {
         let (parsed, explicit) = destination(reference)?;
@@ -696,13 +773,13 @@ impl Remote {
         } else {
             Reference::with_digest(parsed.registry().to_owned(), parsed.repository().to_owned(), top.digest.clone())
         };
-        let mount_from = match mount_from {
-            Some(m) => Some(reference_of(m)?.0),
+        let source = match source {
+            Some(ImageSource { reference, mirror }) => Some((reference_of(reference)?.0, mirror.map(str::to_owned))),
             None => None,
         };
         let session = Session::new(Arc::clone(&self.inner), target, events);
         let (dir, top) = (dir.to_path_buf(), top.clone());
-        self.inner.run(async move { session.push(&dir, &top, mount_from).await }, || {
+        self.inner.run(async move { session.push(&dir, &top, source).await }, || {
             Error::Local("the I/O runtime stopped".into())
         })
     }

@@ -1252,7 +1252,7 @@ fn image_pulls_resume_cut_blobs_and_refuse_wrong_bytes() {
         let dir = reg.dir.join(format!("pulled-{corrupt}"));
         std::fs::create_dir_all(&dir).unwrap();
         let remote = Remote::new(test_options()).unwrap();
-        let result = remote.pull_image(&format!("{}/test/all-types:v1", proxy.host()), &dir, None);
+        let result = remote.pull_image(&format!("{}/test/all-types:v1", proxy.host()), &dir, None, None);
         let ranges: Vec<_> = proxy.blob_gets().into_iter().filter(|s| s.path.contains(&hex)).map(|s| s.range).collect();
         let pulled = dir.join("blobs/sha256").join(&hex);
         if corrupt {
@@ -1291,7 +1291,7 @@ fn image_pulls_try_mirrors_first() {
         .unwrap();
         let dir = reg.dir.join(format!("pulled-mirror-{mirror_works}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let report = remote.pull_image(&format!("{}/test/all-types:v1", direct.host()), &dir, None).unwrap();
+        let report = remote.pull_image(&format!("{}/test/all-types:v1", direct.host()), &dir, None, None).unwrap();
         assert_eq!(report.blobs, 2, "config and layer");
         assert!(!mirror.seen().is_empty(), "the mirror is asked first");
         if mirror_works {
@@ -1351,7 +1351,7 @@ fn hostile_blob_answers_to_an_image_pull_are_errors() {
         });
         let dir = crfs_testkit::scratch_dir(&format!("hostile-pull-{port}"));
         let remote = Remote::new(test_options()).unwrap();
-        let err = remote.pull_image(&format!("127.0.0.1:{port}/hostile/image:v1"), &dir, None).unwrap_err();
+        let err = remote.pull_image(&format!("127.0.0.1:{port}/hostile/image:v1"), &dir, None, None).unwrap_err();
         eprintln!("{expected}: {err}");
         assert!(err.to_string().contains(expected), "{expected}: {err}");
         let blobs = dir.join("blobs/sha256");
@@ -1408,7 +1408,7 @@ fn image_pulls_fetch_blobs_side_by_side() {
     });
     let dir = crfs_testkit::scratch_dir(&format!("side-by-side-{port}"));
     let remote = Remote::new(test_options()).unwrap();
-    let report = remote.pull_image(&format!("127.0.0.1:{port}/parallel/image:v1"), &dir, None).unwrap();
+    let report = remote.pull_image(&format!("127.0.0.1:{port}/parallel/image:v1"), &dir, None, None).unwrap();
     assert_eq!(report.blobs, 2);
     for digest in [config_digest, layer_digest] {
         assert!(dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:")).exists(), "{digest}");
@@ -1570,4 +1570,65 @@ fn image_pushes_move_blobs_side_by_side() {
     let report = remote.push_image(&dir, &top, &format!("127.0.0.1:{port}/parallel/image:v1"), None, None).unwrap();
     assert_eq!((report.uploaded, report.existed), (2, 0), "{report:?}");
     assert_eq!(*waiting.0.lock().unwrap(), 2, "each blob asked once");
+}
+
+/// A pull can leave layers at the registry ([`crfs_remote::LeaveOut`]), and a push of that
+/// layout, given the pulled image as its source, gets them there: mounted from the source
+/// repository on the same registry; on another registry (the same one under another name, so
+/// no mount is asked), fetched from the source (from its mirror when the pull used one),
+/// checked, and uploaded. Without a source the push refuses the layout before any upload.
+#[test]
+fn layers_a_pull_leaves_out_are_mounted_or_fetched_by_the_push() {
+    if !common::have_tools() {
+        return;
+    }
+    let (reg, pushed) = registry_with_image("leave-out", false);
+    let remote = Remote::new(common::counting_options()).unwrap();
+    let source = format!("{}/test/all-types:v1", reg.host());
+    let dir = reg.dir.join("pulled-without-layers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&asked);
+    let leave_out: crfs_remote::LeaveOut = Arc::new(move |layer: &serde_json::Value| {
+        seen.lock().unwrap().push(layer["digest"].as_str().unwrap_or_default().to_owned());
+        true
+    });
+    let report = remote.pull_image(&source, &dir, Some(leave_out), None).unwrap();
+    assert_eq!(*asked.lock().unwrap(), std::slice::from_ref(&pushed.layer_digest), "asked about the layer only");
+    assert_eq!((report.blobs, report.left_out), (1, 1), "the config fetched, the layer left out: {report:?}");
+    let layer_path = dir.join("blobs/sha256").join(pushed.layer_digest.trim_start_matches("sha256:"));
+    assert!(!layer_path.exists(), "the layer is not in the layout");
+
+    // Without a source: refused, nothing written under the tag.
+    let err = remote.push_image(&dir, &report.top, &format!("{}/copy/none:v1", reg.host()), None, None).unwrap_err();
+    assert!(err.to_string().contains("not in the layout"), "{err}");
+    let none = remote.pull_image(&format!("{}/copy/none:v1", reg.host()), &reg.dir.join("none"), None, None);
+    assert!(none.is_err(), "the tag was not written");
+
+    // The same registry: both blobs mounted, nothing fetched.
+    let from = crfs_remote::ImageSource { reference: &source, mirror: None };
+    let mounted = remote.push_image(&dir, &report.top, &format!("{}/copy/a:v1", reg.host()), Some(from), None).unwrap();
+    assert_eq!((mounted.mounted, mounted.uploaded, mounted.fetched), (2, 0, 0), "{mounted:?}");
+    assert!(!layer_path.exists(), "a mount needs no bytes");
+
+    // Another registry name: the layer is fetched from the source's mirror, then uploaded.
+    let mirror = Proxy::start(reg.port, |_, _| Fault::Pass);
+    let mirror_host = mirror.host();
+    let from = crfs_remote::ImageSource { reference: &source, mirror: Some(&mirror_host) };
+    let elsewhere = format!("localhost:{}/copy/b:v1", reg.port);
+    let uploaded = remote.push_image(&dir, &report.top, &elsewhere, Some(from), None).unwrap();
+    assert_eq!((uploaded.uploaded, uploaded.fetched, uploaded.mounted), (2, 1, 0), "{uploaded:?}");
+    let fetched: Vec<String> = mirror.blob_gets().into_iter().map(|s| s.path).collect();
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    assert!(fetched[0].contains(&format!("/blobs/{}", pushed.layer_digest)), "{fetched:?}");
+    let original = std::fs::read(crfs_testkit::testdata().join("fixtures/all-types.esgz")).unwrap();
+    assert_eq!(std::fs::read(&layer_path).unwrap(), original, "the fetched layer, checked, is in the layout");
+
+    // What the other name holds now is the whole image.
+    let whole = reg.dir.join("pulled-from-elsewhere");
+    std::fs::create_dir_all(&whole).unwrap();
+    let again = remote.pull_image(&elsewhere, &whole, None, None).unwrap();
+    assert_eq!((again.top.digest.as_str(), again.blobs), (report.top.digest.as_str(), 2));
+    let copied = whole.join("blobs/sha256").join(pushed.layer_digest.trim_start_matches("sha256:"));
+    assert_eq!(std::fs::read(copied).unwrap(), original);
 }
