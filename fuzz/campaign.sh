@@ -34,10 +34,13 @@ mkdir -p "$run/corpus" "$run/artifacts"
 cp "$work/full/corpus_full/$target/"* "$run/corpus/"
 
 # The run, its log lines prefixed with the seconds since it started.
+# Every writer appends (O_APPEND), so the PLATEAU line written below is not overwritten by
+# the fuzzer's last lines.
 start=$(date +%s)
+: >"$run/log"
 nice -n 19 "$bin" "$run/corpus" "${opts[@]}" -timeout=600 -max_total_time="$max" -print_final_stats=1 \
   -artifact_prefix="$run/artifacts/" 2>&1 |
-  while IFS= read -r line; do echo "$(($(date +%s) - start)) $line"; done >"$run/log" &
+  while IFS= read -r line; do echo "$(($(date +%s) - start)) $line"; done >>"$run/log" &
 sleep 5
 pid=$(pgrep -f "^$bin $run/corpus" | head -1 || true)
 last_cov=0
