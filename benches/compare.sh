@@ -64,7 +64,7 @@ for b in crfs crfs-bench-open crfs-bench-readall; do [ -x "$REL/$b" ] || die "$R
 
 log "go build testdata/interop"
 (cd "$ROOT/testdata/interop" &&
-  GO111MODULE=off GOFLAGS= GOPATH="$WORK/gopath:/usr/share/gocode" go build -o "$WORK/bin/interop" .)
+  GO111MODULE=off GOFLAGS='' GOPATH="$WORK/gopath:/usr/share/gocode" go build -o "$WORK/bin/interop" .)
 INTEROP=$WORK/bin/interop
 
 # --- corpus ------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ else
   INTEROP=$TARGET/interop-bench/interop
   log "go build testdata/interop"
   mkdir -p "$(dirname "$INTEROP")"
-  (cd "$ROOT/testdata/interop" && GO111MODULE=off GOFLAGS= GOPATH="$TARGET/interop-bench/gopath:/usr/share/gocode" \
+  (cd "$ROOT/testdata/interop" && GO111MODULE=off GOFLAGS='' GOPATH="$TARGET/interop-bench/gopath:/usr/share/gocode" \
     go build -trimpath -o "$INTEROP" .)
 
   measure() { # tool level run command...

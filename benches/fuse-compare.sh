@@ -88,7 +88,7 @@ if [ $QUICK = 1 ]; then
   if [ ! -s "$BLOB" ]; then
     log "go build testdata/interop"
     (cd "$ROOT/testdata/interop" &&
-      GO111MODULE=off GOFLAGS= GOPATH="$WORK/gopath:/usr/share/gocode" go build -o "$WORK/bin/interop" .)
+      GO111MODULE=off GOFLAGS='' GOPATH="$WORK/gopath:/usr/share/gocode" go build -o "$WORK/bin/interop" .)
     log "interop mkcorpus + interop build (reference writer)"
     "$WORK/bin/interop" mkcorpus -files 2000 -bytes 30000000 -out "$TAR"
     "$WORK/bin/interop" build -in "$TAR" -out "$BLOB" >/dev/null
@@ -144,8 +144,7 @@ mount_system() {
     ratarmount) "$RATARMOUNT" -f "$TGZ" "$MNT" >/dev/null 2>>"$RUNLOG/ratarmount.log" & FS_PID=$! ;;
     local) DIR=$TREE; MOUNT_SECS=0; return ;;
   esac
-  local i
-  for i in $(seq 6000); do
+  for _ in $(seq 6000); do
     mountpoint -q "$MNT" && break
     kill -0 "$FS_PID" 2>/dev/null || die "$1 exited before mounting (see $RUNLOG/$1.log)"
     sleep 0.01
@@ -162,8 +161,7 @@ unmount_system() {
     squashfuse_ll|ratarmount)
       # A process that just closed its last file can keep the mount busy for a moment
       # (ratarmount's own threads too): retry for up to 10 s before giving up.
-      local i
-      for i in $(seq 50); do fusermount3 -u "$MNT" 2>/dev/null && break; sleep 0.2; done
+      for _ in $(seq 50); do fusermount3 -u "$MNT" 2>/dev/null && break; sleep 0.2; done
       mountpoint -q "$MNT" && { fuser -vm "$MNT" >&2 || true; die "$1: $MNT stays busy, cannot unmount"; }
       ;;
     local) return ;;
@@ -206,21 +204,21 @@ RAND_WANT=$("$RANDREAD" --reads "$RAND_READS" --size 4096 "$BIGLIST" "$TREE")
 SAMPLES=$RUNLOG/samples.txt
 : >"$SAMPLES"
 for s in $SYSTEMS; do
-  [ $s = local ] && continue
-  if [ $s = ratarmount ]; then
+  [ "$s" = local ] && continue
+  if [ "$s" = ratarmount ]; then
     # First mount of this archive: ratarmount builds its index (kept beside the archive).
     rm -f "$TGZ.index.sqlite"
     sync; echo 3 >/proc/sys/vm/drop_caches
   fi
-  mount_system $s
-  [ $s = ratarmount ] && echo "mount-first cold ratarmount $MOUNT_SECS" >>"$SAMPLES"
+  mount_system "$s"
+  [ "$s" = ratarmount ] && echo "mount-first cold ratarmount $MOUNT_SECS" >>"$SAMPLES"
   tree_digest "$DIR" >"$RUNLOG/$s.digest"
   if ! cmp -s "$WANT_DIGEST" "$RUNLOG/$s.digest"; then
     diff "$WANT_DIGEST" "$RUNLOG/$s.digest" | head -20 >&2
     die "$s serves a different tree than the extracted tar (diff above; full listings in $RUNLOG)"
   fi
   op rand4k "$DIR"
-  unmount_system $s
+  unmount_system "$s"
   log "$s: same tree ($(wc -l <"$WANT_DIGEST") lines of listing and digests), same random reads"
 done
 
@@ -269,11 +267,9 @@ ratio() { # A B: A ÷ B
   awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b <= 0) print "—"; else if (a / b < 0.1) printf "%.3f×", a / b; else printf "%.2f×", a / b }'
 }
 PEERS=${SYSTEMS/crfs /}
-OP_LABEL_find="find"
-OP_LABEL_ls_lR="ls -lR"
-OP_LABEL_read_all="read every file"
-OP_LABEL_rand4k="$RAND_READS random 4 KiB reads"
-op_label() { local v="OP_LABEL_${1//-/_}"; echo "${!v}"; }
+declare -A OP_LABEL=([find]="find" [ls-lR]="ls -lR" [read-all]="read every file"
+  [rand4k]="$RAND_READS random 4 KiB reads")
+op_label() { echo "${OP_LABEL[$1]}"; }
 
 # The machine-readable twin of the tables: what crfs-bench-chart and the README generator read.
 {
@@ -315,9 +311,9 @@ op_label() { local v="OP_LABEL_${1//-/_}"; echo "${!v}"; }
   echo "Mount time (until the mount point appears; cold page cache), seconds, over all $(( N * 4 )) mounts of each system:"
   echo
   echo "| | $(echo "$SYSTEMS" | sed 's/ local$//; s/ / | /g') |"
-  echo "|---|$(for s in $SYSTEMS; do [ $s = local ] || printf -- '---|'; done)"
+  echo "|---|$(for s in $SYSTEMS; do [ "$s" = local ] || printf -- '---|'; done)"
   printf '| mount |'
-  for s in $SYSTEMS; do [ $s = local ] || printf ' %s |' "$(cell mount cold "$s")"; done
+  for s in $SYSTEMS; do [ "$s" = local ] || printf ' %s |' "$(cell mount cold "$s")"; done
   echo
   if [ $WITH_RATARMOUNT = 1 ]; then
     echo "| first mount (ratarmount builds its index) | — | — | $(cell mount-first cold ratarmount) |"
@@ -326,10 +322,10 @@ op_label() { local v="OP_LABEL_${1//-/_}"; echo "${!v}"; }
   echo "Peak RSS of the filesystem process (VmHWM at unmount, after the cold and the warm run), MiB:"
   echo
   echo "| after | $(echo "$SYSTEMS" | sed 's/ local$//; s/ / | /g') |"
-  echo "|---|$(for s in $SYSTEMS; do [ $s = local ] || printf -- '---|'; done)"
+  echo "|---|$(for s in $SYSTEMS; do [ "$s" = local ] || printf -- '---|'; done)"
   for o in $OPS; do
     printf '| %s |' "$(op_label "$o")"
-    for s in $SYSTEMS; do [ $s = local ] || printf ' %s |' "$(cell "rss:$o" - "$s" 1024)"; done
+    for s in $SYSTEMS; do [ "$s" = local ] || printf ' %s |' "$(cell "rss:$o" - "$s" 1024)"; done
     echo
   done
   echo

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # benches/harness.sh: what the side-by-side scripts share (sourced, not run): the options
 # -n N, --work DIR, --quick, --out FILE and --mnt DIR; log and die; the corpus from
 # compare.sh's cache; a release build of crfs; medians of samples; the results TSV.
@@ -67,20 +68,21 @@ harness_init() {
   case "$N" in *[!0-9]*|0) die "-n wants a positive number" ;; esac
   WORK=${WORK:-/var/tmp/crfs-bench}
   if [ -z "$OUT" ]; then
-    if [ $QUICK = 1 ]; then OUT=$ROOT/benches/results/$result-quick.md; else OUT=$ROOT/benches/results/$result.md; fi
+    if [ "$QUICK" = 1 ]; then OUT=$ROOT/benches/results/$result-quick.md; else OUT=$ROOT/benches/results/$result.md; fi
   fi
+  # shellcheck disable=SC2034  # read by the scripts that source this file
   TSV=${OUT%.md}.tsv
   MNT=${MNT:-$WORK/mnt-$result}
 }
 
 harness_corpus() {
   NAME=python-3.11.7
-  [ $QUICK = 1 ] && NAME=synthetic-5000
+  [ "$QUICK" = 1 ] && NAME=synthetic-5000
   TAR=$WORK/$NAME.tar
   BLOB=$WORK/$NAME.esgz
   if [ ! -f "$BLOB" ] || [ ! -f "$TAR" ]; then
     log "no corpus in $WORK: building it with compare.sh"
-    if [ $QUICK = 1 ]; then "$ROOT/benches/compare.sh" --quick -n 1 --work "$WORK" --out "$WORK/core-corpus-build.md" >/dev/null
+    if [ "$QUICK" = 1 ]; then "$ROOT/benches/compare.sh" --quick -n 1 --work "$WORK" --out "$WORK/core-corpus-build.md" >/dev/null
     else "$ROOT/benches/compare.sh" -n 1 --work "$WORK" --out "$WORK/core-corpus-build.md" >/dev/null; fi
   fi
   [ -f "$BLOB" ] && [ -f "$TAR" ] || die "corpus missing: $TAR / $BLOB"

@@ -84,7 +84,7 @@ CLIENTS="fuse-tar fuse-parallel nfs-pipelined nfs-sync"
 EXPECTED=
 for run in $(seq "$N"); do
   # Rotate which client goes first, so drift in the machine's load spreads over all of them.
-  all=($CLIENTS)
+  read -ra all <<<"$CLIENTS"
   k=$(( (run - 1) % ${#all[@]} ))
   order="${all[*]:k} ${all[*]:0:k}"
   for c in $order; do

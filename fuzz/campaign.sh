@@ -71,7 +71,7 @@ execs=$(grep -o "stat::number_of_executed_units: [0-9]*" "$run/log" | awk '{prin
 wall=$(tail -1 "$run/log" | cut -d' ' -f1)
 ended=$(grep -q PLATEAU "$run/log" && echo plateau || echo "time cap")
 echo "$target: ${wall} s, ${execs:-?} executions, cov $first -> $final, last new edge at ${changed} s, ended by $ended"
-ls "$run/artifacts" | sed 's/^/finding: /'
+find "$run/artifacts" -type f -printf 'finding: %f\n'
 
 # Minimised corpora.
 mkdir -p "$run/merged" "$run/small" "$run/committed"

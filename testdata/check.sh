@@ -19,7 +19,7 @@ if [[ -n "${INTEROP_BIN:-}" ]]; then
 else
     mkdir -p "$tmp/gopath"
     (cd "$here/interop" &&
-        GO111MODULE=off GOFLAGS= GOPATH="$tmp/gopath:/usr/share/gocode" \
+        GO111MODULE=off GOFLAGS='' GOPATH="$tmp/gopath:/usr/share/gocode" \
             go build -trimpath -o "$tmp/interop" .)
     bin="$tmp/interop"
 fi
