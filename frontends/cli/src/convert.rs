@@ -260,10 +260,12 @@ fn convert_image(
                 .map_err(|e| format!("{reference}: {e}"))?;
             tracing::info!(reference, digest = %pulled.top.digest, blobs = pulled.blobs, bytes = pulled.bytes,
                 left_out = pulled.left_out, mirror = pulled.mirror.as_deref().unwrap_or("none"), "source pulled");
-            println!(
-                "pulled {} blobs ({} bytes); {} kept layers left at the registry",
-                pulled.blobs, pulled.bytes, pulled.left_out
-            );
+            let left = if leave_kept {
+                format!("; {} kept layers left at the registry", pulled.left_out)
+            } else {
+                String::new()
+            };
+            println!("pulled {} blobs ({} bytes){left}", pulled.blobs, pulled.bytes);
             pulled_from = Some(pulled.mirror);
             format!("oci:{}", dir.display())
         }

@@ -181,6 +181,8 @@ fn registry_sources_and_destinations() {
     let pulled = dir.join("pulled");
     let out = succeeds(&tmp, &["image", "convert", &src_ref, &format!("oci:{}:p", s(&pulled))]);
     assert_eq!(image_digest(&out), want, "{out}");
+    let pulled_line = out.lines().find(|l| l.starts_with("pulled ")).unwrap_or_default();
+    assert!(pulled_line.starts_with("pulled 6 blobs (") && pulled_line.ends_with(" bytes)"), "every layer: {out}");
     assert_eq!(check_converted(&pulled, "p", false, None), 4);
 
     // zstd:chunked through the registry, and no tag: pushed by digest only.
