@@ -3,7 +3,7 @@
 //! Three steps, each usable alone so that a std front-end can run the middle one on many
 //! threads:
 //!
-//! 1. [`plan`] scans the input tar's headers through [`ReadAt`] ([`tarscan`]), orders the entries
+//! 1. [`plan()`] scans the input tar's headers through [`ReadAt`] ([`tarscan`]), orders the entries
 //!    as the reference `Build` does (duplicates, prioritized files, landmarks) and lays out the
 //!    gzip members and TOC entries ([`Plan`], [`Assembler`]).
 //! 2. Each member is filled from the input ([`Plan::fill_member`]) and compressed on its own

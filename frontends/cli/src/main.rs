@@ -3,6 +3,10 @@
 //! This binary owns argument parsing, output formatting and exit codes only; formats live in
 //! crfs-core. It must never hold format logic of its own.
 
+// Doc comments of clap arguments are the `--help` text, where `oci:DIR[:TAG]` is syntax the
+// user types, not a link to resolve, and `DIR/<registry>/hosts.toml` is not an HTML tag.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 mod convert;
 mod inspect;
 mod mount;

@@ -64,7 +64,9 @@ mod source;
 mod token;
 mod transfer;
 
-pub use blob::{COALESCE_GAP, COALESCE_START, HttpBlob, MAX_STREAMS, PREFETCH_PIECE, RegistryBlob};
+pub use blob::{
+    COALESCE_GAP, COALESCE_START, HttpBlob, IDLE_AFTER, IDLE_PIECE, MAX_STREAMS, PREFETCH_PIECE, RegistryBlob,
+};
 pub use cache::{CacheWriter, DiskCache};
 pub use error::{Error, Result};
 pub use hosts::HostsConfig;
