@@ -11,6 +11,8 @@
 # corpus/TARGET and WORK_DIR/TARGET/merged over WORK_DIR/full/corpus_full/TARGET to keep them,
 # then rebuild corpus-full.tar.xz from WORK_DIR/full (see RESULTS.md).
 #
+# LeakSanitizer reads lsan-suppressions.txt (upstream leaks, explained there).
+#
 # Two campaigns can run side by side on a 2-core machine; time the process spends stopped
 # (SIGSTOP) counts as time without a new edge, so do not stop it for benchmarks.
 set -euo pipefail
@@ -23,6 +25,9 @@ bin=$here/target/x86_64-unknown-linux-gnu/release/$target
 [ -x "$bin" ] || { echo "no $bin: run RUSTC_BOOTSTRAP=1 cargo fuzz build -O $target in $here" >&2; exit 1; }
 opts=(-rss_limit_mb=2048 -malloc_limit_mb=512)
 plateau=600
+# Upstream leaks we cannot fix here, each explained in the file; LeakSanitizer lists at exit
+# how often each was suppressed.
+export LSAN_OPTIONS="suppressions=$here/lsan-suppressions.txt:print_suppressions=1${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 
 if [ ! -d "$work/full/corpus_full" ]; then
   mkdir -p "$work/full"
