@@ -248,7 +248,8 @@ fn convert_image(
     // Registry to registry, the layers kept as they are stay at the registry: the push mounts
     // them from the source repository, or fetches them from it to upload them.
     let leave_kept = matches!((src, dst), (End::Registry(_), End::Registry(_)));
-    let mut pulled_from = None;
+    // The mirror a registry source was pulled from, if any: the push fetches from it too.
+    let mut pulled_mirror = None;
     let src_layout = match src {
         End::Layout(spec) => spec.clone(),
         End::Registry(reference) => {
@@ -266,7 +267,7 @@ fn convert_image(
                 String::new()
             };
             println!("pulled {} blobs ({} bytes){left}", pulled.blobs, pulled.bytes);
-            pulled_from = Some(pulled.mirror);
+            pulled_mirror = pulled.mirror;
             format!("oci:{}", dir.display())
         }
     };
@@ -289,9 +290,9 @@ fn convert_image(
             digest: digest.clone(),
             size: report.descriptor.size(),
         };
-        let source = match (src, &pulled_from) {
-            (End::Registry(r), Some(mirror)) => Some(ImageSource { reference: r.as_str(), mirror: mirror.as_deref() }),
-            _ => None,
+        let source = match src {
+            End::Registry(r) => Some(ImageSource { reference: r.as_str(), mirror: pulled_mirror.as_deref() }),
+            End::Layout(_) => None,
         };
         let (dir, _) = crfs_remote::layout::split_spec(&dst_layout);
         let pushed = remote()?

@@ -257,7 +257,8 @@ struct BlobPush<'a> {
     auth: &'a Arc<RepoAuth>,
     /// The repository (on the same registry) to mount it from, if any.
     mount_from: Option<&'a Reference>,
-    /// The source image's registry, to fetch the blob from when the layout lacks it.
+    /// The source image's registry, to fetch the blob from first (set only when the layout
+    /// lacks it).
     fetch_from: Option<&'a Session>,
 }
 
@@ -290,8 +291,8 @@ impl Session {
         Ok(Endpoint::new(url, auth))
     }
 
-    /// A failed push request as an error a user can act on.
-    fn push_error(&self, e: FetchError, what: &str) -> Error {
+    /// A failed request of a pull or push as an error a user can act on.
+    fn request_error(&self, e: FetchError, what: &str) -> Error {
         let at = format!("{}: {what}", self.reference.whole());
         match e.class {
             Class::Unauthorized => auth_error(&self.reference, self.source),
@@ -310,7 +311,7 @@ impl Session {
         match fetch::fetch_size(&self.inner, &ep).await {
             Ok(_) => Ok(true),
             Err(e) if e.class == Class::NotFound => Ok(false),
-            Err(e) => Err(self.push_error(e, &format!("blob {digest}"))),
+            Err(e) => Err(self.request_error(e, &format!("blob {digest}"))),
         }
     }
 
@@ -363,14 +364,7 @@ impl Session {
         };
         fetch::stream_blob(&self.inner, &ep, blob.size, &mut sink).await.map_err(|e| match e {
             StreamError::Sink(e) => local(e),
-            StreamError::Fetch(e) if e.class == Class::Unauthorized => auth_error(reference, self.source),
-            StreamError::Fetch(e) if e.class == Class::NotFound => {
-                Error::NotFound(format!("{}: blob {digest}: {e}", reference.whole()))
-            }
-            StreamError::Fetch(e) => match e.to_error() {
-                Error::Network(m) => Error::Network(format!("{}: blob {digest}: {m}", reference.whole())),
-                other => other,
-            },
+            StreamError::Fetch(e) => self.request_error(e, &format!("blob {digest}")),
         })?;
         if done != blob.size || hasher.finish().to_string() != digest {
             return Err(Error::Protocol(format!(
@@ -470,6 +464,7 @@ impl Session {
         if lacking && push.fetch_from.is_none() {
             return Err(Error::Local(format!("blob {digest}: not in the layout {}", push.dir.display())));
         }
+        let push = &BlobPush { fetch_from: push.fetch_from.filter(|_| lacking), ..*push };
         // An upload that fails part way is started again from its first byte, in a new session
         // (a registry keeps what a cut PATCH sent, so resending it there would append).
         let mut attempt = 0;
@@ -506,7 +501,7 @@ impl Session {
         };
         let begun = fetch::send_expecting(&self.inner, &ep, &start_call)
             .await
-            .map_err(|e| self.push_error(e, "starting an upload"))?;
+            .map_err(|e| self.request_error(e, "starting an upload"))?;
         if begun.status() == StatusCode::CREATED {
             return match mount_from {
                 Some(_) => Ok(Moved::Mounted),
@@ -521,8 +516,8 @@ impl Session {
 
         let path = layout::blob_path(dir, digest)?;
         if let Some(source) = fetch_from {
-            // Checked against its digest and size before it is renamed into place; a blob
-            // already there (an earlier session's fetch) is not fetched again.
+            // Checked against its digest and size before it is renamed into place; a blob an
+            // earlier session of this push fetched is not fetched again.
             source.pull_blob(dir, blob).await?;
         }
         self.emit(&TransferEvent::Start { digest, size });
@@ -543,7 +538,7 @@ impl Session {
         };
         let sent = fetch::send_once(&self.inner, &patch_ep, &patch, &mut generation)
             .await
-            .map_err(|e| self.push_error(e, &format!("uploading blob {digest}")))?;
+            .map_err(|e| self.request_error(e, &format!("uploading blob {digest}")))?;
         let mut commit = if sent.headers().contains_key(reqwest::header::LOCATION) {
             self.location(&sent, &location)?
         } else {
@@ -556,7 +551,7 @@ impl Session {
             Call { method: Method::PUT, ok: &[StatusCode::CREATED], whole_timeout: true, prepare: &empty };
         fetch::send_expecting(&self.inner, &commit_ep, &commit_call)
             .await
-            .map_err(|e| self.push_error(e, &format!("committing blob {digest}")))?;
+            .map_err(|e| self.request_error(e, &format!("committing blob {digest}")))?;
         Ok(Moved::Uploaded)
     }
 
@@ -649,7 +644,7 @@ impl Session {
             };
             fetch::send_expecting(&self.inner, &ep, &call)
                 .await
-                .map_err(|e| self.push_error(e, &format!("manifest {}", node.digest)))?;
+                .map_err(|e| self.request_error(e, &format!("manifest {}", node.digest)))?;
             report.manifests += 1;
             if i == last {
                 report.pushed = target.whole();
