@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Fault, PASSWORD, Proxy, USER, registry_with_image, test_options};
+use common::{Fault, PASSWORD, Proxy, USER, registry_with_image, test_credentials, test_options};
 use crfs_core::{Layer, ReadAt};
 use crfs_remote::{Credentials, Error, Mirror, RegistryBlob, RegistryCredentials, Remote};
 
@@ -186,12 +186,8 @@ fn explicit_credentials_reach_only_the_registry_they_name() {
     let (reg, _pushed) = registry_with_image("creds-scope", true);
     let mirror = Proxy::start(reg.port, |_, _| Fault::Pass);
     let other = Proxy::start(reg.port, |_, _| Fault::Pass);
-    let creds = |registry: String| RegistryCredentials {
-        registry,
-        credentials: Credentials { username: USER.into(), password: PASSWORD.into() },
-    };
     let remote = Remote::new(crfs_remote::Options {
-        credentials: Some(creds(reg.host())),
+        credentials: Some(test_credentials(reg.host())),
         mirrors: vec![Mirror { registry: reg.host(), mirror: mirror.host() }],
         ..test_options()
     })
@@ -213,7 +209,9 @@ fn explicit_credentials_reach_only_the_registry_they_name() {
     assert!(!to_other.is_empty() && to_other.iter().all(|s| !s.authorization), "{to_other:?}");
 
     // The same host named by the credentials does get them (so the proxy does record them).
-    let named = Remote::new(crfs_remote::Options { credentials: Some(creds(other.host())), ..test_options() }).unwrap();
+    let named =
+        Remote::new(crfs_remote::Options { credentials: Some(test_credentials(other.host())), ..test_options() })
+            .unwrap();
     open_and_list(&named, &format!("{}/test/all-types:v1", other.host()));
     assert!(other.seen().iter().any(|s| s.authorization), "the named host got the credentials");
 }
@@ -418,10 +416,7 @@ fn redirects_drop_credentials_and_expired_targets_are_resolved_again() {
     let (reg, pushed) = registry_with_image("redirect", true);
     let proxy = Proxy::start(reg.port, |s, _| if s.path.contains("/blobs/") { Fault::Redirect } else { Fault::Pass });
     let remote = Remote::new(crfs_remote::Options {
-        credentials: Some(RegistryCredentials {
-            registry: proxy.host(),
-            credentials: Credentials { username: USER.into(), password: PASSWORD.into() },
-        }),
+        credentials: Some(test_credentials(proxy.host())),
         max_coalesce: 0, // one request per read, counted below
         ..common::counting_options()
     })
@@ -561,14 +556,9 @@ fn bearer_tokens_are_asked_for_with_the_credentials() {
     }
     let (reg, _pushed) = registry_with_image("bearer-creds", false);
     let proxy = Proxy::start_with_tokens(reg.port);
-    let remote = Remote::new(crfs_remote::Options {
-        credentials: Some(RegistryCredentials {
-            registry: proxy.host(),
-            credentials: Credentials { username: USER.into(), password: PASSWORD.into() },
-        }),
-        ..test_options()
-    })
-    .unwrap();
+    let remote =
+        Remote::new(crfs_remote::Options { credentials: Some(test_credentials(proxy.host())), ..test_options() })
+            .unwrap();
     open_and_list(&remote, &format!("{}/test/all-types:v1", proxy.host()));
     let seen = proxy.seen();
     let tokens: Vec<_> = seen.iter().filter(|s| s.path.starts_with("/token")).collect();
@@ -1515,14 +1505,9 @@ fn push_credentials_stay_on_the_registry_origin() {
         }
     });
     let host = format!("127.0.0.1:{registry}");
-    let remote = Remote::new(crfs_remote::Options {
-        credentials: Some(RegistryCredentials {
-            registry: host.clone(),
-            credentials: Credentials { username: USER.into(), password: PASSWORD.into() },
-        }),
-        ..test_options()
-    })
-    .unwrap();
+    let remote =
+        Remote::new(crfs_remote::Options { credentials: Some(test_credentials(host.clone())), ..test_options() })
+            .unwrap();
     let report = remote.push_image(&dir, &top, &format!("{host}/origin/image:v1"), None, None).unwrap();
     assert_eq!(report.uploaded, 1, "{report:?}");
     let to_registry = registry_log.lock().unwrap().clone();

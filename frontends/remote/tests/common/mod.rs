@@ -329,6 +329,14 @@ pub fn registry_with_image(name: &str, htpasswd: bool) -> (Registry, Pushed) {
     (reg, pushed)
 }
 
+/// The test user's credentials ([`USER`], [`PASSWORD`]), for `registry` only.
+pub fn test_credentials(registry: String) -> crfs_remote::RegistryCredentials {
+    crfs_remote::RegistryCredentials {
+        registry,
+        credentials: crfs_remote::Credentials { username: USER.into(), password: PASSWORD.into() },
+    }
+}
+
 /// Patient options for tests that count requests exactly: no timeout-driven retry even on a
 /// loaded machine.
 pub fn counting_options() -> crfs_remote::Options {
