@@ -9,9 +9,9 @@
 //! names of a hardlink share a number, and numbers are the same every time the same blob is
 //! mounted.
 //!
-//! The chunk cache (moka) is bounded in bytes, shared by all threads, and collapses concurrent
-//! misses on one chunk into a single decode, so sequential small reads through a big chunk
-//! inflate it once.
+//! The chunk cache ([`LoadingCache`] over moka) is bounded in bytes, shared by all threads, and
+//! collapses concurrent misses on one chunk into a single decode, so sequential small reads
+//! through a big chunk inflate it once.
 //!
 //! Must never depend on: fuser, nfsserve, sockets, or any registry code; bytes come from
 //! crfs-core's `ReadAt`.
@@ -21,9 +21,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crfs_core::{Index, Kind, Layer, NodeId, ReadAt};
 
+mod loading;
 mod merged;
 mod namespace;
 mod readahead;
+pub use loading::LoadingCache;
 pub use merged::MergedFs;
 pub use namespace::{NamespaceFs, NamespaceOptions, ResolveError, ResolvedImage, Resolver, Version};
 
@@ -168,14 +170,16 @@ impl Default for Options {
 
 /// Decoded chunks, keyed by (layer tag, file node, chunk index); bounded in bytes and
 /// shareable between the layers of an image.
-pub type ChunkCache = moka::sync::Cache<(u32, NodeId, u32), Arc<Vec<u8>>>;
+pub type ChunkCache = LoadingCache<(u32, NodeId, u32), Arc<Vec<u8>>, crfs_core::Error>;
 
 /// A chunk cache holding at most `bytes` bytes of decoded chunks.
 pub fn new_chunk_cache(bytes: u64) -> ChunkCache {
-    moka::sync::Cache::builder()
-        .max_capacity(bytes)
-        .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
-        .build()
+    LoadingCache::new(
+        moka::sync::Cache::builder()
+            .max_capacity(bytes)
+            .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
+            .build(),
+    )
 }
 
 /// The read-only operations every front-end serves, whatever the tree behind them: one
@@ -436,7 +440,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
     fn chunk(&self, file: NodeId, chunk: usize) -> Result<Arc<Vec<u8>>, FsError> {
         let key = (self.cache_tag, file, u32::try_from(chunk).map_err(|_| FsError::Io)?);
         self.cache
-            .try_get_with(key, || {
+            .get_or_load(key, || {
                 // A miss: if misses walk forward through the blob, decode what follows ahead.
                 if let Some(c) = self.index().chunks(file).get(chunk).filter(|_| self.options.read_ahead) {
                     self.readahead.on_miss(c.offset, file, key.2, || {

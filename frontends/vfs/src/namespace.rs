@@ -44,8 +44,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crfs_core::{Digest, Layer, ReadAt};
 
+// Every critical section here is a single assignment or read, so a panicked holder leaves
+// consistent data and `lock` may ignore poisoning.
+use crate::loading::lock;
 use crate::{
-    Attr, DirEntry, FileKind, FsError, Ino, LayerFs, MergedFs, Options, ROOT_INO, ReadOnlyFs, StableId, StatFs,
+    Attr, DirEntry, FileKind, FsError, Ino, LayerFs, LoadingCache, MergedFs, Options, ROOT_INO, ReadOnlyFs, StableId,
+    StatFs,
 };
 
 /// Why a reference could not be resolved.
@@ -225,12 +229,6 @@ fn path_id(full: &str) -> [u8; 32] {
     Digest::of(format!("crfs namespace path\n{full}").as_bytes()).0
 }
 
-/// Locks a mutex, recovering it from a panicked holder (the data stay consistent: every
-/// critical section here is a single assignment or read).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The namespace filesystem over a [`Resolver`].
 pub struct NamespaceFs<Res: Resolver> {
     resolver: Res,
@@ -238,7 +236,7 @@ pub struct NamespaceFs<Res: Resolver> {
     state: RwLock<State>,
     /// Single flight for resolutions, keyed by the full reference (entries are removed once
     /// attached, so they hold no image longer than its slot does).
-    images: moka::sync::Cache<String, Arc<ResolvedImage<Res::Blob>>>,
+    images: LoadingCache<String, Arc<ResolvedImage<Res::Blob>>, ResolveError>,
     failures: moka::sync::Cache<String, ResolveError>,
     known: Mutex<Known>,
     started: SystemTime,
@@ -307,7 +305,7 @@ impl<Res: Resolver> NamespaceFs<Res> {
             resolver,
             options,
             state: RwLock::new(state),
-            images: moka::sync::Cache::builder().max_capacity(256).build(),
+            images: LoadingCache::new(moka::sync::Cache::builder().max_capacity(256).build()),
             failures: moka::sync::Cache::builder().max_capacity(4096).time_to_live(options.negative_ttl).build(),
             known: Mutex::new(Known::default()),
             started: SystemTime::now(),
@@ -535,7 +533,7 @@ impl<Res: Resolver> NamespaceFs<Res> {
         }
         let image = self
             .images
-            .try_get_with(key.clone(), || self.resolver.image(host, repo, version).map(Arc::new))
+            .get_or_load(key.clone(), || self.resolver.image(host, repo, version).map(Arc::new))
             .map_err(|e| fail((*e).clone()));
         // Only concurrent first lookups share a resolution; the slot holds it from now on.
         self.images.invalidate(&key);

@@ -83,11 +83,11 @@ fn spawn<R: ReadAt + Send + Sync + 'static>(
         for pos in rx {
             let Some(&(_, file, chunk)) = order.get(pos) else { continue };
             let key = (tag, file, chunk);
-            if cache.contains_key(&key) {
+            if cache.get(&key).is_some() {
                 continue;
             }
             // Errors are left to the read that needs the chunk: it decodes again and reports.
-            let _ = cache.try_get_with(key, || {
+            let _ = cache.get_or_load(key, || {
                 let mut data = Vec::new();
                 layer.read_chunk(file, chunk as usize, verify, &mut data).map(|()| Arc::new(data))
             });
