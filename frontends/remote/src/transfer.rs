@@ -188,38 +188,42 @@ fn descriptor(v: &serde_json::Value, default_media: &str, parent: &str) -> Resul
     Ok(BlobRef { media_type, digest: digest.to_owned(), size })
 }
 
-/// What a manifest or index points to: (child manifests, blobs).
-fn children(data: &[u8], node: &BlobRef) -> Result<(Vec<BlobRef>, Vec<BlobRef>)> {
+/// What a manifest or index points to.
+struct Children {
+    /// Child manifests (of an index).
+    manifests: Vec<BlobRef>,
+    /// A manifest's config, then its layers.
+    blobs: Vec<BlobRef>,
+    /// The digests of the layers that the pull's [`LeaveOut`] picked.
+    left_out: HashSet<String>,
+}
+
+/// Reads a manifest or index (`data`, described by `node`) once: its children, and the layers
+/// `leave_out` picks.
+fn children(data: &[u8], node: &BlobRef, leave_out: Option<&LeaveOut>) -> Result<Children> {
     let what = &node.digest;
     let value: serde_json::Value =
         serde_json::from_slice(data).map_err(|e| Error::Protocol(format!("{what}: not JSON: {e}")))?;
-    let list = |key: &str| value.get(key).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    let list = |key: &str| value.get(key).and_then(|v| v.as_array()).map(Vec::as_slice).unwrap_or_default();
     if is_index(&node.media_type) {
         let manifests =
             list("manifests").iter().map(|m| descriptor(m, OCI_IMAGE_MEDIA_TYPE, what)).collect::<Result<Vec<_>>>()?;
-        return Ok((manifests, Vec::new()));
+        return Ok(Children { manifests, blobs: Vec::new(), left_out: HashSet::new() });
     }
     if !MANIFEST_TYPES.contains(&node.media_type.as_str()) {
         return Err(Error::Protocol(format!("{what}: unsupported manifest media type {}", node.media_type)));
     }
     let config = value.get("config").ok_or_else(|| Error::Protocol(format!("{what}: a manifest without config")))?;
     let mut blobs = vec![descriptor(config, "", what)?];
+    let mut left_out = HashSet::new();
     for l in list("layers") {
-        blobs.push(descriptor(&l, "", what)?);
+        let layer = descriptor(l, "", what)?;
+        if leave_out.is_some_and(|pick| pick(l)) {
+            left_out.insert(layer.digest.clone());
+        }
+        blobs.push(layer);
     }
-    Ok((Vec::new(), blobs))
-}
-
-/// The digests of the layers of a manifest (`data`, already read by [`children`]) that `pick`
-/// picks; an index has none.
-fn layers_picked(data: &[u8], pick: &(dyn Fn(&serde_json::Value) -> bool + Send + Sync)) -> HashSet<String> {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return HashSet::new() };
-    let layers = value.get("layers").and_then(|l| l.as_array()).map(Vec::as_slice).unwrap_or_default();
-    layers
-        .iter()
-        .filter(|l| pick(l))
-        .filter_map(|l| l.get("digest").and_then(|d| d.as_str()).map(str::to_owned))
-        .collect()
+    Ok(Children { manifests: Vec::new(), blobs, left_out })
 }
 
 /// The temporary name a blob is written to before it is checked and renamed.
@@ -414,8 +418,7 @@ impl Session {
                     d
                 }
             };
-            let (manifests, blobs) = children(&data, &node)?;
-            let leave = leave_out.map(|f| layers_picked(&data, f.as_ref())).unwrap_or_default();
+            let Children { manifests, blobs, left_out: leave } = children(&data, &node, leave_out)?;
             write_blob(dir, &node.digest, &data)?;
             report.manifests += 1;
             // The config (first) is always fetched, whatever a layer of the same digest says.
@@ -576,7 +579,7 @@ impl Session {
                 continue;
             }
             let data = layout::read_blob(dir, &node.digest)?;
-            let (manifests, node_blobs) = children(&data, &node)?;
+            let Children { manifests, blobs: node_blobs, .. } = children(&data, &node, None)?;
             blobs.extend(node_blobs.into_iter().filter(|b| seen.insert(b.digest.clone())));
             stack.push((node, depth, true));
             stack.extend(manifests.into_iter().rev().map(|m| (m, depth + 1, false)));
@@ -815,24 +818,37 @@ mod tests {
         );
         let value: serde_json::Value = serde_json::from_str(&index).unwrap();
         assert_eq!(media_type_of(&value).as_deref(), Some(OCI_IMAGE_INDEX_MEDIA_TYPE), "guessed from its fields");
-        let (manifests, blobs) = children(index.as_bytes(), &node(OCI_IMAGE_INDEX_MEDIA_TYPE)).unwrap();
+        let every_layer: LeaveOut = Arc::new(|_| true);
+        let Children { manifests, blobs, left_out } =
+            children(index.as_bytes(), &node(OCI_IMAGE_INDEX_MEDIA_TYPE), Some(&every_layer)).unwrap();
         assert_eq!(manifests, [BlobRef { media_type: OCI_IMAGE_MEDIA_TYPE.into(), digest: d("a"), size: 7 }]);
         assert!(blobs.is_empty());
+        assert!(left_out.is_empty(), "an index has no layers to leave out");
 
         let manifest = format!(
             r#"{{"schemaVersion":2,"config":{{"mediaType":"c","digest":"{}","size":2}},"layers":[{{"mediaType":"l","digest":"{}","size":3}}]}}"#,
             d("b"),
             d("c")
         );
-        let (manifests, blobs) = children(manifest.as_bytes(), &node(IMAGE_MANIFEST_MEDIA_TYPE)).unwrap();
+        let Children { manifests, blobs, left_out } =
+            children(manifest.as_bytes(), &node(IMAGE_MANIFEST_MEDIA_TYPE), None).unwrap();
         assert!(manifests.is_empty());
         let digests: Vec<&str> = blobs.iter().map(|b| b.digest.as_str()).collect();
         assert_eq!(digests, [d("b"), d("c")]);
+        assert!(left_out.is_empty());
+        // Only layers are offered to the pick, the config never.
+        let left_out =
+            children(manifest.as_bytes(), &node(IMAGE_MANIFEST_MEDIA_TYPE), Some(&every_layer)).unwrap().left_out;
+        assert_eq!(left_out, HashSet::from([d("c")]));
+        let none_picked: LeaveOut = Arc::new(|l| l.get("mediaType").and_then(|m| m.as_str()) == Some("x"));
+        let left_out =
+            children(manifest.as_bytes(), &node(IMAGE_MANIFEST_MEDIA_TYPE), Some(&none_picked)).unwrap().left_out;
+        assert!(left_out.is_empty(), "a pick that picks nothing leaves nothing out");
 
         let sha512 = manifest.replace(&d("c"), "sha512:00");
-        assert!(children(sha512.as_bytes(), &node(OCI_IMAGE_MEDIA_TYPE)).is_err(), "only sha256 digests");
-        assert!(children(manifest.as_bytes(), &node("application/x-other")).is_err());
-        assert!(children(b"not json", &node(OCI_IMAGE_MEDIA_TYPE)).is_err());
-        assert!(children(br#"{"schemaVersion":2}"#, &node(OCI_IMAGE_MEDIA_TYPE)).is_err(), "no config");
+        assert!(children(sha512.as_bytes(), &node(OCI_IMAGE_MEDIA_TYPE), None).is_err(), "only sha256 digests");
+        assert!(children(manifest.as_bytes(), &node("application/x-other"), None).is_err());
+        assert!(children(b"not json", &node(OCI_IMAGE_MEDIA_TYPE), None).is_err());
+        assert!(children(br#"{"schemaVersion":2}"#, &node(OCI_IMAGE_MEDIA_TYPE), None).is_err(), "no config");
     }
 }
