@@ -77,6 +77,12 @@ where
         self.values.get(key)
     }
 
+    /// Whether `key` has a cached value; unlike [`get`](Self::get), not counted as a use by
+    /// the eviction policy.
+    pub fn contains(&self, key: &K) -> bool {
+        self.values.contains_key(key)
+    }
+
     /// Drops the cached value of `key` (a load in progress is not affected).
     pub fn invalidate(&self, key: &K) {
         self.values.invalidate(key);

@@ -83,7 +83,7 @@ fn spawn<R: ReadAt + Send + Sync + 'static>(
         for pos in rx {
             let Some(&(_, file, chunk)) = order.get(pos) else { continue };
             let key = (tag, file, chunk);
-            if cache.get(&key).is_some() {
+            if cache.contains(&key) {
                 continue;
             }
             // Errors are left to the read that needs the chunk: it decodes again and reports.
