@@ -6,8 +6,9 @@
 //! then finds the other's waiter drops its own attempted bucket without dropping the waiter in
 //! it (the value sits in a `MaybeUninit`). That is 40 bytes per race, forever, in a mount that
 //! may run for months (found by the `nfs_records` fuzz target; see fuzz/RESULTS.md). So moka
-//! only stores and evicts here (`get`, `insert`, `invalidate`), and the coalescing of
-//! concurrent misses is this module's: a map of loads in progress, one mutex per load.
+//! only stores and evicts here (`get`, `insert`, `invalidate`, `contains_key`), and the
+//! coalescing of concurrent misses is this module's: a map of loads in progress, one mutex per
+//! load.
 //!
 //! Protocol, for one key:
 //! - a caller that misses the cache takes the map lock; if no load is in progress it becomes
