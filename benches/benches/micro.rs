@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of crfs's hot paths, on blobs built in-process by the core
 //! writer (no network, no corpus on disk): footer parse, TOC open + index of 50,000 entries,
 //! chunk inflate (4 MiB, gzip and zstd), path lookup, readdir of a 5,000-entry directory
-//! through `crfs_vfs::LayerFs`, and writer throughput (`crfs_convert`).
+//! through `crfs_vfs::LayerFs`, writer throughput (`crfs_convert`), and the vfs chunk cache
+//! against moka's own loader.
 //!
 //! `cargo bench -p crfs-benches` runs them all in a few minutes (small sample sizes); pass a
 //! filter to run some: `cargo bench -p crfs-benches -- inflate`.
@@ -12,8 +13,9 @@
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crfs_core::footer::{MAX_FOOTER_LEN, parse_footer};
 use crfs_core::writer::{Format, Options, convert_to_vec};
@@ -293,6 +295,117 @@ fn bench_readdir(c: &mut Criterion, fx: &Fixtures) -> BenchResult<()> {
     Ok(())
 }
 
+/// Bytes of one decoded chunk in the chunk-cache benchmarks: small, so that what is timed is the
+/// cache and not the copy a real decode makes.
+const CACHED_CHUNK: usize = 4096;
+/// The chunk caches' bound in those benchmarks (16,384 chunks of 4 KiB).
+const CHUNK_CACHE_BYTES: u64 = 64 << 20;
+/// Threads that all want the same chunks, one after another, in the contended benchmark.
+const CONTENDING_THREADS: usize = 4;
+
+type ChunkKey = (u32, NodeId, u32);
+
+/// A chunk cache as the benchmarks drive it: crfs-vfs's, or moka's own loader for comparison.
+trait ChunkLoader: Sync {
+    /// The chunk at `key`, from the cache or from `load` (once for concurrent misses).
+    fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<Vec<u8>> + Sync)) -> BenchResult<Arc<Vec<u8>>>;
+}
+
+/// What the mounts use: `crfs_vfs::ChunkCache` (moka stores, crfs-vfs coalesces misses).
+impl ChunkLoader for crfs_vfs::ChunkCache {
+    fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<Vec<u8>> + Sync)) -> BenchResult<Arc<Vec<u8>>> {
+        crfs_vfs::ChunkCache::get_or_load(self, key, || Ok(load())).map_err(|e| e.to_string())
+    }
+}
+
+/// The peer: moka 0.12's `try_get_with`, which crfs-vfs used before it was found to leak.
+impl ChunkLoader for moka::sync::Cache<ChunkKey, Arc<Vec<u8>>> {
+    fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<Vec<u8>> + Sync)) -> BenchResult<Arc<Vec<u8>>> {
+        self.try_get_with(key, || Ok::<_, crfs_core::Error>(load())).map_err(|e| e.to_string())
+    }
+}
+
+/// The `i`th distinct chunk key: 1,024 chunks per file node.
+fn chunk_key(i: u64) -> ChunkKey {
+    let node = NodeId::try_from(i / 1024).unwrap_or(NodeId::MAX);
+    (0, node, (i % 1024) as u32)
+}
+
+/// `threads` threads ask for chunks `first..first + per_thread`, in order, each of them; returns
+/// how long until all are done and how many loads ran.
+fn contend(cache: &dyn ChunkLoader, threads: usize, first: u64, per_thread: u64) -> BenchResult<(Duration, usize)> {
+    let loads = AtomicUsize::new(0);
+    let load = || {
+        loads.fetch_add(1, Ordering::Relaxed);
+        Arc::new(vec![7u8; CACHED_CHUNK])
+    };
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    (first..first + per_thread).try_for_each(|i| {
+                        let chunk = cache.get_or_load(chunk_key(i), &load)?;
+                        check("chunk length", chunk.len(), CACHED_CHUNK)
+                    })
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().map_err(|_| "a reader thread panicked".to_string())?)
+    })?;
+    Ok((start.elapsed(), loads.into_inner()))
+}
+
+fn bench_chunk_cache(c: &mut Criterion, _fx: &Fixtures) -> BenchResult<()> {
+    let ours = crfs_vfs::new_chunk_cache(CHUNK_CACHE_BYTES);
+    let moka = moka::sync::Cache::builder()
+        .max_capacity(CHUNK_CACHE_BYTES)
+        .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
+        .build();
+    let caches: [(&str, &dyn ChunkLoader); 2] = [("crfs-vfs LoadingCache", &ours), ("moka try_get_with", &moka)];
+    let load = || Arc::new(vec![7u8; CACHED_CHUNK]);
+    // Each cache loads each of 1,000 chunks once, however many threads want it at the time.
+    for (name, cache) in caches {
+        let (_, loads) = contend(cache, CONTENDING_THREADS, 0, 1_000)?;
+        check(&format!("{name}: loads for 1,000 chunks wanted by {CONTENDING_THREADS} threads"), loads, 1_000)?;
+        check(
+            &format!("{name}: a hit"),
+            cache.get_or_load(chunk_key(0), &|| Arc::new(Vec::new()))?.len(),
+            CACHED_CHUNK,
+        )?;
+    }
+    // Fresh keys for every timed miss, in both caches, never reused.
+    let next_key = AtomicU64::new(1 << 20);
+    // A contended run that fails while timed is reported after the group (criterion's timing
+    // closure cannot return an error).
+    let failed = OnceLock::new();
+    let mut g = quick(c, "chunk cache (4 KiB chunks, 64 MiB bound)");
+    for (name, cache) in caches {
+        g.bench_function(format!("hit: {name}"), |b| b.iter(|| cache.get_or_load(black_box(chunk_key(0)), &load)));
+        g.bench_function(format!("miss + load + insert: {name}"), |b| {
+            b.iter(|| cache.get_or_load(chunk_key(next_key.fetch_add(1, Ordering::Relaxed)), &load))
+        });
+        // One iteration: one new chunk wanted by every thread (one load, the others wait or hit).
+        g.bench_function(format!("{CONTENDING_THREADS} threads want each new chunk: {name}"), |b| {
+            b.iter_custom(|iters| {
+                let first = next_key.fetch_add(iters, Ordering::Relaxed);
+                match contend(cache, CONTENDING_THREADS, first, iters) {
+                    Ok((took, _)) => took,
+                    Err(e) => {
+                        let _ = failed.set(e);
+                        Duration::ZERO
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+    match failed.into_inner() {
+        Some(e) => Err(format!("while timed: {e}")),
+        None => Ok(()),
+    }
+}
+
 fn bench_writer(c: &mut Criterion, fx: &Fixtures) -> BenchResult<()> {
     let input = fx.writer_tar.0.to_str().ok_or("temp path is not UTF-8")?;
     let convert = |threads: usize, format: Format, level: u8| {
@@ -331,13 +444,14 @@ fn main() -> ExitCode {
         }
     };
     let mut c = Criterion::default().configure_from_args();
-    let benches: [(&str, Bench); 6] = [
+    let benches: [(&str, Bench); 7] = [
         ("footer", bench_footer),
         ("open", bench_open),
         ("inflate", bench_inflate),
         ("lookup", bench_lookup),
         ("readdir", bench_readdir),
         ("writer", bench_writer),
+        ("chunk cache", bench_chunk_cache),
     ];
     for (name, bench) in benches {
         if let Err(e) = bench(&mut c, &fixtures) {
