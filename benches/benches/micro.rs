@@ -21,7 +21,7 @@ use crfs_core::footer::{MAX_FOOTER_LEN, parse_footer};
 use crfs_core::writer::{Format, Options, convert_to_vec};
 use crfs_core::{Index, Kind, Layer, NodeId};
 use crfs_testkit::{TarBuilder, TarEntry};
-use crfs_vfs::{LayerFs, ROOT_INO};
+use crfs_vfs::{ChunkKey, LayerFs, ROOT_INO};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
 
 type BenchResult<T> = Result<T, String>;
@@ -303,8 +303,6 @@ const CHUNK_CACHE_BYTES: u64 = 64 << 20;
 /// Threads that all want the same chunks, one after another, in the contended benchmark.
 const CONTENDING_THREADS: usize = 4;
 
-type ChunkKey = (u32, NodeId, u32);
-
 /// A chunk cache as the benchmarks drive it: crfs-vfs's, or moka's own loader for comparison.
 trait ChunkLoader: Sync {
     /// The chunk at `key`, from the cache or from `load` (once for concurrent misses).
@@ -325,6 +323,11 @@ impl ChunkLoader for moka::sync::Cache<ChunkKey, Arc<Vec<u8>>> {
     }
 }
 
+/// A freshly decoded chunk, as a load hands it to the cache.
+fn decoded_chunk() -> Arc<Vec<u8>> {
+    Arc::new(vec![7u8; CACHED_CHUNK])
+}
+
 /// The `i`th distinct chunk key: 1,024 chunks per file node.
 fn chunk_key(i: u64) -> ChunkKey {
     let node = NodeId::try_from(i / 1024).unwrap_or(NodeId::MAX);
@@ -337,7 +340,7 @@ fn contend(cache: &dyn ChunkLoader, threads: usize, first: u64, per_thread: u64)
     let loads = AtomicUsize::new(0);
     let load = || {
         loads.fetch_add(1, Ordering::Relaxed);
-        Arc::new(vec![7u8; CACHED_CHUNK])
+        decoded_chunk()
     };
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -358,12 +361,10 @@ fn contend(cache: &dyn ChunkLoader, threads: usize, first: u64, per_thread: u64)
 
 fn bench_chunk_cache(c: &mut Criterion, _fx: &Fixtures) -> BenchResult<()> {
     let ours = crfs_vfs::new_chunk_cache(CHUNK_CACHE_BYTES);
-    let moka = moka::sync::Cache::builder()
-        .max_capacity(CHUNK_CACHE_BYTES)
-        .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
-        .build();
+    // The same store (bound and weigher) as ours, driven through moka's own loader.
+    let moka = crfs_vfs::chunk_store(CHUNK_CACHE_BYTES);
     let caches: [(&str, &dyn ChunkLoader); 2] = [("crfs-vfs LoadingCache", &ours), ("moka try_get_with", &moka)];
-    let load = || Arc::new(vec![7u8; CACHED_CHUNK]);
+    let load = decoded_chunk;
     // Each cache loads each of 1,000 chunks once, however many threads want it at the time.
     for (name, cache) in caches {
         let (_, loads) = contend(cache, CONTENDING_THREADS, 0, 1_000)?;

@@ -168,18 +168,25 @@ impl Default for Options {
     }
 }
 
-/// Decoded chunks, keyed by (layer tag, file node, chunk index); bounded in bytes and
-/// shareable between the layers of an image.
-pub type ChunkCache = LoadingCache<(u32, NodeId, u32), Arc<Vec<u8>>, crfs_core::Error>;
+/// A decoded chunk's key: (layer tag, file node, chunk index).
+pub type ChunkKey = (u32, NodeId, u32);
+
+/// Decoded chunks, bounded in bytes and shareable between the layers of an image.
+pub type ChunkCache = LoadingCache<ChunkKey, Arc<Vec<u8>>, crfs_core::Error>;
 
 /// A chunk cache holding at most `bytes` bytes of decoded chunks.
 pub fn new_chunk_cache(bytes: u64) -> ChunkCache {
-    LoadingCache::new(
-        moka::sync::Cache::builder()
-            .max_capacity(bytes)
-            .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
-            .build(),
-    )
+    LoadingCache::new(chunk_store(bytes))
+}
+
+/// The moka cache a [`ChunkCache`] stores in: at most `bytes` bytes of decoded chunks, each
+/// weighed by its length. Public so that a benchmark can drive the same store without
+/// crfs-vfs's coalescing of misses.
+pub fn chunk_store(bytes: u64) -> moka::sync::Cache<ChunkKey, Arc<Vec<u8>>> {
+    moka::sync::Cache::builder()
+        .max_capacity(bytes)
+        .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
+        .build()
 }
 
 /// The read-only operations every front-end serves, whatever the tree behind them: one
