@@ -4,10 +4,11 @@
 # One fuzzing campaign as fuzz/RESULTS.md reports them: run TARGET (built with
 # `RUSTC_BOOTSTRAP=1 cargo fuzz build -O TARGET`) from its full minimised corpus (unpacked from
 # corpus-full.tar.xz into WORK_DIR/full on first use) under `nice -n 19`, until 600 s pass
-# without a new edge (a plateau, sampled every 10 s; PLATEAU=S changes the 600) or MAX_SECONDS; then minimise the full
-# corpus together with what the run found (`-merge=1`), and the committed corpus together with
-# the new files under 20 KiB. Prints one summary line, and the coverage of the old and new
-# corpora. Nothing in the repository is changed: copy WORK_DIR/TARGET/committed over
+# without a new edge (a plateau, sampled every 10 s; PLATEAU=S changes the 600) or
+# MAX_SECONDS; then minimise the full corpus together with what the run found (`-merge=1`),
+# and the committed corpus together with the new files under the target's size cap (8 KiB
+# nfs_records, 12 KiB layer_open, 20 KiB the others). Prints one summary line, and the
+# coverage of the old and new corpora. Nothing in the repository is changed: copy WORK_DIR/TARGET/committed over
 # corpus/TARGET and WORK_DIR/TARGET/merged over WORK_DIR/full/corpus_full/TARGET to keep them,
 # then rebuild corpus-full.tar.xz from WORK_DIR/full (see RESULTS.md).
 #
@@ -73,9 +74,8 @@ while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do
   fi
   if [ $((now - last_new)) -ge "$plateau" ]; then
     echo "$now PLATEAU: no new cov since ${last_new}s (cov $last_cov)" >>"$run/log"
-    kill -INT "$pid"
-    # Fork mode's jobs are the parent's grandchildren (via system()); each carries the run's
-    # artifact prefix, and would otherwise run on to the end of its job.
+    # Every process of the run carries its artifact prefix: the fuzzer, and in fork mode its
+    # jobs, grandchildren via system() that would otherwise run on to the end of their job.
     pkill -INT -f -- "-artifact_prefix=$run/artifacts/" || true
     break
   fi
