@@ -6,9 +6,10 @@
 # load of CORPUS_DIR reports them (`-runs=0 -print_coverage=1`). libFuzzer's running `cov:`
 # counter also counts edges in std, tokio, moka, hashbrown and crossbeam-epoch that depend on
 # thread scheduling: loads of one nfs_records corpus give counters up to about 90 apart, while
-# the repository's part differed by at most 4, in the connection task (fuzz/RESULTS.md, rounds
-# eight and nine). So a rise in the counter can be noise, and a plateau in it says little; this
-# count is the one to watch.
+# the repository's part differed by at most 4, all in the connection task that the harness
+# spawns (`crfs_nfs::fuzz_entry::connect`, into which the server's socket loop is inlined; see
+# fuzz/RESULTS.md, rounds eight and nine). So a rise in the counter can be noise, and a plateau
+# in it says little; the count outside the harness files is the one to watch.
 #
 # With MINUTES, CORPUS_DIR is a campaign's working corpus (WORK_DIR/TARGET/corpus): each MINUTES
 # value loads the files written up to that many minutes after the run started, counted from the
@@ -18,8 +19,8 @@
 # the same, so an edge can show up at the time of its last reduction rather than its first find:
 # late, never early.
 #
-# Output: one line per load, `minutes files repo_edges all_edges` (minutes `all` without
-# MINUTES). Uses the fuzz binary campaign.sh uses; loads run under `nice -n 19`. KEEP=DIR keeps
+# Output: one line per load, `minutes files repo_edges harness_edges all_edges` (minutes `all`
+# without MINUTES); harness_edges are those of repo_edges in a `fuzz_entry.rs` file. Uses the fuzz binary campaign.sh uses; loads run under `nice -n 19`. KEEP=DIR keeps
 # each load's libFuzzer output as DIR/LABEL.txt, to see which functions two loads differ in.
 set -euo pipefail
 
@@ -48,8 +49,9 @@ load() {
     /^COVERED_FUNC:/ {
       split($5, edges, "/"); all += edges[1]
       if (index($NF, repo) == 1) own += edges[1]
+      if (index($NF, repo) == 1 && $NF ~ /\/fuzz_entry\.rs:[0-9]+$/) harness += edges[1]
     }
-    END { printf "%s %d %d %d\n", label, files, own, all }' "$scratch/out"
+    END { printf "%s %d %d %d %d\n", label, files, own, harness, all }' "$scratch/out"
   if [ -n "${KEEP:-}" ]; then
     mkdir -p "$KEEP"
     cp "$scratch/out" "$KEEP/$label.txt"
