@@ -67,7 +67,9 @@ last_new=0
 while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do
   sleep 10
   now=$(($(date +%s) - start))
-  cov=$(grep -o "cov: [0-9]*" "$run/log" | tail -1 | awk '{print $2}')
+  # Until the fuzzer has loaded its corpus (INITED), the log has no cov line and grep fails:
+  # that must not end the script (set -e), or the run would go on unwatched and unmerged.
+  cov=$(grep -o "cov: [0-9]*" "$run/log" | tail -1 | awk '{print $2}' || true)
   if [ -n "$cov" ] && [ "$cov" != "$last_cov" ]; then
     last_cov=$cov
     last_new=$now
