@@ -15,13 +15,14 @@
 # value loads the files written up to that many minutes after the run started, counted from the
 # oldest file (campaign.sh copies the starting corpus in first, in well under 5 s, and the run's
 # first finds come later), plus 5 s; so 0 is the starting corpus, and the output is the run's
-# stable coverage over time. libFuzzer deletes an input it has replaced by a smaller one that covers
-# the same, so an edge can show up at the time of its last reduction rather than its first find:
-# late, never early.
+# stable coverage over time. libFuzzer deletes an input it has replaced by a smaller one that
+# covers the same, so an edge can show up at the time of its last reduction rather than its
+# first find: late, never early.
 #
 # Output: one line per load, `minutes files repo_edges harness_edges all_edges` (minutes `all`
-# without MINUTES); harness_edges are those of repo_edges in a `fuzz_entry.rs` file. Uses the fuzz binary campaign.sh uses; loads run under `nice -n 19`. KEEP=DIR keeps
-# each load's libFuzzer output as DIR/LABEL.txt, to see which functions two loads differ in.
+# without MINUTES); harness_edges are those of repo_edges in a `fuzz_entry.rs` file. Uses the
+# fuzz binary campaign.sh uses; loads run under `nice -n 19`. KEEP=DIR keeps each load's
+# libFuzzer output as DIR/LABEL.txt, to see which functions two loads differ in.
 set -euo pipefail
 
 target=${1:?usage: stable-cov.sh TARGET CORPUS_DIR [MINUTES...]}
@@ -68,7 +69,8 @@ for minutes in "$@"; do
   rm -rf "$scratch/cut"
   mkdir "$scratch/cut"
   find "$corpus" -maxdepth 1 -type f -printf '%T@ %p\n' |
-    awk -v cutoff="$start" -v minutes="$minutes" '$1 <= cutoff + minutes * 60 + 5 {print $2}' |
+    awk -v cutoff="$start" -v minutes="$minutes" \
+      '$1 <= cutoff + minutes * 60 + 5 {print substr($0, index($0, " ") + 1)}' |
     while IFS= read -r file; do ln "$file" "$scratch/cut/" 2>/dev/null || cp "$file" "$scratch/cut/"; done
   load "$scratch/cut" "$minutes"
 done
