@@ -8,9 +8,11 @@
 # MAX_SECONDS; then minimise the full corpus together with what the run found (`-merge=1`),
 # and the committed corpus together with the new files under the target's size cap (8 KiB
 # nfs_records, 12 KiB layer_open, 20 KiB the others). Prints one summary line, and the
-# coverage of the old and new corpora. Nothing in the repository is changed: copy WORK_DIR/TARGET/committed over
-# corpus/TARGET and WORK_DIR/TARGET/merged over WORK_DIR/full/corpus_full/TARGET to keep them,
-# then rebuild corpus-full.tar.xz from WORK_DIR/full (see RESULTS.md).
+# coverage of the old and new corpora (stable-cov.sh: all edges, and those in the repository's
+# own code, which hardly move between loads). Nothing in the repository is changed: copy
+# WORK_DIR/TARGET/committed over corpus/TARGET and WORK_DIR/TARGET/merged over
+# WORK_DIR/full/corpus_full/TARGET to keep them, then rebuild corpus-full.tar.xz from
+# WORK_DIR/full (see RESULTS.md).
 #
 # LeakSanitizer reads lsan-suppressions.txt (upstream leaks, explained there).
 #
@@ -107,10 +109,14 @@ mkdir -p "$run/merged" "$run/small" "$run/committed"
 "$bin" -merge=1 "${opts[@]}" -timeout=60 "$run/merged" "$work/full/corpus_full/$target" "$run/corpus" >"$run/merge-full.log" 2>&1
 find "$run/merged" -type f -size "-$cap" -exec cp {} "$run/small/" \;
 "$bin" -merge=1 "${opts[@]}" -timeout=60 "$run/committed" "$here/corpus/$target" "$run/small" >"$run/merge-committed.log" 2>&1
-cov_of() { "$bin" -runs=0 "${opts[@]}" "$1" 2>&1 | grep -o 'INITED cov: [0-9]*' | awk '{print $3}'; }
+# stable-cov.sh prints `all FILES OWN HARNESS ALL_EDGES` for a corpus.
+cov_of() {
+  "$here/stable-cov.sh" "$target" "$1" |
+    awk '{printf "cov %d, own code %d outside the harness (harness %d)", $5, $3 - $4, $4}'
+}
 for pair in "old full:$work/full/corpus_full/$target" "new full:$run/merged" \
   "old committed:$here/corpus/$target" "new committed:$run/committed"; do
   name=${pair%%:*}
   dir=${pair#*:}
-  echo "$name: $(find "$dir" -type f | wc -l) files, $(du -sb "$dir" | cut -f1) bytes, cov $(cov_of "$dir")"
+  echo "$name: $(find "$dir" -type f | wc -l) files, $(du -sb "$dir" | cut -f1) bytes, $(cov_of "$dir")"
 done
