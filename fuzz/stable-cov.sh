@@ -49,8 +49,10 @@ load() {
   awk -v label="$label" -v files="$files" -v repo="$repo/" '
     /^COVERED_FUNC:/ {
       split($5, edges, "/"); all += edges[1]
-      if (index($NF, repo) == 1) own += edges[1]
-      if (index($NF, repo) == 1 && $NF ~ /\/fuzz_entry\.rs:[0-9]+$/) harness += edges[1]
+      if (index($NF, repo) == 1) {
+        own += edges[1]
+        if ($NF ~ /\/fuzz_entry\.rs:[0-9]+$/) harness += edges[1]
+      }
     }
     END { printf "%s %d %d %d %d\n", label, files, own, harness, all }' "$scratch/out"
   if [ -n "${KEEP:-}" ]; then
