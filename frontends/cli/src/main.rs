@@ -100,9 +100,8 @@ enum Command {
     /// namespace, read-only over NFSv3, for macOS and hosts without FUSE, until interrupted;
     /// prints the mount commands.
     Nfs {
-        /// Address to listen on (IPv4; port 0 picks a free port, printed at start).
-        #[arg(long, default_value = nfs::DEFAULT_LISTEN)]
-        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        listen: nfs::ListenArgs,
         #[command(flatten)]
         serve: source::ServeArgs,
         #[command(flatten)]

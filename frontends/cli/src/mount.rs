@@ -104,7 +104,7 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
     Ok(canonical)
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // The effective uid is the third field of the Uid: line.
     std::fs::read_to_string("/proc/self/status")
         .ok()

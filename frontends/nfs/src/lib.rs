@@ -4,9 +4,13 @@
 //! (one layer or an image's merged layers; [`NfsFs`], an `nfs3_server::vfs::NfsFileSystem`),
 //! file handles that survive a server
 //! restart ([`Handle`]), nfsstat3 mapping, the numbers a client tunes itself by (FSINFO:
-//! 1 MiB reads; FSSTAT: the layer's totals, `invarsec` = forever) and the server's lifetime
-//! ([`NfsServer`]: a multi-thread tokio runtime, one TCP port for MOUNT, NFS and a minimal
-//! PORTMAP). It holds no filesystem logic: anything both FUSE and NFS need lives in vfs.
+//! 1 MiB reads; FSSTAT: the layer's totals, `invarsec` = forever), the RPC programs a plain
+//! `mount -t nfs HOST:/ DIR` needs besides NFS and MOUNT ([`Services`]: the portmapper in
+//! [`portmap`], the lock manager and the status monitor's NOTIFY in [`locks`], their XDR in
+//! [`xdr`]) and the server's lifetime ([`NfsServer`]: a multi-thread tokio runtime; NFS, MOUNT
+//! and the lock manager on one port over TCP and, but for NFS, UDP; the portmapper on its own
+//! port, or registered with a system rpcbind that holds it, or answering on the NFS port
+//! only). It holds no filesystem logic: anything both FUSE and NFS need lives in vfs.
 //!
 //! The RPC layer is nfs3_server, a maintained fork of nfsserve, patched in
 //! `vendor/nfs3_server`, over nfs3_types (XDR), patched in `vendor/nfs3_types` (see PATCHES.md
@@ -40,6 +44,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crfs_core::{Digest, ReadAt};
 use crfs_vfs::{Attr, FileKind, FsError, Ino, LayerFs, ROOT_INO, ReadOnlyFs, StableId};
+use nfs3_server::nfs3_types::mount::PROGRAM as MOUNT_PROGRAM;
+use nfs3_server::nfs3_types::nfs3 as nfs;
 use nfs3_server::nfs3_types::nfs3::{
     ACCESS3_EXECUTE, ACCESS3_LOOKUP, ACCESS3_READ, FSF3_HOMOGENEOUS, FSF3_LINK, FSF3_SYMLINK, FSINFO3resok,
     FSSTAT3resok, createverf3, fattr3, filename3, ftype3, nfspath3, nfsstat3, nfstime3, post_op_attr, sattr3,
@@ -47,7 +53,12 @@ use nfs3_server::nfs3_types::nfs3::{
 };
 use nfs3_server::nfs3_types::rpc::auth_unix;
 use nfs3_server::nfs3_types::xdr_codec::Opaque;
+use nfs3_server::programs::{ProgramCall, ProgramReply, RpcPrograms, Serves, Transport};
 use nfs3_server::tcp::{NFSTcp, NFSTcpListener};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::locks::LockManager;
+use crate::portmap::{Portmapper, Registration};
 use nfs3_server::vfs::{
     DirEntry, DirEntryPlus, FileHandle, NextResult, NfsFileSystem, NfsReadFileSystem, ReadDirIterator,
     ReadDirPlusIterator, VFSCapabilities,
@@ -55,6 +66,10 @@ use nfs3_server::vfs::{
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_entry;
+pub mod locks;
+pub mod portmap;
+mod rpcbind;
+pub mod xdr;
 
 /// The largest READ we serve, and the size we ask clients to use (FSINFO rtmax and rtpref).
 pub const MAX_IO: u32 = 1 << 20;
@@ -591,12 +606,92 @@ impl<F: ReadOnlyFs> NfsFileSystem for NfsFs<F> {
 }
 
 /// Binds an NFS server for `fs` on `addr` (IPv4; port 0 picks a free port) inside the
-/// current tokio runtime. Serve it with `NFSTcp::handle_forever`.
+/// current tokio runtime, with no portmapper or lock manager of its own. Serve it with
+/// `NFSTcp::handle_forever`.
 pub async fn listen<F: ReadOnlyFs>(fs: NfsFs<F>, addr: SocketAddr) -> io::Result<NFSTcpListener<NfsFs<F>>> {
     if addr.is_ipv6() {
         return Err(io::Error::new(io::ErrorKind::Unsupported, "IPv6 listen addresses are not supported"));
     }
     NFSTcpListener::bind_with_generation(&addr.to_string(), fs, GENERATION).await
+}
+
+/// The RPC programs served beside NFS and MOUNT: the portmapper, the lock manager and the
+/// status monitor's NOTIFY.
+pub struct Services {
+    portmap: Portmapper,
+    locks: LockManager,
+}
+
+impl Services {
+    /// Services whose portmapper answers from `table`.
+    pub fn new(table: Vec<Registration>) -> Self {
+        Services { portmap: Portmapper::new(table), locks: LockManager::new() }
+    }
+
+    /// What the portmapper answers for.
+    pub fn registrations(&self) -> &[Registration] {
+        self.portmap.registrations()
+    }
+}
+
+impl RpcPrograms for Services {
+    fn call(&self, call: &ProgramCall<'_>) -> ProgramReply {
+        match call.prog {
+            portmap::PROGRAM => self.portmap.call(call),
+            locks::NLM_PROGRAM => self.locks.nlm(call),
+            locks::NSM_PROGRAM => self.locks.nsm(call),
+            _ => ProgramReply::ProgUnavail,
+        }
+    }
+}
+
+/// The programs and versions served at `addr`, on TCP and (but for NFS) on UDP.
+fn served_programs(addr: SocketAddr, udp: bool) -> Vec<Registration> {
+    let mut table = Vec::new();
+    let versions =
+        [(nfs::PROGRAM, 3), (MOUNT_PROGRAM, 1), (MOUNT_PROGRAM, 3), (locks::NLM_PROGRAM, 4), (locks::NSM_PROGRAM, 1)];
+    for (prog, vers) in versions {
+        table.push(Registration { prog, vers, transport: Transport::Tcp, addr });
+        if udp && prog != nfs::PROGRAM {
+            table.push(Registration { prog, vers, transport: Transport::Udp, addr });
+        }
+    }
+    table
+}
+
+/// The portmapper's own entries (versions 2 to 4) at `addr`.
+fn portmapper_programs(addr: SocketAddr, udp: bool) -> Vec<Registration> {
+    let transports: &[Transport] = if udp { &[Transport::Tcp, Transport::Udp] } else { &[Transport::Tcp] };
+    (2..=4)
+        .flat_map(|vers| {
+            transports.iter().map(move |&transport| Registration { prog: portmap::PROGRAM, vers, transport, addr })
+        })
+        .collect()
+}
+
+/// Where a server listens.
+#[derive(Copy, Clone, Debug)]
+pub struct Endpoints {
+    /// NFS, MOUNT, NLM and NSM, over TCP and (but for NFS) UDP. IPv4; port 0 picks a free one.
+    pub nfs: SocketAddr,
+    /// The portmapper's address (port 111 for the OS's plain mount commands), over TCP and UDP;
+    /// `None`: the portmapper answers on the NFS port only.
+    pub portmap: Option<SocketAddr>,
+    /// Also serve the same ports on IPv6 loopback (`[::1]`), where it exists: `localhost`
+    /// resolves to `::1` first on many hosts, and `mount.nfs` takes the first address.
+    pub ipv6_loopback: bool,
+}
+
+/// Who answers the portmapper's well-known port for this server.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Portmap {
+    /// crfs's own portmapper, at this address.
+    Own(SocketAddr),
+    /// The system's rpcbind, already on that address, with crfs's programs registered in it
+    /// (and removed again when the server stops).
+    System(SocketAddr),
+    /// Only on the NFS port: clients must name the ports.
+    NfsPortOnly,
 }
 
 /// Stops a running [`NfsServer`] from any thread.
@@ -610,11 +705,22 @@ impl Stopper {
     }
 }
 
+/// A socket served besides the NFS port's TCP listener.
+enum Extra {
+    Tcp(TcpListener, Serves),
+    Udp(UdpSocket, Serves),
+}
+
 /// A bound NFS server with its own multi-thread runtime.
 pub struct NfsServer<F: ReadOnlyFs> {
     runtime: tokio::runtime::Runtime,
     listener: NFSTcpListener<NfsFs<F>>,
     addr: SocketAddr,
+    extra: Vec<Extra>,
+    portmap: Portmap,
+    /// What a system rpcbind accepted, to take out again at the end.
+    registered: Vec<Registration>,
+    services: Arc<Services>,
     stop: Arc<tokio::sync::Notify>,
 }
 
@@ -625,22 +731,57 @@ impl<F: ReadOnlyFs> NfsServer<F> {
         Self::bind_nfs(NfsFs::new(fs, identity), addr, threads)
     }
 
-    /// Binds `addr` for an [`NfsFs`] made by the caller ([`NfsFs::stable`] for the namespace).
+    /// Binds `addr` for an [`NfsFs`] made by the caller ([`NfsFs::stable`] for the namespace),
+    /// with the portmapper on that port only.
     pub fn bind_nfs(fs: NfsFs<F>, addr: SocketAddr, threads: usize) -> io::Result<Self> {
+        Self::bind_endpoints(fs, Endpoints { nfs: addr, portmap: None, ipv6_loopback: false }, threads)
+    }
+
+    /// Binds every socket of `endpoints`. Where the portmapper's address is taken (a system
+    /// rpcbind), crfs's programs are registered with whatever answers there instead; if that
+    /// fails too, so does this. A UDP socket that cannot be bound beside the NFS port only
+    /// leaves UDP out (and out of the portmapper's answers); so does IPv6 loopback.
+    pub fn bind_endpoints(fs: NfsFs<F>, endpoints: Endpoints, threads: usize) -> io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("crfs-nfs")
             .enable_io()
             .enable_time()
             .build()?;
-        let listener = runtime.block_on(listen(fs, addr))?;
+        let (mut listener, extra, table, portmap, registered) = runtime.block_on(bind_all(fs, endpoints))?;
         let addr = SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());
-        Ok(NfsServer { runtime, listener, addr, stop: Arc::new(tokio::sync::Notify::new()) })
+        let services = Arc::new(Services::new(table));
+        listener.set_programs(Arc::clone(&services) as Arc<dyn RpcPrograms>);
+        Ok(NfsServer {
+            runtime,
+            listener,
+            addr,
+            extra,
+            portmap,
+            registered,
+            services,
+            stop: Arc::new(tokio::sync::Notify::new()),
+        })
     }
 
-    /// The address actually bound (the real port when 0 was asked for).
+    /// The NFS address actually bound (the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Who answers the portmapper's port.
+    pub fn portmap(&self) -> Portmap {
+        self.portmap
+    }
+
+    /// Whether MOUNT and the lock manager are served over UDP too.
+    pub fn serves_udp(&self) -> bool {
+        self.services.registrations().iter().any(|r| r.transport == Transport::Udp && r.addr == self.addr)
+    }
+
+    /// What the portmapper answers for.
+    pub fn registrations(&self) -> &[Registration] {
+        self.services.registrations()
     }
 
     /// A handle that stops [`run`](Self::run).
@@ -648,19 +789,113 @@ impl<F: ReadOnlyFs> NfsServer<F> {
         Stopper(Arc::clone(&self.stop))
     }
 
-    /// Serves until stopped, then drops every connection.
+    /// Serves until stopped, then drops every connection (and takes crfs's programs out of a
+    /// system rpcbind it registered them with).
     pub fn run(self) -> io::Result<()> {
-        let NfsServer { runtime, listener, stop, .. } = self;
+        let NfsServer { runtime, listener, extra, portmap, registered, stop, .. } = self;
+        let listener = Arc::new(listener);
         let served = runtime.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for socket in extra {
+                let l = Arc::clone(&listener);
+                match socket {
+                    Extra::Tcp(socket, serves) => tasks.spawn(async move { l.serve_tcp(socket, serves).await }),
+                    Extra::Udp(socket, serves) => tasks.spawn(async move { l.serve_udp(socket, serves).await }),
+                };
+            }
+            let others = async {
+                match tasks.join_next().await {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => Err(io::Error::other(e)),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = listener.handle_forever() => r,
+                r = others => r,
                 () = stop.notified() => Ok(()),
             }
         });
-        drop(listener);
+        if let Portmap::System(at) = portmap
+            && let Err(e) = runtime.block_on(rpcbind::unset_all(at, &registered))
+        {
+            tracing::warn!("taking crfs's programs out of the rpcbind on {at}: {e}");
+        }
         runtime.shutdown_timeout(Duration::from_secs(1));
+        drop(listener);
         served
     }
+}
+
+/// What [`bind_all`] bound: the NFS listener, the other sockets, the portmapper's table, who
+/// answers the portmapper's port, and what a system rpcbind accepted.
+type Bound<F> = (NFSTcpListener<NfsFs<F>>, Vec<Extra>, Vec<Registration>, Portmap, Vec<Registration>);
+
+async fn bind_all<F: ReadOnlyFs>(fs: NfsFs<F>, endpoints: Endpoints) -> io::Result<Bound<F>> {
+    let listener = listen(fs, endpoints.nfs).await?;
+    let addr = SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());
+    let mut extra = Vec::new();
+    let udp = match UdpSocket::bind(addr).await {
+        Ok(socket) => {
+            extra.push(Extra::Udp(socket, Serves::Everything));
+            true
+        }
+        Err(e) => {
+            tracing::warn!("no UDP on {addr} ({e}): MOUNT and locks over TCP only");
+            false
+        }
+    };
+    let mut table = served_programs(addr, udp);
+    let (portmap, registered) = match endpoints.portmap {
+        None => (Portmap::NfsPortOnly, Vec::new()),
+        Some(at) => match bind_pair(at).await {
+            Ok((tcp, udp)) => {
+                extra.push(Extra::Tcp(tcp, Serves::PortmapOnly));
+                extra.push(Extra::Udp(udp, Serves::PortmapOnly));
+                (Portmap::Own(at), Vec::new())
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                let accepted = rpcbind::set_all(at, &table).await.map_err(|e| {
+                    io::Error::new(e.kind(), format!("{at} is taken, and registering with what holds it failed: {e}"))
+                })?;
+                (Portmap::System(at), accepted)
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("portmapper on {at}: {e}"))),
+        },
+    };
+    match portmap {
+        Portmap::Own(at) => table.extend(portmapper_programs(at, true)),
+        Portmap::System(_) | Portmap::NfsPortOnly => table.extend(portmapper_programs(addr, udp)),
+    }
+    if endpoints.ipv6_loopback {
+        let v6 = |port| SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        match bind_pair(v6(addr.port())).await {
+            Ok((tcp, udp)) => {
+                extra.push(Extra::Tcp(tcp, Serves::Everything));
+                extra.push(Extra::Udp(udp, Serves::Everything));
+                table.extend(served_programs(v6(addr.port()), true));
+                if let Portmap::Own(at) = portmap {
+                    match bind_pair(v6(at.port())).await {
+                        Ok((tcp, udp)) => {
+                            extra.push(Extra::Tcp(tcp, Serves::PortmapOnly));
+                            extra.push(Extra::Udp(udp, Serves::PortmapOnly));
+                            table.extend(portmapper_programs(v6(at.port()), true));
+                        }
+                        Err(e) => tracing::debug!("no portmapper on [::1]: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("not serving on [::1]: {e}"),
+        }
+    }
+    Ok((listener, extra, table, portmap, registered))
+}
+
+/// TCP and UDP sockets at `at`.
+async fn bind_pair(at: SocketAddr) -> io::Result<(TcpListener, UdpSocket)> {
+    let tcp = TcpListener::bind(at).await?;
+    let udp = UdpSocket::bind(at).await?;
+    Ok((tcp, udp))
 }
 
 #[cfg(test)]

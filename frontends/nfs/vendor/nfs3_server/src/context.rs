@@ -1,9 +1,11 @@
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use nfs3_types::rpc::auth_unix;
 use tokio::sync::mpsc;
 
+use crate::programs::{RpcPrograms, Serves, Transport};
 use crate::transaction_tracker::TransactionTracker;
 use crate::vfs::handle::FileHandleConverter;
 
@@ -20,6 +22,12 @@ pub struct RPCContext<T: crate::vfs::NfsFileSystem> {
     pub export_name: Arc<String>,
     pub transaction_tracker: Arc<TransactionTracker>,
     pub(crate) file_handle_converter: FileHandleConverter,
+    // crfs patch (PATCHES.md, "Other RPC programs and UDP"): where the call arrived, what that
+    // socket serves, and the hook for programs other than NFS and MOUNT.
+    pub transport: Transport,
+    pub local_addr: SocketAddr,
+    pub serves: Serves,
+    pub programs: Option<Arc<dyn RpcPrograms>>,
 }
 
 #[allow(clippy::missing_fields_in_debug)]
@@ -36,6 +44,9 @@ where
             .field("mount_signal", &self.mount_signal)
             .field("export_name", &self.export_name)
             .field("transaction_tracker", &self.transaction_tracker)
+            .field("transport", &self.transport)
+            .field("local_addr", &self.local_addr)
+            .field("serves", &self.serves)
             .finish()
     }
 }
@@ -55,6 +66,10 @@ where
             export_name: Arc::clone(&self.export_name),
             transaction_tracker: Arc::clone(&self.transaction_tracker),
             file_handle_converter: self.file_handle_converter,
+            transport: self.transport,
+            local_addr: self.local_addr,
+            serves: self.serves,
+            programs: self.programs.clone(),
         }
     }
 }
@@ -80,6 +95,10 @@ where
                 1024,
             )),
             file_handle_converter: FileHandleConverter::new(),
+            transport: Transport::Tcp,
+            local_addr: SocketAddr::from(([127, 0, 0, 1], 2049)),
+            serves: Serves::Everything,
+            programs: None,
         }
     }
     /// `test_ctx` with a fixed handle generation, so handles stay valid across processes and a

@@ -6,6 +6,7 @@ mod mount_handlers;
 pub(crate) mod nfs_ext;
 mod nfs_handlers;
 mod portmap_handlers;
+pub mod programs;
 mod rpcwire;
 
 #[cfg(feature = "fs_util")]

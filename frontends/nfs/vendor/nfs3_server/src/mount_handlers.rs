@@ -1,10 +1,10 @@
 use nfs3_types::mount::{
-    MOUNT_PROGRAM, VERSION, dirpath, export_node, exports, fhandle3, mountres3, mountres3_ok,
-    mountstat3,
+    MOUNT_PROGRAM, VERSION, dirpath, export_node, exports, fhandle3, mountlist, mountres3,
+    mountres3_ok, mountstat3,
 };
 use nfs3_types::rpc::{accept_stat_data, auth_flavor};
 use nfs3_types::xdr_codec::{List, Opaque, Void};
-use tracing::{debug, error, warn};
+use tracing::debug;
 
 use crate::context::RPCContext;
 use crate::rpcwire::handle;
@@ -25,18 +25,24 @@ where
     let xid = message.xid();
 
     debug!("handle_nfs({xid}, {call:?}");
-    if call.vers != VERSION {
-        warn!("Invalid Mount Version number {} != {VERSION}", call.vers);
+    // crfs patch (PATCHES.md, "Other RPC programs and UDP"): MOUNT version 1 too, whose
+    // procedures have the same numbers and, but for MNT, the same arguments and results
+    // (`showmount` asks version 1). Its MNT returns a 32-byte handle, too small for ours.
+    if call.vers != VERSION && call.vers != 1 {
+        debug!("Invalid Mount Version number {} != {VERSION}", call.vers);
         return message.into_error_reply(accept_stat_data::PROG_MISMATCH {
-            low: VERSION,
+            low: 1,
             high: VERSION,
         });
     }
 
     let Ok(proc) = MOUNT_PROGRAM::try_from(call.proc) else {
-        error!("invalid Mount Program number {}", call.proc);
+        debug!("invalid Mount Program number {}", call.proc);
         return message.into_error_reply(accept_stat_data::PROC_UNAVAIL);
     };
+    if call.vers == 1 && matches!(proc, MOUNTPROC3_MNT) {
+        return message.into_error_reply(accept_stat_data::PROC_UNAVAIL);
+    }
 
     debug!("{proc}({})", message.xid());
     match proc {
@@ -45,11 +51,17 @@ where
         MOUNTPROC3_UMNT => handle(context, message, mountproc3_umnt).await,
         MOUNTPROC3_UMNTALL => handle(context, message, mountproc3_umnt_all).await,
         MOUNTPROC3_EXPORT => handle(context, message, mountproc3_export).await,
-        MOUNTPROC3_DUMP => {
-            warn!("Unimplemented message {proc}");
-            message.into_error_reply(accept_stat_data::PROC_UNAVAIL)
-        }
+        // crfs patch (PATCHES.md, "Other RPC programs and UDP"): no list of mounts is kept;
+        // DUMP says so with an empty list instead of PROC_UNAVAIL.
+        MOUNTPROC3_DUMP => handle(context, message, mountproc3_dump).await,
     }
+}
+
+async fn mountproc3_dump<T>(_: RPCContext<T>, _: u32, _: Void) -> mountlist<'static, 'static>
+where
+    T: crate::vfs::NfsFileSystem,
+{
+    List::default()
 }
 
 async fn mountproc3_null<T>(_: RPCContext<T>, _: u32, _: Void) -> Void

@@ -26,8 +26,10 @@ where
     let xid = message.xid();
 
     debug!("handle_nfs({xid}, {call:?}");
+    // crfs patch (PATCHES.md, "Other RPC programs and UDP"): a client probing for NFSv4 gets
+    // PROG_MISMATCH 3..3 on every mount; that is not an error worth a log line.
     if call.vers != VERSION {
-        error!("Invalid NFSv3 Version number {} != {VERSION}", call.vers,);
+        debug!("Invalid NFSv3 Version number {} != {VERSION}", call.vers,);
         return message.into_error_reply(accept_stat_data::PROG_MISMATCH {
             low: VERSION,
             high: VERSION,

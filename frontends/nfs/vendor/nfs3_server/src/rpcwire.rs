@@ -1,4 +1,5 @@
 use std::io::Cursor;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::anyhow;
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, trace, warn};
 
 use crate::context::RPCContext;
+use crate::programs::{ProgramCall, ProgramReply, RpcPrograms, Serves, Transport};
 use crate::transaction_tracker::{self, TransactionError, TransactionLock};
 
 use crate::vfs::NfsFileSystem;
@@ -23,11 +25,7 @@ pub mod messages;
 // Information from RFC 5531
 // https://datatracker.ietf.org/doc/html/rfc5531
 
-const NFS_ACL_PROGRAM: u32 = 100_227;
-const NFS_ID_MAP_PROGRAM: u32 = 100_270;
-const NFS_METADATA_PROGRAM: u32 = 200_024;
-
-async fn handle_rpc_message<T>(
+pub(crate) async fn handle_rpc_message<T>(
     mut context: RPCContext<T>,
     message: CompleteRpcMessage,
 ) -> anyhow::Result<HandleResult>
@@ -51,7 +49,28 @@ where
     }
     // crfs patch (PATCHES.md, "ACCESS hook"): remember the flavor for the ACCESS handler.
     context.auth_is_unix = unix;
-    if prog != portmap::PROGRAM && !context.vfs.authorize(unix.then_some(&context.auth)) {
+
+    // crfs patch (PATCHES.md, "Other RPC programs and UDP"): NFS (over TCP) and MOUNT are
+    // served here on sockets that serve everything; every other program, the portmapper
+    // included, goes to the `RpcPrograms` hook when there is one. Unknown programs are
+    // answered PROG_UNAVAIL without a log line per call.
+    let builtin = context.serves == Serves::Everything
+        && (prog == nfs3_types::mount::PROGRAM
+            || (prog == nfs::PROGRAM && context.transport == Transport::Tcp));
+    if !builtin {
+        return match context.programs.clone() {
+            Some(programs) => call_program(&context, programs.as_ref(), message, unix),
+            None if prog == portmap::PROGRAM && context.serves == Serves::Everything => {
+                portmap_handlers::handle_portmap(context, message).await
+            }
+            None => {
+                trace!("program {prog} is not served here");
+                message.into_error_reply(accept_stat_data::PROG_UNAVAIL)
+            }
+        };
+    }
+
+    if !context.vfs.authorize(unix.then_some(&context.auth)) {
         warn!(
             "refusing a call from uid {} on {}",
             context.auth.uid, context.client_addr
@@ -59,34 +78,85 @@ where
         return message.into_auth_error(auth_stat::AUTH_TOOWEAK);
     }
 
-    let transaction = lock_transaction(
-        &context.transaction_tracker,
-        &context.client_addr,
-        xid,
-        call,
-    );
-    if let Err(msg) = transaction {
-        match msg {
-            Some(err) => return message.into_error_reply(err),
-            None => {
-                // This is a retransmission, so we don't need to do anything
-                return Ok(HandleResult::NoReply);
-            }
+    // A UDP call is never a retransmission of a TCP one, and the programs served over UDP
+    // are idempotent: a lost reply must be answered again, not dropped as a duplicate.
+    let _transaction = if context.transport == Transport::Tcp {
+        match lock_transaction(
+            &context.transaction_tracker,
+            &context.client_addr,
+            xid,
+            call,
+        ) {
+            Ok(lock) => Some(lock),
+            Err(Some(err)) => return message.into_error_reply(err),
+            // This is a retransmission, so we don't need to do anything
+            Err(None) => return Ok(HandleResult::NoReply),
         }
+    } else {
+        None
+    };
+
+    if prog == nfs::PROGRAM {
+        nfs_handlers::handle_nfs(context, message).await
+    } else {
+        mount_handlers::handle_mount(context, message).await
+    }
+}
+
+/// crfs patch (PATCHES.md, "Other RPC programs and UDP"): one call through the hook.
+fn call_program<T>(
+    context: &RPCContext<T>,
+    programs: &dyn RpcPrograms,
+    mut message: IncomingRpcMessage,
+    unix: bool,
+) -> anyhow::Result<HandleResult>
+where
+    T: NfsFileSystem,
+{
+    let call = message.body();
+    let (prog, vers, proc) = (call.prog, call.vers, call.proc);
+    if context.serves == Serves::PortmapOnly && prog != portmap::PROGRAM {
+        return message.into_error_reply(accept_stat_data::PROG_UNAVAIL);
+    }
+    let data = message.take_data();
+    let start = usize::try_from(data.position()).unwrap_or(usize::MAX);
+    let args = data.get_ref().get(start..).unwrap_or_default();
+    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+    let reply = programs.call(&ProgramCall {
+        prog,
+        vers,
+        proc,
+        args,
+        client: context.client_addr.parse().unwrap_or(unspecified),
+        local: context.local_addr,
+        transport: context.transport,
+        auth: unix.then_some(&context.auth),
+    });
+    match reply {
+        ProgramReply::Success(result) => message.into_success_reply(&RawXdr(result)),
+        ProgramReply::ProgUnavail => message.into_error_reply(accept_stat_data::PROG_UNAVAIL),
+        ProgramReply::ProgMismatch { low, high } => {
+            message.into_error_reply(accept_stat_data::PROG_MISMATCH { low, high })
+        }
+        ProgramReply::ProcUnavail => message.into_error_reply(accept_stat_data::PROC_UNAVAIL),
+        ProgramReply::GarbageArgs => message.into_error_reply(accept_stat_data::GARBAGE_ARGS),
+        ProgramReply::SystemErr => message.into_error_reply(accept_stat_data::SYSTEM_ERR),
+    }
+}
+
+/// An XDR result already encoded by the hook, packed as it is.
+struct RawXdr(Vec<u8>);
+
+impl Pack for RawXdr {
+    fn packed_size(&self) -> usize {
+        self.0.len()
     }
 
-    match prog {
-        portmap::PROGRAM => portmap_handlers::handle_portmap(context, message).await,
-        nfs3_types::mount::PROGRAM => mount_handlers::handle_mount(context, message).await,
-        nfs::PROGRAM => nfs_handlers::handle_nfs(context, message).await,
-        NFS_ACL_PROGRAM | NFS_ID_MAP_PROGRAM | NFS_METADATA_PROGRAM => {
-            trace!("ignoring NFS_ACL packet");
-            message.into_error_reply(accept_stat_data::PROG_UNAVAIL)
-        }
-        _ => {
-            warn!("Unknown RPC Program number {prog} != {}", nfs::PROGRAM);
-            message.into_error_reply(accept_stat_data::PROG_UNAVAIL)
-        }
+    fn pack(&self, output: &mut impl std::io::Write) -> nfs3_types::xdr_codec::Result<usize> {
+        output
+            .write_all(&self.0)
+            .map_err(nfs3_types::xdr_codec::Error::Io)?;
+        Ok(self.0.len())
     }
 }
 

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use anyhow;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::context::RPCContext;
-use crate::rpcwire::{SocketMessageHandler, write_fragment};
+use crate::programs::{RpcPrograms, Serves, Transport};
+use crate::rpcwire::messages::{CompleteRpcMessage, HandleResult};
+use crate::rpcwire::{SocketMessageHandler, handle_rpc_message, write_fragment};
 use crate::transaction_tracker::{Cleaner, TransactionTracker};
 use crate::units::KIBIBYTE;
 use crate::vfs::adapters::ReadOnlyAdapter;
@@ -26,6 +28,8 @@ pub struct NFSTcpListener<T: NfsFileSystem + 'static> {
     transaction_tracker: Arc<TransactionTracker>,
     file_handle_converter: crate::vfs::handle::FileHandleConverter,
     stop_notify: Arc<tokio::sync::Notify>,
+    // crfs patch (PATCHES.md, "Other RPC programs and UDP").
+    programs: Option<Arc<dyn RpcPrograms>>,
 }
 
 impl<T: NfsFileSystem + 'static> Drop for NFSTcpListener<T> {
@@ -217,6 +221,7 @@ impl<T: NfsFileSystem + 'static> NFSTcpListener<T> {
             transaction_tracker: Self::new_transaction_tracker(),
             stop_notify: Arc::new(tokio::sync::Notify::new()),
             file_handle_converter,
+            programs: None,
         })
     }
 
@@ -230,6 +235,92 @@ impl<T: NfsFileSystem + 'static> NFSTcpListener<T> {
             MAX_ACTIVE_TRANSACTIONS,
             TRANSACTION_TRIM_THRESHOLD,
         ))
+    }
+
+    /// crfs patch (PATCHES.md, "Other RPC programs and UDP"): the programs answered besides
+    /// NFS and MOUNT (the portmapper among them), on every socket this listener serves.
+    pub fn set_programs(&mut self, programs: Arc<dyn RpcPrograms>) {
+        self.programs = Some(programs);
+    }
+
+    /// The context of one connection or datagram.
+    fn context(
+        &self,
+        client_addr: SocketAddr,
+        local_addr: SocketAddr,
+        transport: Transport,
+        serves: Serves,
+    ) -> RPCContext<T> {
+        RPCContext {
+            local_port: self.port,
+            client_addr: client_addr.to_string(),
+            auth: nfs3_types::rpc::auth_unix::default(),
+            auth_is_unix: false,
+            vfs: self.arcfs.clone(),
+            mount_signal: self.mount_signal.clone(),
+            export_name: self.export_name.clone(),
+            transaction_tracker: self.transaction_tracker.clone(),
+            file_handle_converter: self.file_handle_converter,
+            transport,
+            local_addr,
+            serves,
+            programs: self.programs.clone(),
+        }
+    }
+
+    /// crfs patch (PATCHES.md, "Other RPC programs and UDP"): serves the connections of
+    /// another TCP socket (the portmapper's well-known port, say) until an accept fails.
+    pub async fn serve_tcp(&self, listener: TcpListener, serves: Serves) -> io::Result<()> {
+        loop {
+            let (socket, peer) = listener.accept().await?;
+            let Ok(local) = socket.local_addr() else {
+                continue;
+            };
+            let context = self.context(peer, local, Transport::Tcp, serves);
+            debug!("Accepting connection from {peer} on {local}");
+            tokio::spawn(async move {
+                let _ = socket.set_nodelay(true);
+                let _ = process_socket(socket, context).await;
+            });
+        }
+    }
+
+    /// crfs patch (PATCHES.md, "Other RPC programs and UDP"): answers the calls arriving as
+    /// datagrams on `socket`, one call per datagram, each reply to its sender. NFS itself is
+    /// not served over UDP (its replies outgrow a datagram); MOUNT and the hook's programs are.
+    pub async fn serve_udp(&self, socket: UdpSocket, serves: Serves) -> io::Result<()> {
+        /// The largest UDP payload over IPv4.
+        const MAX_DATAGRAM: usize = 65_507;
+        let socket = Arc::new(socket);
+        let local = socket.local_addr()?;
+        let mut buf = vec![0_u8; MAX_DATAGRAM];
+        loop {
+            let (len, peer) = match socket.recv_from(&mut buf).await {
+                Ok(got) => got,
+                // An ICMP error for an earlier reply, reported on this socket: not ours to end on.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let message = CompleteRpcMessage::from_datagram(buf.get(..len).unwrap_or_default());
+            let context = self.context(peer, local, Transport::Udp, serves);
+            let socket = Arc::clone(&socket);
+            tokio::spawn(async move {
+                match handle_rpc_message(context, message).await {
+                    Ok(HandleResult::Reply(reply)) => {
+                        let _ = socket.send_to(&reply.into_inner(), peer).await;
+                    }
+                    Ok(HandleResult::NoReply) => {}
+                    Err(e) => debug!("datagram from {peer}: {e}"),
+                }
+            });
+        }
     }
 
     /// Sets an optional NFS export name.
@@ -284,21 +375,11 @@ impl<T: NfsFileSystem + 'static> NFSTcp for NFSTcpListener<T> {
         tokio::spawn(cleaner_future);
 
         loop {
-            let (socket, _) = self.listener.accept().await?;
-            let context = RPCContext {
-                local_port: self.port,
-                client_addr: socket
-                    .peer_addr()
-                    .expect("failed to get peer address")
-                    .to_string(),
-                auth: nfs3_types::rpc::auth_unix::default(),
-                auth_is_unix: false,
-                vfs: self.arcfs.clone(),
-                mount_signal: self.mount_signal.clone(),
-                export_name: self.export_name.clone(),
-                transaction_tracker: self.transaction_tracker.clone(),
-                file_handle_converter: self.file_handle_converter,
+            let (socket, peer) = self.listener.accept().await?;
+            let Ok(local) = socket.local_addr() else {
+                continue;
             };
+            let context = self.context(peer, local, Transport::Tcp, Serves::Everything);
             info!("Accepting connection from {}", context.client_addr);
             debug!("Accepting socket {:?} {:?}", socket, context);
             tokio::spawn(async move {

@@ -66,6 +66,12 @@ impl IncompleteRpcMessage {
 pub struct CompleteRpcMessage(Vec<u8>);
 
 impl CompleteRpcMessage {
+    /// crfs patch (PATCHES.md, "Other RPC programs and UDP"): a datagram holds one whole call,
+    /// without a record mark.
+    pub fn from_datagram(bytes: &[u8]) -> Self {
+        Self(bytes.to_vec())
+    }
+
     pub fn into_inner(self) -> Vec<u8> {
         self.0
     }
