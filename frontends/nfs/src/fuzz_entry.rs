@@ -32,7 +32,8 @@ use nfs3_server::test_reexports::{RPCContext, process_socket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::task::JoinHandle;
 
-use crate::{GENERATION, NfsFs};
+use crate::{GENERATION, NfsFs, Services};
+use nfs3_server::programs::{ProgramCall, ProgramReply, RpcPrograms, Transport};
 
 /// The layer served.
 pub const FIXTURE: &[u8] = include_bytes!("../../../testdata/fixtures/all-types.esgz");
@@ -61,7 +62,8 @@ pub fn fixture_fs() -> Option<FixtureFs> {
 /// client's end of the in-memory stream and the connection's task.
 pub fn connect(fs: Arc<FixtureFs>) -> (DuplexStream, JoinHandle<()>) {
     let (client, server) = tokio::io::duplex(PIPE_BYTES);
-    let ctx = RPCContext::test_ctx_with_generation("/", fs, GENERATION);
+    let mut ctx = RPCContext::test_ctx_with_generation("/", fs, GENERATION);
+    ctx.programs = Some(Arc::new(fuzz_services()));
     let connection = tokio::spawn(async move {
         // An error is how the server ends a connection it cannot parse: not a finding.
         let _ = process_socket(server, ctx).await;
@@ -167,4 +169,58 @@ pub fn nfs_records(data: &[u8]) -> Result<u64, Finding> {
     // `input_runtime`).
     drop(runtime);
     outcome
+}
+
+/// The services a fuzzed server answers with: NFS, MOUNT, NLM and NSM at 127.0.0.1:2049, the
+/// portmapper at 127.0.0.1:111, over TCP and UDP.
+pub fn fuzz_services() -> Services {
+    let nfs = std::net::SocketAddr::from(([127, 0, 0, 1], 2049));
+    let portmap = std::net::SocketAddr::from(([127, 0, 0, 1], 111));
+    let mut table = crate::served_programs(nfs, true);
+    table.extend(crate::portmapper_programs(portmap, true));
+    Services::new(table)
+}
+
+/// The largest successful reply any of these programs may give: a DUMP of the table, or a
+/// TEST's holder with its 1 KiB owner handle, is far below it.
+pub const MAX_PROGRAM_REPLY: usize = 8 << 10;
+
+/// The `rpc_programs` target: the input as a list of calls (the same u16-length list as
+/// [`stream_of`]'s, without its flags byte) to the portmapper, the lock manager and the status
+/// monitor, one [`Services`] for the whole input, so lock state carries from call to call.
+/// Each call: a program byte (`% 4`: portmapper, NLM, NSM, NFS — which is not served here), a
+/// version byte, a procedure byte, a flags byte (bit 0: UDP), then the XDR arguments. A
+/// finding is a successful reply over [`MAX_PROGRAM_REPLY`] or a lock table over its bound.
+/// Returns the bytes of every reply.
+pub fn rpc_programs(data: &[u8]) -> Result<u64, Finding> {
+    const PROGRAMS: [u32; 4] = [crate::portmap::PROGRAM, crate::locks::NLM_PROGRAM, crate::locks::NSM_PROGRAM, 100_003];
+    let services = fuzz_services();
+    let mut total = 0u64;
+    let mut rest = data;
+    while let [lo, hi, tail @ ..] = rest {
+        let len = usize::from(u16::from_le_bytes([*lo, *hi])).min(tail.len());
+        let (call, after) = tail.split_at(len);
+        rest = after;
+        let [prog, vers, proc, flags, args @ ..] = call else { continue };
+        let reply = services.call(&ProgramCall {
+            prog: PROGRAMS[usize::from(prog % 4)],
+            vers: u32::from(*vers),
+            proc: u32::from(*proc),
+            args,
+            client: std::net::SocketAddr::from(([127, 0, 0, 1], 700)),
+            local: std::net::SocketAddr::from(([127, 0, 0, 1], 2049)),
+            transport: if flags & 1 == 1 { Transport::Udp } else { Transport::Tcp },
+            auth: None,
+        });
+        if let ProgramReply::Success(bytes) = reply {
+            if bytes.len() > MAX_PROGRAM_REPLY {
+                return Err(Finding("a program's reply is over its bound"));
+            }
+            total += bytes.len() as u64;
+        }
+        if services.lock_count() > crate::locks::MAX_LOCKS {
+            return Err(Finding("the lock table is over its bound"));
+        }
+    }
+    Ok(total)
 }

@@ -632,6 +632,11 @@ impl Services {
     pub fn registrations(&self) -> &[Registration] {
         self.portmap.registrations()
     }
+
+    /// Locks held now.
+    pub fn lock_count(&self) -> usize {
+        self.locks.held()
+    }
 }
 
 impl RpcPrograms for Services {
@@ -646,7 +651,7 @@ impl RpcPrograms for Services {
 }
 
 /// The programs and versions served at `addr`, on TCP and (but for NFS) on UDP.
-fn served_programs(addr: SocketAddr, udp: bool) -> Vec<Registration> {
+pub(crate) fn served_programs(addr: SocketAddr, udp: bool) -> Vec<Registration> {
     let mut table = Vec::new();
     let versions =
         [(nfs::PROGRAM, 3), (MOUNT_PROGRAM, 1), (MOUNT_PROGRAM, 3), (locks::NLM_PROGRAM, 4), (locks::NSM_PROGRAM, 1)];
@@ -660,7 +665,7 @@ fn served_programs(addr: SocketAddr, udp: bool) -> Vec<Registration> {
 }
 
 /// The portmapper's own entries (versions 2 to 4) at `addr`.
-fn portmapper_programs(addr: SocketAddr, udp: bool) -> Vec<Registration> {
+pub(crate) fn portmapper_programs(addr: SocketAddr, udp: bool) -> Vec<Registration> {
     let transports: &[Transport] = if udp { &[Transport::Tcp, Transport::Udp] } else { &[Transport::Tcp] };
     (2..=4)
         .flat_map(|vers| {
