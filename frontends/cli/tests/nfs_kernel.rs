@@ -43,7 +43,7 @@ mod mounted;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -171,7 +171,7 @@ impl Guest {
         loop {
             // A KVM that opens but runs no guest never gets there; a working one boots in a few
             // seconds.
-            let limit = Duration::from_secs(if accel == "tcg" { 180 } else { 12 });
+            let limit = Duration::from_secs(if accel == "tcg" { 180 } else { 8 });
             let Some(left) = limit.checked_sub(started.elapsed()) else {
                 return fail(&mut qemu, format!("no @@READY after {:?}", started.elapsed()));
             };
@@ -225,8 +225,13 @@ impl Guest {
             } else if l == format!("@@ERR {id}") {
                 into_err = true;
             } else if let Some(rc) = l.strip_prefix(&format!("@@END {id} ")) {
-                let out = b64.decode(out).unwrap();
-                let err = String::from_utf8_lossy(&b64.decode(err).unwrap()).into_owned();
+                let unpack = |text: String| {
+                    let mut bytes = Vec::new();
+                    flate2::read::GzDecoder::new(&b64.decode(text).unwrap()[..]).read_to_end(&mut bytes).unwrap();
+                    bytes
+                };
+                let out = unpack(out);
+                let err = String::from_utf8_lossy(&unpack(err)).into_owned();
                 return Ran { rc: rc.parse().unwrap(), out, err };
             } else if into_err {
                 err.push_str(l);
@@ -250,18 +255,25 @@ impl Guest {
     /// Mounts `10.0.2.2:/` on `dir` with `/bin/mount -t nfs ARGS` (ARGS as typed), at most
     /// MOUNT_SECS; the mount's /proc/mounts line.
     fn mount(&mut self, args: &str, dir: &str) -> String {
-        let line = format!("/bin/mount -t nfs {args} 10.0.2.2:/ {dir}");
+        let line = ["/bin/mount -t nfs", args, "10.0.2.2:/", dir]
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(" ");
         let started = Instant::now();
         let ran = self.run(&format!("mkdir -p {dir} && timeout -s KILL {MOUNT_SECS} {line}"));
         let secs = started.elapsed().as_secs_f64();
         assert_eq!(ran.rc, 0, "`{line}` failed after {secs:.1} s (exit {}): {}", ran.rc, ran.err);
         eprintln!("guest: `{line}` took {secs:.1} s");
+        self.mount_line(dir)
+    }
+
+    /// The /proc/mounts line of the NFS mount on `dir`.
+    fn mount_line(&mut self, dir: &str) -> String {
         let mounts = self.ok("cat /proc/mounts");
-        mounts
-            .lines()
-            .find(|l| l.split(' ').nth(1) == Some(dir))
-            .unwrap_or_else(|| panic!("{dir} not in {mounts}"))
-            .into()
+        let line = mounts.lines().find(|l| l.split(' ').nth(1) == Some(dir) && l.split(' ').nth(2) == Some("nfs"));
+        line.unwrap_or_else(|| panic!("no NFS mount on {dir}:\n{mounts}")).to_string()
     }
 
     fn umount(&mut self, dir: &str) {
@@ -805,19 +817,13 @@ fn the_kernel_nfs_client_mounts_reads_and_locks() {
         });
     }
     report.case("plain: flock through NLM (mounted without nolock)", || {
-        let mounts = g.ok("cat /proc/mounts");
-        assert!(
-            mounts.lines().any(|l| l.contains(" /mnt/p1 nfs ") && !l.contains("nolock")),
-            "/mnt/p1 is not mounted with locks: {mounts}"
-        );
+        let line = g.mount_line("/mnt/p1");
+        assert!(!line.contains("nolock"), "{line}");
         flock_behaves(&mut g, "/mnt/p1");
     });
     report.case("plain: flock is local with nolock", || {
-        let mounts = g.ok("cat /proc/mounts");
-        assert!(
-            mounts.lines().any(|l| l.contains(" /mnt/p3 nfs ") && l.contains("nolock")),
-            "/mnt/p3 is not mounted: {mounts}"
-        );
+        let line = g.mount_line("/mnt/p3");
+        assert!(line.contains("nolock"), "{line}");
         flock_behaves(&mut g, "/mnt/p3");
     });
     for dir in ["/mnt/p1", "/mnt/p2", "/mnt/p3"] {

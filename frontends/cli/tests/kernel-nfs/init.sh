@@ -4,8 +4,9 @@
 # rpcbind and rpc.statd as a normal host has them, then serves the host's commands on the
 # second serial port:
 #   host -> guest: "ID BASE64-OF-A-SH-SCRIPT\n"
-#   guest -> host: "@@OUT ID", base64 of its stdout, "@@ERR ID", base64 of its stderr,
-#                  "@@END ID EXIT-STATUS"
+#   guest -> host: "@@OUT ID", base64 of its gzipped stdout, "@@ERR ID", the same of its
+#                  stderr, "@@END ID EXIT-STATUS"
+# (gzip: the serial port moves about 70 KB/s under TCG, and listings compress well.)
 # "@@READY" on that port says the guest is up. Console output (kernel, this script) is ttyS0.
 /bin/busybox --install -s /bin
 export PATH=/sbin:/usr/sbin:/bin:/usr/bin
@@ -41,9 +42,9 @@ while IFS= read -r line <&3; do
     rc=$?
     {
         echo "@@OUT $id"
-        base64 /tmp/cmd.out
+        gzip -1 -c /tmp/cmd.out | base64
         echo "@@ERR $id"
-        base64 /tmp/cmd.err
+        gzip -1 -c /tmp/cmd.err | base64
         echo "@@END $id $rc"
     } >&3
 done
