@@ -277,6 +277,9 @@ impl Guest {
     }
 
     fn umount(&mut self, dir: &str) {
+        if self.dead {
+            return;
+        }
         // -f -l: the server behind it may be gone or another one.
         let _ = self.run_for(&format!("umount -f -l {dir}"), Duration::from_secs(30));
     }
@@ -522,7 +525,7 @@ setsid sh /tmp/reader.sh > /tmp/reader.log 2>&1 &"
     std::thread::sleep(Duration::from_secs(2));
     *server = Some(explicit(&[blob.as_os_str()], &scratch.join("crfs-restarted.log")));
     wait_rounds(g, at_stop + 3);
-    g.ok("touch /tmp/stop; while [ ! -e /tmp/done ]; do sleep 0.2; done");
+    g.ok("touch /tmp/stop; wait-for /tmp/done 60");
     let bad = g.ok("cat /tmp/bad /tmp/reader.log");
     assert!(bad.is_empty(), "reads across the restart:\n{bad}");
     let kernel = g.ok("dmesg | grep -e 'nfs:' -e 'lockd:' || true");
@@ -532,7 +535,7 @@ setsid sh /tmp/reader.sh > /tmp/reader.log 2>&1 &"
 /// A file held open and a working directory from one layer, then crfs serves another: both
 /// answer ESTALE, and no byte of the other layer comes back.
 fn another_layer_is_stale(g: &mut Guest, scratch: &Path, server: &mut Option<Server>) {
-    g.ok("rm -f /tmp/go /tmp/held /tmp/st.*
+    g.ok("touch /tmp/stop; rm -f /tmp/go /tmp/held /tmp/st.*
 cat > /tmp/holder.sh <<'EOF'
 cd /mnt/a/escape || exit 1
 exec 5< /mnt/a/dotted/file.txt
@@ -545,10 +548,10 @@ echo $? > /tmp/st.readrc
 echo $? > /tmp/st.lsrc
 EOF
 setsid sh /tmp/holder.sh > /tmp/holder.log 2>&1 &
-while [ ! -e /tmp/held ]; do sleep 0.1; done");
+wait-for /tmp/held 30 || { cat /tmp/holder.log; exit 1; }");
     server.take().unwrap().stop();
     *server = Some(explicit(&[fixture("many.esgz").as_os_str()], &scratch.join("crfs-many.log")));
-    g.ok("touch /tmp/go; while [ ! -e /tmp/st.lsrc ]; do sleep 0.2; done");
+    g.ok("touch /tmp/go; wait-for /tmp/st.lsrc 60");
     let report = g.ok("for f in /tmp/st.* /tmp/holder.log; do echo \"== $f\"; cat $f; done");
     let mut file = |name: &str| g.ok(&format!("cat /tmp/st.{name}"));
     assert_ne!(file("readrc").trim(), "0", "{report}");
@@ -614,8 +617,7 @@ fn flock_behaves(g: &mut Guest, dir: &str) {
         g.ok(&format!(
             "rm -f /tmp/held /tmp/release
 setsid /gnu/flock {held} {file} sh -c 'touch /tmp/held; while [ ! -e /tmp/release ]; do sleep 0.1; done' > /tmp/flock.log 2>&1 &
-n=0; while [ ! -e /tmp/held ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n + 1)); done
-[ -e /tmp/held ] || {{ echo 'the holder got no lock in 20 s'; cat /tmp/flock.log; exit 1; }}"
+wait-for /tmp/held 20 || {{ cat /tmp/flock.log; exit 1; }}"
         ));
         assert_eq!(try_lock(g, "-s"), shared_rc, "a shared lock while another process holds {held}");
         assert_eq!(try_lock(g, "-x"), exclusive_rc, "an exclusive lock while another process holds {held}");
@@ -827,9 +829,7 @@ fn the_kernel_nfs_client_mounts_reads_and_locks() {
         flock_behaves(&mut g, "/mnt/p3");
     });
     for dir in ["/mnt/p1", "/mnt/p2", "/mnt/p3"] {
-        if !g.dead {
-            g.umount(dir);
-        }
+        g.umount(dir);
     }
     drop(plain);
 

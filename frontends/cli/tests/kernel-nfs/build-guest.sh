@@ -127,6 +127,17 @@ printf '127.0.0.1 localhost\n10.0.2.15 guest\n' >"$root/etc/hosts"
 printf 'passwd: files\ngroup: files\nhosts: files\n' >"$root/etc/nsswitch.conf"
 : >"$root/var/lib/nfs/state"
 install -m 0755 "$here/init.sh" "$root/init"
+# wait-for FILE SECONDS: the host's scripts wait on their background processes with it.
+cat >"$root/bin/wait-for" <<'EOF'
+#!/bin/sh
+n=0
+while [ ! -e "$1" ]; do
+    [ "$n" -ge $(($2 * 10)) ] && { echo "wait-for: no $1 after $2 s" >&2; exit 1; }
+    sleep 0.1
+    n=$((n + 1))
+done
+EOF
+chmod 0755 "$root/bin/wait-for"
 
 (cd "$root" && find . | LC_ALL=C sort | "$root/bin/busybox" cpio -o -H newc 2>/dev/null) | gzip -1 >"$out/initrd.cpio.gz.new"
 mv "$out/vmlinuz.new" "$out/vmlinuz"
