@@ -805,6 +805,11 @@ fn the_kernel_nfs_client_mounts_reads_and_locks() {
     // The lines people type: `crfs nfs BLOB` on the standard ports, its own portmapper.
     drop(server.take());
     let plain = Server::start(&[all_types.as_os_str()], &scratch.join("crfs-plain.log"));
+    // Its portmapper may come up just after 2049; today there is none, so this only waits.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", 111)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let small = "hello, world\n";
     for (name, args, dir) in [
         ("plain: mount -t nfs 10.0.2.2:/ (rpcbind and statd in the guest)", "", "/mnt/p1"),
