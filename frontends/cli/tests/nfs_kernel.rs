@@ -20,10 +20,13 @@
 //!   directory) gives no error and no wrong byte; a server of another layer answers those
 //!   handles with ESTALE; the /crfs namespace resolves an image of a loopback docker-registry
 //!   on lookup;
-//! - the literal lines people type (`crfs nfs BLOB` without `--listen`): `mount -t nfs
-//!   10.0.2.2:/ /mnt` (with rpcbind and rpc.statd running in the guest), `-o vers=3`,
-//!   `-o nolock`; flock through NLM without `nolock` (returns at once, shared and exclusive
-//!   locks conflict between two processes as flock's do), and locally with `nolock`.
+//! - the standard ports (`crfs nfs BLOB` without `--listen`): `rpcinfo -p 10.0.2.2` lists
+//!   the portmapper, NFS v3, MOUNT v3 and NLM v4 on 2049 and no NFSv4; the literal lines
+//!   people type, `mount -t nfs 10.0.2.2:/ /mnt` (with rpcbind and rpc.statd running in the
+//!   guest), `-o vers=3` and `-o nolock`, mount and read; flock through NLM without `nolock`
+//!   (returns at once, shared and exclusive locks conflict between two processes as flock's
+//!   do), and locally with `nolock`. The guest sits behind qemu's NAT, so nothing on the host
+//!   can call it back (NLM_GRANTED for a lock that had to wait is not tested).
 //!
 //! Needs root, qemu-system-x86_64, apt-get (the guest's .debs, cached in
 //! target/kernel-nfs-guest/debs or $CRFS_VM_DEBS), binutils, /dev/fuse, docker-registry and
@@ -810,6 +813,22 @@ fn the_kernel_nfs_client_mounts_reads_and_locks() {
     while TcpStream::connect(("127.0.0.1", 111)).is_err() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    report.case("plain: rpcinfo -p 10.0.2.2 lists what crfs serves, and only that", || {
+        let ran = g.run_for("timeout -s KILL 20 /usr/sbin/rpcinfo -p 10.0.2.2", Duration::from_secs(40));
+        assert_eq!(ran.rc, 0, "rpcinfo -p: exit {}: {}", ran.rc, ran.err);
+        let listed: BTreeSet<Vec<String>> =
+            ran.text().lines().skip(1).map(|l| l.split_whitespace().take(4).map(str::to_string).collect()).collect();
+        for want in [
+            ["100000", "2", "tcp", "111"],
+            ["100003", "3", "tcp", "2049"],
+            ["100005", "3", "tcp", "2049"],
+            ["100021", "4", "tcp", "2049"],
+        ] {
+            let want: Vec<String> = want.iter().map(|w| w.to_string()).collect();
+            assert!(listed.contains(&want), "no {want:?} in\n{}", ran.text());
+        }
+        assert!(!listed.iter().any(|l| l[0] == "100003" && l[1] == "4"), "NFSv4 is not served:\n{}", ran.text());
+    });
     let small = "hello, world\n";
     for (name, args, dir) in [
         ("plain: mount -t nfs 10.0.2.2:/ (rpcbind and statd in the guest)", "", "/mnt/p1"),
