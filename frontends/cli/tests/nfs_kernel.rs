@@ -66,7 +66,7 @@ fn fixture(name: &str) -> PathBuf {
     testdata().join("fixtures").join(name)
 }
 
-/// Whether `cmd` runs; in CI it must.
+/// `ok`; when false, a skip message outside CI and a failure in it.
 fn need(ok: bool, what: &str) -> bool {
     assert!(ok || !in_ci(), "CI needs {what} for the kernel NFS client test");
     if !ok {
