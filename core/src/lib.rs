@@ -28,6 +28,7 @@ pub mod gzip;
 pub mod index;
 pub mod json;
 pub mod layer;
+pub mod oci;
 pub mod read_at;
 pub mod tar;
 pub mod time;

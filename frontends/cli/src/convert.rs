@@ -26,7 +26,7 @@ pub struct ConvertOptions {
     #[arg(long, default_value = "estargz", value_parser = ["estargz", "zstd-chunked"])]
     format: String,
     /// Largest piece of a file in one gzip member or zstd frame, in bytes (K, M, G suffixes).
-    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = crate::mount::parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = crate::args::parse_size)]
     chunk_size: u64,
     /// Compression level: gzip 0 (store) to 9 (best), default 9; zstd 1 to 22, default 3.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=22))]
@@ -43,7 +43,7 @@ pub struct ConvertOptions {
     threads: Option<usize>,
     /// Most bytes of holes that expanding GNU sparse files may add to a layer (K, M, G
     /// suffixes); a layer claiming more is refused.
-    #[arg(long, value_name = "BYTES", default_value = "16G", value_parser = crate::mount::parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "16G", value_parser = crate::args::parse_size)]
     max_sparse_holes: u64,
 }
 
@@ -294,7 +294,7 @@ fn convert_image(
             End::Registry(r) => Some(ImageSource { reference: r.as_str(), mirror: pulled_mirror.as_deref() }),
             End::Layout(_) => None,
         };
-        let (dir, _) = crfs_remote::layout::split_spec(&dst_layout);
+        let (dir, _) = crfs_core::oci::split_spec(&dst_layout);
         let pushed = remote()?
             .push_image(&dir, &top, reference, source, Some(transfer_events("pushing")))
             .map_err(|e| format!("{reference}: {e}"))?;

@@ -7,6 +7,7 @@
 // user types, not a link to resolve, and `DIR/<registry>/hosts.toml` is not an HTML tag.
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
+mod args;
 mod convert;
 mod inspect;
 mod mount;

@@ -24,7 +24,7 @@ pub type Blob = Arc<dyn ReadAt + Send + Sync>;
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Bytes of decompressed chunks to keep in memory (K, M, G suffixes).
-    #[arg(long, default_value = "256M", value_parser = crate::mount::parse_size)]
+    #[arg(long, default_value = "256M", value_parser = crate::args::parse_size)]
     pub cache_size: u64,
     /// Request-handling threads.
     #[arg(long, default_value_t = 4)]
@@ -222,7 +222,7 @@ pub struct RemoteArgs {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Bound of the on-disk cache (K, M, G suffixes).
-    #[arg(long, default_value = "4G", value_parser = crate::mount::parse_size)]
+    #[arg(long, default_value = "4G", value_parser = crate::args::parse_size)]
     pub disk_cache_size: u64,
     /// Keep nothing on disk (by default fetched ranges go to $XDG_CACHE_HOME/crfs, or
     /// ~/.cache/crfs).
@@ -234,7 +234,7 @@ pub struct RemoteArgs {
     pub background_fetch: bool,
     /// Neighbouring reads of a blob (within 64 KiB) are fetched together, in requests of up to
     /// this many bytes (K, M suffixes; 0: one request per read).
-    #[arg(long, default_value = "2M", value_parser = crate::mount::parse_size)]
+    #[arg(long, default_value = "2M", value_parser = crate::args::parse_size)]
     pub max_coalesce: u64,
 }
 
@@ -503,7 +503,7 @@ pub fn tree(layers: Vec<OpenedLayer>, options: Options) -> Result<(Box<dyn ReadO
     if options.overlay_whiteouts {
         return Err("--overlay-whiteouts applies to a single layer; a merged image applies its whiteouts".into());
     }
-    let identity = crfs_nfs::image_identity(layers.iter().map(|l| l.layer.toc_digest()));
+    let identity = crfs_vfs::image_identity(layers.iter().map(|l| l.layer.toc_digest()));
     let fs = MergedFs::new(layers.into_iter().map(|l| l.layer).collect(), options)
         .map_err(|e| format!("merging layers: {e:?}"))?;
     Ok((Box::new(fs), identity))
@@ -529,10 +529,11 @@ impl RegistryResolver {
 }
 
 fn resolve_error(e: crfs_remote::Error) -> ResolveError {
-    match e {
-        crfs_remote::Error::NotFound(m) | crfs_remote::Error::NoPlatform(m) => ResolveError::NotFound(m),
-        crfs_remote::Error::Auth(m) => ResolveError::Denied(m),
-        other => ResolveError::Failed(other.to_string()),
+    use crfs_remote::ErrorKind;
+    match e.kind() {
+        ErrorKind::NotFound | ErrorKind::NoPlatform => ResolveError::NotFound(e.message().to_owned()),
+        ErrorKind::Auth => ResolveError::Denied(e.message().to_owned()),
+        _ => ResolveError::Failed(e.to_string()),
     }
 }
 

@@ -38,8 +38,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crfs_core::{Digest, ReadAt};
-use crfs_vfs::{Attr, FileKind, FsError, Ino, LayerFs, ROOT_INO, ReadOnlyFs, StableId};
+use crfs_core::Digest;
+use crfs_vfs::{Attr, FileKind, FsError, Ino, ROOT_INO, ReadOnlyFs, StableId};
 use nfs3_server::nfs3_types::nfs3::{
     ACCESS3_EXECUTE, ACCESS3_LOOKUP, ACCESS3_READ, FSF3_HOMOGENEOUS, FSF3_LINK, FSF3_SYMLINK, FSINFO3resok,
     FSSTAT3resok, createverf3, fattr3, filename3, ftype3, nfspath3, nfsstat3, nfstime3, post_op_attr, sattr3,
@@ -120,19 +120,7 @@ impl FileHandle for Handle {
     }
 }
 
-/// The identity of one layer served alone: its TOC digest.
-pub fn layer_identity<R: ReadAt + Send + Sync + 'static>(fs: &LayerFs<R>) -> Digest {
-    fs.layer().toc_digest()
-}
-
-/// The identity of an image's merged layers: the sha256 of their TOC digests, bottom first.
-pub fn image_identity(toc_digests: impl IntoIterator<Item = Digest>) -> Digest {
-    let mut bytes = b"crfs merged image\n".to_vec();
-    for d in toc_digests {
-        bytes.extend_from_slice(&d.0);
-    }
-    Digest::of(&bytes)
-}
+pub use crfs_vfs::{image_identity, layer_identity};
 
 /// How handles and file ids name inodes.
 #[derive(Clone, Copy)]

@@ -63,6 +63,21 @@ impl StableId {
     }
 }
 
+/// The identity of one layer served alone: its TOC digest. A front-end that names whole trees
+/// (NFS handles) names a single layer by it.
+pub fn layer_identity<R: ReadAt + Send + Sync + 'static>(fs: &LayerFs<R>) -> crfs_core::Digest {
+    fs.layer().toc_digest()
+}
+
+/// The identity of an image's merged layers: the sha256 of their TOC digests, bottom first.
+pub fn image_identity(toc_digests: impl IntoIterator<Item = crfs_core::Digest>) -> crfs_core::Digest {
+    let mut bytes = b"crfs merged image\n".to_vec();
+    for d in toc_digests {
+        bytes.extend_from_slice(&d.0);
+    }
+    crfs_core::Digest::of(&bytes)
+}
+
 /// An inode number as front-ends see it.
 pub type Ino = u64;
 /// The root directory's inode number.
