@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use crfs_nfs::{NfsFs, NfsServer};
 use crfs_vfs::ReadOnlyFs;
 
-use crate::source::{NamespaceFlags, RemoteArgs, ServeArgs, namespace, on_stop_signal, open_layers, tree};
+use crate::args::{NamespaceFlags, RemoteArgs, ServeArgs};
+use crate::signals::on_stop_signal;
 
 /// Where `crfs nfs` listens unless told otherwise: loopback, an unprivileged port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:11111";
@@ -40,12 +41,14 @@ pub fn mount_commands(addr: SocketAddr) -> [String; 2] {
 
 pub fn serve(args: NfsArgs) -> Result<(), String> {
     if args.sources.is_empty() {
-        let ns = namespace(&args.remote, &args.serve, &args.namespace)?;
+        let images = args.remote.images(args.serve.verify(), &[]).map_err(|e| e.to_string())?;
+        let ns = images.namespace(args.namespace.options(&args.serve)).map_err(|e| e.to_string())?;
         return run(NfsFs::stable(ns), &args, "the crfs namespace");
     }
-    let layers = open_layers(&args.sources, &args.remote, args.serve.verify())?;
+    let images = args.remote.images(args.serve.verify(), &args.sources).map_err(|e| e.to_string())?;
+    let layers = images.open(&args.sources).map_err(|e| e.to_string())?;
     let source = args.sources.join(" ");
-    let (fs, identity) = tree(layers, args.serve.fs_options())?;
+    let (fs, identity) = crfs_image::tree(layers, args.serve.fs_options()).map_err(|e| e.to_string())?;
     run(NfsFs::new(fs, identity), &args, &source)
 }
 
@@ -59,7 +62,8 @@ fn run<F: ReadOnlyFs>(fs: NfsFs<F>, args: &NfsArgs, source: &str) -> Result<(), 
     let handle = on_stop_signal(move |sig| {
         tracing::info!(signal = sig, "stopping");
         stopper.stop();
-    })?;
+    })
+    .map_err(|e| e.to_string())?;
 
     let [linux, macos] = mount_commands(addr);
     eprintln!("crfs: serving {source} over NFSv3 on {addr} (read-only; Ctrl-C to stop)");

@@ -30,7 +30,7 @@
 //!   from the same identity ([`StableId::fileid`]), so they survive a restart too.
 //!
 //! Must never depend on: fuser, registry or HTTP code, or the blob formats (crfs-core is
-//! used for its `ReadAt` bound and `Digest`).
+//! used for `Digest`; tree identities come from crfs-vfs).
 
 use std::collections::VecDeque;
 use std::io;

@@ -27,7 +27,7 @@
 //!
 //! Wiring a front-end (flags map to [`Options`] fields: `--platform` → `platform`,
 //! `--plain-http` → `plain_http`, `--mirror REGISTRY=MIRROR` → `mirrors`, `--hosts-dir DIR` → `Options::add_hosts(HostsConfig::load(DIR)?)`, `--ca-cert FILE` → `ca_certs`, `--creds`, `--creds-file`, `$CRFS_REGISTRY_CREDS` → `credentials` (with the reference's registry, [`registry_of`]), `--authfile FILE` → `auth_file`, `--cache-dir` and
-//! `--cache-size` → `cache`; `--no-verify` → `open_options(false)`):
+//! `--cache-size` → `cache`; checking a layer against its manifest is crfs-image's):
 //!
 //! ```no_run
 //! use crfs_remote::{Options, Remote, SourceKind};
@@ -40,7 +40,12 @@
 //! };
 //! for layer in &source.layers {
 //!     // Bottom layer first; the TOC is checked against the toc.digest annotation.
-//!     let opened = crfs_core::Layer::open_with(layer.blob.clone(), &layer.open_options(true)?)?;
+//!     let expected_toc_digest = match &layer.desc {
+//!         Some(desc) => desc.expected_toc_digest()?,
+//!         None => None,
+//!     };
+//!     let options = crfs_core::OpenOptions { expected_toc_digest, ..Default::default() };
+//!     let opened = crfs_core::Layer::open_with(layer.blob.clone(), &options)?;
 //!     println!("{} entries", opened.index().len());
 //! }
 //! # Ok(()) }

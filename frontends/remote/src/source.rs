@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crfs_core::{FileReadAt, OpenOptions, ReadAt};
+use crfs_core::{FileReadAt, ReadAt};
 use oci_client::manifest::{OciImageManifest, OciManifest};
 
 use crate::blob::RegistryBlob;
@@ -113,16 +113,6 @@ impl SourceLayer {
             }
         }
         Ok(size)
-    }
-
-    /// Options for `crfs_core::Layer::open_with`: the default limits, and the TOC digest from
-    /// the `toc.digest` annotation when `verify` is set and the manifest has one.
-    pub fn open_options(&self, verify: bool) -> Result<OpenOptions> {
-        let mut o = OpenOptions::default();
-        if verify && let Some(d) = &self.desc {
-            o.expected_toc_digest = d.expected_toc_digest()?;
-        }
-        Ok(o)
     }
 }
 

@@ -29,7 +29,9 @@ fn open_and_list(remote: &Remote, reference: &str) -> Layer<Arc<dyn ReadAt + Sen
     let source = remote.open_source(reference).unwrap();
     assert_eq!(source.layers.len(), 1);
     let l = &source.layers[0];
-    let layer = Layer::open_with(Arc::clone(&l.blob), &l.open_options(true).unwrap()).unwrap();
+    let expected_toc_digest = l.desc.as_ref().unwrap().expected_toc_digest().unwrap();
+    let options = crfs_core::OpenOptions { expected_toc_digest, ..Default::default() };
+    let layer = Layer::open_with(Arc::clone(&l.blob), &options).unwrap();
     crfs_testkit::assert_same_listing(reference, &crfs_testkit::layer_listing(&layer), &expected_listing());
     layer
 }
