@@ -78,6 +78,16 @@ pub fn image_identity(toc_digests: impl IntoIterator<Item = crfs_core::Digest>) 
     crfs_core::Digest::of(&bytes)
 }
 
+/// A failed read as a front-end answers it: a blob read its source refused (a registry's 401
+/// or 403, reported by `ReadAt` as EACCES) is [`FsError::Denied`]; anything else [`FsError::Io`].
+fn denied_or_io(e: &crfs_core::Error) -> FsError {
+    const EACCES: i32 = 13;
+    match e {
+        crfs_core::Error::Io(io) if io.errno == EACCES => FsError::Denied,
+        _ => FsError::Io,
+    }
+}
+
 /// An inode number as front-ends see it.
 pub type Ino = u64;
 /// The root directory's inode number.
@@ -476,7 +486,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
                 let path = String::from_utf8_lossy(&self.index().path(file)).into_owned();
                 let offset = self.index().chunks(file).get(chunk).map_or(0, |c| c.file_offset);
                 tracing::error!(file = %path, chunk, chunk_offset = offset, "read failed: {e}");
-                FsError::Io
+                denied_or_io(&e)
             })
     }
 
