@@ -21,6 +21,19 @@
 //! came from as its `source`. A registry refusing a layer's blob (401/403) is `Denied`, so the
 //! namespace answers EACCES, not EIO.
 //!
+//! ```no_run
+//! use crfs_image::{Images, Options};
+//! # fn main() -> Result<(), crfs_image::Error> {
+//! let images = Images::new(Options::default()); // verify on, no disk cache, anonymous
+//! let layers = images.open(&["127.0.0.1:5000/app/python:3.12".to_owned()])?;
+//! for l in &layers {
+//!     println!("{}: {:?}, checked by {:?}", l.name, l.access, l.verification);
+//! }
+//! let (tree, identity) = crfs_image::tree(layers, crfs_vfs::Options::default())?;
+//! # let _ = (tree, identity);
+//! # Ok(()) }
+//! ```
+//!
 //! Depends on crfs-core, crfs-vfs, crfs-remote and crfs-convert. It must never depend on a
 //! front-end (crfs-fuse, crfs-nfs, the CLI), on fuser or NFS types, nor parse command lines.
 
