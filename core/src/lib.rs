@@ -8,8 +8,12 @@
 //! and decodes chunks ([`gzip`] via miniz_oxide, zstd via ruzstd behind the `zstd` feature),
 //! verifying `chunkDigest`s.
 //!
+//! [`oci`] names the manifest annotations of lazy layers and, under `std`, reads local OCI
+//! image layouts.
+//!
 //! What it must never depend on: std (it is `#![no_std]` + `alloc`; the `std` feature only adds
-//! a `ReadAt` for files and `std::error::Error`), files, sockets, threads, FUSE or NFS types.
+//! a `ReadAt` for files, `std::error::Error` and the OCI layout reader), sockets, threads, FUSE
+//! or NFS types, registries.
 //! No input may make it panic, allocate without bound or recurse on input-controlled depth.
 
 #![no_std]
@@ -28,6 +32,7 @@ pub mod gzip;
 pub mod index;
 pub mod json;
 pub mod layer;
+pub mod oci;
 pub mod read_at;
 pub mod tar;
 pub mod time;

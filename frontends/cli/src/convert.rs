@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crfs_convert::image::{Event, Events, KeptLayers, keeps_layer_as_described};
-use crfs_convert::{Error, Format, Options, Output, Settings, Summary};
+use crfs_convert::{Error as ConvertError, Format, Options, Output, Settings, Summary};
+use crfs_image::{Error, ErrorKind, Result};
 use crfs_remote::{BlobRef, ImageSource, LeaveOut, Moved, Remote, TransferEvent, TransferEvents};
 
-use crate::source::{MirrorArgs, RegistryArgs};
+use crate::args::{MirrorArgs, RegistryArgs, invalid};
 
 /// How to convert (flags shared by `convert` and `image convert`).
 #[derive(clap::Args, Debug)]
@@ -26,7 +27,7 @@ pub struct ConvertOptions {
     #[arg(long, default_value = "estargz", value_parser = ["estargz", "zstd-chunked"])]
     format: String,
     /// Largest piece of a file in one gzip member or zstd frame, in bytes (K, M, G suffixes).
-    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = crate::mount::parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "4M", value_parser = crate::args::parse_size)]
     chunk_size: u64,
     /// Compression level: gzip 0 (store) to 9 (best), default 9; zstd 1 to 22, default 3.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=22))]
@@ -43,22 +44,23 @@ pub struct ConvertOptions {
     threads: Option<usize>,
     /// Most bytes of holes that expanding GNU sparse files may add to a layer (K, M, G
     /// suffixes); a layer claiming more is refused.
-    #[arg(long, value_name = "BYTES", default_value = "16G", value_parser = crate::mount::parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "16G", value_parser = crate::args::parse_size)]
     max_sparse_holes: u64,
 }
 
 impl ConvertOptions {
     /// The converter's settings for these flags (no progress callback yet).
-    fn settings(&self) -> Result<Settings, String> {
+    fn settings(&self) -> Result<Settings> {
         let mut prioritized = self.prioritize.clone();
         for file in &self.prioritize_from {
-            let text = std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+            let text =
+                std::fs::read_to_string(file).map_err(|e| Error::io(format_args!("reading {}", file.display()), e))?;
             prioritized.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
         }
         let zstd = self.format == "zstd-chunked";
         let level = self.level.unwrap_or(if zstd { 3 } else { 9 });
         if !zstd && level > 9 {
-            return Err(format!("--level {level}: gzip levels are 0 to 9"));
+            return Err(invalid(format!("--level {level}: gzip levels are 0 to 9")));
         }
         Ok(Settings {
             options: Options {
@@ -112,15 +114,15 @@ enum End {
 }
 
 impl End {
-    fn of(spec: &str) -> Result<End, String> {
+    fn of(spec: &str) -> Result<End> {
         if spec.starts_with("oci:") {
             Ok(End::Layout(spec.to_owned()))
         } else if crfs_remote::is_registry_reference(spec) {
             Ok(End::Registry(spec.to_owned()))
         } else {
-            Err(format!(
+            Err(invalid(format!(
                 "{spec}: not an OCI layout (write it as oci:DIR[:TAG]) nor a registry image (HOST[:PORT]/REPO[:TAG])"
-            ))
+            )))
         }
     }
 }
@@ -128,28 +130,28 @@ impl End {
 /// A new temporary OCI layout under `$TMPDIR` for an image on its way from or to a registry,
 /// readable by this user only (images may be private): removed when dropped, or by the signal
 /// handler.
-fn staging(role: &str) -> Result<(PathBuf, crfs_convert::cleanup::Tracked), String> {
+fn staging(role: &str) -> Result<(PathBuf, crfs_convert::cleanup::Tracked)> {
     use std::os::unix::fs::PermissionsExt;
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     for attempt in 0..100u32 {
         let name = format!("crfs-image-{role}.{}.{}", std::process::id(), nanos.wrapping_add(attempt));
         let dir = std::env::temp_dir().join(name);
         // None: the name is taken; try another.
-        if let Some(tracked) =
-            crfs_convert::cleanup::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?
+        if let Some(tracked) = crfs_convert::cleanup::create_dir_all(&dir)
+            .map_err(|e| Error::io(format_args!("creating {}", dir.display()), e))?
         {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+                .map_err(|e| Error::io(dir.display(), e))?;
             return Ok((dir, tracked));
         }
     }
-    Err(format!("no free name for a temporary layout in {}", std::env::temp_dir().display()))
+    Err(Error::new(ErrorKind::Io, format!("no free name for a temporary layout in {}", std::env::temp_dir().display())))
 }
 
 /// Removes the temporary output and exits at the first SIGINT or SIGTERM (destructors do not
 /// run when a signal kills the process).
-fn clean_up_on_signal() -> Result<signal_hook::iterator::Handle, String> {
-    crate::source::on_stop_signal(|sig| {
+fn clean_up_on_signal() -> Result<signal_hook::iterator::Handle> {
+    crate::signals::on_stop_signal(|sig| {
         crfs_convert::cleanup::remove_all();
         eprintln!("crfs: interrupted; partial output removed");
         std::process::exit(128 + sig);
@@ -157,11 +159,11 @@ fn clean_up_on_signal() -> Result<signal_hook::iterator::Handle, String> {
 }
 
 /// Runs `crfs convert`.
-pub fn run(args: ConvertArgs) -> Result<(), String> {
+pub fn run(args: ConvertArgs) -> Result<()> {
     let mut settings = args.options.settings()?;
     let to_stdout = args.output == "-";
     if to_stdout && std::io::stdout().is_terminal() {
-        return Err("refusing to write a blob to a terminal (redirect standard output)".into());
+        return Err(invalid("refusing to write a blob to a terminal (redirect standard output)"));
     }
     let signals = clean_up_on_signal()?;
     let progress = progress_bar("converting");
@@ -193,13 +195,13 @@ pub fn run(args: ConvertArgs) -> Result<(), String> {
     } else {
         std::io::stdout().write_all(text.as_bytes())
     };
-    written.map_err(|e| format!("writing the summary: {e}"))
+    written.map_err(|e| Error::io("writing the summary", e))
 }
 
 /// Runs `crfs image convert`: prints one line per distinct layer (`converted SRC -> NEW` or
 /// `kept SRC`); for a registry destination one per blob (`uploaded`, `exists` or `mounted
 /// DIGEST`), then `pushed REFERENCE` and a count; last `image DIGEST`.
-pub fn run_image(args: ImageConvertArgs) -> Result<(), String> {
+pub fn run_image(args: ImageConvertArgs) -> Result<()> {
     let settings = args.options.settings()?;
     let src = End::of(&args.src)?;
     let dst = End::of(&args.dst)?;
@@ -222,7 +224,7 @@ fn convert_image(
     dst: &End,
     settings: &Settings,
     bar: &Arc<Mutex<Option<indicatif::ProgressBar>>>,
-) -> Result<String, String> {
+) -> Result<String> {
     let references: Vec<&str> = [src, dst]
         .into_iter()
         .filter_map(|end| match end {
@@ -236,13 +238,13 @@ fn convert_image(
         named => {
             let mut options = args.registry.options(named)?;
             args.mirrors.apply(&mut options)?;
-            Some(Remote::new(options).map_err(|e| e.to_string())?)
+            Some(Remote::new(options)?)
         }
     };
-    let remote = || remote.as_ref().ok_or_else(|| "no registry client".to_owned());
+    let remote = || remote.as_ref().ok_or_else(|| invalid("no registry client"));
     if let End::Registry(reference) = dst {
         // Credentials and reachability before a conversion that may take long.
-        remote()?.check_push(reference).map_err(|e| format!("{reference}: {e}"))?;
+        remote()?.check_push(reference).map_err(|e| Error::remote(reference, e))?;
     }
     let mut staged = Vec::new();
     // Registry to registry, the layers kept as they are stay at the registry: the push mounts
@@ -258,7 +260,7 @@ fn convert_image(
             let leave_out: Option<LeaveOut> = leave_kept.then(|| Arc::new(keeps_layer_as_described) as LeaveOut);
             let pulled = remote()?
                 .pull_image(reference, &dir, leave_out, Some(transfer_events("pulling")))
-                .map_err(|e| format!("{reference}: {e}"))?;
+                .map_err(|e| Error::remote(reference, e))?;
             tracing::info!(reference, digest = %pulled.top.digest, blobs = pulled.blobs, bytes = pulled.bytes,
                 left_out = pulled.left_out, mirror = pulled.mirror.as_deref().unwrap_or("none"), "source pulled");
             let left = if leave_kept {
@@ -282,7 +284,7 @@ fn convert_image(
     let kept_layers = if leave_kept { KeptLayers::MaybeAtRegistry } else { KeptLayers::InSource };
     let report =
         crfs_convert::image::convert_image(&src_layout, &dst_layout, settings, kept_layers, Some(layer_events(bar)))
-            .map_err(|e| format!("{}: {e}", args.src))?;
+            .map_err(|e| Error::new(kind_of(&e), format!("{}: {e}", args.src)))?;
     let digest = report.descriptor.digest().to_string();
     if let End::Registry(reference) = dst {
         let top = BlobRef {
@@ -294,10 +296,10 @@ fn convert_image(
             End::Registry(r) => Some(ImageSource { reference: r.as_str(), mirror: pulled_mirror.as_deref() }),
             End::Layout(_) => None,
         };
-        let (dir, _) = crfs_remote::layout::split_spec(&dst_layout);
+        let (dir, _) = crfs_core::oci::split_spec(&dst_layout);
         let pushed = remote()?
             .push_image(&dir, &top, reference, source, Some(transfer_events("pushing")))
-            .map_err(|e| format!("{reference}: {e}"))?;
+            .map_err(|e| Error::remote(reference, e))?;
         println!("pushed {}", pushed.pushed);
         println!(
             "blobs: {} uploaded ({} bytes), {} already there, {} mounted",
@@ -394,13 +396,22 @@ fn report(s: &Summary) -> String {
     text
 }
 
-fn message(input: &str, e: &Error) -> String {
+/// What kind of failure a conversion error is: bad input is corrupt data, the rest local I/O.
+fn kind_of(e: &ConvertError) -> ErrorKind {
     match e {
-        Error::Writer(_) | Error::BadCompression { .. } | Error::Image(_) => {
+        ConvertError::Writer(_) | ConvertError::BadCompression { .. } | ConvertError::Image(_) => ErrorKind::Corrupt,
+        ConvertError::Io { .. } => ErrorKind::Io,
+    }
+}
+
+/// A conversion error about `input` (named unless the error names its file itself).
+fn message(input: &str, e: &ConvertError) -> Error {
+    match e {
+        ConvertError::Writer(_) | ConvertError::BadCompression { .. } | ConvertError::Image(_) => {
             let name = if input == "-" { "standard input" } else { input };
-            format!("{name}: {e}")
+            Error::new(kind_of(e), format!("{name}: {e}"))
         }
-        Error::Io { .. } => e.to_string(),
+        ConvertError::Io { .. } => Error::new(kind_of(e), e.to_string()),
     }
 }
 

@@ -11,37 +11,40 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crfs_core::{Digest, Kind, Layer, NodeId, ReadAt};
 use crfs_vfs::{Attr, FileKind, FsError, Ino, LayerFs, Options, ROOT_INO, ReadOnlyFs};
 
-use crate::source::{OpenedLayer, RemoteArgs, open_layers, tree};
+use crfs_image::{Error, ErrorKind, OpenedLayer, Result, tree};
+
+use crate::args::RemoteArgs;
 
 /// The sample layer shown by `crfs demo`.
 const DEMO_BLOB: &[u8] = include_bytes!("../../../testdata/sample.esgz");
 
-type CmdResult = Result<(), String>;
+type CmdResult = Result<()>;
 
 /// Writes to stdout; a closed pipe (`| head`) ends quietly.
-fn out_err(e: std::io::Error) -> String {
+fn out_err(e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         std::process::exit(0);
     }
-    format!("writing output: {e}")
+    Error::io("writing output", e)
 }
 
-fn fs_err(what: &str, e: FsError) -> String {
-    let why = match e {
-        FsError::NotFound => "no such file or directory",
-        FsError::NotDir => "not a directory",
-        FsError::IsDir => "is a directory",
-        FsError::Invalid => "not a regular file",
-        FsError::NoXattr => "no such attribute",
-        FsError::Io => "I/O error (corrupt or unreadable data; see the log)",
-        FsError::ReadOnly => "read-only",
-        FsError::Denied => "permission denied",
+fn fs_err(what: &str, e: FsError) -> Error {
+    let (kind, why) = match e {
+        FsError::NotFound => (ErrorKind::NotFound, "no such file or directory"),
+        FsError::NotDir => (ErrorKind::Invalid, "not a directory"),
+        FsError::IsDir => (ErrorKind::Invalid, "is a directory"),
+        FsError::Invalid => (ErrorKind::Invalid, "not a regular file"),
+        FsError::NoXattr => (ErrorKind::NotFound, "no such attribute"),
+        FsError::Io => (ErrorKind::Io, "I/O error (corrupt or unreadable data; see the log)"),
+        FsError::ReadOnly => (ErrorKind::Invalid, "read-only"),
+        FsError::Denied => (ErrorKind::Denied, "permission denied"),
     };
-    format!("{what}: {why}")
+    Error::new(kind, format!("{what}: {why}"))
 }
 
 pub fn info(spec: &str, remote: &RemoteArgs) -> CmdResult {
-    let layers = open_layers(&[spec.to_string()], remote, false)?;
+    let specs = [spec.to_string()];
+    let layers = remote.images(false, &specs)?.open(&specs)?;
     let mut out = std::io::stdout().lock();
     let many = layers.len() > 1;
     for (i, l) in layers.iter().enumerate() {
@@ -178,7 +181,7 @@ fn write_long<W: Write>(out: &mut W, fs: &dyn ReadOnlyFs, a: &Attr, name: &[u8])
 /// Looks up `path` from the root. With `follow`, symlinks inside the tree are followed as a
 /// program with this tree as its root would (absolute targets restart at the root, `..` stops
 /// there, 40 expansions at most); the last component too.
-fn resolve(fs: &dyn ReadOnlyFs, path: &[u8], follow: bool) -> Result<Attr, FsError> {
+fn resolve(fs: &dyn ReadOnlyFs, path: &[u8], follow: bool) -> std::result::Result<Attr, FsError> {
     const MAX_SYMLINK_HOPS: usize = 40;
     let mut pending: Vec<Vec<u8>> = path.split(|&b| b == b'/').rev().map(<[u8]>::to_vec).collect();
     let mut cur = fs.getattr(ROOT_INO)?;
@@ -209,7 +212,7 @@ fn resolve(fs: &dyn ReadOnlyFs, path: &[u8], follow: bool) -> Result<Attr, FsErr
 }
 
 /// The entries of a directory, "." and ".." left out.
-fn entries(fs: &dyn ReadOnlyFs, dir: Ino) -> Result<Vec<(Vec<u8>, Ino)>, FsError> {
+fn entries(fs: &dyn ReadOnlyFs, dir: Ino) -> std::result::Result<Vec<(Vec<u8>, Ino)>, FsError> {
     let mut out = Vec::new();
     fs.readdir(dir, 2, &mut |e| {
         out.push((e.name.to_vec(), e.ino));
@@ -219,7 +222,8 @@ fn entries(fs: &dyn ReadOnlyFs, dir: Ino) -> Result<Vec<(Vec<u8>, Ino)>, FsError
 }
 
 pub fn ls(spec: &str, remote: &RemoteArgs, path: Option<&str>, long: bool, recursive: bool) -> CmdResult {
-    let (fs, _) = tree(open_layers(&[spec.to_string()], remote, true)?, Options::default())?;
+    let specs = [spec.to_string()];
+    let (fs, _) = tree(remote.images(true, &specs)?.open(&specs)?, Options::default())?;
     let path = path.unwrap_or("");
     let shown = path.trim_start_matches('/').trim_end_matches('/');
     let attr = resolve(fs.as_ref(), path.as_bytes(), false).map_err(|e| fs_err(&format!("{spec}: {path}"), e))?;
@@ -244,7 +248,7 @@ fn list<W: Write>(
     long: bool,
     recursive: bool,
 ) -> std::io::Result<()> {
-    let io = |e: FsError| std::io::Error::other(fs_err(&String::from_utf8_lossy(prefix), e));
+    let io = |e: FsError| std::io::Error::other(fs_err(&String::from_utf8_lossy(prefix), e).to_string());
     // An explicit stack of (entries left, directory path): no recursion on input depth.
     type Pending = (std::vec::IntoIter<(Vec<u8>, Ino)>, Vec<u8>);
     let mut stack: Vec<Pending> = vec![(entries(fs, dir).map_err(io)?.into_iter(), prefix.to_vec())];
@@ -277,9 +281,10 @@ fn list<W: Write>(
 
 pub fn cat(spec: &str, remote: &RemoteArgs, paths: &[String], verify: bool) -> CmdResult {
     let options = Options { verify, cache_bytes: 64 << 20, ..Options::default() };
-    let (fs, _) = tree(open_layers(&[spec.to_string()], remote, verify)?, options)?;
+    let specs = [spec.to_string()];
+    let (fs, _) = tree(remote.images(verify, &specs)?.open(&specs)?, options)?;
     let mut out = std::io::stdout().lock();
-    cat_fs(fs.as_ref(), paths, &mut out).map_err(|e| format!("{spec}: {e}"))
+    cat_fs(fs.as_ref(), paths, &mut out).map_err(|e| e.context(spec))
 }
 
 fn cat_fs<W: Write>(fs: &dyn ReadOnlyFs, paths: &[String], out: &mut W) -> CmdResult {
@@ -288,14 +293,14 @@ fn cat_fs<W: Write>(fs: &dyn ReadOnlyFs, paths: &[String], out: &mut W) -> CmdRe
         let attr = resolve(fs, path.as_bytes(), true).map_err(|e| fs_err(path, e))?;
         match attr.kind {
             FileKind::Reg => {}
-            FileKind::Dir => return Err(format!("{path}: is a directory")),
-            _ => return Err(format!("{path}: not a regular file")),
+            FileKind::Dir => return Err(Error::new(ErrorKind::Invalid, format!("{path}: is a directory"))),
+            _ => return Err(Error::new(ErrorKind::Invalid, format!("{path}: not a regular file"))),
         }
         let mut offset = 0;
         while offset < attr.size {
             let data = fs.read(attr.ino, offset, PIECE).map_err(|e| fs_err(path, e))?;
             if data.is_empty() {
-                return Err(format!("{path}: file ends early"));
+                return Err(Error::new(ErrorKind::Corrupt, format!("{path}: file ends early")));
             }
             out.write_all(&data).map_err(out_err)?;
             offset += data.len() as u64;
@@ -305,17 +310,22 @@ fn cat_fs<W: Write>(fs: &dyn ReadOnlyFs, paths: &[String], out: &mut W) -> CmdRe
 }
 
 pub fn verify(spec: &str, remote: &RemoteArgs, toc_digest: Option<&str>, threads: Option<usize>) -> CmdResult {
-    let expected = match toc_digest {
-        Some(d) => Some(Digest::parse(d).ok_or_else(|| format!("--toc-digest {d}: not sha256:<64 hex digits>"))?),
-        None => None,
-    };
-    let layers: Vec<OpenedLayer> = open_layers(&[spec.to_string()], remote, true)?;
+    let expected =
+        match toc_digest {
+            Some(d) => Some(Digest::parse(d).ok_or_else(|| {
+                Error::new(ErrorKind::Invalid, format!("--toc-digest {d}: not sha256:<64 hex digits>"))
+            })?),
+            None => None,
+        };
+    let specs = [spec.to_string()];
+    let layers: Vec<OpenedLayer> = remote.images(true, &specs)?.open(&specs)?;
     if let (Some(expected), [only]) = (expected, layers.as_slice()) {
         if only.layer.toc_digest() != expected {
-            return Err(format!("{spec}: {}", crfs_core::Error::TocDigestMismatch));
+            return Err(Error::layer(spec, crfs_core::Error::TocDigestMismatch));
         }
     } else if expected.is_some() {
-        return Err(format!("{spec}: --toc-digest needs a single layer; this source has {}", layers.len()));
+        let why = format!("{spec}: --toc-digest needs a single layer; this source has {}", layers.len());
+        return Err(Error::new(ErrorKind::Invalid, why));
     }
     let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let mut out = std::io::stdout().lock();
@@ -335,7 +345,11 @@ pub fn verify(spec: &str, remote: &RemoteArgs, toc_digest: Option<&str>, threads
         }
         failed += report.failures.len();
     }
-    if failed == 0 { Ok(()) } else { Err(format!("{spec}: {failed} files failed verification")) }
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Corrupt, format!("{spec}: {failed} files failed verification")))
+    }
 }
 
 /// What `verify` found.
@@ -388,7 +402,7 @@ pub fn verify_layer<R: ReadAt + Sync>(layer: &Layer<R>, threads: usize) -> Verif
 }
 
 pub fn demo() -> CmdResult {
-    let layer = Arc::new(Layer::open(DEMO_BLOB).map_err(|e| format!("built-in sample: {e}"))?);
+    let layer = Arc::new(Layer::open(DEMO_BLOB).map_err(|e| Error::layer("built-in sample", e))?);
     let fs = LayerFs::new(layer.clone(), Options::default());
     let mut out = std::io::stdout().lock();
     let run = |out: &mut std::io::StdoutLock<'_>| -> std::io::Result<()> {
@@ -422,6 +436,7 @@ pub fn demo() -> CmdResult {
     if report.failures.is_empty() {
         Ok(())
     } else {
-        Err(format!("built-in sample: {} files failed verification", report.failures.len()))
+        let why = format!("built-in sample: {} files failed verification", report.failures.len());
+        Err(Error::new(ErrorKind::Corrupt, why))
     }
 }

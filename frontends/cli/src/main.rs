@@ -1,18 +1,24 @@
 //! `crfs`: the command-line front-end.
 //!
-//! This binary owns argument parsing, output formatting and exit codes only; formats live in
-//! crfs-core. It must never hold format logic of its own.
+//! This binary owns argument parsing, output formatting and exit codes: clap argument structs
+//! (`args`) turned into the options of the libraries, what each command prints, and the one
+//! place an error is printed (`crfs: MESSAGE`, exit status 1). What an image means (sources,
+//! layers, verification, plain layers, prefetch, the /crfs namespace) is crfs-image's; formats
+//! are crfs-core's; serving is crfs-fuse's and crfs-nfs's. Besides those it uses crfs-vfs
+//! (walking a tree for `ls` and `cat`), crfs-remote (image transfers of `crfs image convert`)
+//! and crfs-convert. Modules: `args` and `signals` are leaves; the commands (`inspect`,
+//! `mount`, `nfs`, `convert`) use them and never each other.
 
 // Doc comments of clap arguments are the `--help` text, where `oci:DIR[:TAG]` is syntax the
 // user types, not a link to resolve, and `DIR/<registry>/hosts.toml` is not an HTML tag.
 #![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
+mod args;
 mod convert;
 mod inspect;
 mod mount;
 mod nfs;
-mod plain;
-mod source;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -31,7 +37,7 @@ enum Command {
     /// Show a blob's format, TOC location and digest, and what it holds.
     Info {
         #[command(flatten)]
-        remote: source::RemoteArgs,
+        remote: args::RemoteArgs,
         /// A layer blob file, blob URL, oci:DIR[:TAG] or registry image (each layer shown).
         blob: String,
     },
@@ -45,7 +51,7 @@ enum Command {
         #[arg(short = 'R')]
         recursive: bool,
         #[command(flatten)]
-        remote: source::RemoteArgs,
+        remote: args::RemoteArgs,
         /// A layer blob file, blob URL, oci:DIR[:TAG] or registry image (layers merged).
         blob: String,
         /// A path inside the layer (default: the root).
@@ -57,7 +63,7 @@ enum Command {
         #[arg(long)]
         no_verify: bool,
         #[command(flatten)]
-        remote: source::RemoteArgs,
+        remote: args::RemoteArgs,
         /// A layer blob file, blob URL, oci:DIR[:TAG] or registry image (layers merged).
         blob: String,
         /// Paths inside the layer.
@@ -73,7 +79,7 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
         #[command(flatten)]
-        remote: source::RemoteArgs,
+        remote: args::RemoteArgs,
         /// A layer blob file, blob URL, oci:DIR[:TAG] or registry image (layers merged).
         blob: String,
     },
@@ -81,12 +87,12 @@ enum Command {
     /// FUSE, and serve it until unmounted or interrupted.
     Mount {
         #[command(flatten)]
-        serve: source::ServeArgs,
+        serve: args::ServeArgs,
         /// Let other users see the mount (non-root users need user_allow_other in /etc/fuse.conf).
         #[arg(long)]
         allow_other: bool,
         #[command(flatten)]
-        remote: source::RemoteArgs,
+        remote: args::RemoteArgs,
         /// What to mount, then where (an existing directory). A source is a blob file, a blob
         /// URL, oci:DIR[:TAG] or a registry image (HOST/REPO:TAG); several are stacked bottom
         /// first into one merged tree, whiteouts applied. With only a mountpoint (default
@@ -94,7 +100,7 @@ enum Command {
         #[arg(value_name = "SOURCE... MOUNTPOINT", num_args = 0..)]
         paths: Vec<String>,
         #[command(flatten)]
-        namespace: source::NamespaceFlags,
+        namespace: args::NamespaceFlags,
     },
     /// Serve a layer blob, an image's layers (merged), or with no source the whole /crfs
     /// namespace, read-only over NFSv3, for macOS and hosts without FUSE, until interrupted;
@@ -103,16 +109,16 @@ enum Command {
         #[command(flatten)]
         listen: nfs::ListenArgs,
         #[command(flatten)]
-        serve: source::ServeArgs,
+        serve: args::ServeArgs,
         #[command(flatten)]
-        remote: source::RemoteArgs,
+        remote: args::RemoteArgs,
         /// What to serve: blob files, URLs, oci:DIR[:TAG] or registry images, stacked bottom
         /// first into one merged tree, whiteouts applied. None: the /crfs namespace (README,
         /// image/HOST/REPO:TAG/, layer/HOST/REPO:TAG/).
         #[arg(value_name = "SOURCE", num_args = 0..)]
         sources: Vec<String>,
         #[command(flatten)]
-        namespace: source::NamespaceFlags,
+        namespace: args::NamespaceFlags,
     },
     /// Unmount a crfs mount (also clears a stale mount left by a crash).
     Umount {
@@ -201,6 +207,7 @@ fn main() -> ExitCode {
         }),
         Command::Nfs { listen, serve, remote, sources, namespace } => {
             nfs::serve(nfs::NfsArgs { sources, remote, listen, serve, namespace })
+                .map_err(|message| crfs_image::Error::new(crfs_image::ErrorKind::Io, message))
         }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Convert(args) => convert::run(args),
@@ -209,8 +216,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("crfs: {message}");
+        Err(e) => {
+            tracing::debug!(kind = ?e.kind(), "failed: {e}");
+            eprintln!("crfs: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,12 +1,14 @@
 //! `crfs mount` and `crfs umount`.
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crfs_fuse::{Mount, MountConfig};
 use crfs_vfs::ReadOnlyFs;
 
-use crate::source::{NamespaceFlags, RemoteArgs, ServeArgs, namespace, on_stop_signal, open_layers, tree};
+use crfs_image::{Error, ErrorKind, Result};
+
+use crate::args::{NamespaceFlags, RemoteArgs, ServeArgs, invalid};
+use crate::signals::on_stop_signal;
 
 /// How long to keep serving open files after a signal's unmount before exiting.
 const UNMOUNT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -33,26 +35,6 @@ pub struct MountArgs {
     pub allow_other: bool,
 }
 
-/// Parses sizes like `512M`, `2G`, `65536` (K, M, G, T are powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (digits, shift) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let shift = match c.to_ascii_uppercase() {
-                'K' => 10,
-                'M' => 20,
-                'G' => 30,
-                'T' => 40,
-                _ => return Err(format!("{s}: unknown size suffix (use K, M, G or T)")),
-            };
-            (&s[..i], shift)
-        }
-        _ => (s, 0),
-    };
-    let n: u64 = digits.parse().map_err(|_| format!("{s}: not a size"))?;
-    n.checked_mul(1 << shift).ok_or_else(|| format!("{s}: too large"))
-}
-
 /// Whether `path` is itself a mount point, per /proc/self/mountinfo.
 fn is_mount_point(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
@@ -77,29 +59,31 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// Refuses a mountpoint that is missing, not a directory, stale or already mounted.
-fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
+fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
     let shown = mountpoint.display();
     match std::fs::metadata(mountpoint) {
-        Ok(m) if !m.is_dir() => return Err(format!("{shown}: mountpoint is not a directory")),
+        Ok(m) if !m.is_dir() => return Err(invalid(format!("{shown}: mountpoint is not a directory"))),
         Ok(_) => {}
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(format!(
+            return Err(invalid(format!(
                 "{shown}: stale mount (transport endpoint is not connected); run `crfs umount {shown}`"
-            ));
+            )));
         }
-        Err(e) if e.kind() == ErrorKind::NotFound => return Err(format!("{shown}: mountpoint does not exist")),
-        Err(e) => return Err(format!("{shown}: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::new(ErrorKind::NotFound, format!("{shown}: mountpoint does not exist")));
+        }
+        Err(e) => return Err(Error::io(&shown, e)),
     }
-    let canonical = mountpoint.canonicalize().map_err(|e| format!("{shown}: {e}"))?;
+    let canonical = mountpoint.canonicalize().map_err(|e| Error::io(&shown, e))?;
     if is_mount_point(&canonical) {
         // stat may answer from the kernel's attribute cache even when the server behind the
         // mount is gone; statfs always asks it.
         if nix::sys::statfs::statfs(&canonical).err() == Some(nix::errno::Errno::ENOTCONN) {
-            return Err(format!(
+            return Err(invalid(format!(
                 "{shown}: stale mount (transport endpoint is not connected); run `crfs umount {shown}`"
-            ));
+            )));
         }
-        return Err(format!("{shown}: something is already mounted there (mountpoint is busy)"));
+        return Err(invalid(format!("{shown}: something is already mounted there (mountpoint is busy)")));
     }
     Ok(canonical)
 }
@@ -113,19 +97,21 @@ pub(crate) fn is_root() -> bool {
 }
 
 /// Refuses early what fusermount3 would refuse for an ordinary user.
-fn check_user_can_mount(allow_other: bool) -> Result<(), String> {
+fn check_user_can_mount(allow_other: bool) -> Result<()> {
     if is_root() {
         return Ok(());
     }
     if allow_other && !user_allow_other_enabled() {
-        return Err("--allow-other needs `user_allow_other` in /etc/fuse.conf when not run as root".to_string());
+        return Err(Error::new(
+            ErrorKind::Denied,
+            "--allow-other needs `user_allow_other` in /etc/fuse.conf when not run as root",
+        ));
     }
     // Ordinary users mount through fusermount3, which fuser only tries after opening
     // /dev/fuse itself; a device closed to them fails before that.
     if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
-        return Err(format!(
-            "/dev/fuse: {e}; ordinary users need it readable and writable (mode 0666, as Debian's udev sets it), or run as root"
-        ));
+        let why = "ordinary users need it readable and writable (mode 0666, as Debian's udev sets it), or run as root";
+        return Err(Error::new(ErrorKind::Denied, format!("/dev/fuse: {e}; {why}")).with_source(e));
     }
     Ok(())
 }
@@ -136,32 +122,32 @@ fn user_allow_other_enabled() -> bool {
         .unwrap_or(false)
 }
 
-pub fn mount(args: MountArgs) -> Result<(), String> {
+pub fn mount(args: MountArgs) -> Result<()> {
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_user_can_mount(args.allow_other)?;
-    let layers = open_layers(&args.sources, &args.remote, args.serve.verify())?;
+    let layers = args.remote.images(args.serve.verify(), &args.sources)?.open(&args.sources)?;
     let source = args.sources.join(" ");
     let config = MountConfig { allow_other: args.allow_other, threads: args.serve.threads, fs_name: source.clone() };
-    let (fs, _identity) = tree(layers, args.serve.fs_options())?;
+    let (fs, _identity) = crfs_image::tree(layers, args.serve.fs_options())?;
     serve(fs, &mountpoint, &config, &source)
 }
 
 /// Serves every image and layer under one mountpoint, each resolved on first lookup.
-pub fn mount_namespace(args: NamespaceArgs) -> Result<(), String> {
+pub fn mount_namespace(args: NamespaceArgs) -> Result<()> {
     if args.mountpoint == Path::new(DEFAULT_MOUNTPOINT) && !args.mountpoint.exists() {
-        std::fs::create_dir_all(&args.mountpoint).map_err(|e| format!("{DEFAULT_MOUNTPOINT}: {e}"))?;
+        std::fs::create_dir_all(&args.mountpoint).map_err(|e| Error::io(DEFAULT_MOUNTPOINT, e))?;
     }
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_user_can_mount(args.allow_other)?;
-    let ns = namespace(&args.remote, &args.serve, &args.namespace)?;
+    let ns = args.remote.images(args.serve.verify(), &[])?.namespace(args.namespace.options(&args.serve))?;
     let config = MountConfig { allow_other: args.allow_other, threads: args.serve.threads, fs_name: "crfs".into() };
     serve(ns, &mountpoint, &config, "the crfs namespace")
 }
 
 /// Mounts `fs` and serves it until unmounted or signalled.
-fn serve<F: ReadOnlyFs>(fs: F, mountpoint: &Path, config: &MountConfig, source: &str) -> Result<(), String> {
-    let mut mount =
-        Mount::new(fs, mountpoint, config).map_err(|e| format!("mounting {}: {e}", mountpoint.display()))?;
+fn serve<F: ReadOnlyFs>(fs: F, mountpoint: &Path, config: &MountConfig, source: &str) -> Result<()> {
+    let mut mount = Mount::new(fs, mountpoint, config)
+        .map_err(|e| Error::io(format_args!("mounting {}", mountpoint.display()), e))?;
 
     // SIGINT/SIGTERM unmount; the serving loop then ends and we exit 0.
     let mut unmounter = mount.unmounter();
@@ -187,11 +173,11 @@ fn serve<F: ReadOnlyFs>(fs: F, mountpoint: &Path, config: &MountConfig, source: 
     eprintln!("crfs: {source} mounted on {} (Ctrl-C or `crfs umount` to unmount)", mountpoint.display());
     let served = mount.run();
     handle.close();
-    served.map_err(|e| format!("serving {}: {e}", mountpoint.display()))
+    served.map_err(|e| Error::io(format_args!("serving {}", mountpoint.display()), e))
 }
 
 /// Unmounts a crfs mount, lazily, so a stale mount left by a crash is cleared too.
-pub fn umount(mountpoint: &Path) -> Result<(), String> {
+pub fn umount(mountpoint: &Path) -> Result<()> {
     let shown = mountpoint.display();
     let attempts: [(&str, &[&str]); 2] = [("fusermount3", &["-u", "-z"]), ("umount", &["-l"])];
     let mut last_error = String::new();
@@ -202,22 +188,12 @@ pub fn umount(mountpoint: &Path) -> Result<(), String> {
             Err(e) => last_error = format!("{program}: {e}"),
         }
     }
-    Err(format!("{shown}: cannot unmount: {last_error}"))
+    Err(Error::new(ErrorKind::Io, format!("{shown}: cannot unmount: {last_error}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_parse_with_binary_suffixes() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("2g"), Ok(2 << 30));
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("M").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
 
     #[test]
     fn mountinfo_escapes_are_decoded() {

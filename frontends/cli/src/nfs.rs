@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use crfs_nfs::{Endpoints, NfsFs, NfsServer, Portmap};
 use crfs_vfs::ReadOnlyFs;
 
-use crate::source::{NamespaceFlags, RemoteArgs, ServeArgs, namespace, on_stop_signal, open_layers, tree};
+use crate::args::{NamespaceFlags, RemoteArgs, ServeArgs};
+use crate::signals::on_stop_signal;
 
 /// NFS's well-known address on loopback.
 pub const STANDARD_NFS: &str = "127.0.0.1:2049";
@@ -98,12 +99,14 @@ pub fn mount_commands(addr: SocketAddr, portmap: Portmap) -> [String; 2] {
 
 pub fn serve(args: NfsArgs) -> Result<(), String> {
     if args.sources.is_empty() {
-        let ns = namespace(&args.remote, &args.serve, &args.namespace)?;
+        let images = args.remote.images(args.serve.verify(), &[]).map_err(|e| e.to_string())?;
+        let ns = images.namespace(args.namespace.options(&args.serve)).map_err(|e| e.to_string())?;
         return run(NfsFs::stable(ns), &args, "the crfs namespace");
     }
-    let layers = open_layers(&args.sources, &args.remote, args.serve.verify())?;
+    let images = args.remote.images(args.serve.verify(), &args.sources).map_err(|e| e.to_string())?;
+    let layers = images.open(&args.sources).map_err(|e| e.to_string())?;
     let source = args.sources.join(" ");
-    let (fs, identity) = tree(layers, args.serve.fs_options())?;
+    let (fs, identity) = crfs_image::tree(layers, args.serve.fs_options()).map_err(|e| e.to_string())?;
     run(NfsFs::new(fs, identity), &args, &source)
 }
 
@@ -124,7 +127,8 @@ fn run<F: ReadOnlyFs>(fs: NfsFs<F>, args: &NfsArgs, source: &str) -> Result<(), 
     let handle = on_stop_signal(move |sig| {
         tracing::info!(signal = sig, "stopping");
         stopper.stop();
-    })?;
+    })
+    .map_err(|e| e.to_string())?;
 
     let [linux, macos] = mount_commands(addr, portmap);
     eprintln!("crfs: serving {source} over NFSv3 on {addr} (read-only; Ctrl-C to stop)");

@@ -29,9 +29,9 @@ use std::sync::Arc;
 
 use crfs_core::Digest;
 use crfs_core::digest::Hasher;
-use crfs_remote::layout::{self, REF_NAME};
-use crfs_remote::{
-    MANIFEST_CHECKSUM_ANNOTATIONS, MANIFEST_POSITION_ANNOTATION, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION,
+use crfs_core::oci::{
+    self as layout, MANIFEST_CHECKSUM_ANNOTATIONS, MANIFEST_POSITION_ANNOTATION, REF_NAME, TOC_DIGEST_ANNOTATION,
+    UNCOMPRESSED_SIZE_ANNOTATION,
 };
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 

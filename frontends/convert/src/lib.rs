@@ -11,13 +11,13 @@
 //! members are written in plan order.
 //!
 //! [`image`] converts whole images in OCI image layouts (every platform, every layer, new
-//! manifests, configs and annotations), on top of crfs-remote's layout helpers and oci-spec's
-//! types. [`cleanup`] lists every temporary or uncommitted path, so that a front-end's signal
+//! manifests, configs and annotations), on top of crfs-core's layout helpers and annotation
+//! names (`crfs_core::oci`) and oci-spec's types. [`cleanup`] lists every temporary or uncommitted path, so that a front-end's signal
 //! handler can remove them before exiting.
 //!
 //! What it must never do: know the format. Ordering, headers, TOC and footer all come from
-//! `crfs_core::writer`. It must never depend on crfs-vfs, the FUSE or NFS front-ends or the CLI,
-//! and uses crfs-remote only for local OCI layouts (never the network).
+//! `crfs_core::writer`. It must never depend on crfs-vfs, crfs-remote (no
+//! network, no async runtime), crfs-image, the FUSE or NFS front-ends or the CLI.
 
 pub mod cleanup;
 pub mod engine;

@@ -4,7 +4,8 @@
 //! errno mapping, kernel tuning at init (readahead, readdirplus, cached symlinks), reply TTLs
 //! and mounting. It holds no filesystem logic: anything both FUSE and NFS need lives in vfs.
 //!
-//! Must never depend on: registry or HTTP code, nfsserve, or the blob formats.
+//! Must never depend on: crfs-image, crfs-remote or any registry or HTTP code, crfs-nfs or NFS
+//! types, or the blob formats. A tree to serve comes from crfs-image (or any `ReadOnlyFs`).
 
 use std::ffi::OsStr;
 use std::io;

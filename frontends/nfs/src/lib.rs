@@ -34,7 +34,7 @@
 //!   from the same identity ([`StableId::fileid`]), so they survive a restart too.
 //!
 //! Must never depend on: fuser, registry or HTTP code, or the blob formats (crfs-core is
-//! used for its `ReadAt` bound and `Digest`).
+//! used for `Digest`; tree identities come from crfs-vfs).
 
 use std::collections::VecDeque;
 use std::io;
@@ -42,8 +42,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crfs_core::{Digest, ReadAt};
-use crfs_vfs::{Attr, FileKind, FsError, Ino, LayerFs, ROOT_INO, ReadOnlyFs, StableId};
+use crfs_core::Digest;
+use crfs_vfs::{Attr, FileKind, FsError, Ino, ROOT_INO, ReadOnlyFs, StableId};
 use nfs3_server::nfs3_types::mount::PROGRAM as MOUNT_PROGRAM;
 use nfs3_server::nfs3_types::nfs3 as nfs;
 use nfs3_server::nfs3_types::nfs3::{
@@ -135,19 +135,7 @@ impl FileHandle for Handle {
     }
 }
 
-/// The identity of one layer served alone: its TOC digest.
-pub fn layer_identity<R: ReadAt + Send + Sync + 'static>(fs: &LayerFs<R>) -> Digest {
-    fs.layer().toc_digest()
-}
-
-/// The identity of an image's merged layers: the sha256 of their TOC digests, bottom first.
-pub fn image_identity(toc_digests: impl IntoIterator<Item = Digest>) -> Digest {
-    let mut bytes = b"crfs merged image\n".to_vec();
-    for d in toc_digests {
-        bytes.extend_from_slice(&d.0);
-    }
-    Digest::of(&bytes)
-}
+pub use crfs_vfs::{image_identity, layer_identity};
 
 /// How handles and file ids name inodes.
 #[derive(Clone, Copy)]

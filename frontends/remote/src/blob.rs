@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 use crfs_core::ReadAt;
 
 use crate::cache::DiskCache;
+use crate::client::{Client, Counters};
 use crate::error::{EIO, FetchError};
 use crate::fetch::{Endpoint, Got, fetch_range};
-use crate::remote::{Counters, Inner};
 
 /// Prefetches are fetched and cached in pieces of this size (one request each).
 pub const PREFETCH_PIECE: u64 = 16 << 20;
@@ -35,45 +35,7 @@ pub const PREFETCH_PIECE: u64 = 16 << 20;
 /// arriving meanwhile waits for at most one of them.
 pub const IDLE_PIECE: u64 = 2 << 20;
 
-/// A low-priority fetch goes on only once no read has been in progress for this long.
-pub const IDLE_AFTER: Duration = Duration::from_millis(50);
-
-/// Reads in progress, and when the last one ended.
-#[derive(Default)]
-pub(crate) struct Activity {
-    in_progress: std::sync::atomic::AtomicU64,
-    last_end: Mutex<Option<Instant>>,
-}
-
-/// Counts one read in progress while alive.
-struct Reading<'a>(&'a Activity);
-
-impl Activity {
-    fn begin(&self) -> Reading<'_> {
-        self.in_progress.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Reading(self)
-    }
-
-    /// Waits until no read is in progress and none ended within [`IDLE_AFTER`].
-    fn wait_idle(&self) {
-        loop {
-            let busy = self.in_progress.load(std::sync::atomic::Ordering::SeqCst) > 0;
-            let recent = self.last_end.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed());
-            match (busy, recent) {
-                (true, _) => std::thread::sleep(IDLE_AFTER),
-                (false, Some(ago)) if ago < IDLE_AFTER => std::thread::sleep(IDLE_AFTER - ago),
-                _ => return,
-            }
-        }
-    }
-}
-
-impl Drop for Reading<'_> {
-    fn drop(&mut self) {
-        *self.0.last_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-        self.0.in_progress.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
+pub use crate::client::IDLE_AFTER;
 
 /// Reads starting at most this far past the end of the previous read are neighbours.
 pub const COALESCE_GAP: u64 = 64 << 10;
@@ -201,7 +163,7 @@ enum Plan {
 
 /// The shared part of remote blobs.
 pub(crate) struct Blob {
-    pub inner: Arc<Inner>,
+    pub inner: Arc<Client>,
     pub ep: Arc<Endpoint>,
     pub size: u64,
     /// The blob digest (`sha256:…`), when known: the disk cache key.
@@ -386,7 +348,7 @@ impl Blob {
                 }
                 if !self.ep.warned_whole.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!(
-                        url = %crate::fetch::redact(&self.ep.url),
+                        url = %crate::http::redact(&self.ep.url),
                         "the server ignores Range requests and sends the whole blob; \
                          use a disk cache to fetch it only once"
                     );
@@ -412,7 +374,7 @@ impl Blob {
 
     fn fetch_into_cache(&self, start: u64, end: u64, piece: u64, idle: bool) -> crate::Result<u64> {
         let Some((cache, digest)) = self.cache() else {
-            return Err(crate::Error::Invalid("prefetching needs a disk cache (CacheOptions)".into()));
+            return Err(crate::Error::invalid("prefetching needs a disk cache (CacheOptions)"));
         };
         let end = end.min(self.size);
         let mut fetched = 0;
@@ -450,7 +412,7 @@ impl Blob {
                 what: "remote read returned the wrong length",
             })),
             Err(e) => {
-                tracing::warn!(offset, len, url = %crate::fetch::redact(&self.ep.url), "{e}");
+                tracing::warn!(offset, len, url = %crate::http::redact(&self.ep.url), "{e}");
                 Err(e.to_core())
             }
         }

@@ -83,7 +83,7 @@ fn parse_entry(name: &str) -> Option<(u64, u64)> {
 impl DiskCache {
     /// Opens (creating) the cache directory and counts what it holds.
     pub fn open(dir: &Path, max_bytes: u64) -> Result<DiskCache> {
-        let err = |e: std::io::Error| Error::Local(format!("cache directory {}: {e}", dir.display()));
+        let err = |e: std::io::Error| Error::local(format!("cache directory {}: {e}", dir.display()));
         fs::create_dir_all(dir.join("tmp")).map_err(err)?;
         fs::create_dir_all(dir.join("blobs")).map_err(err)?;
         let cache = DiskCache {

@@ -21,98 +21,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oci_client::secrets::RegistryAuth;
 use reqwest::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 
 use crate::cache::{CacheWriter, DiskCache};
+use crate::client::{Client, Counters, Credential, RepoAuth, RetryPolicy};
 use crate::error::{Class, FetchError};
-use crate::remote::{Counters, Inner, RetryPolicy};
-use crate::token::{self, Credential};
-
-/// How requests to one registry repository authenticate, shared by all its blobs.
-pub(crate) struct RepoAuth {
-    pub reference: oci_client::Reference,
-    /// The token scopes asked for (see `token`).
-    scopes: Vec<String>,
-    pub creds: RegistryAuth,
-    /// Where `creds` came from, for messages.
-    pub source: &'static str,
-    state: tokio::sync::Mutex<AuthState>,
-}
-
-struct AuthState {
-    /// `None` until the registry was first asked (see `token`).
-    credential: Option<Credential>,
-    /// Bumped at every refresh, so concurrent 401s refresh once.
-    generation: u64,
-}
-
-impl RepoAuth {
-    /// Auth for pulling from `reference`'s repository.
-    pub fn new(reference: oci_client::Reference, creds: RegistryAuth, source: &'static str) -> Self {
-        let scopes = vec![format!("repository:{}:pull", reference.repository())];
-        Self::with_scopes(reference, scopes, creds, source)
-    }
-
-    /// Auth for pushing to `reference`'s repository, and for mounting blobs from the
-    /// repositories `mount_from` (on the same registry).
-    pub fn for_push(
-        reference: oci_client::Reference,
-        mount_from: &[&str],
-        creds: RegistryAuth,
-        source: &'static str,
-    ) -> Self {
-        let mut scopes = vec![format!("repository:{}:pull,push", reference.repository())];
-        scopes.extend(mount_from.iter().map(|repo| format!("repository:{repo}:pull")));
-        Self::with_scopes(reference, scopes, creds, source)
-    }
-
-    fn with_scopes(
-        reference: oci_client::Reference,
-        scopes: Vec<String>,
-        creds: RegistryAuth,
-        source: &'static str,
-    ) -> Self {
-        RepoAuth {
-            reference,
-            scopes,
-            creds,
-            source,
-            state: tokio::sync::Mutex::new(AuthState { credential: None, generation: 0 }),
-        }
-    }
-
-    async fn current(&self, inner: &Inner) -> Result<(Credential, u64), FetchError> {
-        let mut st = self.state.lock().await;
-        let credential = match &st.credential {
-            Some(c) => c.clone(),
-            None => {
-                let c = self.fetch(inner).await?;
-                st.credential = Some(c.clone());
-                st.generation += 1;
-                c
-            }
-        };
-        Ok((credential, st.generation))
-    }
-
-    /// Gets a new token unless another request already did since `seen`.
-    async fn refresh(&self, inner: &Inner, seen: u64) -> Result<(), FetchError> {
-        let mut st = self.state.lock().await;
-        if st.generation == seen {
-            st.credential = Some(self.fetch(inner).await?);
-            st.generation += 1;
-        }
-        Ok(())
-    }
-
-    /// Asks the registry how to authenticate (GET /v2/, then the token realm for bearer auth).
-    async fn fetch(&self, inner: &Inner) -> Result<Credential, FetchError> {
-        let registry = self.reference.resolve_registry();
-        token::credential(inner, registry, &self.scopes, &self.creds, self.source).await
-    }
-}
+use crate::http::{MAX_REFUSAL_TEXT, classify, header_u64, one_line, parse_content_range, read_at_most, redact};
+use crate::token;
 
 /// Where one blob lives: its URL, how to authenticate there, and the redirect target learnt.
 pub(crate) struct Endpoint {
@@ -156,7 +72,7 @@ impl Endpoint {
     /// generation used.
     async fn request(
         &self,
-        inner: &Inner,
+        inner: &Client,
         method: reqwest::Method,
     ) -> Result<(reqwest::RequestBuilder, bool, u64), FetchError> {
         let (url, direct) = match self.cached_redirect() {
@@ -168,7 +84,7 @@ impl Endpoint {
         let mut req = inner.http_for(&url).request(method, url);
         let mut generation = 0;
         if same_origin && let Some(auth) = &self.auth {
-            let (credential, g) = auth.current(inner).await?;
+            let (credential, g) = token::current(inner, auth).await?;
             generation = g;
             req = match credential {
                 Credential::Bearer(t) => req.bearer_auth(t),
@@ -177,26 +93,6 @@ impl Endpoint {
             };
         }
         Ok((req, direct, generation))
-    }
-}
-
-/// Classifies a reqwest error: everything on the wire is transient; building errors are not.
-pub(crate) fn classify(e: &reqwest::Error, what: &'static str) -> FetchError {
-    if e.is_builder() || e.is_redirect() {
-        FetchError::permanent(what, e.to_string())
-    } else {
-        let mut detail = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            detail.push_str(": ");
-            detail.push_str(&s.to_string());
-            src = s.source();
-        }
-        // An untrusted or invalid certificate will not get better by retrying.
-        if detail.contains("certificate") {
-            return FetchError::permanent("TLS certificate not trusted", detail);
-        }
-        FetchError::transient(what, detail)
     }
 }
 
@@ -218,39 +114,11 @@ fn status_error(status: StatusCode, direct: bool, url: &Url) -> FetchError {
     }
 }
 
-/// A URL for logs: presigned query strings are credentials, so they are left out.
-pub(crate) fn redact(url: &Url) -> String {
-    let mut u = url.clone();
-    if u.query().is_some() {
-        u.set_query(Some("…"));
-    }
-    let _ = u.set_password(None);
-    u.to_string()
-}
-
-/// Parses `bytes START-END/TOTAL` (TOTAL may be `*`).
-pub(crate) fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (a, b) = range.split_once('-')?;
-    let a: u64 = a.trim().parse().ok()?;
-    let b: u64 = b.trim().parse().ok()?;
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    (a <= b).then_some((a, b, total))
-}
-
-pub(crate) fn header_u64(resp: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<u64> {
-    resp.headers().get(name)?.to_str().ok()?.trim().parse().ok()
-}
-
 /// Receives a whole blob sent as a 200, keeping `[start, end)`; with a cache, every byte also
 /// goes to a cache writer, returned for the caller to commit. Fails unless exactly `size`
 /// bytes arrive.
 async fn take_from_full(
-    inner: &Inner,
+    inner: &Client,
     mut resp: reqwest::Response,
     size: u64,
     start: u64,
@@ -303,7 +171,7 @@ pub(crate) enum Got {
 /// and returns its answer when it is a success; caches the redirect target it was sent to.
 /// `seen_generation` gets the auth generation used.
 async fn send_get(
-    inner: &Inner,
+    inner: &Client,
     ep: &Endpoint,
     range: Option<(u64, u64)>,
     seen_generation: &mut u64,
@@ -357,7 +225,7 @@ fn check_partial(resp: &reqwest::Response, size: u64, start: u64, end: u64) -> R
 
 /// One attempt at `[start, end)` of a blob of `size` bytes.
 async fn attempt(
-    inner: &Inner,
+    inner: &Client,
     ep: &Endpoint,
     size: u64,
     start: u64,
@@ -410,7 +278,7 @@ pub(crate) enum StreamError {
 /// exactly the asked Content-Range, or a 200 with the blob's size (to a resumed request, the
 /// bytes already received are skipped); a body longer than the blob is an error.
 pub(crate) async fn stream_blob(
-    inner: &Inner,
+    inner: &Client,
     ep: &Endpoint,
     size: u64,
     sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
@@ -435,7 +303,7 @@ pub(crate) async fn stream_blob(
 
 /// One attempt of [`stream_blob`], from byte `done` on; `done` counts what reached the sink.
 async fn stream_attempt(
-    inner: &Inner,
+    inner: &Client,
     ep: &Endpoint,
     size: u64,
     done: &mut u64,
@@ -493,7 +361,7 @@ async fn stream_attempt(
 /// answer is refused while it arrives, never held whole), under the same retry, auth and
 /// redirect rules as blob reads.
 pub(crate) async fn fetch_manifest(
-    inner: &Inner,
+    inner: &Client,
     ep: &Endpoint,
     accept: &str,
     max: u64,
@@ -509,7 +377,7 @@ pub(crate) async fn fetch_manifest(
 }
 
 async fn manifest_attempt(
-    inner: &Inner,
+    inner: &Client,
     ep: &Endpoint,
     accept: &str,
     max: u64,
@@ -538,33 +406,9 @@ async fn manifest_attempt(
     Ok(body.bytes)
 }
 
-/// The start of a response body, read under a bound.
-pub(crate) struct BoundedBody {
-    /// At most the bound's worth of bytes.
-    pub bytes: Vec<u8>,
-    /// Whether that is the whole body (false: more arrived, and reading stopped there).
-    pub complete: bool,
-}
-
-/// Reads a response body until it ends or passes `max` bytes, whichever comes first; nothing
-/// past `max` is kept and no more is read once it is passed.
-pub(crate) async fn read_at_most(resp: &mut reqwest::Response, max: u64) -> Result<BoundedBody, FetchError> {
-    let cap = usize::try_from(max).unwrap_or(usize::MAX);
-    let mut bytes = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, "reading the response failed"))? {
-        if bytes.len() + chunk.len() > cap {
-            let room = cap - bytes.len();
-            bytes.extend_from_slice(&chunk[..room]);
-            return Ok(BoundedBody { bytes, complete: false });
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(BoundedBody { bytes, complete: true })
-}
-
 /// The retry policy and the auth/redirect rules, applied between attempts.
 struct Retry<'a> {
-    inner: &'a Inner,
+    inner: &'a Client,
     ep: &'a Endpoint,
     policy: RetryPolicy,
     t0: Instant,
@@ -575,7 +419,7 @@ struct Retry<'a> {
 }
 
 impl<'a> Retry<'a> {
-    fn new(inner: &'a Inner, ep: &'a Endpoint) -> Self {
+    fn new(inner: &'a Client, ep: &'a Endpoint) -> Self {
         let policy = ep.policy.clone().unwrap_or_else(|| inner.options.retry.clone());
         Retry {
             inner,
@@ -598,7 +442,7 @@ impl<'a> Retry<'a> {
             Class::Unauthorized if !self.refreshed && self.ep.auth.is_some() => {
                 self.refreshed = true;
                 if let Some(auth) = &self.ep.auth {
-                    auth.refresh(self.inner, generation).await?;
+                    token::refresh(self.inner, auth, generation).await?;
                 }
                 Ok(())
             }
@@ -637,7 +481,7 @@ fn jitter(d: Duration) -> Duration {
 /// Reads `[start, end)` of a blob of `size` bytes, with retries. With a cache, a whole-blob
 /// answer (200) is also written to a cache writer (see [`Got::FromWhole`]).
 pub(crate) async fn fetch_range(
-    inner: &Inner,
+    inner: &Client,
     ep: &Endpoint,
     size: u64,
     start: u64,
@@ -656,7 +500,7 @@ pub(crate) async fn fetch_range(
 
 /// Finds a blob's size: `HEAD` (Content-Length of a 200), else `GET bytes=0-0` (the total of
 /// a 206's Content-Range).
-pub(crate) async fn fetch_size(inner: &Inner, ep: &Endpoint) -> Result<u64, FetchError> {
+pub(crate) async fn fetch_size(inner: &Client, ep: &Endpoint) -> Result<u64, FetchError> {
     let mut retry = Retry::new(inner, ep);
     loop {
         let mut generation = 0;
@@ -667,7 +511,7 @@ pub(crate) async fn fetch_size(inner: &Inner, ep: &Endpoint) -> Result<u64, Fetc
     }
 }
 
-async fn probe_size(inner: &Inner, ep: &Endpoint, generation: &mut u64) -> Result<u64, FetchError> {
+async fn probe_size(inner: &Client, ep: &Endpoint, generation: &mut u64) -> Result<u64, FetchError> {
     let (req, direct, g) = ep.request(inner, reqwest::Method::HEAD).await?;
     *generation = g;
     Counters::add(&inner.counters.requests, 1);
@@ -719,9 +563,9 @@ pub(crate) struct Call<'a> {
 /// Sends `call` to `ep`, with its credentials, under the retry policy. Returns the answer when
 /// its status is one of `call.ok`. Other answers are classed as range reads' are (a 401 gets
 /// the credential once more; 429 and 5xx are retried), with the start of their text (at most
-/// `token::MAX_REFUSAL_TEXT` bytes read) in the error's detail.
+/// `MAX_REFUSAL_TEXT` bytes read) in the error's detail.
 pub(crate) async fn send_expecting(
-    inner: &Inner,
+    inner: &Client,
     ep: &Endpoint,
     call: &Call<'_>,
 ) -> Result<reqwest::Response, FetchError> {
@@ -737,7 +581,7 @@ pub(crate) async fn send_expecting(
 
 /// One attempt of [`send_expecting`]; `seen_generation` gets the auth generation used.
 pub(crate) async fn send_once(
-    inner: &Inner,
+    inner: &Client,
     ep: &Endpoint,
     call: &Call<'_>,
     seen_generation: &mut u64,
@@ -759,36 +603,14 @@ pub(crate) async fn send_once(
         return Ok(resp);
     }
     let url = resp.url().clone();
-    let text = read_at_most(&mut resp, token::MAX_REFUSAL_TEXT).await.map(|b| b.bytes).unwrap_or_default();
+    let text = read_at_most(&mut resp, MAX_REFUSAL_TEXT).await.map(|b| b.bytes).unwrap_or_default();
     let mut err = if status.is_success() {
         FetchError::permanent("unexpected HTTP status", format!("{status} from {}", redact(&url)))
     } else {
         status_error(status, direct, &url)
     };
     if !text.is_empty() {
-        err.detail = format!("{}: {}", err.detail, token::one_line(&text));
+        err.detail = format!("{}: {}", err.detail, one_line(&text));
     }
     Err(err)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_range() {
-        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, Some(100))));
-        assert_eq!(parse_content_range("bytes 5-5/*"), Some((5, 5, None)));
-        assert_eq!(parse_content_range("bytes 9-0/100"), None);
-        assert_eq!(parse_content_range("bytes */100"), None);
-        assert_eq!(parse_content_range("items 0-9/100"), None);
-        assert_eq!(parse_content_range("bytes 0-x/100"), None);
-    }
-
-    #[test]
-    fn redaction() {
-        let u = Url::parse("https://user:pw@store.example/blob?X-Amz-Signature=abc").unwrap();
-        let r = redact(&u);
-        assert!(!r.contains("abc") && !r.contains("pw"), "{r}");
-    }
 }

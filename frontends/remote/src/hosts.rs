@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
+use crate::client::Mirror;
 use crate::error::{Error, Result};
-use crate::remote::Mirror;
 
 /// What a hosts directory adds to [`crate::Options`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -50,7 +50,7 @@ impl HostsConfig {
     /// Reads every `DIR/<registry>/hosts.toml`. A missing directory is an error; a registry
     /// directory without a hosts.toml is skipped.
     pub fn load(dir: &Path) -> Result<HostsConfig> {
-        let err = |e: std::io::Error| Error::Local(format!("hosts directory {}: {e}", dir.display()));
+        let err = |e: std::io::Error| Error::local(format!("hosts directory {}: {e}", dir.display()));
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .map_err(err)?
             .filter_map(|e| e.ok())
@@ -61,10 +61,10 @@ impl HostsConfig {
         let mut config = HostsConfig::default();
         for registry in names {
             let file = dir.join(&registry).join("hosts.toml");
-            let text = std::fs::read_to_string(&file).map_err(|e| Error::Local(format!("{}: {e}", file.display())))?;
+            let text = std::fs::read_to_string(&file).map_err(|e| Error::local(format!("{}: {e}", file.display())))?;
             config
                 .add_file(&registry, &text, &dir.join(&registry))
-                .map_err(|e| Error::Invalid(format!("{}: {e}", file.display())))?;
+                .map_err(|e| Error::invalid(format!("{}: {e}", file.display())))?;
         }
         Ok(config)
     }

@@ -12,14 +12,22 @@
 //! Main types: [`Remote`] (the shared context: one tokio runtime, one HTTP pool for blob data,
 //! registry clients, credentials, cache, counters), [`Image`] / [`LayerDesc`] (what `resolve`
 //! returns), [`RegistryBlob`] and [`HttpBlob`] (the `ReadAt` implementations), [`DiskCache`],
-//! and [`Remote::open_source`], which turns a command-line source into layers.
+//! and [`Remote::open_source`], which turns a command-line source into layers. Errors are
+//! [`Error`]: an [`ErrorKind`] (a registry refusing credentials is [`ErrorKind::Auth`]), a
+//! message, and the failed request or I/O error as its `source`.
+//!
+//! Modules, leaves first (no two import each other): `error`; `http` (reqwest helpers:
+//! classing failures, redacting URLs, bounded bodies); `cache`; `platform`; `client` (the
+//! shared connection pools, options, auth state per repository, counters, retry policy);
+//! `token` (how a request authenticates); `fetch` (range reads under the retry policy); `blob`
+//! (the `ReadAt` types); `remote` (the [`Remote`] handle); `registry`, `source`, `transfer`.
 //!
 //! `ReadAt` is synchronous and called from FUSE threads; each read is run on the `Remote`'s own
 //! runtime (`block_on` from plain threads, spawn-and-wait from inside another runtime).
 //!
 //! Wiring a front-end (flags map to [`Options`] fields: `--platform` → `platform`,
 //! `--plain-http` → `plain_http`, `--mirror REGISTRY=MIRROR` → `mirrors`, `--hosts-dir DIR` → `Options::add_hosts(HostsConfig::load(DIR)?)`, `--ca-cert FILE` → `ca_certs`, `--creds`, `--creds-file`, `$CRFS_REGISTRY_CREDS` → `credentials` (with the reference's registry, [`registry_of`]), `--authfile FILE` → `auth_file`, `--cache-dir` and
-//! `--cache-size` → `cache`; `--no-verify` → `open_options(false)`):
+//! `--cache-size` → `cache`; checking a layer against its manifest is crfs-image's):
 //!
 //! ```no_run
 //! use crfs_remote::{Options, Remote, SourceKind};
@@ -32,7 +40,12 @@
 //! };
 //! for layer in &source.layers {
 //!     // Bottom layer first; the TOC is checked against the toc.digest annotation.
-//!     let opened = crfs_core::Layer::open_with(layer.blob.clone(), &layer.open_options(true)?)?;
+//!     let expected_toc_digest = match &layer.desc {
+//!         Some(desc) => desc.expected_toc_digest()?,
+//!         None => None,
+//!     };
+//!     let options = crfs_core::OpenOptions { expected_toc_digest, ..Default::default() };
+//!     let opened = crfs_core::Layer::open_with(layer.blob.clone(), &options)?;
 //!     println!("{} entries", opened.index().len());
 //! }
 //! # Ok(()) }
@@ -41,7 +54,7 @@
 //! For `crfs image convert`, [`Remote::pull_image`] copies a whole image (every platform) into
 //! a local OCI layout and [`Remote::push_image`] pushes one from a layout (see `transfer`).
 //!
-//! It must never depend on crfs-vfs, crfs-fuse, crfs-nfs or the CLI, nor look inside a layer:
+//! It must never depend on crfs-vfs, crfs-image, crfs-fuse, crfs-nfs or the CLI, nor look inside a layer:
 //! it sees bytes and descriptors, never a TOC entry (data flows remote → core → vfs).
 //!
 //! Crates: oci-client for image references and manifest types only; reqwest (rustls with the
@@ -53,10 +66,12 @@
 
 mod blob;
 mod cache;
+mod client;
 mod error;
 mod fetch;
 mod hosts;
-pub mod layout;
+mod http;
+mod layout;
 mod platform;
 mod registry;
 mod remote;
@@ -68,17 +83,17 @@ pub use blob::{
     COALESCE_GAP, COALESCE_START, HttpBlob, IDLE_AFTER, IDLE_PIECE, MAX_STREAMS, PREFETCH_PIECE, RegistryBlob,
 };
 pub use cache::{CacheWriter, DiskCache};
-pub use error::{Error, Result};
+pub use client::{
+    CREDS_ENV, CacheOptions, Credentials, Mirror, Options, RegistryCredentials, RetryPolicy, Stats, same_registry,
+};
+pub use error::{Error, ErrorKind, Result};
 pub use hosts::HostsConfig;
 pub use platform::Platform;
 pub use registry::{
     Image, LayerDesc, MANIFEST_CHECKSUM_ANNOTATIONS, MANIFEST_POSITION_ANNOTATION, TOC_DIGEST_ANNOTATION,
     UNCOMPRESSED_SIZE_ANNOTATION, registry_of,
 };
-pub use remote::{
-    CREDS_ENV, CacheOptions, Credentials, Mirror, Options, RegistryCredentials, Remote, RetryPolicy, Stats,
-    same_registry,
-};
+pub use remote::Remote;
 pub use source::{Source, SourceKind, SourceLayer, open_file_source};
 pub use transfer::{
     BlobRef, ImageSource, LeaveOut, Moved, PullReport, PushReport, TransferEvent, TransferEvents, is_registry_reference,

@@ -85,7 +85,7 @@ impl FromStr for Platform {
     /// Parses `os/arch` or `os/arch/variant`.
     fn from_str(s: &str) -> Result<Self, Error> {
         let parts: Vec<&str> = s.split('/').collect();
-        let bad = || Error::Invalid(format!("{s}: a platform is OS/ARCH or OS/ARCH/VARIANT, e.g. linux/amd64"));
+        let bad = || Error::invalid(format!("{s}: a platform is OS/ARCH or OS/ARCH/VARIANT, e.g. linux/amd64"));
         if parts.iter().any(|p| p.is_empty()) {
             return Err(bad());
         }

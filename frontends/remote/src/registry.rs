@@ -8,21 +8,14 @@ use oci_client::Reference;
 use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest, OciManifest};
 
 use crate::blob::{Blob, HttpBlob, RegistryBlob};
-use crate::error::{Error, FetchError, Result};
-use crate::fetch::{Endpoint, RepoAuth, fetch_size};
-use crate::remote::{Inner, Remote, RetryPolicy};
+use crate::client::{Client, RepoAuth, RetryPolicy};
+use crate::error::{Error, ErrorKind, FetchError, Result};
+use crate::fetch::{Endpoint, fetch_size};
+use crate::remote::Remote;
 
-/// The layer annotation holding the sha256 of the layer's uncompressed TOC JSON (eStargz,
-/// zstd:chunked); crfs refuses a layer whose TOC does not match it.
-pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
-/// The layer annotation with the size of the fully uncompressed layer (eStargz).
-pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
-/// The zstd:chunked layer annotations holding the sha256 of the compressed TOC: the current
-/// name first, then the one Debian's skopeo (containers/image of 2022) writes.
-pub const MANIFEST_CHECKSUM_ANNOTATIONS: [&str; 2] =
-    ["io.github.containers.zstd-chunked.manifest-checksum", "io.containers.zstd-chunked.manifest-checksum"];
-/// The zstd:chunked layer annotation `OFFSET:COMPRESSED_LEN:UNCOMPRESSED_LEN:1` locating the TOC.
-pub const MANIFEST_POSITION_ANNOTATION: &str = "io.github.containers.zstd-chunked.manifest-position";
+pub use crfs_core::oci::{
+    MANIFEST_CHECKSUM_ANNOTATIONS, MANIFEST_POSITION_ANNOTATION, TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION,
+};
 
 /// One layer of an image manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,13 +42,13 @@ impl LayerDesc {
             None => Ok(None),
             Some(s) => crfs_core::Digest::parse(s)
                 .map(Some)
-                .ok_or_else(|| Error::Invalid(format!("layer {}: bad {TOC_DIGEST_ANNOTATION} {s:?}", self.digest))),
+                .ok_or_else(|| Error::invalid(format!("layer {}: bad {TOC_DIGEST_ANNOTATION} {s:?}", self.digest))),
         }
     }
 
     fn from_oci(d: &OciDescriptor) -> Result<LayerDesc> {
         let size =
-            u64::try_from(d.size).map_err(|_| Error::Protocol(format!("layer {} has a negative size", d.digest)))?;
+            u64::try_from(d.size).map_err(|_| Error::protocol(format!("layer {} has a negative size", d.digest)))?;
         Ok(LayerDesc {
             digest: d.digest.clone(),
             size,
@@ -113,7 +106,7 @@ impl Image {
 /// Parses an image reference (`[REGISTRY/]REPO[:TAG][@DIGEST]`, `docker://` accepted).
 pub(crate) fn parse_reference(s: &str) -> Result<Reference> {
     let s = s.strip_prefix("docker://").unwrap_or(s);
-    s.parse::<Reference>().map_err(|e| Error::Invalid(format!("{s}: not an image reference: {e}")))
+    s.parse::<Reference>().map_err(|e| Error::invalid(format!("{s}: not an image reference: {e}")))
 }
 
 /// The registry an image reference names (`docker.io` when it names none): the one host that
@@ -127,16 +120,16 @@ pub(crate) fn auth_error(reference: &Reference, source: &str) -> Error {
     let registry = reference.resolve_registry();
     let repo = reference.repository();
     if source == "anonymous access" {
-        Error::Auth(format!(
+        Error::auth(format!(
             "{registry} requires credentials for {repo}: give them with --creds-file FILE, \
              --authfile FILE, $CRFS_REGISTRY_CREDS, --creds USER, or `docker login {registry}`"
         ))
     } else {
-        Error::Auth(format!("{registry} refused {source} for {repo} (wrong username or password?)"))
+        Error::auth(format!("{registry} refused {source} for {repo} (wrong username or password?)"))
     }
 }
 
-impl Inner {
+impl Client {
     /// The shared auth state of one repository.
     pub(crate) fn repo_auth(&self, reference: &Reference) -> Arc<RepoAuth> {
         let registry = reference.resolve_registry().to_owned();
@@ -154,7 +147,7 @@ impl Inner {
         let registry = reference.resolve_registry();
         let ns = reference.namespace().map(|ns| format!("?ns={ns}")).unwrap_or_default();
         let url = format!("{}://{registry}/v2/{}/{kind}/{name}{ns}", self.scheme_for(registry), reference.repository());
-        reqwest::Url::parse(&url).map_err(|e| Error::Invalid(format!("{url}: {e}")))
+        reqwest::Url::parse(&url).map_err(|e| Error::invalid(format!("{url}: {e}")))
     }
 }
 
@@ -177,7 +170,7 @@ fn tag_key(reference: &Reference) -> Option<String> {
 }
 
 fn parse_manifest(bytes: &[u8], digest: &str) -> Result<OciManifest> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Protocol(format!("manifest {digest}: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| Error::protocol(format!("manifest {digest}: {e}")))
 }
 
 /// The manifest or index `reference` names, at its host (`resolve_registry`, a mirror when one
@@ -185,7 +178,7 @@ fn parse_manifest(bytes: &[u8], digest: &str) -> Result<OciManifest> {
 /// [`MAX_MANIFEST_BYTES`] are read.
 /// `policy` replaces the `Remote`'s retry policy when given.
 pub(crate) async fn fetch_manifest_checked(
-    inner: &Arc<Inner>,
+    inner: &Arc<Client>,
     reference: &Reference,
     policy: Option<RetryPolicy>,
 ) -> Result<(Vec<u8>, String)> {
@@ -199,7 +192,7 @@ pub(crate) async fn fetch_manifest_checked(
         .await
         .map_err(|e| match e.class {
             crate::error::Class::NotFound => {
-                Error::NotFound(format!("{}: no such image at {registry}", reference.whole()))
+                Error::not_found(format!("{}: no such image at {registry}", reference.whole()))
             }
             crate::error::Class::Unauthorized => auth_error(reference, source),
             _ => e.to_error(),
@@ -208,15 +201,15 @@ pub(crate) async fn fetch_manifest_checked(
     if let Some(want) = reference.digest()
         && want != digest
     {
-        return Err(Error::Protocol(format!("{}: the manifest served has digest {digest}", reference.whole())));
+        return Err(Error::protocol(format!("{}: the manifest served has digest {digest}", reference.whole())));
     }
     Ok((bytes, digest))
 }
 
 /// The digest of the manifest `reference`'s index lists for the platform of the options.
-fn choose_platform(inner: &Inner, reference: &Reference, index: &OciImageIndex) -> Result<String> {
+fn choose_platform(inner: &Client, reference: &Reference, index: &OciImageIndex) -> Result<String> {
     inner.platform.select(&index.manifests).ok_or_else(|| {
-        Error::NoPlatform(format!(
+        Error::no_platform(format!(
             "{} has no image for {} (it has: {})",
             reference.whole(),
             inner.platform,
@@ -225,14 +218,14 @@ fn choose_platform(inner: &Inner, reference: &Reference, index: &OciImageIndex) 
     })
 }
 
-fn nested_index(reference: &Reference, inner: &Inner) -> Error {
-    Error::Protocol(format!("{}: the index entry for {} is itself an index", reference.whole(), inner.platform))
+fn nested_index(reference: &Reference, inner: &Client) -> Error {
+    Error::protocol(format!("{}: the index entry for {} is itself an index", reference.whole(), inner.platform))
 }
 
 /// Resolves `reference`: by digest from the disk cache when it holds the manifests; else at
 /// each mirror of its registry in turn, then the registry itself. When no host can be reached,
 /// a tag falls back to the digest it last resolved to, if the cache holds that image's manifests.
-async fn resolve(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
+async fn resolve(inner: Arc<Client>, reference: Reference) -> Result<Image> {
     if let Some(digest) = reference.digest()
         && let Some(image) = resolve_cached(&inner, &reference, digest)?
     {
@@ -252,9 +245,10 @@ async fn resolve(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
             cache.put_ref(&key, image.index_digest.as_deref().unwrap_or(&image.manifest_digest));
             Ok(image)
         }
-        Err(Error::Network(why)) => {
-            let Some((digest, when)) = cache.get_ref(&key) else { return Err(Error::Network(why)) };
-            let Some(image) = resolve_cached(&inner, &reference, &digest)? else { return Err(Error::Network(why)) };
+        Err(why) if why.kind() == ErrorKind::Network => {
+            let Some((digest, when)) = cache.get_ref(&key) else { return Err(why) };
+            let Some(image) = resolve_cached(&inner, &reference, &digest)? else { return Err(why) };
+            let why = why.message();
             let age = when.elapsed().map(|d| d.as_secs()).unwrap_or(0);
             tracing::warn!(
                 reference = %reference.whole(),
@@ -270,7 +264,7 @@ async fn resolve(inner: Arc<Inner>, reference: Reference) -> Result<Image> {
 
 /// The image `digest` (a manifest, or an index narrowed to the platform) from the disk cache
 /// alone; `None` when something is not there.
-fn resolve_cached(inner: &Inner, reference: &Reference, digest: &str) -> Result<Option<Image>> {
+fn resolve_cached(inner: &Client, reference: &Reference, digest: &str) -> Result<Option<Image>> {
     let Some(cache) = inner.cache.as_ref() else { return Ok(None) };
     let Some(bytes) = cache.get_whole(digest, MAX_MANIFEST_BYTES) else { return Ok(None) };
     let (index_digest, manifest, manifest_digest) = match parse_manifest(&bytes, digest)? {
@@ -308,7 +302,7 @@ fn quick_policy(policy: &RetryPolicy) -> RetryPolicy {
 
 /// Resolves through each mirror of the reference's registry in turn, then the registry itself,
 /// each under `policy` when given (else the `Remote`'s).
-async fn resolve_online(inner: Arc<Inner>, reference: Reference, policy: Option<RetryPolicy>) -> Result<Image> {
+async fn resolve_online(inner: Arc<Client>, reference: Reference, policy: Option<RetryPolicy>) -> Result<Image> {
     let mirrors = inner.options.mirrors_of(reference.registry());
     for mirror in mirrors {
         let mut r = reference.clone();
@@ -327,7 +321,7 @@ async fn resolve_online(inner: Arc<Inner>, reference: Reference, policy: Option<
 
 /// Resolves at one host: `reference.resolve_registry()` (the mirror, when one is set). Every
 /// manifest fetched is kept in the disk cache, if there is one.
-async fn resolve_at(inner: Arc<Inner>, reference: Reference, policy: Option<RetryPolicy>) -> Result<Image> {
+async fn resolve_at(inner: Arc<Client>, reference: Reference, policy: Option<RetryPolicy>) -> Result<Image> {
     let registry = reference.resolve_registry().to_owned();
     let pull = |r: Reference| {
         let inner = Arc::clone(&inner);
@@ -368,7 +362,7 @@ impl Remote {
     pub fn resolve(&self, reference: &str) -> Result<Image> {
         let reference = parse_reference(reference)?;
         let inner = Arc::clone(&self.inner);
-        self.inner.run(resolve(inner, reference), || Error::Local("the I/O runtime stopped".into()))
+        self.inner.run(resolve(inner, reference), || Error::local("the I/O runtime stopped"))
     }
 
     /// Opens one layer of a resolved image, at the host (mirror or registry) it came from.
@@ -403,14 +397,14 @@ impl Remote {
                 FetchError::permanent("the I/O runtime stopped", String::new())
             })
             .map_err(|e| match e.class {
-                crate::error::Class::NotFound => Error::NotFound(format!("{}: {e}", ep.url)),
+                crate::error::Class::NotFound => Error::not_found(format!("{}: {e}", ep.url)),
                 _ => e.to_error(),
             })
     }
 
     fn open_blob_at(&self, reference: Reference, digest: &str, size: u64) -> Result<RegistryBlob> {
         if crfs_core::Digest::parse(digest).is_none() {
-            return Err(Error::Invalid(format!("{digest}: not a sha256 digest")));
+            return Err(Error::invalid(format!("{digest}: not a sha256 digest")));
         }
         let url = self.inner.v2_url(&reference, "blobs", digest)?;
         let auth = self.inner.repo_auth(&reference);
@@ -428,14 +422,14 @@ impl Remote {
     /// Opens a blob at a plain HTTP(S) URL; its size comes from a HEAD request. `digest`, when
     /// known, lets the disk cache keep its bytes (without it nothing is cached).
     pub fn open_url(&self, url: &str, digest: Option<&str>) -> Result<HttpBlob> {
-        let parsed = reqwest::Url::parse(url).map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
+        let parsed = reqwest::Url::parse(url).map_err(|e| Error::invalid(format!("{url}: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(Error::Invalid(format!("{url}: only http and https URLs")));
+            return Err(Error::invalid(format!("{url}: only http and https URLs")));
         }
         if let Some(d) = digest
             && crfs_core::Digest::parse(d).is_none()
         {
-            return Err(Error::Invalid(format!("{d}: not a sha256 digest")));
+            return Err(Error::invalid(format!("{d}: not a sha256 digest")));
         }
         let ep = Arc::new(Endpoint::new(parsed, None));
         let size = self.blob_size(&ep)?;

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crfs_core::{FileReadAt, OpenOptions, ReadAt};
+use crfs_core::{FileReadAt, ReadAt};
 use oci_client::manifest::{OciImageManifest, OciManifest};
 
 use crate::blob::RegistryBlob;
@@ -95,34 +95,24 @@ impl SourceLayer {
                 None => {
                     buf.resize(usize::try_from(end - at).unwrap_or(0), 0);
                     let n =
-                        self.blob.read_at(at, &mut buf).map_err(|e| Error::Local(format!("reading the blob: {e}")))?;
+                        self.blob.read_at(at, &mut buf).map_err(|e| Error::local(format!("reading the blob: {e}")))?;
                     buf.truncate(n);
                 }
             }
             if buf.is_empty() {
-                return Err(Error::Protocol(format!("the blob ended at {at} of {size} bytes")));
+                return Err(Error::protocol(format!("the blob ended at {at} of {size} bytes")));
             }
             hasher.update(&buf);
-            out.write_all(&buf).map_err(|e| Error::Local(format!("writing a copy of the blob: {e}")))?;
+            out.write_all(&buf).map_err(|e| Error::local(format!("writing a copy of the blob: {e}")))?;
             at += buf.len() as u64;
         }
         if let Some(d) = &self.desc {
             let got = hasher.finish();
             if crfs_core::Digest::parse(&d.digest) != Some(got) {
-                return Err(Error::Protocol(format!("blob {} does not match its digest (got {got})", d.digest)));
+                return Err(Error::protocol(format!("blob {} does not match its digest (got {got})", d.digest)));
             }
         }
         Ok(size)
-    }
-
-    /// Options for `crfs_core::Layer::open_with`: the default limits, and the TOC digest from
-    /// the `toc.digest` annotation when `verify` is set and the manifest has one.
-    pub fn open_options(&self, verify: bool) -> Result<OpenOptions> {
-        let mut o = OpenOptions::default();
-        if verify && let Some(d) = &self.desc {
-            o.expected_toc_digest = d.expected_toc_digest()?;
-        }
-        Ok(o)
     }
 }
 
@@ -137,7 +127,7 @@ pub struct Source {
 fn open_file(path: &Path) -> Result<Arc<dyn ReadAt + Send + Sync>> {
     FileReadAt::open(path)
         .map(|f| Arc::new(f) as Arc<dyn ReadAt + Send + Sync>)
-        .map_err(|e| Error::Local(format!("{}: {e}", path.display())))
+        .map_err(|e| Error::local(format!("{}: {e}", path.display())))
 }
 
 /// A local blob file as a source (no network, no `Remote` needed).
@@ -146,7 +136,7 @@ pub fn open_file_source(path: &Path) -> Result<Source> {
 }
 
 fn parse_manifest(data: &[u8], what: &str) -> Result<OciManifest> {
-    serde_json::from_slice(data).map_err(|e| Error::Protocol(format!("{what}: not an image manifest or index: {e}")))
+    serde_json::from_slice(data).map_err(|e| Error::protocol(format!("{what}: not an image manifest or index: {e}")))
 }
 
 impl Remote {
@@ -155,9 +145,9 @@ impl Remote {
         let (dir, tag) = split_layout(spec);
         let index_path = dir.join("index.json");
         let index_data =
-            std::fs::read(&index_path).map_err(|e| Error::Local(format!("{}: {e}", index_path.display())))?;
+            std::fs::read(&index_path).map_err(|e| Error::local(format!("{}: {e}", index_path.display())))?;
         let OciManifest::ImageIndex(index) = parse_manifest(&index_data, &index_path.display().to_string())? else {
-            return Err(Error::Protocol(format!("{}: not an OCI index", index_path.display())));
+            return Err(Error::protocol(format!("{}: not an OCI index", index_path.display())));
         };
         let entry = match tag {
             Some(t) => index
@@ -168,7 +158,7 @@ impl Remote {
             None => None,
         };
         let Some(entry) = entry else {
-            return Err(Error::NotFound(match tag {
+            return Err(Error::not_found(match tag {
                 Some(t) => format!("{}: no image tagged {t:?}", dir.display()),
                 None => format!("{}: several images; name one as oci:DIR:TAG", dir.display()),
             }));
@@ -185,7 +175,7 @@ impl Remote {
                 }
                 OciManifest::ImageIndex(idx) if depth == 0 => {
                     let Some(chosen) = self.inner.platform.select(&idx.manifests) else {
-                        return Err(Error::NoPlatform(format!(
+                        return Err(Error::no_platform(format!(
                             "{spec} has no image for {} (it has: {})",
                             self.inner.platform,
                             crate::platform::describe(&idx.manifests)
@@ -196,7 +186,7 @@ impl Remote {
                     depth += 1;
                 }
                 OciManifest::ImageIndex(_) => {
-                    return Err(Error::Protocol(format!("{spec}: nested image indexes")));
+                    return Err(Error::protocol(format!("{spec}: nested image indexes")));
                 }
             }
         }
@@ -214,7 +204,7 @@ impl Remote {
             .map(|l| {
                 let blob = open_file(&layout_blob_path(&dir, &l.digest)?)?;
                 if blob.size() != l.size {
-                    return Err(Error::Protocol(format!("{spec}: layer {} is not {} bytes", l.digest, l.size)));
+                    return Err(Error::protocol(format!("{spec}: layer {} is not {} bytes", l.digest, l.size)));
                 }
                 Ok(SourceLayer::new(blob, Some(l.clone())))
             })

@@ -11,7 +11,7 @@
 //!    `Authorization: Bearer …` from then on.
 //!
 //! The token answer is refused as it arrives once it passes [`MAX_TOKEN_ANSWER`], and only the
-//! first [`MAX_REFUSAL_TEXT`] bytes of a refusal are read (for the message), so a hostile
+//! first [`MAX_REFUSAL_TEXT`](crate::http::MAX_REFUSAL_TEXT) bytes of a refusal are read (for the message), so a hostile
 //! registry or token server cannot make crfs hold more than that. Each request is bounded in
 //! time by the request timeout. Errors carry the class the retry policy needs: network trouble,
 //! 429 and 5xx are transient; a refusal is `Unauthorized`; an answer that is too large or not
@@ -21,24 +21,12 @@ use oci_client::secrets::RegistryAuth;
 use reqwest::header::{CONTENT_LENGTH, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 
+use crate::client::{Client, Credential, RepoAuth};
 use crate::error::{Class, FetchError};
-use crate::fetch::{classify, header_u64, read_at_most};
-use crate::remote::Inner;
+use crate::http::{MAX_REFUSAL_TEXT, classify, header_u64, one_line, read_at_most};
 
 /// The largest token answer taken. Real ones are JSON Web Tokens of a few KiB.
 pub(crate) const MAX_TOKEN_ANSWER: u64 = 1 << 20;
-
-/// How much of a refusal's body is read for the error message.
-pub(crate) const MAX_REFUSAL_TEXT: u64 = 1 << 10;
-
-/// What to send with each request to a repository.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Credential {
-    /// Nothing: the registry asked for nothing, and no credentials were given.
-    Nothing,
-    Bearer(String),
-    Basic(String, String),
-}
 
 /// The `Bearer` challenge of a `WWW-Authenticate` header: where to ask for a token.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,7 +54,7 @@ impl BearerChallenge {
 /// Works out the credential for `scopes` (`repository:REPO:pull`, `repository:REPO:pull,push`)
 /// at `registry`, given the user's `creds`. `source` names where `creds` came from, for messages.
 pub(crate) async fn credential(
-    inner: &Inner,
+    inner: &Client,
     registry: &str,
     scopes: &[String],
     creds: &RegistryAuth,
@@ -159,8 +147,20 @@ pub(crate) async fn credential(
     Ok(Credential::Bearer(token))
 }
 
+/// The credential `auth` sends now, asking the registry the first time (see [`credential`]).
+pub(crate) async fn current(client: &Client, auth: &RepoAuth) -> Result<(Credential, u64), FetchError> {
+    auth.current(|| credential(client, auth.reference.resolve_registry(), &auth.scopes, &auth.creds, auth.source)).await
+}
+
+/// Asks the registry again for `auth`'s credential after a 401, unless another request already
+/// did since generation `seen`.
+pub(crate) async fn refresh(client: &Client, auth: &RepoAuth, seen: u64) -> Result<(), FetchError> {
+    auth.refresh(seen, || credential(client, auth.reference.resolve_registry(), &auth.scopes, &auth.creds, auth.source))
+        .await
+}
+
 /// Sends a request within the request timeout; network failures are classed for the retry policy.
-async fn send(inner: &Inner, request: reqwest::RequestBuilder) -> Result<reqwest::Response, FetchError> {
+async fn send(inner: &Client, request: reqwest::RequestBuilder) -> Result<reqwest::Response, FetchError> {
     let timeout = inner.options.request_timeout;
     match tokio::time::timeout(timeout, request.send()).await {
         Err(_) => Err(FetchError::transient("token request timed out", format!("no answer in {timeout:?}"))),
@@ -174,13 +174,6 @@ fn redacted(url: &Url) -> String {
     let mut url = url.clone();
     url.set_query(None);
     url.to_string()
-}
-
-/// The start of a refusal's text, on one line, for a message.
-pub(crate) fn one_line(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect();
-    line.trim().to_owned()
 }
 
 #[cfg(test)]

@@ -33,11 +33,12 @@ use oci_client::manifest::{
 };
 use oci_client::secrets::RegistryAuth;
 
-use crate::error::{Class, Error, FetchError, Result};
-use crate::fetch::{self, Call, Endpoint, RepoAuth, StreamError};
+use crate::client::{Client, RepoAuth};
+use crate::error::{Class, Error, ErrorKind, FetchError, Result};
+use crate::fetch::{self, Call, Endpoint, StreamError};
 use crate::layout;
 use crate::registry::{auth_error, parse_reference};
-use crate::remote::{Inner, Remote};
+use crate::remote::Remote;
 
 /// Manifest media types asked for and understood.
 const MANIFEST_TYPES: [&str; 4] =
@@ -153,7 +154,7 @@ fn reference_of(spec: &str) -> Result<(Reference, bool)> {
 fn destination(spec: &str) -> Result<(Reference, bool)> {
     let (parsed, explicit) = reference_of(spec)?;
     if parsed.digest().is_some() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::invalid(format!(
             "{spec}: a destination is HOST/REPO[:TAG]; the pushed image's digest is only known once converted"
         )));
     }
@@ -178,12 +179,12 @@ fn is_index(media: &str) -> bool {
 fn descriptor(v: &serde_json::Value, default_media: &str, parent: &str) -> Result<BlobRef> {
     let digest = v.get("digest").and_then(|d| d.as_str()).unwrap_or_default();
     if crfs_core::Digest::parse(digest).is_none() {
-        return Err(Error::Protocol(format!("{parent}: descriptor with digest {digest:?}: only sha256 is supported")));
+        return Err(Error::protocol(format!("{parent}: descriptor with digest {digest:?}: only sha256 is supported")));
     }
     let size = v
         .get("size")
         .and_then(|s| s.as_u64())
-        .ok_or_else(|| Error::Protocol(format!("{parent}: descriptor {digest} has no size")))?;
+        .ok_or_else(|| Error::protocol(format!("{parent}: descriptor {digest} has no size")))?;
     let media_type = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or(default_media).to_owned();
     Ok(BlobRef { media_type, digest: digest.to_owned(), size })
 }
@@ -203,7 +204,7 @@ struct Children {
 fn children(data: &[u8], node: &BlobRef, leave_out: Option<&LeaveOut>) -> Result<Children> {
     let what = &node.digest;
     let value: serde_json::Value =
-        serde_json::from_slice(data).map_err(|e| Error::Protocol(format!("{what}: not JSON: {e}")))?;
+        serde_json::from_slice(data).map_err(|e| Error::protocol(format!("{what}: not JSON: {e}")))?;
     let list = |key: &str| value.get(key).and_then(|v| v.as_array()).map(Vec::as_slice).unwrap_or_default();
     if is_index(&node.media_type) {
         let manifests =
@@ -211,9 +212,9 @@ fn children(data: &[u8], node: &BlobRef, leave_out: Option<&LeaveOut>) -> Result
         return Ok(Children { manifests, blobs: Vec::new(), left_out: HashSet::new() });
     }
     if !MANIFEST_TYPES.contains(&node.media_type.as_str()) {
-        return Err(Error::Protocol(format!("{what}: unsupported manifest media type {}", node.media_type)));
+        return Err(Error::protocol(format!("{what}: unsupported manifest media type {}", node.media_type)));
     }
-    let config = value.get("config").ok_or_else(|| Error::Protocol(format!("{what}: a manifest without config")))?;
+    let config = value.get("config").ok_or_else(|| Error::protocol(format!("{what}: a manifest without config")))?;
     let mut blobs = vec![descriptor(config, "", what)?];
     let mut left_out = HashSet::new();
     for l in list("layers") {
@@ -236,7 +237,7 @@ fn partial_path(dir: &Path, digest: &str) -> PathBuf {
 fn write_blob(dir: &Path, digest: &str, data: &[u8]) -> Result<()> {
     let dest = layout::blob_path(dir, digest)?;
     let tmp = partial_path(dir, digest);
-    let local = |e: std::io::Error| Error::Local(format!("writing {}: {e}", dest.display()));
+    let local = |e: std::io::Error| Error::local(format!("writing {}: {e}", dest.display()));
     std::fs::write(&tmp, data).map_err(local)?;
     std::fs::rename(&tmp, &dest).map_err(local)
 }
@@ -267,7 +268,7 @@ struct BlobPush<'a> {
 }
 
 struct Session {
-    inner: Arc<Inner>,
+    inner: Arc<Client>,
     creds: RegistryAuth,
     source: &'static str,
     reference: Reference,
@@ -275,7 +276,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(inner: Arc<Inner>, reference: Reference, events: Option<TransferEvents>) -> Session {
+    fn new(inner: Arc<Client>, reference: Reference, events: Option<TransferEvents>) -> Session {
         let registry = reference.resolve_registry().to_owned();
         let (creds, source) = inner.credentials_for(&registry);
         Session { inner, creds, source, reference, events }
@@ -300,10 +301,9 @@ impl Session {
         let at = format!("{}: {what}", self.reference.whole());
         match e.class {
             Class::Unauthorized => auth_error(&self.reference, self.source),
-            Class::NotFound => Error::NotFound(format!("{at}: {e}")),
+            Class::NotFound => Error::not_found(format!("{at}: {e}")),
             _ => match e.to_error() {
-                Error::Network(m) => Error::Network(format!("{at}: {m}")),
-                Error::Protocol(m) => Error::Protocol(format!("{at}: {m}")),
+                e if matches!(e.kind(), ErrorKind::Network | ErrorKind::Protocol) => e.context(at),
                 other => other,
             },
         }
@@ -322,11 +322,11 @@ impl Session {
     /// The upload location an answer names, resolved against the URL asked.
     fn location(&self, resp: &reqwest::Response, asked: &reqwest::Url) -> Result<reqwest::Url> {
         let value = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-            Error::Protocol(format!("{}: an upload answer without a Location", self.reference.whole()))
+            Error::protocol(format!("{}: an upload answer without a Location", self.reference.whole()))
         })?;
         asked
             .join(value)
-            .map_err(|e| Error::Protocol(format!("{}: upload Location {value:?}: {e}", self.reference.whole())))
+            .map_err(|e| Error::protocol(format!("{}: upload Location {value:?}: {e}", self.reference.whole())))
     }
 
     fn emit(&self, e: &TransferEvent<'_>) {
@@ -354,7 +354,7 @@ impl Session {
         let (reference, digest) = (&self.reference, blob.digest.as_str());
         let ep = Endpoint::new(self.inner.v2_url(reference, "blobs", digest)?, Some(self.inner.repo_auth(reference)));
         let tmp = partial_path(dir, digest);
-        let local = |e: std::io::Error| Error::Local(format!("writing {}: {e}", tmp.display()));
+        let local = |e: std::io::Error| Error::local(format!("writing {}: {e}", tmp.display()));
         let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).map_err(local)?);
         self.emit(&TransferEvent::Start { digest, size: blob.size });
         let mut hasher = crfs_core::digest::Hasher::default();
@@ -371,7 +371,7 @@ impl Session {
             StreamError::Fetch(e) => self.request_error(e, &format!("blob {digest}")),
         })?;
         if done != blob.size || hasher.finish().to_string() != digest {
-            return Err(Error::Protocol(format!(
+            return Err(Error::protocol(format!(
                 "blob {digest}: the {done} bytes received do not match its digest and size ({})",
                 blob.size
             )));
@@ -386,12 +386,12 @@ impl Session {
     /// picks.
     async fn pull(&self, dir: &Path, leave_out: Option<&LeaveOut>) -> Result<PullReport> {
         let blobs = dir.join("blobs").join("sha256");
-        std::fs::create_dir_all(&blobs).map_err(|e| Error::Local(format!("{}: {e}", blobs.display())))?;
+        std::fs::create_dir_all(&blobs).map_err(|e| Error::local(format!("{}: {e}", blobs.display())))?;
         let (data, digest) = self.manifest(&self.reference).await?;
         let value: serde_json::Value = serde_json::from_slice(&data)
-            .map_err(|e| Error::Protocol(format!("{}: not JSON: {e}", self.reference.whole())))?;
+            .map_err(|e| Error::protocol(format!("{}: not JSON: {e}", self.reference.whole())))?;
         let media_type = media_type_of(&value)
-            .ok_or_else(|| Error::Protocol(format!("{}: neither a manifest nor an index", self.reference.whole())))?;
+            .ok_or_else(|| Error::protocol(format!("{}: neither a manifest nor an index", self.reference.whole())))?;
         let top = BlobRef { media_type, digest, size: data.len() as u64 };
         let mut report = PullReport { top: top.clone(), manifests: 0, blobs: 0, bytes: 0, left_out: 0, mirror: None };
         let mut todo = vec![(top.clone(), Some(data), 0usize)];
@@ -400,7 +400,7 @@ impl Session {
         let mut wanted = Vec::new();
         while let Some((node, data, depth)) = todo.pop() {
             if depth > MAX_DEPTH {
-                return Err(Error::Protocol(format!("{}: image indexes nested too deep", self.reference.whole())));
+                return Err(Error::protocol(format!("{}: image indexes nested too deep", self.reference.whole())));
             }
             let data = match data {
                 Some(d) => d,
@@ -408,7 +408,7 @@ impl Session {
                     let r = self.reference.clone_with_digest(node.digest.clone());
                     let (d, _) = self.manifest(&r).await?;
                     if d.len() as u64 != node.size {
-                        return Err(Error::Protocol(format!(
+                        return Err(Error::protocol(format!(
                             "{}: {} bytes, its descriptor says {}",
                             node.digest,
                             d.len(),
@@ -447,7 +447,7 @@ impl Session {
             "mediaType": OCI_IMAGE_INDEX_MEDIA_TYPE,
             "manifests": [{"mediaType": top.media_type, "digest": top.digest, "size": top.size}],
         });
-        let local = |e: std::io::Error| Error::Local(format!("writing {}: {e}", dir.display()));
+        let local = |e: std::io::Error| Error::local(format!("writing {}: {e}", dir.display()));
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(local)?;
         std::fs::write(dir.join("index.json"), index.to_string()).map_err(local)?;
         tracing::info!(image = %self.reference.whole(), digest = %top.digest, manifests = report.manifests,
@@ -465,7 +465,7 @@ impl Session {
         let path = layout::blob_path(push.dir, digest)?;
         let lacking = std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
         if lacking && push.fetch_from.is_none() {
-            return Err(Error::Local(format!("blob {digest}: not in the layout {}", push.dir.display())));
+            return Err(Error::local(format!("blob {digest}: not in the layout {}", push.dir.display())));
         }
         let push = &BlobPush { fetch_from: push.fetch_from.filter(|_| lacking), ..*push };
         // An upload that fails part way is started again from its first byte, in a new session
@@ -474,8 +474,8 @@ impl Session {
         loop {
             attempt += 1;
             match self.upload(push).await {
-                Err(Error::Network(m)) if attempt < UPLOAD_ATTEMPTS => {
-                    tracing::info!(digest, attempt, "upload failed ({m}); starting it again");
+                Err(e) if e.kind() == ErrorKind::Network && attempt < UPLOAD_ATTEMPTS => {
+                    tracing::info!(digest, attempt, "upload failed ({}); starting it again", e.message());
                 }
                 done => return done.map(|how| (how, lacking && how == Moved::Uploaded)),
             }
@@ -508,7 +508,7 @@ impl Session {
         if begun.status() == StatusCode::CREATED {
             return match mount_from {
                 Some(_) => Ok(Moved::Mounted),
-                None => Err(Error::Protocol(format!("{}: 201 to an upload start", self.reference.whole()))),
+                None => Err(Error::protocol(format!("{}: 201 to an upload start", self.reference.whole()))),
             };
         }
         if let Some(from) = mount_from {
@@ -573,7 +573,7 @@ impl Session {
                 continue;
             }
             if depth > MAX_DEPTH {
-                return Err(Error::Protocol(format!("{}: image indexes nested too deep", top.digest)));
+                return Err(Error::protocol(format!("{}: image indexes nested too deep", top.digest)));
             }
             if !seen.insert(node.digest.clone()) {
                 continue;
@@ -632,7 +632,7 @@ impl Session {
             let content_type: reqwest::header::HeaderValue = node
                 .media_type
                 .parse()
-                .map_err(|_| Error::Protocol(format!("{}: bad media type {:?}", node.digest, node.media_type)))?;
+                .map_err(|_| Error::protocol(format!("{}: bad media type {:?}", node.digest, node.media_type)))?;
             let name = target.digest().or(target.tag()).unwrap_or(node.digest.as_str()).to_owned();
             let ep = Endpoint::new(self.inner.v2_url(&target, "manifests", &name)?, Some(Arc::clone(auth)));
             let body = bytes::Bytes::from(data);
@@ -733,7 +733,7 @@ impl Remote {
             }
             Session::new(inner, reference, events).pull(&dir, leave_out.as_ref()).await
         };
-        self.inner.run(pull, || Error::Local("the I/O runtime stopped".into()))
+        self.inner.run(pull, || Error::local("the I/O runtime stopped"))
     }
 
     /// Checks, before any work, that `reference` (a destination, as [`Remote::push_image`]
@@ -748,7 +748,7 @@ impl Remote {
                 let empty = crfs_core::Digest::of(b"").to_string();
                 session.blob_exists(&auth, &empty).await.map(|_| ())
             },
-            || Error::Local("the I/O runtime stopped".into()),
+            || Error::local("the I/O runtime stopped"),
         )
     }
 
@@ -777,9 +777,8 @@ impl Remote {
         };
         let session = Session::new(Arc::clone(&self.inner), target, events);
         let (dir, top) = (dir.to_path_buf(), top.clone());
-        self.inner.run(async move { session.push(&dir, &top, source).await }, || {
-            Error::Local("the I/O runtime stopped".into())
-        })
+        self.inner
+            .run(async move { session.push(&dir, &top, source).await }, || Error::local("the I/O runtime stopped"))
     }
 }
 

@@ -63,6 +63,31 @@ impl StableId {
     }
 }
 
+/// The identity of one layer served alone: its TOC digest. A front-end that names whole trees
+/// (NFS handles) names a single layer by it.
+pub fn layer_identity<R: ReadAt + Send + Sync + 'static>(fs: &LayerFs<R>) -> crfs_core::Digest {
+    fs.layer().toc_digest()
+}
+
+/// The identity of an image's merged layers: the sha256 of their TOC digests, bottom first.
+pub fn image_identity(toc_digests: impl IntoIterator<Item = crfs_core::Digest>) -> crfs_core::Digest {
+    let mut bytes = b"crfs merged image\n".to_vec();
+    for d in toc_digests {
+        bytes.extend_from_slice(&d.0);
+    }
+    crfs_core::Digest::of(&bytes)
+}
+
+/// A failed read as a front-end answers it: a blob read its source refused (a registry's 401
+/// or 403, reported by `ReadAt` as EACCES) is [`FsError::Denied`]; anything else [`FsError::Io`].
+fn denied_or_io(e: &crfs_core::Error) -> FsError {
+    const EACCES: i32 = 13;
+    match e {
+        crfs_core::Error::Io(io) if io.errno == EACCES => FsError::Denied,
+        _ => FsError::Io,
+    }
+}
+
 /// An inode number as front-ends see it.
 pub type Ino = u64;
 /// The root directory's inode number.
@@ -461,7 +486,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
                 let path = String::from_utf8_lossy(&self.index().path(file)).into_owned();
                 let offset = self.index().chunks(file).get(chunk).map_or(0, |c| c.file_offset);
                 tracing::error!(file = %path, chunk, chunk_offset = offset, "read failed: {e}");
-                FsError::Io
+                denied_or_io(&e)
             })
     }
 

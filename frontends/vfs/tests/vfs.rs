@@ -26,6 +26,37 @@ impl ReadAt for Counting {
     }
 }
 
+/// A blob whose source starts refusing reads (as a registry's 401 does) once told to.
+struct Refusing {
+    bytes: Vec<u8>,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+impl ReadAt for Refusing {
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> crfs_core::Result<usize> {
+        if self.refuse.load(Ordering::SeqCst) {
+            let refused = crfs_core::error::IoError { errno: 13, what: "registry refused the credentials" };
+            return Err(crfs_core::Error::Io(refused));
+        }
+        self.bytes.read_at(offset, buf)
+    }
+}
+
+#[test]
+fn a_read_the_source_refuses_is_denied_not_io() {
+    let bytes = std::fs::read(testdata().join("sample.esgz")).unwrap();
+    let blob = Arc::new(Refusing { bytes, refuse: std::sync::atomic::AtomicBool::new(false) });
+    let fs = LayerFs::new(Arc::new(Layer::open(blob.clone()).unwrap()), Options::default());
+    let index = fs.layer().index();
+    let id = (0..index.len() as u32).find(|&id| !index.chunks(id).is_empty()).unwrap();
+    blob.refuse.store(true, Ordering::SeqCst);
+    // EACCES from FUSE, NFS3ERR_ACCES from NFS: not EIO.
+    assert_eq!(fs.read(u64::from(id) + 1, 0, 4096), Err(FsError::Denied));
+}
+
 fn open(path: &str, options: Options) -> (LayerFs<Arc<Counting>>, Arc<Counting>) {
     let blob = Arc::new(Counting { bytes: std::fs::read(testdata().join(path)).unwrap(), reads: AtomicUsize::new(0) });
     let layer = Layer::open(blob.clone()).unwrap();
