@@ -1,4 +1,4 @@
-//! The one error type of the core.
+//! The reader's error type (the writer has its own, [`crate::writer::Error`]).
 
 use core::fmt;
 

@@ -1,8 +1,8 @@
 //! Footers: how each format points from the end of the blob to its TOC.
 //!
 //! Tried in the reference's order: eStargz (51 bytes), legacy stargz (47), then zstd:chunked
-//! (40-byte `GnUlInUx` payload, 64-byte `GNUlInUx` payload). Exact bytes: formats.md §1.2, §2.2,
-//! §3.1, §3.2.
+//! (40-byte `GnUlInUx` payload, 64-byte `GNUlInUx` payload). Exact bytes: the tables below, and
+//! the literal footers in this module's tests.
 //!
 //! eStargz footer (an empty stored gzip member with an RFC 1952 extra subfield):
 //!
@@ -248,13 +248,13 @@ fn zstd_footer(format: Format, bytes: &[u8], payload_len: u64, blob_size: u64) -
 mod tests {
     use super::*;
 
-    // formats.md §2.2: the eStargz footer for TOC offset 0x12345, as the Go writer emits it.
+    // The eStargz footer for TOC offset 0x12345, as the Go writer emits it.
     const ESTARGZ_12345: [u8; 51] = [
         0x1f, 0x8b, 0x08, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x1a, 0x00, 0x53, 0x47, 0x16, 0x00, 0x30, 0x30,
         0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x53, 0x54, 0x41, 0x52,
         0x47, 0x5a, 0x01, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
-    // formats.md §1.2: the legacy footer for TOC offset 0x12345.
+    // The legacy footer for TOC offset 0x12345.
     const LEGACY_12345: [u8; 47] = [
         0x1f, 0x8b, 0x08, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x16, 0x00, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30,
         0x30, 0x30, 0x30, 0x30, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x53, 0x54, 0x41, 0x52, 0x47, 0x5a, 0x01, 0x00,
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn zstd_footer_v1() {
-        // formats.md §3.1: the tail of sample.zstdchunked (TOC data at 282, 461 compressed, 1125 raw).
+        // The tail of testdata/sample.zstdchunked (TOC data at 282, 461 compressed, 1125 raw).
         let mut tail = alloc::vec::Vec::new();
         tail.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 0x28, 0, 0, 0]);
         for v in [282u64, 461, 1125, 1] {

@@ -1,4 +1,5 @@
-//! The writer: a tar in, an eStargz blob out (formats.md §2.8).
+//! The writer: a tar in, an eStargz or zstd:chunked blob out, laid out as the reference
+//! `estargz` package's `Build` lays it out ([`mod@plan`] lists the rules).
 //!
 //! Three steps, each usable alone so that a std front-end can run the middle one on many
 //! threads:

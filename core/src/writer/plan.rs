@@ -1,7 +1,7 @@
 //! From a scanned tar to the blob's layout: entry order, gzip members, TOC entries; then the
 //! in-order assembly of compressed members into offsets, digests, the TOC and the footer.
 //!
-//! The layout follows the reference `Build` (formats.md §2.4, §2.8) with one writer part:
+//! The layout follows the reference `Build` (the `estargz` package's `build.go`) with one writer part:
 //!
 //! 1. Entries named `stargz.index.json` or a landmark name are dropped; an entry whose cleaned
 //!    name was seen before replaces the earlier one, at its own (later) position.

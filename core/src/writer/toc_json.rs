@@ -1,5 +1,5 @@
 //! The TOC JSON, byte for byte as the reference writes it: Go's `json.MarshalIndent(toc, "",
-//! "\t")` of `JTOC`/`TOCEntry` (formats.md §2.3).
+//! "\t")` of `JTOC`/`TOCEntry` (the reference `estargz` package's `types.go`).
 //!
 //! - keys in `TOCEntry` field order: `name`, `type`, `size`, `modtime`, `linkName`, `mode`,
 //!   `uid`, `gid`, `userName`, `groupName`, `offset`, `devMajor`, `devMinor`, `xattrs`, `digest`,

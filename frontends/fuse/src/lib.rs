@@ -4,7 +4,8 @@
 //! errno mapping, kernel tuning at init (readahead, readdirplus, cached symlinks), reply TTLs
 //! and mounting. It holds no filesystem logic: anything both FUSE and NFS need lives in vfs.
 //!
-//! Must never depend on: registry or HTTP code, nfsserve, or the blob formats.
+//! Must never depend on: registry or HTTP code, the NFS server (nfs3_server, vendored under
+//! frontends/nfs/vendor), or the blob formats.
 
 use std::ffi::OsStr;
 use std::io;

@@ -13,8 +13,8 @@
 //! collapses concurrent misses on one chunk into a single decode, so sequential small reads
 //! through a big chunk inflate it once.
 //!
-//! Must never depend on: fuser, nfsserve, sockets, or any registry code; bytes come from
-//! crfs-core's `ReadAt`.
+//! Must never depend on: fuser, the NFS server (nfs3_server), sockets, or any registry code;
+//! bytes come from crfs-core's `ReadAt`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
