@@ -16,6 +16,8 @@
 //! Must never depend on: fuser, the NFS server (nfs3_server), sockets, or any registry code;
 //! bytes come from crfs-core's `ReadAt`.
 
+#![deny(missing_docs)]
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -99,50 +101,90 @@ pub enum FsError {
     Denied,
 }
 
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FsError::NotFound => "no such file or directory",
+            FsError::NotDir => "not a directory",
+            FsError::IsDir => "is a directory",
+            FsError::Invalid => "invalid argument (the operation needs another file type)",
+            FsError::NoXattr => "no such attribute",
+            FsError::Io => "I/O error (corrupt or unreadable data; see the log)",
+            FsError::ReadOnly => "read-only file system",
+            FsError::Denied => "permission denied",
+        })
+    }
+}
+
+impl std::error::Error for FsError {}
+
 /// File types as front-ends present them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// A directory.
     Dir,
+    /// A regular file.
     Reg,
+    /// A symbolic link.
     Symlink,
+    /// A character device.
     Char,
+    /// A block device.
     Block,
+    /// A named pipe.
     Fifo,
 }
 
 /// Attributes of an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
+    /// The inode number.
     pub ino: Ino,
+    /// The file type.
     pub kind: FileKind,
     /// Permission bits plus setuid, setgid and sticky.
     pub perm: u16,
+    /// The number of names (hardlinks) of a file; for a directory, 2 plus its subdirectories.
     pub nlink: u32,
+    /// The owner's user id.
     pub uid: u32,
+    /// The owner's group id.
     pub gid: u32,
+    /// Size in bytes: a file's length, a symlink's target length, 0 otherwise.
     pub size: u64,
     /// 512-byte blocks.
     pub blocks: u64,
+    /// A device's major number (0 for other types).
     pub rdev_major: u32,
+    /// A device's minor number (0 for other types).
     pub rdev_minor: u32,
+    /// The modification time.
     pub mtime: SystemTime,
 }
 
 /// One directory entry; `next_offset` is the offset that resumes after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirEntry<'a> {
+    /// The entry's inode number.
     pub ino: Ino,
+    /// The offset to pass to `readdir` to resume after this entry.
     pub next_offset: u64,
+    /// The entry's file type.
     pub kind: FileKind,
+    /// The entry's name (no slash, no NUL).
     pub name: &'a [u8],
 }
 
 /// Filesystem-wide numbers for statfs / FSSTAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatFs {
+    /// The size of all files' data, in `block_size` blocks.
     pub blocks: u64,
+    /// Total number of inodes.
     pub files: u64,
+    /// The block size `blocks` counts in.
     pub block_size: u32,
+    /// The longest name, in bytes.
     pub name_max: u32,
 }
 

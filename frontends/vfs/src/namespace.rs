@@ -76,7 +76,9 @@ impl ResolveError {
 /// A tag or a digest, the part of a reference after `:` or `@`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Version {
+    /// A tag, such as `latest`.
     Tag(String),
+    /// A digest, `sha256:` and 64 hex digits.
     Digest(String),
 }
 
@@ -84,6 +86,7 @@ pub enum Version {
 pub struct ResolvedImage<B> {
     /// The manifest digest the image is pinned to.
     pub digest: String,
+    /// The opened layers, bottom first, each with its blob digest.
     pub layers: Vec<(String, Arc<Layer<B>>)>,
 }
 
