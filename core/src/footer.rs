@@ -108,14 +108,14 @@ pub fn read_footer<R: ReadAt + ?Sized>(blob: &R) -> Result<Footer> {
     let size = blob.size();
     let tail_len = size.min(MAX_FOOTER_LEN);
     let mut tail = [0u8; MAX_FOOTER_LEN as usize];
-    let tail = &mut tail[..tail_len as usize];
+    let tail = tail.get_mut(..tail_len as usize).ok_or(Error::NoFooter)?;
     blob.read_exact_at(size - tail_len, tail)?;
     parse_footer(tail, size)
 }
 
 /// Parses the footer from `tail`, the last bytes (up to `MAX_FOOTER_LEN`) of a blob of `blob_size` bytes.
 pub fn parse_footer(tail: &[u8], blob_size: u64) -> Result<Footer> {
-    let from_end = |n: u64| -> Option<&[u8]> { tail.len().checked_sub(n as usize).map(|start| &tail[start..]) };
+    let from_end = |n: u64| -> Option<&[u8]> { tail.len().checked_sub(n as usize).and_then(|start| tail.get(start..)) };
     let mut first_error = None;
     if let Some(bytes) = from_end(ESTARGZ_FOOTER_LEN) {
         match parse_estargz(bytes) {
@@ -181,35 +181,40 @@ fn check_empty_member_body(body: &[u8]) -> Result<()> {
 fn parse_estargz(bytes: &[u8]) -> Result<u64> {
     let header = gzip::parse_header(bytes).map_err(|_| Error::NoFooter)?;
     let extra = header.extra.ok_or(Error::NoFooter)?;
-    if extra.len() < 4 || extra[0] != b'S' || extra[1] != b'G' {
+    let [b'S', b'G', len_low, len_high, subfield @ ..] = extra else {
         return Err(Error::BadFooter("extra subfield is not SG"));
-    }
-    let sub_len = usize::from(u16::from_le_bytes([extra[2], extra[3]]));
-    let payload = extra.get(4..4 + sub_len).ok_or(Error::BadFooter("subfield truncated"))?;
+    };
+    let sub_len = usize::from(u16::from_le_bytes([*len_low, *len_high]));
+    let payload = subfield.get(..sub_len).ok_or(Error::BadFooter("subfield truncated"))?;
     if payload == EXTERNAL_TOC_MAGIC {
         return Err(Error::ExternalToc);
     }
-    if sub_len != 22 || &payload[16..] != STARGZ_MAGIC {
-        return Err(Error::BadFooter("subfield is not <16 hex digits>STARGZ"));
-    }
-    check_empty_member_body(&bytes[header.len..])?;
-    parse_hex_offset(&payload[..16])
+    let hex = match payload.split_at_checked(16) {
+        Some((hex, magic)) if sub_len == 22 && magic == STARGZ_MAGIC => hex,
+        _ => return Err(Error::BadFooter("subfield is not <16 hex digits>STARGZ")),
+    };
+    check_empty_member_body(bytes.get(header.len..).unwrap_or_default())?;
+    parse_hex_offset(hex)
 }
 
 /// Whether `bytes` (the last 46 of the blob) are the external-TOC footer: its TOC lives elsewhere.
 fn is_external_toc(bytes: &[u8]) -> bool {
     let Ok(header) = gzip::parse_header(bytes) else { return false };
-    header.extra.is_some_and(|e| e.len() == 21 && e[..4] == [b'S', b'G', 17, 0] && &e[4..] == EXTERNAL_TOC_MAGIC)
+    header
+        .extra
+        .and_then(|e| e.split_at_checked(4))
+        .is_some_and(|(sub_header, magic)| sub_header == [b'S', b'G', 17, 0] && magic == EXTERNAL_TOC_MAGIC)
 }
 
 fn parse_legacy(bytes: &[u8]) -> Result<u64> {
     let header = gzip::parse_header(bytes).map_err(|_| Error::NoFooter)?;
     let extra = header.extra.ok_or(Error::NoFooter)?;
-    if extra.len() != 22 || &extra[16..] != STARGZ_MAGIC {
-        return Err(Error::BadFooter("extra field is not <16 hex digits>STARGZ"));
-    }
-    check_empty_member_body(&bytes[header.len..])?;
-    parse_hex_offset(&extra[..16])
+    let hex = match extra.split_at_checked(16) {
+        Some((hex, magic)) if extra.len() == 22 && magic == STARGZ_MAGIC => hex,
+        _ => return Err(Error::BadFooter("extra field is not <16 hex digits>STARGZ")),
+    };
+    check_empty_member_body(bytes.get(header.len..).unwrap_or_default())?;
+    parse_hex_offset(hex)
 }
 
 fn gzip_footer(format: Format, toc_offset: u64, footer_len: u64, blob_size: u64) -> Result<Footer> {
@@ -220,17 +225,17 @@ fn gzip_footer(format: Format, toc_offset: u64, footer_len: u64, blob_size: u64)
     Ok(Footer { format, toc_offset, toc_len: toc_end - toc_offset, toc_uncompressed_len: None, footer_len })
 }
 
-fn le_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(b)
+/// The little-endian u64 at `at`; the caller has checked that `bytes` holds the whole footer.
+fn le_u64(bytes: &[u8], at: usize) -> Result<u64> {
+    let field = bytes.get(at..).and_then(<[u8]>::first_chunk).ok_or(Error::BadFooter("footer truncated"))?;
+    Ok(u64::from_le_bytes(*field))
 }
 
 fn zstd_footer(format: Format, bytes: &[u8], payload_len: u64, blob_size: u64) -> Result<Footer> {
-    let toc_offset = le_u64(bytes, 0);
-    let toc_len = le_u64(bytes, 8);
-    let toc_uncompressed_len = le_u64(bytes, 16);
-    if le_u64(bytes, 24) != ZSTD_MANIFEST_TYPE_CRFS {
+    let toc_offset = le_u64(bytes, 0)?;
+    let toc_len = le_u64(bytes, 8)?;
+    let toc_uncompressed_len = le_u64(bytes, 16)?;
+    if le_u64(bytes, 24)? != ZSTD_MANIFEST_TYPE_CRFS {
         return Err(Error::BadFooter("zstd:chunked manifest type is not 1"));
     }
     // The payload sits in a skippable frame with an 8-byte header; the reference reads only the

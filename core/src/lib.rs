@@ -22,6 +22,10 @@
 //! No input may make it panic, allocate without bound or recurse on input-controlled depth.
 
 #![no_std]
+#![deny(missing_docs)]
+// No slice index or range may panic: `.get()` and friends, with an error where the data can be
+// at fault. Tests index freely.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 extern crate alloc;
 #[cfg(feature = "std")]

@@ -53,7 +53,9 @@ impl Deflate for MinizDeflate {
         out.resize(start + input.len() + input.len() / 1024 + 64, 0);
         let mut pos = start;
         loop {
-            let (status, consumed, written) = compress(&mut self.state, input, &mut out[pos..], TDEFLFlush::Finish);
+            // `compress` writes no more than it is given room for, so `pos` stays within `out`.
+            let room = out.get_mut(pos..).unwrap_or_default();
+            let (status, consumed, written) = compress(&mut self.state, input, room, TDEFLFlush::Finish);
             pos += written;
             input = input.get(consumed..).unwrap_or_default();
             match status {
@@ -176,9 +178,8 @@ pub const FOOTER_LEN: usize = 51;
 pub fn estargz_footer(toc_offset: u64) -> [u8; FOOTER_LEN] {
     let mut f = [0u8; FOOTER_LEN];
     f[..16].copy_from_slice(&[0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 26, 0, b'S', b'G', 22, 0]);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in 0..16 {
-        f[16 + i] = HEX[((toc_offset >> (60 - 4 * i)) & 0xf) as usize];
+    for (i, digit) in f[16..32].iter_mut().enumerate() {
+        *digit = super::toc_json::hex_digit((toc_offset >> (60 - 4 * i)) as u8);
     }
     f[32..38].copy_from_slice(b"STARGZ");
     f[38..43].copy_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
