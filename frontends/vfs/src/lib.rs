@@ -17,6 +17,9 @@
 //! bytes come from crfs-core's `ReadAt`.
 
 #![deny(missing_docs)]
+// No slice index or range may panic: `.get()` and friends, with an error where the data can be
+// at fault. Tests index freely.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -446,11 +449,13 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         let start = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
         for (i, &child) in children.iter().enumerate().skip(start) {
             let mut name = index.name(child);
-            if self.options.overlay_whiteouts && name.starts_with(WHITEOUT_PREFIX) {
+            if self.options.overlay_whiteouts
+                && let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX)
+            {
                 if name == OPAQUE_MARKER {
                     continue;
                 }
-                name = &name[WHITEOUT_PREFIX.len()..];
+                name = hidden;
                 // A name the layer also holds as a normal entry is shown once, as that entry.
                 if index.lookup(dir, name).is_some() {
                     continue;
@@ -525,7 +530,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         let mut pos = offset;
         while pos < end {
             let i = self.index().chunk_at(id, pos).ok_or(FsError::Io)?;
-            let c = chunks[i];
+            let c = *chunks.get(i).ok_or(FsError::Io)?;
             let data = self.chunk(id, i)?;
             let within = (pos - c.file_offset) as usize;
             let take = ((c.file_offset + c.size).min(end) - pos) as usize;
