@@ -236,3 +236,14 @@ fn reading_in_blob_order_decodes_ahead_once() {
     distinct.dedup();
     assert!(reads >= distinct.len());
 }
+
+/// Users see `Display`, not the variant names.
+#[test]
+fn errors_display_as_messages() {
+    assert_eq!(FsError::NotFound.to_string(), "no such file or directory");
+    assert_eq!(FsError::Denied.to_string(), "permission denied");
+    for e in [FsError::NotDir, FsError::IsDir, FsError::Invalid, FsError::NoXattr, FsError::Io, FsError::ReadOnly] {
+        let text = e.to_string();
+        assert!(!text.is_empty() && text != format!("{e:?}"), "{text}");
+    }
+}
