@@ -13,10 +13,11 @@
 #   --out FILE    the markdown report (default benches/results/fuse.md); a .tsv of the same
 #                 numbers is written beside it (what crfs-bench-chart and the README read)
 #   --mnt DIR     the mount point (default WORK/mnt-fuse)
-#   --debug       use the dev-profile binaries (what `cargo nextest` already built) instead of
+#   --debug       use the dev-profile binaries (what the tests already built) instead of
 #                 building release ones: for --quick in CI, where timings do not matter
 #   --ratarmount PATH   the ratarmount to run (default: on PATH, else WORK/ratarmount-venv,
-#                 created with `python3 -m venv` + `pip install ratarmount` when missing)
+#                 created with `python3 -m venv` + `pip install -r benches/ratarmount-requirements.txt`,
+#                 ratarmount 1.3.0 and its dependencies pinned, when missing)
 #   --no-ratarmount     leave ratarmount out
 #
 # Needs root: measurements start from a cold page cache (drop_caches) and a fresh mount. The same
@@ -67,7 +68,8 @@ if [ $WITH_RATARMOUNT = 1 ]; then
   fi
   if [ ! -x "$RATARMOUNT" ]; then
     log "installing ratarmount from PyPI into $WORK/ratarmount-venv"
-    python3 -m venv "$WORK/ratarmount-venv" && "$WORK/ratarmount-venv/bin/pip" install -q ratarmount >&2 ||
+    python3 -m venv "$WORK/ratarmount-venv" &&
+      "$WORK/ratarmount-venv/bin/pip" install -q -r "$ROOT/benches/ratarmount-requirements.txt" >&2 ||
       die "could not install ratarmount (use --ratarmount PATH or --no-ratarmount)"
     RATARMOUNT=$WORK/ratarmount-venv/bin/ratarmount
   fi

@@ -15,8 +15,9 @@ impl Digest {
             return None;
         }
         let mut out = [0u8; 32];
-        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-            *byte = (hex_value(pair[0])? << 4) | hex_value(pair[1])?;
+        let (pairs, _) = hex.as_chunks::<2>();
+        for (byte, &[high, low]) in out.iter_mut().zip(pairs) {
+            *byte = (hex_value(high)? << 4) | hex_value(low)?;
         }
         Some(Digest(out))
     }
@@ -30,15 +31,17 @@ impl Digest {
 /// The value of one hex digit, either case. (A TOC holds a digest or two per entry, so this
 /// runs hundreds of thousands of times per open: a table beats `char::to_digit`.)
 fn hex_value(b: u8) -> Option<u8> {
-    match HEX_VALUES[usize::from(b)] {
-        NOT_HEX => None,
-        v => Some(v),
+    match HEX_VALUES.get(usize::from(b)) {
+        Some(&v) if v != NOT_HEX => Some(v),
+        _ => None,
     }
 }
 
 const NOT_HEX: u8 = 0xff;
 
-/// Each byte's value as a hex digit, or `NOT_HEX`.
+/// Each byte's value as a hex digit, or `NOT_HEX`. Built at compile time, where an index out
+/// of range fails the build.
+#[allow(clippy::indexing_slicing)]
 const HEX_VALUES: [u8; 256] = {
     let mut table = [NOT_HEX; 256];
     let mut i = 0;

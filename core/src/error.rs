@@ -1,4 +1,4 @@
-//! The one error type of the core.
+//! The reader's error type (the writer has its own, [`crate::writer::Error`]).
 
 use core::fmt;
 
@@ -11,7 +11,12 @@ pub enum Error {
     /// The underlying `ReadAt` failed; the message comes from it.
     Io(IoError),
     /// The blob ended before `needed` bytes at `offset` could be read.
-    UnexpectedEof { offset: u64, needed: u64 },
+    UnexpectedEof {
+        /// Where the read started.
+        offset: u64,
+        /// How many bytes it needed.
+        needed: u64,
+    },
     /// No known footer (eStargz, legacy stargz, zstd:chunked) at the end of the blob.
     NoFooter,
     /// The blob uses the eStargz external-TOC footer, whose TOC lives in another image.
@@ -19,7 +24,14 @@ pub enum Error {
     /// A footer was recognised but its fields are invalid.
     BadFooter(&'static str),
     /// The TOC location the footer gives lies outside the blob.
-    TocOutOfRange { offset: u64, size: u64, blob_size: u64 },
+    TocOutOfRange {
+        /// The TOC's offset, as the footer gives it.
+        offset: u64,
+        /// The TOC's length, as the footer gives it (0 when the footer gives none).
+        size: u64,
+        /// The blob's size.
+        blob_size: u64,
+    },
     /// A gzip member is malformed (bad magic, flags, header or trailer).
     BadGzip(&'static str),
     /// A gzip member's CRC32 or length trailer does not match its contents.
@@ -29,21 +41,46 @@ pub enum Error {
     /// The TOC tar entry is missing or malformed.
     BadTocTar(&'static str),
     /// The TOC's JSON is not valid; `entry` is how many entries had been read before the fault.
-    BadJson { entry: usize, what: &'static str },
+    BadJson {
+        /// How many entries had been read.
+        entry: usize,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// The TOC's `version` is not 1.
     UnsupportedVersion(i64),
     /// A TOC entry is invalid; `entry` is its index in `entries`.
-    BadEntry { entry: usize, what: &'static str },
+    BadEntry {
+        /// The entry's index in `entries`.
+        entry: usize,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// A hardlink's target does not exist, or the links form a cycle.
-    BadHardlink { entry: usize, what: &'static str },
+    BadHardlink {
+        /// The hardlink entry's index in `entries`.
+        entry: usize,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// A size set by the input exceeds a limit set by the caller.
-    TooLarge { what: &'static str, size: u64, limit: u64 },
+    TooLarge {
+        /// What is too large.
+        what: &'static str,
+        /// Its size (bytes or a count, as `what` says).
+        size: u64,
+        /// The limit it exceeds.
+        limit: u64,
+    },
     /// A digest string is not `sha256:` followed by 64 hex digits.
     BadDigest,
     /// The TOC digest differs from the expected one.
     TocDigestMismatch,
     /// A decompressed chunk does not match its `chunkDigest`.
-    ChunkDigestMismatch { chunk_offset: u64 },
+    ChunkDigestMismatch {
+        /// The chunk's offset within its file.
+        chunk_offset: u64,
+    },
     /// A whole file does not match its `digest`.
     FileDigestMismatch,
     /// The node is not a regular file (reads), or not a directory (listings).

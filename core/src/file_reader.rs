@@ -57,12 +57,13 @@ impl<'a, R: ReadAt> FileReader<'a, R> {
                 self.layer.read_chunk(self.file, i, self.verify, &mut self.data)?;
                 self.held = Some(i);
             }
-            let c = chunks[i];
+            let c = *chunks.get(i).ok_or(Error::Corrupt("no chunk covers the offset"))?;
             let within = (pos - c.file_offset) as usize;
             let take = ((c.file_offset + c.size).min(end) - pos) as usize;
             let src = self.data.get(within..within + take).ok_or(Error::Corrupt("chunk shorter than its size"))?;
             let dst = (pos - offset) as usize;
-            buf[dst..dst + take].copy_from_slice(src);
+            // In range: dst + take <= end - offset <= buf.len().
+            buf.get_mut(dst..dst + take).ok_or(Error::Corrupt("chunk longer than the read"))?.copy_from_slice(src);
             pos += take as u64;
         }
         Ok((end - offset) as usize)

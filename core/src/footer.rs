@@ -1,8 +1,8 @@
 //! Footers: how each format points from the end of the blob to its TOC.
 //!
 //! Tried in the reference's order: eStargz (51 bytes), legacy stargz (47), then zstd:chunked
-//! (40-byte `GnUlInUx` payload, 64-byte `GNUlInUx` payload). Exact bytes: formats.md §1.2, §2.2,
-//! §3.1, §3.2.
+//! (40-byte `GnUlInUx` payload, 64-byte `GNUlInUx` payload). Exact bytes: the tables below, and
+//! the literal footers in this module's tests.
 //!
 //! eStargz footer (an empty stored gzip member with an RFC 1952 extra subfield):
 //!
@@ -108,14 +108,14 @@ pub fn read_footer<R: ReadAt + ?Sized>(blob: &R) -> Result<Footer> {
     let size = blob.size();
     let tail_len = size.min(MAX_FOOTER_LEN);
     let mut tail = [0u8; MAX_FOOTER_LEN as usize];
-    let tail = &mut tail[..tail_len as usize];
+    let tail = tail.get_mut(..tail_len as usize).ok_or(Error::NoFooter)?;
     blob.read_exact_at(size - tail_len, tail)?;
     parse_footer(tail, size)
 }
 
 /// Parses the footer from `tail`, the last bytes (up to `MAX_FOOTER_LEN`) of a blob of `blob_size` bytes.
 pub fn parse_footer(tail: &[u8], blob_size: u64) -> Result<Footer> {
-    let from_end = |n: u64| -> Option<&[u8]> { tail.len().checked_sub(n as usize).map(|start| &tail[start..]) };
+    let from_end = |n: u64| -> Option<&[u8]> { tail.len().checked_sub(n as usize).and_then(|start| tail.get(start..)) };
     let mut first_error = None;
     if let Some(bytes) = from_end(ESTARGZ_FOOTER_LEN) {
         match parse_estargz(bytes) {
@@ -181,35 +181,40 @@ fn check_empty_member_body(body: &[u8]) -> Result<()> {
 fn parse_estargz(bytes: &[u8]) -> Result<u64> {
     let header = gzip::parse_header(bytes).map_err(|_| Error::NoFooter)?;
     let extra = header.extra.ok_or(Error::NoFooter)?;
-    if extra.len() < 4 || extra[0] != b'S' || extra[1] != b'G' {
+    let [b'S', b'G', len_low, len_high, subfield @ ..] = extra else {
         return Err(Error::BadFooter("extra subfield is not SG"));
-    }
-    let sub_len = usize::from(u16::from_le_bytes([extra[2], extra[3]]));
-    let payload = extra.get(4..4 + sub_len).ok_or(Error::BadFooter("subfield truncated"))?;
+    };
+    let sub_len = usize::from(u16::from_le_bytes([*len_low, *len_high]));
+    let payload = subfield.get(..sub_len).ok_or(Error::BadFooter("subfield truncated"))?;
     if payload == EXTERNAL_TOC_MAGIC {
         return Err(Error::ExternalToc);
     }
-    if sub_len != 22 || &payload[16..] != STARGZ_MAGIC {
-        return Err(Error::BadFooter("subfield is not <16 hex digits>STARGZ"));
-    }
-    check_empty_member_body(&bytes[header.len..])?;
-    parse_hex_offset(&payload[..16])
+    let hex = match payload.split_at_checked(16) {
+        Some((hex, magic)) if sub_len == 22 && magic == STARGZ_MAGIC => hex,
+        _ => return Err(Error::BadFooter("subfield is not <16 hex digits>STARGZ")),
+    };
+    check_empty_member_body(bytes.get(header.len..).unwrap_or_default())?;
+    parse_hex_offset(hex)
 }
 
 /// Whether `bytes` (the last 46 of the blob) are the external-TOC footer: its TOC lives elsewhere.
 fn is_external_toc(bytes: &[u8]) -> bool {
     let Ok(header) = gzip::parse_header(bytes) else { return false };
-    header.extra.is_some_and(|e| e.len() == 21 && e[..4] == [b'S', b'G', 17, 0] && &e[4..] == EXTERNAL_TOC_MAGIC)
+    header
+        .extra
+        .and_then(|e| e.split_at_checked(4))
+        .is_some_and(|(sub_header, magic)| sub_header == [b'S', b'G', 17, 0] && magic == EXTERNAL_TOC_MAGIC)
 }
 
 fn parse_legacy(bytes: &[u8]) -> Result<u64> {
     let header = gzip::parse_header(bytes).map_err(|_| Error::NoFooter)?;
     let extra = header.extra.ok_or(Error::NoFooter)?;
-    if extra.len() != 22 || &extra[16..] != STARGZ_MAGIC {
-        return Err(Error::BadFooter("extra field is not <16 hex digits>STARGZ"));
-    }
-    check_empty_member_body(&bytes[header.len..])?;
-    parse_hex_offset(&extra[..16])
+    let hex = match extra.split_at_checked(16) {
+        Some((hex, magic)) if extra.len() == 22 && magic == STARGZ_MAGIC => hex,
+        _ => return Err(Error::BadFooter("extra field is not <16 hex digits>STARGZ")),
+    };
+    check_empty_member_body(bytes.get(header.len..).unwrap_or_default())?;
+    parse_hex_offset(hex)
 }
 
 fn gzip_footer(format: Format, toc_offset: u64, footer_len: u64, blob_size: u64) -> Result<Footer> {
@@ -220,17 +225,17 @@ fn gzip_footer(format: Format, toc_offset: u64, footer_len: u64, blob_size: u64)
     Ok(Footer { format, toc_offset, toc_len: toc_end - toc_offset, toc_uncompressed_len: None, footer_len })
 }
 
-fn le_u64(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(b)
+/// The little-endian u64 at `at`; the caller has checked that `bytes` holds the whole footer.
+fn le_u64(bytes: &[u8], at: usize) -> Result<u64> {
+    let field = bytes.get(at..).and_then(<[u8]>::first_chunk).ok_or(Error::BadFooter("footer truncated"))?;
+    Ok(u64::from_le_bytes(*field))
 }
 
 fn zstd_footer(format: Format, bytes: &[u8], payload_len: u64, blob_size: u64) -> Result<Footer> {
-    let toc_offset = le_u64(bytes, 0);
-    let toc_len = le_u64(bytes, 8);
-    let toc_uncompressed_len = le_u64(bytes, 16);
-    if le_u64(bytes, 24) != ZSTD_MANIFEST_TYPE_CRFS {
+    let toc_offset = le_u64(bytes, 0)?;
+    let toc_len = le_u64(bytes, 8)?;
+    let toc_uncompressed_len = le_u64(bytes, 16)?;
+    if le_u64(bytes, 24)? != ZSTD_MANIFEST_TYPE_CRFS {
         return Err(Error::BadFooter("zstd:chunked manifest type is not 1"));
     }
     // The payload sits in a skippable frame with an 8-byte header; the reference reads only the
@@ -248,13 +253,13 @@ fn zstd_footer(format: Format, bytes: &[u8], payload_len: u64, blob_size: u64) -
 mod tests {
     use super::*;
 
-    // formats.md §2.2: the eStargz footer for TOC offset 0x12345, as the Go writer emits it.
+    // The eStargz footer for TOC offset 0x12345, as the Go writer emits it.
     const ESTARGZ_12345: [u8; 51] = [
         0x1f, 0x8b, 0x08, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x1a, 0x00, 0x53, 0x47, 0x16, 0x00, 0x30, 0x30,
         0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x53, 0x54, 0x41, 0x52,
         0x47, 0x5a, 0x01, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
-    // formats.md §1.2: the legacy footer for TOC offset 0x12345.
+    // The legacy footer for TOC offset 0x12345.
     const LEGACY_12345: [u8; 47] = [
         0x1f, 0x8b, 0x08, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x16, 0x00, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30,
         0x30, 0x30, 0x30, 0x30, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x53, 0x54, 0x41, 0x52, 0x47, 0x5a, 0x01, 0x00,
@@ -287,7 +292,7 @@ mod tests {
 
     #[test]
     fn zstd_footer_v1() {
-        // formats.md §3.1: the tail of sample.zstdchunked (TOC data at 282, 461 compressed, 1125 raw).
+        // The tail of testdata/sample.zstdchunked (TOC data at 282, 461 compressed, 1125 raw).
         let mut tail = alloc::vec::Vec::new();
         tail.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18, 0x28, 0, 0, 0]);
         for v in [282u64, 461, 1125, 1] {

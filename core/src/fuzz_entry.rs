@@ -58,12 +58,12 @@ fn options() -> OpenOptions {
 /// Reads a little-endian number from the front of `data` (missing bytes are zero) and returns
 /// it with the rest.
 fn take_le(data: &[u8], n: usize) -> (u64, &[u8]) {
-    let n = n.min(data.len());
+    let (head, rest) = data.split_at_checked(n.min(data.len())).unwrap_or((data, &[]));
     let mut v = 0u64;
-    for (i, &b) in data[..n].iter().enumerate() {
+    for (i, &b) in head.iter().enumerate() {
         v |= u64::from(b) << (8 * i);
     }
-    (v, &data[n..])
+    (v, rest)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ pub fn footer(data: &[u8]) -> Outcome {
         check(f.toc_len > 0, "accepted footer has an empty TOC")?;
     }
     let (blob_size, rest) = take_le(data, 8);
-    let tail = &rest[rest.len().saturating_sub(MAX_FOOTER_LEN as usize)..];
+    let tail = rest.get(rest.len().saturating_sub(MAX_FOOTER_LEN as usize)..).unwrap_or(rest);
     // parse_footer's contract: `tail` is the end of a blob of `blob_size` bytes.
     if blob_size >= tail.len() as u64
         && let Ok(f) = parse_footer(tail, blob_size)
@@ -138,7 +138,8 @@ pub fn split_toc_input(data: &[u8]) -> (bool, &[u8], &[u8]) {
     let zstd = data.first().is_some_and(|b| b & 1 == 1);
     let (len, rest) = take_le(data.get(1..).unwrap_or_default(), 4);
     let len = usize::try_from(len).unwrap_or(usize::MAX).min(rest.len());
-    (zstd, &rest[..len], &rest[len..])
+    let (payload, json) = rest.split_at_checked(len).unwrap_or((rest, &[]));
+    (zstd, payload, json)
 }
 
 /// The structured-TOC input for a real blob (the inverse of [`toc_blob`]): its payload up to
@@ -203,7 +204,8 @@ fn read_every_file<R: ReadAt>(layer: &Layer<R>, must_verify: bool) -> Outcome {
             check(n as u64 == (size - offset.min(size)).min(piece.len() as u64), "read_at returned a short read")?;
             if verified {
                 let at = offset as usize;
-                check(whole.get(at..at + n) == Some(&piece[..n]), "read_at and read_file_verified disagree")?;
+                let read = piece.get(..n);
+                check(read.is_some() && whole.get(at..at + n) == read, "read_at and read_file_verified disagree")?;
             }
         }
     }
@@ -229,7 +231,7 @@ pub fn gzip(data: &[u8]) -> Outcome {
         check(gzip::inflate_prefix(member, whole.len(), &mut again).is_ok(), "a whole member's prefix fails")?;
         check(again == whole, "inflate_prefix differs from inflate_member")?;
         if want <= whole.len() {
-            check(got.is_ok() && prefix[..] == whole[..want], "a shorter prefix differs")?;
+            check(got.is_ok() && whole.get(..want) == Some(prefix.as_slice()), "a shorter prefix differs")?;
         }
     }
     Ok(())
@@ -252,7 +254,7 @@ pub fn zstd(data: &[u8]) -> Outcome {
         let half = want / 2;
         let mut shorter = Vec::new();
         check(crate::zstd::decode_prefix(frame, half, &mut shorter).is_ok(), "a shorter prefix fails")?;
-        check(shorter[..] == whole[..half], "a shorter prefix differs")?;
+        check(whole.get(..half) == Some(shorter.as_slice()), "a shorter prefix differs")?;
     }
     Ok(())
 }
@@ -279,7 +281,12 @@ pub fn tar_scan(data: &[u8]) -> Outcome {
 /// size (512 B, 4 KiB, 64 KiB or the default 4 MiB).
 pub fn writer_options(flags: u8) -> writer::Options {
     let format = if flags & 1 == 1 { writer::Format::ZstdChunked } else { writer::Format::Estargz };
-    let chunk_size = [512, 4096, 65536, writer::DEFAULT_CHUNK_SIZE][usize::from((flags >> 1) & 3)];
+    let chunk_size = match (flags >> 1) & 3 {
+        0 => 512,
+        1 => 4096,
+        2 => 65536,
+        _ => writer::DEFAULT_CHUNK_SIZE,
+    };
     writer::Options { format, chunk_size, level: 1, prioritized: Vec::new(), ..writer::Options::default() }
 }
 

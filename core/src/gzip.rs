@@ -42,22 +42,21 @@ pub struct Header<'a> {
 
 /// Parses the gzip header at the start of `buf`.
 pub fn parse_header(buf: &[u8]) -> Result<Header<'_>> {
-    let fixed = buf.get(..10).ok_or(Error::BadGzip("header truncated"))?;
-    if fixed[0] != 0x1f || fixed[1] != 0x8b {
+    let &[id1, id2, method, flags, ..] = buf.first_chunk::<10>().ok_or(Error::BadGzip("header truncated"))?;
+    if id1 != 0x1f || id2 != 0x8b {
         return Err(Error::BadGzip("bad magic"));
     }
-    if fixed[2] != 8 {
+    if method != 8 {
         return Err(Error::BadGzip("compression method is not deflate"));
     }
-    let flags = fixed[3];
     if flags & FLG_RESERVED != 0 {
         return Err(Error::BadGzip("reserved flag bits set"));
     }
     let mut pos = 10usize;
     let mut extra = None;
     if flags & FLG_FEXTRA != 0 {
-        let xlen = buf.get(pos..pos + 2).ok_or(Error::BadGzip("header truncated"))?;
-        let xlen = usize::from(u16::from_le_bytes([xlen[0], xlen[1]]));
+        let xlen = buf.get(pos..).and_then(<[u8]>::first_chunk).ok_or(Error::BadGzip("header truncated"))?;
+        let xlen = usize::from(u16::from_le_bytes(*xlen));
         pos += 2;
         extra = Some(buf.get(pos..pos + xlen).ok_or(Error::BadGzip("header truncated"))?);
         pos += xlen;
@@ -86,14 +85,11 @@ fn new_decompressor() -> Box<DecompressorOxide> {
 /// the uncompressed bytes. Fails with `TooLarge` rather than produce more than `limit` bytes.
 pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
     let header = parse_header(member)?;
-    let data = &member[header.len..];
+    let data = member.get(header.len..).ok_or(Error::BadGzip("header truncated"))?;
     // Size the output from the trailer's ISIZE when the member fills `member` (as the TOC's
     // does), believed only as far as DEFLATE's 1032:1 ceiling allows. `vec!` of zeros maps
     // pages lazily, so a false claim costs address space, not memory.
-    let claimed = member.len().checked_sub(4).map(|at| {
-        let isize = u32::from_le_bytes([member[at], member[at + 1], member[at + 2], member[at + 3]]);
-        (isize as usize).saturating_add(1)
-    });
+    let claimed = member.last_chunk::<4>().map(|isize| (u32::from_le_bytes(*isize) as usize).saturating_add(1));
     let ceiling = data.len().saturating_mul(MAX_DEFLATE_RATIO).saturating_add(64);
     let initial = claimed.unwrap_or(data.len().saturating_mul(4)).min(ceiling).max(4096).min(limit);
     let mut out: Vec<u8> = alloc::vec![0u8; initial];
@@ -102,7 +98,9 @@ pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
     let mut out_pos = 0usize;
     let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
     loop {
-        let (status, consumed, written) = decompress(&mut decomp, &data[in_pos..], &mut out, out_pos, flags);
+        // `decompress` consumes no more than it is given, so `in_pos` stays within `data`.
+        let input = data.get(in_pos..).unwrap_or_default();
+        let (status, consumed, written) = decompress(&mut decomp, input, &mut out, out_pos, flags);
         in_pos += consumed;
         out_pos += written;
         match status {
@@ -117,7 +115,9 @@ pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
                 }
                 let grown = out.len().saturating_mul(2).min(limit);
                 let mut bigger = alloc::vec![0u8; grown];
-                bigger[..out_pos].copy_from_slice(&out[..out_pos]);
+                let (new, old) =
+                    bigger.get_mut(..out_pos).zip(out.get(..out_pos)).ok_or(Error::Corrupt("inflate overran"))?;
+                new.copy_from_slice(old);
                 out = bigger;
             }
             TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
@@ -127,9 +127,11 @@ pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
         }
     }
     out.truncate(out_pos);
-    let trailer = data.get(in_pos..in_pos + TRAILER_LEN).ok_or(Error::BadGzip("trailer truncated"))?;
-    let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    let isize = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+    let trailer: &[u8; TRAILER_LEN] =
+        data.get(in_pos..).and_then(<[u8]>::first_chunk).ok_or(Error::BadGzip("trailer truncated"))?;
+    let &[c0, c1, c2, c3, s0, s1, s2, s3] = trailer;
+    let crc = u32::from_le_bytes([c0, c1, c2, c3]);
+    let isize = u32::from_le_bytes([s0, s1, s2, s3]);
     if crc32fast::hash(&out) != crc || (out.len() as u32) != isize {
         return Err(Error::GzipChecksum);
     }
@@ -145,7 +147,7 @@ pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
 /// a `len` that the compressed data cannot back is never allocated.
 pub fn inflate_prefix(member: &[u8], len: usize, out: &mut Vec<u8>) -> Result<()> {
     let header = parse_header(member)?;
-    let data = &member[header.len..];
+    let data = member.get(header.len..).ok_or(Error::BadGzip("header truncated"))?;
     out.clear();
     if len == 0 {
         return Ok(());
@@ -156,7 +158,9 @@ pub fn inflate_prefix(member: &[u8], len: usize, out: &mut Vec<u8>) -> Result<()
     let mut in_pos = 0usize;
     let mut out_pos = 0usize;
     loop {
-        let (status, consumed, written) = decompress(&mut decomp, &data[in_pos..], out, out_pos, flags);
+        // `decompress` consumes no more than it is given, so `in_pos` stays within `data`.
+        let input = data.get(in_pos..).unwrap_or_default();
+        let (status, consumed, written) = decompress(&mut decomp, input, out, out_pos, flags);
         in_pos += consumed;
         out_pos += written;
         match status {

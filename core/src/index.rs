@@ -40,13 +40,19 @@ pub const NO_PREFETCH_LANDMARK: &[u8] = b".no.prefetch.landmark";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
+    /// A directory (`dir`).
     Dir,
+    /// A regular file (`reg`).
     Reg,
+    /// A symbolic link (`symlink`).
     Symlink,
     /// A second name for another node; see [`Index::resolve`].
     Hardlink,
+    /// A character device (`char`).
     Char,
+    /// A block device (`block`).
     Block,
+    /// A named pipe (`fifo`).
     Fifo,
 }
 
@@ -116,9 +122,11 @@ impl Node {
     pub fn mode(&self) -> u16 {
         self.mode
     }
+    /// The owner's user id.
     pub fn uid(&self) -> u32 {
         self.uid
     }
+    /// The owner's group id.
     pub fn gid(&self) -> u32 {
         self.gid
     }
@@ -189,10 +197,15 @@ pub struct Stats {
     pub toc_entries: usize,
     /// Nodes in the tree, the root included.
     pub nodes: usize,
+    /// Directory nodes, synthesised parents and the root included.
     pub dirs: usize,
+    /// Regular file nodes.
     pub regular_files: usize,
+    /// Symlink nodes.
     pub symlinks: usize,
+    /// Hardlink nodes (second names of another node).
     pub hardlinks: usize,
+    /// Device and fifo nodes.
     pub other: usize,
     /// Chunk records of regular files.
     pub chunks: usize,
@@ -277,7 +290,7 @@ impl Index {
     /// The child of `dir` called `name` (possibly a hardlink node).
     pub fn lookup(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
         let children = self.children(dir);
-        children.binary_search_by(|&c| self.name(c).cmp(name)).ok().map(|i| children[i])
+        children.binary_search_by(|&c| self.name(c).cmp(name)).ok().and_then(|i| children.get(i).copied())
     }
 
     /// Looks up a slash-separated path from the root; "", "/" and "." are the root. Follows no
@@ -378,15 +391,15 @@ impl Index {
         let chunks = self.chunks(id);
         let i = chunks.partition_point(|c| c.file_offset <= offset);
         let i = i.checked_sub(1)?;
-        (offset < chunks[i].file_offset + chunks[i].size).then_some(i)
+        let c = chunks.get(i)?;
+        (offset < c.file_offset + c.size).then_some(i)
     }
 
     /// A node's extended attributes, as (name, value).
     pub fn xattrs(&self, id: NodeId) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         let range = match self.xattr_index.binary_search_by_key(&id, |&(n, _, _)| n) {
             Ok(i) => {
-                let (_, first, count) = self.xattr_index[i];
-                first as usize..(first + count) as usize
+                self.xattr_index.get(i).map_or(0..0, |&(_, first, count)| first as usize..(first + count) as usize)
             }
             Err(_) => 0..0,
         };
@@ -398,7 +411,8 @@ impl Index {
 
     /// The `digest` of a whole regular file, when the TOC gives one.
     pub fn file_digest(&self, id: NodeId) -> Option<Digest> {
-        self.file_digests.binary_search_by_key(&id, |&(n, _)| n).ok().map(|i| self.file_digests[i].1)
+        let i = self.file_digests.binary_search_by_key(&id, |&(n, _)| n).ok()?;
+        self.file_digests.get(i).map(|&(_, digest)| digest)
     }
 
     /// Blob offset of `.prefetch.landmark`: everything before it is the prioritized region.
@@ -614,7 +628,8 @@ fn clean_path_by_components(raw: &[u8], out: &mut Vec<u8>) -> bool {
         match comp {
             b"" | b"." => {}
             b".." => {
-                let cut = out[start..].iter().rposition(|&b| b == b'/').map_or(start, |p| start + p);
+                let kept = out.get(start..).unwrap_or_default();
+                let cut = kept.iter().rposition(|&b| b == b'/').map_or(start, |p| start + p);
                 out.truncate(cut);
             }
             name => {
@@ -640,27 +655,30 @@ fn is_clean(raw: &[u8]) -> bool {
         match b {
             0 => return false,
             b'/' => {
-                if !is_plain_component(&raw[component_start..i]) {
-                    return false;
+                match raw.get(component_start..i) {
+                    Some(component) if is_plain_component(component) => {}
+                    _ => return false,
                 }
                 component_start = i + 1;
             }
             _ => {}
         }
     }
-    raw.is_empty() || is_plain_component(&raw[component_start..])
+    raw.is_empty() || raw.get(component_start..).is_some_and(is_plain_component)
 }
 
 fn is_plain_component(c: &[u8]) -> bool {
     !matches!(c, b"" | b"." | b"..")
 }
 
+/// What precedes the last slash ("" without one).
 fn parent_of(path: &[u8]) -> &[u8] {
-    path.iter().rposition(|&b| b == b'/').map_or(&[][..], |p| &path[..p])
+    path.rsplitn(2, |&b| b == b'/').nth(1).unwrap_or_default()
 }
 
+/// What follows the last slash (all of `path` without one).
 fn base_of(path: &[u8]) -> &[u8] {
-    path.iter().rposition(|&b| b == b'/').map_or(path, |p| &path[p + 1..])
+    path.rsplitn(2, |&b| b == b'/').next().unwrap_or(path)
 }
 
 impl Builder {
@@ -700,8 +718,19 @@ impl Builder {
         json::unescape(raw, &mut self.scratch).map_err(|what| entry_err(entry, what))
     }
 
+    /// The cleaned path at `off`, `len` in `paths` (recorded when it was added, so in range).
     fn path(&self, off: u32, len: u32) -> &[u8] {
-        &self.paths[off as usize..(off + len) as usize]
+        self.paths.get(off as usize..(off + len) as usize).unwrap_or_default()
+    }
+
+    /// The cleaned path of record `rec` ("" for no record).
+    fn rec_path(&self, rec: u32) -> &[u8] {
+        self.recs.get(rec as usize).map_or(&[], |r| self.path(r.path_off, r.path_len))
+    }
+
+    /// Whether record `rec` exists and is a directory.
+    fn rec_is_dir(&self, rec: u32) -> bool {
+        self.recs.get(rec as usize).is_some_and(|r| r.kind == Kind::Dir)
     }
 
     fn add_chunk(&mut self, e: &RawEntry<'_>, entry: usize) -> Result<()> {
@@ -722,7 +751,7 @@ impl Builder {
 
     fn attach_chunk(&mut self, reg: usize, c: ChunkEntry) -> Result<()> {
         let entry = c.entry;
-        let file_size = self.recs[reg].size;
+        let file_size = self.recs.get(reg).ok_or(entry_err(entry, "chunk of no file"))?.size;
         let file_offset = to_u64(c.chunk_offset, entry, "negative chunkOffset")?;
         let mut size = to_u64(c.chunk_size, entry, "negative chunkSize")?;
         if size == 0 {
@@ -755,7 +784,7 @@ impl Builder {
             digest,
             zeros,
         });
-        self.recs[reg].chunk_count += 1;
+        self.recs.get_mut(reg).ok_or(entry_err(entry, "chunk of no file"))?.chunk_count += 1;
         Ok(())
     }
 
@@ -828,7 +857,8 @@ impl Builder {
             return Err(entry_err(entry, "name contains a NUL byte"));
         }
         let path_len = len_u32(self.paths.len() - path_off as usize, entry)?;
-        if self.paths[path_off as usize..].split(|&b| b == b'/').any(|c| c.len() > usize::from(u16::MAX)) {
+        let path = self.paths.get(path_off as usize..).unwrap_or_default();
+        if path.split(|&b| b == b'/').any(|c| c.len() > usize::from(u16::MAX)) {
             return Err(entry_err(entry, "name component longer than 65535 bytes"));
         }
 
@@ -957,38 +987,23 @@ impl Builder {
         // Sort by path, keeping TOC order among equal paths (the sort is stable): the last record
         // of each path wins. TOCs come from tar streams whose entries are mostly in path order
         // already, and the stable sort finds and merges such runs instead of comparing afresh.
-        order.sort_by(|&a, &b| {
-            let (ra, rb) = (&self.recs[a as usize], &self.recs[b as usize]);
-            self.path(ra.path_off, ra.path_len).cmp(self.path(rb.path_off, rb.path_len))
-        });
+        order.sort_by(|&a, &b| self.rec_path(a).cmp(self.rec_path(b)));
         // Winners: (record or NONE for a synthesised dir, path offset, path length).
         const SYNTH: u32 = u32::MAX;
         let mut winners: Vec<(u32, u32, u32)> = Vec::with_capacity(order.len() + 1);
         // The latest directory record of each path, used when a path must be a directory.
         let mut last_dir_of_group: Vec<u32> = Vec::with_capacity(order.len() + 1);
-        let mut i = 0;
-        while i < order.len() {
-            let r0 = &self.recs[order[i] as usize];
-            let path = self.path(r0.path_off, r0.path_len);
-            let mut j = i;
-            let mut last_dir = SYNTH;
-            while j < order.len() {
-                let r = &self.recs[order[j] as usize];
-                if self.path(r.path_off, r.path_len) != path {
-                    break;
-                }
-                if r.kind == Kind::Dir {
-                    last_dir = order[j];
-                }
-                j += 1;
-            }
-            let winner = order[j - 1];
-            let is_root = path.is_empty();
+        for group in order.chunk_by(|&a, &b| self.rec_path(a) == self.rec_path(b)) {
+            let (Some(r0), Some(&winner)) = (group.first().and_then(|&r| self.recs.get(r as usize)), group.last())
+            else {
+                return Err(Error::Corrupt("TOC record out of range"));
+            };
+            let last_dir = group.iter().rev().copied().find(|&r| self.rec_is_dir(r)).unwrap_or(SYNTH);
+            let is_root = r0.path_len == 0;
             // The root is always a directory: a non-directory entry for it is ignored.
-            let winner = if is_root && self.recs[winner as usize].kind != Kind::Dir { last_dir } else { winner };
+            let winner = if is_root && !self.rec_is_dir(winner) { last_dir } else { winner };
             winners.push((winner, r0.path_off, r0.path_len));
             last_dir_of_group.push(last_dir);
-            i = j;
         }
         drop(order);
         if winners.first().is_none_or(|w| w.2 != 0) {
@@ -1004,24 +1019,29 @@ impl Builder {
         // found once, not once per descendant. Their paths are prefixes of input paths but are
         // compared whole, so their total length is bounded by a multiple of the input's.
         let find = |winners: &[(u32, u32, u32)], paths: &[u8], p: &[u8]| {
-            winners.binary_search_by(|w| paths[w.1 as usize..(w.1 + w.2) as usize].cmp(p))
+            winners.binary_search_by(|w| paths.get(w.1 as usize..(w.1 + w.2) as usize).unwrap_or_default().cmp(p))
         };
         let synth_limit = self.paths.len().saturating_mul(8).saturating_add(16 << 20);
         let mut synth_bytes = 0usize;
         let mut missing: Vec<(u32, u32)> = Vec::new();
         for w in 1..winners.len() {
-            let mut p = parent_of(&self.paths[winners[w].1 as usize..(winners[w].1 + winners[w].2) as usize]);
-            let prev = self.path(winners[w - 1].1, winners[w - 1].2);
-            let base = winners[w].1;
+            let (Some(&(_, prev_off, prev_len)), Some(&(_, base, len))) = (winners.get(w - 1), winners.get(w)) else {
+                break;
+            };
+            let mut p = parent_of(self.path(base, len));
+            let prev = self.path(prev_off, prev_len);
             loop {
-                if !p.is_empty() && prev.len() > p.len() && prev.starts_with(p) && prev[p.len()] == b'/' {
+                if !p.is_empty() && prev.len() > p.len() && prev.starts_with(p) && prev.get(p.len()) == Some(&b'/') {
                     break;
                 }
                 match find(&winners, &self.paths, p) {
                     Ok(k) => {
-                        let rec = winners[k].0;
-                        if rec != SYNTH && self.recs[rec as usize].kind != Kind::Dir {
-                            winners[k].0 = last_dir_of_group[k];
+                        let last_dir = last_dir_of_group.get(k).copied().unwrap_or(SYNTH);
+                        if let Some(winner) = winners.get_mut(k)
+                            && winner.0 != SYNTH
+                            && !self.rec_is_dir(winner.0)
+                        {
+                            winner.0 = last_dir;
                         }
                         break;
                     }
@@ -1082,7 +1102,7 @@ impl Builder {
                 let mut candidate = id - 1;
                 let mut near = None;
                 for _ in 0..PARENT_WALK {
-                    let (_, c_off, c_len) = winners[candidate as usize];
+                    let Some(&(_, c_off, c_len)) = winners.get(candidate as usize) else { break };
                     if c_len as usize == parent_path.len() && self.path(c_off, c_len) == parent_path {
                         near = Some(candidate);
                         break;
@@ -1090,7 +1110,9 @@ impl Builder {
                     if candidate == ROOT {
                         break;
                     }
-                    candidate = nodes[candidate as usize].parent;
+                    // Every candidate is below `id`, so its node is built.
+                    let Some(built) = nodes.get(candidate as usize) else { break };
+                    candidate = built.parent;
                 }
                 match near {
                     Some(p) => p,
@@ -1119,7 +1141,7 @@ impl Builder {
                 count: 0,
             };
             if rec != SYNTH {
-                let r = self.recs[rec as usize];
+                let r = *self.recs.get(rec as usize).ok_or(Error::Corrupt("TOC record out of range"))?;
                 node.size = r.size;
                 node.mtime = r.mtime;
                 node.mtime_nsec = r.mtime_nsec;
@@ -1136,7 +1158,7 @@ impl Builder {
                         check_tiling(src, r.size, data_end, r.entry as usize)?;
                         chunks.extend_from_slice(src);
                         if let Some(d) = r.digest {
-                            let single_same = src.len() == 1 && src[0].digest == Some(d);
+                            let single_same = matches!(src, [only] if only.digest == Some(d));
                             if !single_same {
                                 file_digests.push((id, d));
                             }
@@ -1171,40 +1193,44 @@ impl Builder {
         const IN_PROGRESS: NodeId = NodeId::MAX - 1;
         let mut resolved: Vec<NodeId> = alloc::vec![UNRESOLVED; links.len()];
         let mut walk: Vec<usize> = Vec::new();
+        // `links`, `direct` and `resolved` have one element per hardlink, and every id in them
+        // names a node: a miss below means the builder is broken, not the TOC.
+        const OUT_OF_STEP: Error = Error::Corrupt("hardlink tables out of step");
+        let entry_of = |link: usize| links.get(link).map_or(0, |l| l.3 as usize);
         for start in 0..links.len() {
-            if resolved[start] != UNRESOLVED {
+            if resolved.get(start) != Some(&UNRESOLVED) {
                 continue;
             }
             let mut cur = start;
             let target = loop {
-                resolved[cur] = IN_PROGRESS;
+                let (Some(state), Some(&next)) = (resolved.get_mut(cur), direct.get(cur)) else {
+                    return Err(OUT_OF_STEP);
+                };
+                *state = IN_PROGRESS;
                 walk.push(cur);
-                let next = direct[cur];
                 match links.binary_search_by_key(&next, |l| l.0) {
                     Err(_) => {
-                        if nodes[next as usize].kind == Kind::Dir {
-                            let entry = links[cur].3 as usize;
-                            return Err(Error::BadHardlink { entry, what: "target is a directory" });
+                        if nodes.get(next as usize).ok_or(OUT_OF_STEP)?.kind == Kind::Dir {
+                            return Err(Error::BadHardlink { entry: entry_of(cur), what: "target is a directory" });
                         }
                         break next;
                     }
-                    Ok(k) => match resolved[k] {
+                    Ok(k) => match *resolved.get(k).ok_or(OUT_OF_STEP)? {
                         UNRESOLVED => cur = k,
                         IN_PROGRESS => {
-                            let entry = links[start].3 as usize;
-                            return Err(Error::BadHardlink { entry, what: "hardlinks form a cycle" });
+                            return Err(Error::BadHardlink { entry: entry_of(start), what: "hardlinks form a cycle" });
                         }
                         done => break done,
                     },
                 }
             };
             for &i in &walk {
-                resolved[i] = target;
+                *resolved.get_mut(i).ok_or(OUT_OF_STEP)? = target;
             }
             walk.clear();
         }
         for (&(id, ..), &target) in links.iter().zip(&resolved) {
-            nodes[id as usize].first = target;
+            nodes.get_mut(id as usize).ok_or(OUT_OF_STEP)?.first = target;
         }
         drop(direct);
         drop(resolved);
@@ -1214,13 +1240,15 @@ impl Builder {
 
         // Link counts and child lists.
         let mut child_pairs: Vec<(NodeId, NodeId)> = Vec::with_capacity(nodes.len());
+        // Parents and hardlink targets were found among the nodes, so every id here names one.
+        const NO_NODE: Error = Error::Corrupt("node id out of range");
         for id in 1..nodes.len() {
-            let n = nodes[id];
+            let n = *nodes.get(id).ok_or(NO_NODE)?;
             child_pairs.push((n.parent, id as NodeId));
             let inode = if n.kind == Kind::Hardlink { n.first } else { id as NodeId };
-            nodes[inode as usize].nlink += 1;
+            nodes.get_mut(inode as usize).ok_or(NO_NODE)?.nlink += 1;
             if n.kind == Kind::Dir {
-                nodes[n.parent as usize].nlink += 1;
+                nodes.get_mut(n.parent as usize).ok_or(NO_NODE)?.nlink += 1;
             }
         }
         for n in nodes.iter_mut().filter(|n| n.kind == Kind::Dir) {
@@ -1231,12 +1259,12 @@ impl Builder {
         child_pairs.sort_by_key(|&(parent, _)| parent);
         let children: Vec<NodeId> = child_pairs.iter().map(|&(_, c)| c).collect();
         let mut start = 0usize;
-        while start < child_pairs.len() {
-            let parent = child_pairs[start].0;
-            let end = start + child_pairs[start..].iter().take_while(|p| p.0 == parent).count();
-            nodes[parent as usize].first = start as u32;
-            nodes[parent as usize].count = (end - start) as u32;
-            start = end;
+        for siblings in child_pairs.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(parent, _)) = siblings.first() else { continue };
+            let parent = nodes.get_mut(parent as usize).ok_or(NO_NODE)?;
+            parent.first = start as u32;
+            parent.count = siblings.len() as u32;
+            start += siblings.len();
         }
         drop(child_pairs);
 

@@ -21,23 +21,41 @@ pub const MAX_DEPTH: usize = 32;
 /// One TOC entry as it appears in the JSON: raw (escaped) strings and numbers, absent ones zero.
 #[derive(Debug, Default)]
 pub struct RawEntry<'de> {
+    /// `name`.
     pub name: Option<&'de str>,
+    /// `type`.
     pub kind: Option<&'de str>,
+    /// `size`.
     pub size: i64,
+    /// `modtime`.
     pub modtime: Option<&'de str>,
+    /// `linkName`.
     pub link_name: Option<&'de str>,
+    /// `mode`.
     pub mode: i64,
+    /// `uid`.
     pub uid: i64,
+    /// `gid`.
     pub gid: i64,
+    /// `offset`.
     pub offset: i64,
+    /// `endOffset`.
     pub end_offset: i64,
+    /// `innerOffset`.
     pub inner_offset: i64,
+    /// `devMajor`.
     pub dev_major: i64,
+    /// `devMinor`.
     pub dev_minor: i64,
+    /// `digest`.
     pub digest: Option<&'de str>,
+    /// `chunkOffset`.
     pub chunk_offset: i64,
+    /// `chunkSize`.
     pub chunk_size: i64,
+    /// `chunkDigest`.
     pub chunk_digest: Option<&'de str>,
+    /// `chunkType`.
     pub chunk_type: Option<&'de str>,
     /// (name, base64 value), both raw.
     pub xattrs: Vec<(&'de str, &'de str)>,
@@ -72,15 +90,15 @@ fn hex4(s: &[u8]) -> Option<u32> {
 pub fn unescape(raw: &str, out: &mut Vec<u8>) -> core::result::Result<(), &'static str> {
     let bytes = raw.as_bytes();
     let mut i = 0usize;
-    while i < bytes.len() {
-        let b = bytes[i];
+    while let Some(&b) = bytes.get(i) {
         if b < 0x20 {
             return Err("control character in string");
         }
         if b != b'\\' {
-            let run_end = bytes[i..].iter().position(|&c| c == b'\\' || c < 0x20).map_or(bytes.len(), |p| i + p);
-            out.extend_from_slice(&bytes[i..run_end]);
-            i = run_end;
+            let rest = bytes.get(i..).unwrap_or_default();
+            let run_len = rest.iter().position(|&c| c == b'\\' || c < 0x20).unwrap_or(rest.len());
+            out.extend_from_slice(rest.get(..run_len).unwrap_or_default());
+            i += run_len;
             continue;
         }
         let esc = *bytes.get(i + 1).ok_or("string ends in a backslash")?;
@@ -101,11 +119,11 @@ pub fn unescape(raw: &str, out: &mut Vec<u8>) -> core::result::Result<(), &'stat
             out.push(c);
             continue;
         }
-        let unit = hex4(&bytes[i..]).ok_or("invalid \\u escape")?;
+        let unit = hex4(bytes.get(i..).unwrap_or_default()).ok_or("invalid \\u escape")?;
         i += 4;
         let code = if (0xd800..0xdc00).contains(&unit) {
             let low = if bytes.get(i) == Some(&b'\\') && bytes.get(i + 1) == Some(&b'u') {
-                hex4(&bytes[i + 2..]).filter(|l| (0xdc00..0xe000).contains(l))
+                hex4(bytes.get(i + 2..).unwrap_or_default()).filter(|l| (0xdc00..0xe000).contains(l))
             } else {
                 None
             };
@@ -170,22 +188,24 @@ fn is_json_space(b: u8) -> bool {
 impl Split {
     /// Guesses a cut near the middle: the first comma there followed (after white space) by `{`.
     pub fn find(json: &[u8]) -> Option<Split> {
-        let mut end = json.len();
+        let mut head = json;
         for expected in [b'}', b']'] {
-            while end > 0 && is_json_space(json[end - 1]) {
-                end -= 1;
+            while let [before @ .., last] = head
+                && is_json_space(*last)
+            {
+                head = before;
             }
-            if end == 0 || json[end - 1] != expected {
-                return None;
+            match head {
+                [before @ .., last] if *last == expected => head = before,
+                _ => return None,
             }
-            end -= 1;
         }
-        let close = end;
+        let close = head.len();
         let mut at = json.len() / 2;
         while at < close {
-            let comma = at + json[at..close].iter().position(|&b| b == b',')?;
-            let next = json[comma + 1..close].iter().position(|&b| !is_json_space(b)).map(|p| comma + 1 + p);
-            if next.is_some_and(|n| json[n] == b'{') {
+            let comma = at + json.get(at..close)?.iter().position(|&b| b == b',')?;
+            let next = json.get(comma + 1..close)?.iter().find(|&&b| !is_json_space(b));
+            if next == Some(&b'{') {
                 return Some(Split { comma, close });
             }
             at = comma + 1;

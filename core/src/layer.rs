@@ -208,7 +208,7 @@ impl<R: ReadAt> Layer<R> {
         verify: bool,
         cache: &'c mut MemberCache,
     ) -> Result<&'c [u8]> {
-        let c = &chunks[i];
+        let c = chunks.get(i).ok_or(Error::Corrupt("no chunk covers the offset"))?;
         let own = c.inner_offset.checked_add(need).ok_or(Error::Corrupt("chunk size overflows"))?;
         if own > self.max_chunk_size {
             return Err(Error::TooLarge { what: "chunk", size: own, limit: self.max_chunk_size });
@@ -241,7 +241,7 @@ impl<R: ReadAt> Layer<R> {
             cache.offset = Some(c.offset);
         }
         let start = c.inner_offset as usize;
-        Ok(&cache.data[start..start + need as usize])
+        cache.data.get(start..start + need as usize).ok_or(Error::Corrupt("chunk shorter than its size"))
     }
 
     /// Reads file bytes at `offset` into `buf`, decoding each chunk it touches once (and each
@@ -263,7 +263,7 @@ impl<R: ReadAt> Layer<R> {
         let mut pos = offset;
         while pos < end {
             let i = self.index.chunk_at(id, pos).ok_or(Error::Corrupt("no chunk covers the offset"))?;
-            let c = chunks[i];
+            let c = *chunks.get(i).ok_or(Error::Corrupt("no chunk covers the offset"))?;
             let within = pos - c.file_offset;
             let take = (c.file_offset + c.size).min(end) - pos;
             let whole = verify && c.digest.is_some();
@@ -273,7 +273,11 @@ impl<R: ReadAt> Layer<R> {
                 check_chunk(&c, bytes)?;
             }
             let dst = (pos - offset) as usize;
-            buf[dst..dst + take as usize].copy_from_slice(&bytes[within as usize..(within + take) as usize]);
+            let src = bytes.get(within as usize..(within + take) as usize);
+            // In range: dst + take <= end - offset <= buf.len().
+            let dst = buf.get_mut(dst..dst + take as usize);
+            let (Some(src), Some(dst)) = (src, dst) else { return Err(Error::Corrupt("chunk shorter than its size")) };
+            dst.copy_from_slice(src);
             pos += take;
         }
         Ok((end - offset) as usize)
@@ -328,8 +332,8 @@ struct MemberCache {
 /// Fills as much of `buf` as the blob holds from `offset`.
 fn read_full<R: ReadAt + ?Sized>(blob: &R, offset: u64, buf: &mut [u8]) -> Result<usize> {
     let mut done = 0;
-    while done < buf.len() {
-        let n = blob.read_at(offset + done as u64, &mut buf[done..])?;
+    while let Some(rest) = buf.get_mut(done..).filter(|rest| !rest.is_empty()) {
+        let n = blob.read_at(offset + done as u64, rest)?;
         if n == 0 {
             break;
         }
@@ -352,9 +356,14 @@ fn parse_toc_text(raw: &mut toc::RawToc, limits: Limits) -> Result<ParsedToc> {
         && let Some(split) = crate::json::Split::find(json)
     {
         // The tail half is read as an array of its own: its comma becomes the opening bracket.
-        json[split.comma] = b'[';
+        // `find` puts the comma inside the text.
+        if let Some(comma) = json.get_mut(split.comma) {
+            *comma = b'[';
+        }
         let parsed = ParsedToc::parse_split(json, split, limits);
-        json[split.comma] = b',';
+        if let Some(bracket) = json.get_mut(split.comma) {
+            *bracket = b',';
+        }
         if let Some(parsed) = parsed {
             return Ok(parsed);
         }

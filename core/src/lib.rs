@@ -11,12 +11,24 @@
 //! [`oci`] names the manifest annotations of lazy layers and, under `std`, reads local OCI
 //! image layouts.
 //!
-//! What it must never depend on: std (it is `#![no_std]` + `alloc`; the `std` feature only adds
-//! a `ReadAt` for files, `std::error::Error` and the OCI layout reader), sockets, threads, FUSE
-//! or NFS types, registries.
+//! The [`writer`] turns a tar into an eStargz or zstd:chunked blob; it has its own error type,
+//! [`writer::Error`], beside the reader's [`Error`].
+//!
+//! What it must never depend on: std for its reading and writing (it is `#![no_std]` + `alloc`),
+//! files, sockets, registries, FUSE or NFS types. The `std` feature (on by default) adds a
+//! `ReadAt` for files ([`FileReadAt`]), `std::error::Error` for the error types, the OCI
+//! layout reader, and threads while a layer opens ([`Layer::open`], [`Layer::open_with`]): the
+//! second half of a TOC of 1 MiB or more is parsed on a second thread, and the TOC's digest is
+//! computed on another while the index is built. Both are scoped threads that end before the
+//! call returns, and each step runs on the calling thread when no thread can be started.
+//! Without `std` everything runs on the caller's thread.
 //! No input may make it panic, allocate without bound or recurse on input-controlled depth.
 
 #![no_std]
+#![deny(missing_docs)]
+// No slice index or range may panic: `.get()` and friends, with an error where the data can be
+// at fault. Tests index freely.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 extern crate alloc;
 #[cfg(feature = "std")]

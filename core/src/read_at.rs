@@ -32,12 +32,13 @@ pub trait ReadAt {
 
     /// Fills `buf` completely from `offset`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let needed = buf.len() as u64;
         let mut done = 0usize;
-        while done < buf.len() {
+        while let Some(rest) = buf.get_mut(done..).filter(|rest| !rest.is_empty()) {
             let at = offset + done as u64;
-            let n = self.read_at(at, &mut buf[done..])?;
+            let n = self.read_at(at, rest)?;
             if n == 0 {
-                return Err(Error::UnexpectedEof { offset, needed: buf.len() as u64 });
+                return Err(Error::UnexpectedEof { offset, needed });
             }
             done += n;
         }
@@ -54,7 +55,9 @@ impl ReadAt for [u8] {
         let Ok(start) = usize::try_from(offset) else { return Ok(0) };
         let Some(rest) = self.get(start..) else { return Ok(0) };
         let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), rest.get(..n)) {
+            dst.copy_from_slice(src);
+        }
         Ok(n)
     }
 }
@@ -142,8 +145,9 @@ impl ReadAt for FileReadAt {
         }
         let max = usize::try_from(self.size - offset).unwrap_or(usize::MAX);
         let len = buf.len().min(max);
+        let buf = buf.get_mut(..len).unwrap_or_default();
         loop {
-            match self.file.read_at(&mut buf[..len], offset) {
+            match self.file.read_at(buf, offset) {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {

@@ -24,17 +24,19 @@ const MAX_META_HEADERS: usize = 8;
 
 fn trim_nul(field: &[u8]) -> &[u8] {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    &field[..end]
+    field.get(..end).unwrap_or(field)
 }
 
 /// Parses a numeric header field: octal ASCII (spaces and NULs around it allowed) or GNU base-256.
 pub fn parse_number(field: &[u8]) -> Result<u64> {
-    if field.first().is_some_and(|&b| b & 0x80 != 0) {
-        if field[0] & 0x40 != 0 {
+    if let [first, rest @ ..] = field
+        && first & 0x80 != 0
+    {
+        if first & 0x40 != 0 {
             return Err(Error::BadTocTar("negative base-256 number"));
         }
-        let mut value: u64 = u64::from(field[0] & 0x3f);
-        for &b in &field[1..] {
+        let mut value: u64 = u64::from(first & 0x3f);
+        for &b in rest {
             if value >> 56 != 0 {
                 return Err(Error::BadTocTar("number overflows"));
             }
@@ -61,7 +63,7 @@ pub fn parse_number(field: &[u8]) -> Result<u64> {
     Ok(value)
 }
 
-fn checksum_ok(header: &[u8]) -> bool {
+fn checksum_ok(header: &[u8; BLOCK]) -> bool {
     let Ok(stored) = parse_number(&header[148..156]) else { return false };
     let sum: u64 = header
         .iter()
@@ -81,21 +83,23 @@ fn pax_value<'a>(mut records: &'a [u8], key: &[u8]) -> Result<Option<&'a [u8]>> 
     let mut found = None;
     while !records.is_empty() {
         let space = records.iter().position(|&b| b == b' ').ok_or(Error::BadTocTar("bad PAX record"))?;
-        let len: usize = core::str::from_utf8(&records[..space])
+        let len: usize = core::str::from_utf8(records.get(..space).unwrap_or_default())
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or(Error::BadTocTar("bad PAX record length"))?;
-        if len <= space + 1 || len > records.len() {
+        if len <= space + 1 {
             return Err(Error::BadTocTar("bad PAX record length"));
         }
-        let record = &records[space + 1..len];
+        let (record, rest) = records.split_at_checked(len).ok_or(Error::BadTocTar("bad PAX record length"))?;
+        let record = record.get(space + 1..).unwrap_or_default();
         let record = record.strip_suffix(b"\n").ok_or(Error::BadTocTar("PAX record lacks newline"))?;
-        if let Some(eq) = record.iter().position(|&b| b == b'=')
-            && &record[..eq] == key
+        let mut key_value = record.splitn(2, |&b| b == b'=');
+        if let (Some(k), Some(value)) = (key_value.next(), key_value.next())
+            && k == key
         {
-            found = Some(&record[eq + 1..]);
+            found = Some(value);
         }
-        records = &records[len..];
+        records = rest;
     }
     Ok(found)
 }
@@ -106,7 +110,8 @@ pub fn toc_json(tar: &[u8]) -> Result<core::ops::Range<usize>> {
     let mut pos = 0usize;
     let mut long_name: Option<&[u8]> = None;
     for _ in 0..=MAX_META_HEADERS {
-        let header = tar.get(pos..pos + BLOCK).ok_or(Error::BadTocTar("truncated header"))?;
+        let header: &[u8; BLOCK] =
+            tar.get(pos..).and_then(<[u8]>::first_chunk).ok_or(Error::BadTocTar("truncated header"))?;
         if !checksum_ok(header) {
             return Err(Error::BadTocTar("header checksum mismatch"));
         }

@@ -35,9 +35,9 @@ pub fn parse_rfc3339(s: &[u8]) -> Option<(i64, u32)> {
     if s.get(pos) == Some(&b'.') {
         pos += 1;
         let start = pos;
-        while s.get(pos).is_some_and(u8::is_ascii_digit) {
+        while let Some(&digit) = s.get(pos).filter(|b| b.is_ascii_digit()) {
             if pos - start < 9 {
-                nanos = nanos * 10 + u32::from(s[pos] - b'0');
+                nanos = nanos * 10 + u32::from(digit - b'0');
             }
             pos += 1;
         }
@@ -50,7 +50,7 @@ pub fn parse_rfc3339(s: &[u8]) -> Option<(i64, u32)> {
     }
     let offset = match s.get(pos) {
         Some(b'Z' | b'z') if s.len() == pos + 1 => 0,
-        Some(&sign @ (b'+' | b'-')) if s.len() == pos + 6 && s[pos + 3] == b':' => {
+        Some(&sign @ (b'+' | b'-')) if s.len() == pos + 6 && s.get(pos + 3) == Some(&b':') => {
             let secs = num(s, pos + 1, 2)? * 3600 + num(s, pos + 4, 2)? * 60;
             if sign == b'+' { secs } else { -secs }
         }

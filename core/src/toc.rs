@@ -27,7 +27,8 @@ pub struct TocBytes {
 impl TocBytes {
     /// The JSON text.
     pub fn json(&self) -> &[u8] {
-        &self.buf[self.json.clone()]
+        // `json` lies within `buf`: both are set together when the TOC is read.
+        self.buf.get(self.json.clone()).unwrap_or_default()
     }
 }
 
@@ -46,12 +47,13 @@ pub struct RawToc {
 impl RawToc {
     /// The JSON text.
     pub fn json(&self) -> &[u8] {
-        &self.buf[self.json.clone()]
+        // `json` lies within `buf`: both are set together when the TOC is read.
+        self.buf.get(self.json.clone()).unwrap_or_default()
     }
 
     /// The JSON text, to change in place.
     pub fn json_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.json.clone()]
+        self.buf.get_mut(self.json.clone()).unwrap_or_default()
     }
 
     /// Attaches the JSON's digest, computed elsewhere (see [`Digest::of`]).

@@ -26,7 +26,8 @@ fn read_growing<R: Read>(decoder: &mut R, len: usize, out: &mut Vec<u8>) -> Resu
     while out.len() < len {
         let start = out.len();
         out.resize(start + (len - start).min(step), 0);
-        decoder.read_exact(&mut out[start..]).map_err(|_| Error::Corrupt("zstd frame is corrupt or ends early"))?;
+        let fresh = out.get_mut(start..).unwrap_or_default();
+        decoder.read_exact(fresh).map_err(|_| Error::Corrupt("zstd frame is corrupt or ends early"))?;
         step = step.saturating_mul(2);
     }
     Ok(())

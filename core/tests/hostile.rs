@@ -122,7 +122,7 @@ fn toc_tar(json: &[u8]) -> Vec<u8> {
     tar
 }
 
-/// The 51-byte eStargz footer, literally (formats.md §2.2).
+/// The 51-byte eStargz footer, literally (the table in crfs-core's `footer` module).
 fn estargz_footer(toc_offset_hex: &str) -> Vec<u8> {
     let mut f = vec![0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 0x1a, 0x00, b'S', b'G', 0x16, 0x00];
     assert_eq!(toc_offset_hex.len(), 16);

@@ -446,7 +446,7 @@ func cmdBuild(args []string) error {
 }
 
 // ---------------------------------------------------------------------------
-// legacy: a writer of the 2019 google/crfs stargz format (formats.md §1).
+// legacy: a writer of the 2019 google/crfs stargz format (its 47-byte footer: core/src/footer.rs).
 
 // legacyEntry mirrors the legacy TOC entry. Field order is the JSON key order.
 // NumLink has no JSON tag, as in CRFS, so it is always written as "NumLink": 0.

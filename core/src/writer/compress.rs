@@ -10,7 +10,7 @@
 //! | 10 | .. | raw DEFLATE, final block last |
 //! | end-8 | 8 | CRC32 (LE) of the uncompressed bytes, ISIZE (LE) = length mod 2^32 |
 //!
-//! The footer is the 51-byte empty member of formats.md §2.2, emitted literally.
+//! The footer is the 51-byte empty member of [`crate::footer`]'s table, emitted literally.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -53,7 +53,9 @@ impl Deflate for MinizDeflate {
         out.resize(start + input.len() + input.len() / 1024 + 64, 0);
         let mut pos = start;
         loop {
-            let (status, consumed, written) = compress(&mut self.state, input, &mut out[pos..], TDEFLFlush::Finish);
+            // `compress` writes no more than it is given room for, so `pos` stays within `out`.
+            let room = out.get_mut(pos..).unwrap_or_default();
+            let (status, consumed, written) = compress(&mut self.state, input, room, TDEFLFlush::Finish);
             pos += written;
             input = input.get(consumed..).unwrap_or_default();
             match status {
@@ -138,7 +140,7 @@ pub fn skippable_frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-/// The 40-byte zstd:chunked footer payload (formats.md §3.1): TOC offset (of the frame data),
+/// The 40-byte zstd:chunked footer payload (the `GnUlInUx` column of [`crate::footer`]): TOC offset (of the frame data),
 /// compressed and uncompressed TOC lengths, manifest type 1, `GnUlInUx`.
 pub fn zstd_footer(toc_offset: u64, compressed_len: u64, json_len: u64) -> [u8; ZSTD_FOOTER_LEN] {
     let mut f = [0u8; ZSTD_FOOTER_LEN];
@@ -172,13 +174,12 @@ pub fn gzip_member(deflater: &mut dyn Deflate, level: u8, data: &[u8], out: &mut
 /// Length of the eStargz footer.
 pub const FOOTER_LEN: usize = 51;
 
-/// The 51-byte eStargz footer pointing at the TOC member at `toc_offset` (formats.md §2.2).
+/// The 51-byte eStargz footer pointing at the TOC member at `toc_offset` (see [`crate::footer`]).
 pub fn estargz_footer(toc_offset: u64) -> [u8; FOOTER_LEN] {
     let mut f = [0u8; FOOTER_LEN];
     f[..16].copy_from_slice(&[0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 26, 0, b'S', b'G', 22, 0]);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in 0..16 {
-        f[16 + i] = HEX[((toc_offset >> (60 - 4 * i)) & 0xf) as usize];
+    for (i, digit) in f[16..32].iter_mut().enumerate() {
+        *digit = super::toc_json::hex_digit((toc_offset >> (60 - 4 * i)) as u8);
     }
     f[32..38].copy_from_slice(b"STARGZ");
     f[38..43].copy_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
@@ -191,7 +192,7 @@ mod tests {
 
     #[test]
     fn footer_matches_the_reference_bytes() {
-        // formats.md §2.2, TOC offset 0x12345.
+        // The eStargz footer for TOC offset 0x12345, as the Go writer emits it.
         let want: [u8; 51] = [
             0x1f, 0x8b, 0x08, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0x1a, 0x00, 0x53, 0x47, 0x16, 0x00, 0x30, 0x30,
             0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x31, 0x32, 0x33, 0x34, 0x35, 0x53, 0x54, 0x41, 0x52,
@@ -202,7 +203,7 @@ mod tests {
 
     #[test]
     fn zstd_footer_matches_the_reference_sample() {
-        // formats.md §3.1: the tail of sample.zstdchunked (TOC data at 282, 461 compressed, 1125 raw).
+        // The tail of testdata/sample.zstdchunked (TOC data at 282, 461 compressed, 1125 raw).
         let mut tail = Vec::new();
         skippable_frame(&zstd_footer(282, 461, 1125), &mut tail);
         let mut want = alloc::vec![0x50, 0x2a, 0x4d, 0x18, 0x28, 0, 0, 0];

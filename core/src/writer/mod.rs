@@ -1,4 +1,5 @@
-//! The writer: a tar in, an eStargz blob out (formats.md §2.8).
+//! The writer: a tar in, an eStargz or zstd:chunked blob out, laid out as the reference
+//! `estargz` package's `Build` lays it out ([`mod@plan`] lists the rules).
 //!
 //! Three steps, each usable alone so that a std front-end can run the middle one on many
 //! threads:
@@ -122,13 +123,35 @@ pub enum Error {
     /// The input is not a tar archive.
     NotTar(&'static str),
     /// A tar header is malformed.
-    BadHeader { offset: u64, what: &'static str },
+    BadHeader {
+        /// The header's offset in the input.
+        offset: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// The input ends inside `what`.
-    Truncated { offset: u64, what: &'static str },
+    Truncated {
+        /// Where the missing bytes start.
+        offset: u64,
+        /// What was being read.
+        what: &'static str,
+    },
     /// An entry declares more payload than the input holds.
-    EntryTooLarge { name: Vec<u8>, size: u64, available: u64 },
+    EntryTooLarge {
+        /// The entry's name.
+        name: Vec<u8>,
+        /// The payload bytes its header says the input stores.
+        size: u64,
+        /// The bytes the input holds after the header.
+        available: u64,
+    },
     /// An entry type eStargz cannot hold (e.g. GNU volume headers, multi-volume parts).
-    Unsupported { offset: u64, typeflag: u8 },
+    Unsupported {
+        /// The header's offset in the input.
+        offset: u64,
+        /// The header's typeflag.
+        typeflag: u8,
+    },
     /// The compressor failed.
     Deflate(&'static str),
     /// Writing the output failed.
@@ -137,10 +160,24 @@ pub enum Error {
     BadOption(&'static str),
     /// Expanding sparse files would add more than [`Options::max_sparse_holes`] bytes of holes;
     /// `name` is the file that crossed the limit.
-    SparseTooLarge { name: Vec<u8>, holes: u64, limit: u64 },
+    SparseTooLarge {
+        /// The file that crossed the limit.
+        name: Vec<u8>,
+        /// The bytes of holes expanded up to and including it.
+        holes: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A hardlink whose target is not in the layer, is a directory, or leads back to itself
     /// through other links: its TOC would not open.
-    BadHardlink { name: Vec<u8>, target: Vec<u8>, what: &'static str },
+    BadHardlink {
+        /// The hardlink's name.
+        name: Vec<u8>,
+        /// Its target, as the tar names it.
+        target: Vec<u8>,
+        /// What is wrong.
+        what: &'static str,
+    },
 }
 
 impl Error {

@@ -1,7 +1,7 @@
 //! From a scanned tar to the blob's layout: entry order, gzip members, TOC entries; then the
 //! in-order assembly of compressed members into offsets, digests, the TOC and the footer.
 //!
-//! The layout follows the reference `Build` (formats.md §2.4, §2.8) with one writer part:
+//! The layout follows the reference `Build` (the `estargz` package's `build.go`) with one writer part:
 //!
 //! 1. Entries named `stargz.index.json` or a landmark name are dropped; an entry whose cleaned
 //!    name was seen before replaces the earlier one, at its own (later) position.
@@ -120,15 +120,21 @@ impl Plan {
         buf.clear();
         let m = self.members.get(i).ok_or(Error::BadOption("no such member"))?;
         buf.reserve(usize::try_from(m.len).map_err(|_| Error::BadOption("member too large"))?);
-        for piece in &self.pieces[m.pieces.clone()] {
+        // The plan made the pieces and literals its members point at: a miss means the plan was
+        // altered or mixed with another, which the error names.
+        let pieces = self.pieces.get(m.pieces.clone()).ok_or(Error::BadOption("member pieces out of range"))?;
+        for piece in pieces {
             match *piece {
                 Piece::Input { offset, len } => {
                     let start = buf.len();
                     buf.resize(start + len as usize, 0);
-                    src.read_exact_at(offset, &mut buf[start..])?;
+                    src.read_exact_at(offset, buf.get_mut(start..).unwrap_or_default())?;
                 }
                 Piece::Zeros(len) => buf.resize(buf.len() + len as usize, 0),
-                Piece::Lit { start, len } => buf.extend_from_slice(&self.lit[start..start + len]),
+                Piece::Lit { start, len } => {
+                    let lit = self.lit.get(start..start + len).ok_or(Error::BadOption("literal out of range"))?;
+                    buf.extend_from_slice(lit);
+                }
             }
         }
         Ok(())
@@ -144,7 +150,13 @@ impl Plan {
         out: &mut Vec<u8>,
     ) -> Result<Option<Digest>, Error> {
         let m = self.members.get(i).ok_or(Error::BadOption("no such member"))?;
-        let digest = m.chunk.map(|c| Digest::of(&data[..c.len as usize]));
+        let digest = match m.chunk {
+            Some(c) => {
+                let chunk = data.get(..c.len as usize).ok_or(Error::BadOption("member data shorter than its chunk"))?;
+                Some(Digest::of(chunk))
+            }
+            None => None,
+        };
         compressor.member(data, out)?;
         Ok(digest)
     }
@@ -167,10 +179,7 @@ pub fn clean_name(name: &[u8]) -> Vec<u8> {
 }
 
 fn parent_of(clean: &[u8]) -> Vec<u8> {
-    match clean.iter().rposition(|&b| b == b'/') {
-        Some(i) => clean[..i].to_vec(),
-        None => Vec::new(),
-    }
+    clean.rsplitn(2, |&b| b == b'/').nth(1).unwrap_or_default().to_vec()
 }
 
 /// Refuses what the TOC reader would: a hardlink whose target (followed through other links)
@@ -189,7 +198,7 @@ fn check_hardlinks(stream: &[Option<TarEntry>], seen: &BTreeMap<Vec<u8>, usize>)
             let target = clean_name(&link.link);
             let bad = |what| Err(Error::BadHardlink { name: link.name.clone(), target: link.link.clone(), what });
             let Some(&i) = seen.get(&target) else { return bad("the target is not in the layer") };
-            let Some(t) = &stream[i] else { return bad("the target is not in the layer") };
+            let Some(Some(t)) = stream.get(i) else { return bad("the target is not in the layer") };
             match t.kind {
                 Some(EntryKind::Dir) => return bad("the target is a directory"),
                 Some(EntryKind::Hardlink) if walk.contains(&i) => return bad("the hardlinks form a cycle"),
@@ -252,8 +261,8 @@ fn order(stream: &[Option<TarEntry>], prioritized: &[Vec<u8>]) -> (Vec<Item>, Ve
                 }
                 Task::Links(n) => {
                     if let Some(&i) = by_name.get(&n)
-                        && !moved[i]
-                        && let Some(e) = &stream[i]
+                        && moved.get(i) == Some(&false)
+                        && let Some(Some(e)) = stream.get(i)
                         && e.kind == Some(EntryKind::Hardlink)
                         && link_checked.insert(n)
                     {
@@ -262,9 +271,10 @@ fn order(stream: &[Option<TarEntry>], prioritized: &[Vec<u8>]) -> (Vec<Item>, Ve
                 }
                 Task::Move(n) => {
                     if let Some(&i) = by_name.get(&n)
-                        && !moved[i]
+                        && let Some(done) = moved.get_mut(i)
+                        && !*done
                     {
-                        moved[i] = true;
+                        *done = true;
                         items.push(Item::Entry(i));
                     }
                 }
@@ -273,8 +283,9 @@ fn order(stream: &[Option<TarEntry>], prioritized: &[Vec<u8>]) -> (Vec<Item>, Ve
     }
     let landmark = if prioritized.is_empty() { NO_PREFETCH_LANDMARK } else { PREFETCH_LANDMARK };
     items.push(Item::Landmark(landmark));
-    for (i, e) in stream.iter().enumerate() {
-        if e.is_some() && !moved[i] {
+    // `moved` has one flag per entry of `stream`.
+    for (i, (e, &done)) in stream.iter().zip(&moved).enumerate() {
+        if e.is_some() && !done {
             items.push(Item::Entry(i));
         }
     }
@@ -349,7 +360,9 @@ impl Layout {
             let mut ent = if index == 0 {
                 core::mem::take(&mut reg)
             } else {
-                TocEntry { name: self.toc[file as usize].name.clone(), kind: "chunk", ..TocEntry::default() }
+                // The first piece's entry was pushed at `file` on the first pass.
+                let name = self.toc.get(file as usize).map(|first| first.name.clone()).unwrap_or_default();
+                TocEntry { name, kind: "chunk", ..TocEntry::default() }
             };
             if n == chunk_size {
                 ent.chunk_size = n;
@@ -397,8 +410,10 @@ pub fn plan<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Plan, Ass
         if clean == TOC_NAME || clean == PREFETCH_LANDMARK || clean == NO_PREFETCH_LANDMARK {
             continue;
         }
-        if let Some(old) = seen.insert(clean, stream.len()) {
-            stream[old] = None;
+        if let Some(old) = seen.insert(clean, stream.len())
+            && let Some(replaced) = stream.get_mut(old)
+        {
+            *replaced = None;
         }
         stream.push(Some(e));
     }
@@ -429,7 +444,7 @@ pub fn plan<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Plan, Ass
                 l.add_payload(reg, chunk_size, |_, _, l| l.lit(&[LANDMARK_CONTENTS]));
             }
             Item::Entry(i) => {
-                let Some(e) = stream[i].take() else { continue };
+                let Some(e) = stream.get_mut(i).and_then(Option::take) else { continue };
                 let Some(kind) = e.kind else { continue };
                 if kind == EntryKind::Global {
                     l.push(Piece::Input { offset: e.start, len: e.data - e.start });
@@ -530,7 +545,8 @@ fn sparse_pieces(frags: &[(u64, u64)], stored: &[u64], off: u64, n: u64, l: &mut
     let mut pos = off;
     // Fragments are sorted and disjoint; start at the first one that ends after `off`.
     let first = frags.partition_point(|&(o, len)| o + len <= off);
-    for (&(o, len), &at) in frags[first..].iter().zip(&stored[first..]) {
+    let (frags, stored) = (frags.get(first..).unwrap_or_default(), stored.get(first..).unwrap_or_default());
+    for (&(o, len), &at) in frags.iter().zip(stored) {
         if o >= end {
             break;
         }
@@ -598,18 +614,21 @@ impl Assembler {
         self.uncompressed += m.len;
         self.diff.update(data);
         if let Some(c) = m.chunk {
-            let bytes = &data[..c.len as usize];
+            // The plan made the chunk and its TOC entries together: a miss means another plan.
+            const OTHER_PLAN: Error = Error::BadOption("member does not match the plan's TOC");
+            let bytes = data.get(..c.len as usize).ok_or(OTHER_PLAN)?;
             let digest = chunk_digest.unwrap_or_else(|| Digest::of(bytes));
-            self.toc[c.toc as usize].chunk_digest = Some(digest);
+            self.toc.get_mut(c.toc as usize).ok_or(OTHER_PLAN)?.chunk_digest = Some(digest);
             if c.single {
-                self.toc[c.file as usize].digest = Some(digest);
+                self.toc.get_mut(c.file as usize).ok_or(OTHER_PLAN)?.digest = Some(digest);
             } else {
                 if c.toc == c.file {
                     self.file_hash = Hasher::default();
                 }
                 self.file_hash.update(bytes);
                 if c.last {
-                    self.toc[c.file as usize].digest = Some(core::mem::take(&mut self.file_hash).finish());
+                    self.toc.get_mut(c.file as usize).ok_or(OTHER_PLAN)?.digest =
+                        Some(core::mem::take(&mut self.file_hash).finish());
                 }
             }
         }
@@ -629,7 +648,7 @@ impl Assembler {
         }
         for (e, &m) in self.toc.iter_mut().zip(&self.toc_member) {
             if m != NONE {
-                e.offset = self.offsets[m as usize];
+                e.offset = *self.offsets.get(m as usize).ok_or(Error::BadOption("TOC entry of no member"))?;
             }
         }
         let json = toc_json::toc_json(&self.toc);

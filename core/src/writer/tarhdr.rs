@@ -40,23 +40,25 @@ pub struct HeaderSpec<'a> {
 
 /// Writes `s` into `field`, NUL-terminated when shorter.
 fn put_str(field: &mut [u8], s: &[u8]) {
-    let n = s.len().min(field.len());
-    field[..n].copy_from_slice(&s[..n]);
+    for (to, &from) in field.iter_mut().zip(s) {
+        *to = from;
+    }
 }
 
 /// Writes `v` in octal, zero-padded to `field.len() - 1` digits and NUL-terminated. Returns
 /// false when it does not fit (the field is then left zero).
 fn put_octal(field: &mut [u8], v: i64) -> bool {
-    let digits = field.len() - 1;
-    if v < 0 || (digits < 21 && v >= 1i64 << (3 * digits)) {
+    let Some((terminator, digits)) = field.split_last_mut() else { return false };
+    let n = digits.len();
+    if v < 0 || (n < 21 && v >= 1i64 << (3 * n)) {
         return false;
     }
     let mut v = v as u64;
-    for i in (0..digits).rev() {
-        field[i] = b'0' + (v & 7) as u8;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (v & 7) as u8;
         v >>= 3;
     }
-    field[digits] = 0;
+    *terminator = 0;
     true
 }
 
@@ -68,11 +70,11 @@ fn split_ustar(name: &[u8]) -> Option<(&[u8], &[u8])> {
         return None;
     }
     let max = len.min(156);
-    let i = name[..max].iter().rposition(|&b| b == b'/')?;
+    let i = name.get(..max)?.iter().rposition(|&b| b == b'/')?;
     if i == 0 || len - i - 1 > 100 || len - i - 1 == 0 {
         return None;
     }
-    Some((&name[..i], &name[i + 1..]))
+    Some((name.get(..i)?, name.get(i + 1..)?))
 }
 
 fn pax_record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
@@ -100,18 +102,19 @@ fn decimal_len(mut v: u64) -> usize {
 
 /// Appends `v` in decimal.
 pub fn push_decimal(out: &mut Vec<u8>, v: u64) {
+    // u64::MAX has 20 digits.
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
+    let mut used = 0;
     let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
+    for digit in buf.iter_mut().rev() {
+        *digit = b'0' + (v % 10) as u8;
         v /= 10;
+        used += 1;
         if v == 0 {
             break;
         }
     }
-    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(buf.get(buf.len() - used..).unwrap_or_default());
 }
 
 fn push_signed(out: &mut Vec<u8>, v: i64) {
@@ -141,7 +144,7 @@ pub fn write_header(h: &HeaderSpec<'_>, out: &mut Vec<u8>) {
             Some(split) => split,
             None => {
                 pax_record(&mut pax, b"path", h.name);
-                (&[][..], &h.name[..100])
+                (&[][..], h.name.get(..100).unwrap_or(h.name))
             }
         }
     };
@@ -153,7 +156,7 @@ pub fn write_header(h: &HeaderSpec<'_>, out: &mut Vec<u8>) {
     put_str(&mut block[157..257], h.link);
     put_octal(&mut block[100..108], h.mode & 0o7_777_777);
     let mut numbered = |field: core::ops::Range<usize>, v: i64, key: &[u8], pax: &mut Vec<u8>| {
-        if !put_octal(&mut block[field], v) {
+        if !block.get_mut(field).is_some_and(|field| put_octal(field, v)) {
             let mut text = Vec::new();
             push_signed(&mut text, v);
             pax_record(pax, key, &text);
@@ -174,7 +177,7 @@ pub fn write_header(h: &HeaderSpec<'_>, out: &mut Vec<u8>) {
                 n /= 10;
             }
             let keep = frac.iter().rposition(|&d| d != b'0').map_or(0, |i| i + 1);
-            text.extend_from_slice(&frac[..keep]);
+            text.extend_from_slice(frac.get(..keep).unwrap_or_default());
         }
         pax_record(&mut pax, b"mtime", &text);
         put_octal(&mut block[136..148], h.mtime.0.max(0));

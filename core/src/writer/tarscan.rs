@@ -110,7 +110,7 @@ pub fn padded(n: u64) -> Option<u64> {
 
 fn trim_nul(field: &[u8]) -> &[u8] {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    &field[..end]
+    field.get(..end).unwrap_or(field)
 }
 
 /// Parses a numeric field: octal (NULs and spaces around it allowed) or GNU base-256.
@@ -141,7 +141,7 @@ fn parse_numeric(field: &[u8]) -> Option<i64> {
     let start = field.iter().position(|&b| b != b' ' && b != 0)?;
     let end = field.iter().rposition(|&b| b != b' ' && b != 0).map_or(start, |e| e + 1);
     let mut value: i64 = 0;
-    for &b in &field[start..end] {
+    for &b in field.get(start..end).unwrap_or_default() {
         if !(b'0'..=b'7').contains(&b) {
             return None;
         }
@@ -168,8 +168,8 @@ fn checksum_ok(block: &[u8; 512]) -> bool {
 }
 
 fn parse_decimal(s: &[u8]) -> Option<i64> {
-    let (neg, digits) = match s.first() {
-        Some(b'-') => (true, &s[1..]),
+    let (neg, digits) = match s {
+        [b'-', digits @ ..] => (true, digits),
         _ => (false, s),
     };
     if digits.is_empty() {
@@ -191,10 +191,8 @@ fn parse_u64(s: &[u8]) -> Option<u64> {
 
 /// Parses a PAX time: decimal seconds with an optional fraction, possibly negative.
 fn parse_pax_time(s: &[u8]) -> Option<(i64, u32)> {
-    let (int, frac) = match s.iter().position(|&b| b == b'.') {
-        Some(dot) => (&s[..dot], &s[dot + 1..]),
-        None => (s, &[][..]),
-    };
+    let mut parts = s.splitn(2, |&b| b == b'.');
+    let (int, frac) = (parts.next().unwrap_or(s), parts.next().unwrap_or_default());
     let neg = int.first() == Some(&b'-');
     let secs = if int == b"-" || int.is_empty() { 0 } else { parse_decimal(int)? };
     let mut nanos: u32 = 0;
@@ -220,20 +218,23 @@ fn parse_pax_time(s: &[u8]) -> Option<(i64, u32)> {
 /// Iterates over PAX records `"<len> <key>=<value>\n"`.
 fn pax_records(mut body: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Error>) -> Result<(), Error> {
     // A body may end in NUL padding.
-    while !body.is_empty() && body[0] != 0 {
+    while body.first().is_some_and(|&b| b != 0) {
         let bad = Error::BadHeader { offset: 0, what: "malformed PAX record" };
         let space = body.iter().position(|&b| b == b' ').ok_or(bad.clone())?;
-        let len = usize::try_from(parse_u64(&body[..space]).ok_or(bad.clone())?).map_err(|_| bad.clone())?;
-        if len <= space + 1 || len > body.len() || body[len - 1] != b'\n' {
+        let len_text = body.get(..space).unwrap_or_default();
+        let len = usize::try_from(parse_u64(len_text).ok_or(bad.clone())?).map_err(|_| bad.clone())?;
+        if len <= space + 1 {
             return Err(bad);
         }
-        let record = &body[space + 1..len - 1];
-        let eq = record.iter().position(|&b| b == b'=').ok_or(bad.clone())?;
-        if eq == 0 {
+        let (record, rest) = body.split_at_checked(len).ok_or(bad.clone())?;
+        let record = record.get(space + 1..).and_then(|r| r.strip_suffix(b"\n")).ok_or(bad.clone())?;
+        let mut key_value = record.splitn(2, |&b| b == b'=');
+        let (Some(key), Some(value)) = (key_value.next(), key_value.next()) else { return Err(bad) };
+        if key.is_empty() {
             return Err(bad);
         }
-        f(&record[..eq], &record[eq + 1..])?;
-        body = &body[len..];
+        f(key, value)?;
+        body = rest;
     }
     Ok(())
 }
@@ -383,7 +384,7 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
         if ustar {
             // star archives end the header with "tar\0" and have a 131-byte prefix.
             let star = &block[508..512] == b"tar\0";
-            let prefix = trim_nul(&block[345..if star { 476 } else { 500 }]);
+            let prefix = trim_nul(if star { &block[345..476] } else { &block[345..500] });
             if !prefix.is_empty() {
                 let mut full = prefix.to_vec();
                 full.push(b'/');
@@ -457,7 +458,7 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
         if flag == b'S' {
             // Old GNU sparse: up to 4 fragments in the header, more in extension blocks.
             let mut frags = Vec::new();
-            let push = |entry: &[u8], frags: &mut Vec<(u64, u64)>| -> Result<(), Error> {
+            let push = |entry: &[u8; 24], frags: &mut Vec<(u64, u64)>| -> Result<(), Error> {
                 let off = numeric(&entry[..12]).and_then(|v| u64::try_from(v).ok());
                 let len = numeric(&entry[12..24]).and_then(|v| u64::try_from(v).ok());
                 match (off, len) {
@@ -472,8 +473,9 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
                     _ => Err(Error::BadHeader { offset: at, what: "invalid sparse map" }),
                 }
             };
-            for i in 0..4 {
-                push(&block[386 + 24 * i..410 + 24 * i], &mut frags)?;
+            // Four 24-byte (offset, length) entries from offset 386.
+            for entry in block[386..482].as_chunks::<24>().0 {
+                push(entry, &mut frags)?;
             }
             let mut extended = block[482] != 0;
             let real =
@@ -483,8 +485,9 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
                 if !self.read_block(header_end, &mut ext)? {
                     return Err(Error::Truncated { offset: header_end, what: "a sparse extension block" });
                 }
-                for i in 0..21 {
-                    push(&ext[24 * i..24 * i + 24], &mut frags)?;
+                // 21 entries, then the "extended" flag at 504.
+                for entry in ext[..504].as_chunks::<24>().0 {
+                    push(entry, &mut frags)?;
                 }
                 extended = ext[504] != 0;
                 header_end += BLOCK;
@@ -513,7 +516,7 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
                 return Err(bad("odd sparse map"));
             }
             e.size = real;
-            e.sparse = Some(flat.chunks_exact(2).map(|c| (c[0], c[1])).collect());
+            e.sparse = Some(flat.as_chunks::<2>().0.iter().map(|&[offset, len]| (offset, len)).collect());
         }
         if let Some(frags) = &e.sparse {
             // Fragments must be in order, inside the file, and add up to what is stored.
@@ -636,7 +639,11 @@ fn parse_pax(body: &[u8], p: &mut Pending) -> Result<(), Error> {
             _ => {
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                     match p.xattrs.binary_search_by(|(k, _)| k.as_slice().cmp(name)) {
-                        Ok(i) => p.xattrs[i].1 = value.to_vec(),
+                        Ok(i) => {
+                            if let Some((_, old)) = p.xattrs.get_mut(i) {
+                                *old = value.to_vec();
+                            }
+                        }
                         Err(i) => p.xattrs.insert(i, (name.to_vec(), value.to_vec())),
                     }
                 }

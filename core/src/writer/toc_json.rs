@@ -1,5 +1,5 @@
 //! The TOC JSON, byte for byte as the reference writes it: Go's `json.MarshalIndent(toc, "",
-//! "\t")` of `JTOC`/`TOCEntry` (formats.md §2.3).
+//! "\t")` of `JTOC`/`TOCEntry` (the reference `estargz` package's `types.go`).
 //!
 //! - keys in `TOCEntry` field order: `name`, `type`, `size`, `modtime`, `linkName`, `mode`,
 //!   `uid`, `gid`, `userName`, `groupName`, `offset`, `devMajor`, `devMinor`, `xattrs`, `digest`,
@@ -61,6 +61,11 @@ pub struct TocEntry {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The lower-case hex digit of the low four bits of `nibble`.
+pub(crate) fn hex_digit(nibble: u8) -> u8 {
+    HEX.get(usize::from(nibble & 0xf)).copied().unwrap_or(b'0')
+}
+
 /// Appends `s` as a JSON string, escaped the way Go's encoder escapes it.
 pub fn push_string(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
@@ -68,7 +73,7 @@ pub fn push_string(out: &mut Vec<u8>, s: &[u8]) {
     while !rest.is_empty() {
         let (valid, invalid) = match core::str::from_utf8(rest) {
             Ok(v) => (v, false),
-            Err(e) => (core::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or_default(), true),
+            Err(e) => (core::str::from_utf8(rest.get(..e.valid_up_to()).unwrap_or_default()).unwrap_or_default(), true),
         };
         for c in valid.chars() {
             match c {
@@ -82,8 +87,8 @@ pub fn push_string(out: &mut Vec<u8>, s: &[u8]) {
                 c if (c as u32) < 0x20 || c == '<' || c == '>' || c == '&' => {
                     let b = c as u32 as u8;
                     out.extend_from_slice(b"\\u00");
-                    out.push(HEX[usize::from(b >> 4)]);
-                    out.push(HEX[usize::from(b & 0xf)]);
+                    out.push(hex_digit(b >> 4));
+                    out.push(hex_digit(b));
                 }
                 c => {
                     let mut buf = [0u8; 4];
@@ -91,11 +96,11 @@ pub fn push_string(out: &mut Vec<u8>, s: &[u8]) {
                 }
             }
         }
-        rest = &rest[valid.len()..];
+        rest = rest.get(valid.len()..).unwrap_or_default();
         if invalid {
             // Go decodes one byte at a time past an invalid sequence.
             out.extend_from_slice(b"\\ufffd");
-            rest = &rest[1..];
+            rest = rest.get(1..).unwrap_or_default();
         }
     }
     out.push(b'"');
@@ -189,8 +194,8 @@ fn digest_field(out: &mut Vec<u8>, name: &str, d: &Option<Digest>) {
         key(out, name);
         out.extend_from_slice(b"\"sha256:");
         for b in d.0 {
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
+            out.push(hex_digit(b >> 4));
+            out.push(hex_digit(b));
         }
         out.push(b'"');
     }
@@ -229,7 +234,8 @@ fn push_entry(out: &mut Vec<u8>, e: &TocEntry) {
             let start = out.len();
             let b64_len = v.len().div_ceil(3) * 4;
             out.resize(start + b64_len, 0);
-            let n = base64::engine::general_purpose::STANDARD.encode_slice(v, &mut out[start..]).unwrap_or(0);
+            let encoder = &base64::engine::general_purpose::STANDARD;
+            let n = out.get_mut(start..).map_or(0, |room| encoder.encode_slice(v, room).unwrap_or(0));
             out.truncate(start + n);
             out.push(b'"');
         }

@@ -4,8 +4,9 @@
 //! errno mapping, kernel tuning at init (readahead, readdirplus, cached symlinks), reply TTLs
 //! and mounting. It holds no filesystem logic: anything both FUSE and NFS need lives in vfs.
 //!
-//! Must never depend on: crfs-image, crfs-remote or any registry or HTTP code, crfs-nfs or NFS
-//! types, or the blob formats. A tree to serve comes from crfs-image (or any `ReadOnlyFs`).
+//! Must never depend on: crfs-image, crfs-remote or any registry or HTTP code, crfs-nfs or the
+//! NFS server (nfs3_server, vendored under frontends/nfs/vendor), or the blob formats. A tree
+//! to serve comes from crfs-image (or any `ReadOnlyFs`).
 
 use std::ffi::OsStr;
 use std::io;

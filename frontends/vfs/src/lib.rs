@@ -13,8 +13,13 @@
 //! collapses concurrent misses on one chunk into a single decode, so sequential small reads
 //! through a big chunk inflate it once.
 //!
-//! Must never depend on: fuser, nfsserve, sockets, or any registry code; bytes come from
-//! crfs-core's `ReadAt`.
+//! Must never depend on: fuser, the NFS server (nfs3_server), sockets, or any registry code;
+//! bytes come from crfs-core's `ReadAt`.
+
+#![deny(missing_docs)]
+// No slice index or range may panic: `.get()` and friends, with an error where the data can be
+// at fault. Tests index freely.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -124,50 +129,90 @@ pub enum FsError {
     Denied,
 }
 
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FsError::NotFound => "no such file or directory",
+            FsError::NotDir => "not a directory",
+            FsError::IsDir => "is a directory",
+            FsError::Invalid => "invalid argument (the operation needs another file type)",
+            FsError::NoXattr => "no such attribute",
+            FsError::Io => "I/O error (corrupt or unreadable data; see the log)",
+            FsError::ReadOnly => "read-only file system",
+            FsError::Denied => "permission denied",
+        })
+    }
+}
+
+impl std::error::Error for FsError {}
+
 /// File types as front-ends present them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {
+    /// A directory.
     Dir,
+    /// A regular file.
     Reg,
+    /// A symbolic link.
     Symlink,
+    /// A character device.
     Char,
+    /// A block device.
     Block,
+    /// A named pipe.
     Fifo,
 }
 
 /// Attributes of an inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attr {
+    /// The inode number.
     pub ino: Ino,
+    /// The file type.
     pub kind: FileKind,
     /// Permission bits plus setuid, setgid and sticky.
     pub perm: u16,
+    /// The number of names (hardlinks) of a file; for a directory, 2 plus its subdirectories.
     pub nlink: u32,
+    /// The owner's user id.
     pub uid: u32,
+    /// The owner's group id.
     pub gid: u32,
+    /// Size in bytes: a file's length, a symlink's target length, 0 otherwise.
     pub size: u64,
     /// 512-byte blocks.
     pub blocks: u64,
+    /// A device's major number (0 for other types).
     pub rdev_major: u32,
+    /// A device's minor number (0 for other types).
     pub rdev_minor: u32,
+    /// The modification time.
     pub mtime: SystemTime,
 }
 
 /// One directory entry; `next_offset` is the offset that resumes after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirEntry<'a> {
+    /// The entry's inode number.
     pub ino: Ino,
+    /// The offset to pass to `readdir` to resume after this entry.
     pub next_offset: u64,
+    /// The entry's file type.
     pub kind: FileKind,
+    /// The entry's name (no slash, no NUL).
     pub name: &'a [u8],
 }
 
 /// Filesystem-wide numbers for statfs / FSSTAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StatFs {
+    /// The size of all files' data, in `block_size` blocks.
     pub blocks: u64,
+    /// Total number of inodes.
     pub files: u64,
+    /// The block size `blocks` counts in.
     pub block_size: u32,
+    /// The longest name, in bytes.
     pub name_max: u32,
 }
 
@@ -429,11 +474,13 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         let start = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
         for (i, &child) in children.iter().enumerate().skip(start) {
             let mut name = index.name(child);
-            if self.options.overlay_whiteouts && name.starts_with(WHITEOUT_PREFIX) {
+            if self.options.overlay_whiteouts
+                && let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX)
+            {
                 if name == OPAQUE_MARKER {
                     continue;
                 }
-                name = &name[WHITEOUT_PREFIX.len()..];
+                name = hidden;
                 // A name the layer also holds as a normal entry is shown once, as that entry.
                 if index.lookup(dir, name).is_some() {
                     continue;
@@ -508,7 +555,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         let mut pos = offset;
         while pos < end {
             let i = self.index().chunk_at(id, pos).ok_or(FsError::Io)?;
-            let c = chunks[i];
+            let c = *chunks.get(i).ok_or(FsError::Io)?;
             let data = self.chunk(id, i)?;
             let within = (pos - c.file_offset) as usize;
             let take = ((c.file_offset + c.size).min(end) - pos) as usize;

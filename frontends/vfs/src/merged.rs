@@ -69,11 +69,16 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
             .map(|(i, l)| LayerFs::with_cache(l, options, cache.clone(), i as u32))
             .collect();
         let mut fs = MergedFs { layers, nodes: Vec::new(), statfs: StatFs::default() };
-        fs.build();
+        fs.build()?;
         Ok(fs)
     }
 
-    fn build(&mut self) {
+    /// Merges the layers' trees. Every id used here was handed out here, so a miss (reported as
+    /// `Io`) would be a bug in this function, not a fault of the layers.
+    fn build(&mut self) -> Result<(), FsError> {
+        fn building(tree: &mut [Building], id: u32) -> Result<&mut Building, FsError> {
+            tree.get_mut(id as usize).ok_or(FsError::Io)
+        }
         let mut tree: Vec<Building> = vec![Building { layer: 0, node: ROOT, is_dir: true, children: BTreeMap::new() }];
         for (li, fs) in self.layers.iter().enumerate() {
             let index = fs.layer().index();
@@ -81,8 +86,9 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
             // A directory an upper layer only implies keeps the attributes of the one below.
             let explicit = |id: NodeId| index.node(id).is_some_and(|n| !n.is_synthesized());
             if explicit(ROOT) || li == 0 {
-                tree[0].layer = li;
-                tree[0].node = ROOT;
+                let root = building(&mut tree, 0)?;
+                root.layer = li;
+                root.node = ROOT;
             }
             let mut stack: Vec<(NodeId, u32)> = vec![(ROOT, 0)];
             while let Some((dir, merged_dir)) = stack.pop() {
@@ -91,9 +97,9 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
                 for &c in children {
                     let name = index.name(c);
                     if name == OPAQUE_MARKER {
-                        tree[merged_dir as usize].children.clear();
+                        building(&mut tree, merged_dir)?.children.clear();
                     } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-                        tree[merged_dir as usize].children.remove(hidden);
+                        building(&mut tree, merged_dir)?.children.remove(hidden);
                     }
                 }
                 for &c in children {
@@ -102,19 +108,20 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
                         continue;
                     }
                     let is_dir = index.node(index.resolve(c)).is_some_and(|n| n.kind() == Kind::Dir);
-                    let existing = tree[merged_dir as usize].children.get(name).copied();
+                    let existing = building(&mut tree, merged_dir)?.children.get(name).copied();
                     let target = match existing {
-                        Some(e) if is_dir && tree[e as usize].is_dir => {
+                        Some(e) if is_dir && tree.get(e as usize).is_some_and(|b| b.is_dir) => {
                             if explicit(c) {
-                                tree[e as usize].layer = li;
-                                tree[e as usize].node = c;
+                                let dir = building(&mut tree, e)?;
+                                dir.layer = li;
+                                dir.node = c;
                             }
                             e
                         }
                         _ => {
                             let id = tree.len() as u32;
                             tree.push(Building { layer: li, node: c, is_dir, children: BTreeMap::new() });
-                            tree[merged_dir as usize].children.insert(name.to_vec(), id);
+                            building(&mut tree, merged_dir)?.children.insert(name.to_vec(), id);
                             id
                         }
                     };
@@ -129,11 +136,10 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
         let mut order: Vec<(u32, u32)> = vec![(0, 0)]; // (building id, parent's new id)
         let mut nodes: Vec<Merged> = Vec::new();
         let mut head = 0;
-        while head < order.len() {
-            let (b, parent) = order[head];
+        while let Some(&(b, parent)) = order.get(head) {
             let new_id = head as u32;
             head += 1;
-            let bn = &tree[b as usize];
+            let bn = tree.get(b as usize).ok_or(FsError::Io)?;
             let first = order.len() as u32;
             for &child in bn.children.values() {
                 order.push((child, new_id));
@@ -156,19 +162,21 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
         let mut first_of: HashMap<(u16, NodeId), u32> = HashMap::new();
         let mut file_bytes = 0u64;
         for id in 0..nodes.len() {
-            let n = nodes[id];
-            let inode = self.layers[usize::from(n.layer)].layer().index().resolve(n.node);
+            let node = nodes.get_mut(id).ok_or(FsError::Io)?;
+            let n = *node;
+            let layer = self.layers.get(usize::from(n.layer)).ok_or(FsError::Io)?;
+            let inode = layer.layer().index().resolve(n.node);
             let canonical = *first_of.entry((n.layer, inode)).or_insert(id as u32);
-            nodes[id].ino = Ino::from(canonical) + 1;
+            node.ino = Ino::from(canonical) + 1;
             if n.is_dir {
-                nodes[id].nlink += 2;
+                node.nlink += 2;
                 if id != 0 {
-                    nodes[n.parent as usize].nlink += 1;
+                    nodes.get_mut(n.parent as usize).ok_or(FsError::Io)?.nlink += 1;
                 }
             } else {
-                nodes[canonical as usize].nlink += 1;
+                nodes.get_mut(canonical as usize).ok_or(FsError::Io)?.nlink += 1;
                 if canonical as usize == id {
-                    file_bytes += self.layers[usize::from(n.layer)].attr_of(n.node).map_or(0, |a| a.size);
+                    file_bytes += layer.attr_of(n.node).map_or(0, |a| a.size);
                 }
             }
         }
@@ -179,6 +187,7 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
             name_max: 255,
         };
         self.nodes = nodes;
+        Ok(())
     }
 
     /// The layers, bottom first.
@@ -191,13 +200,18 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
         self.nodes.get(id).ok_or(FsError::NotFound)
     }
 
+    /// The layer a merged node comes from (always one of `layers`: `build` numbers them).
+    fn layer_of(&self, m: &Merged) -> Result<&LayerFs<R>, FsError> {
+        self.layers.get(usize::from(m.layer)).ok_or(FsError::Io)
+    }
+
     fn name_of(&self, m: &Merged) -> &[u8] {
-        self.layers[usize::from(m.layer)].layer().index().name(m.node)
+        self.layer_of(m).map_or(&[], |fs| fs.layer().index().name(m.node))
     }
 
     fn attr(&self, m: &Merged) -> Result<Attr, FsError> {
         let canonical = self.merged(m.ino)?;
-        let mut attr = self.layers[usize::from(m.layer)].attr_of(m.node)?;
+        let mut attr = self.layer_of(m)?.attr_of(m.node)?;
         attr.ino = m.ino;
         attr.nlink = canonical.nlink;
         Ok(attr)
@@ -215,7 +229,7 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
     /// (layer fs, layer-local inode number) behind a merged inode.
     fn local(&self, ino: Ino) -> Result<(&LayerFs<R>, Ino), FsError> {
         let m = self.merged(ino)?;
-        Ok((&self.layers[usize::from(m.layer)], Ino::from(m.node) + 1))
+        Ok((self.layer_of(m)?, Ino::from(m.node) + 1))
     }
 }
 
@@ -228,7 +242,7 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for MergedFs<R> {
         let dir = self.dir(parent)?;
         match name {
             b"." => return self.attr(dir),
-            b".." => return self.attr(&self.nodes[dir.parent as usize]),
+            b".." => return self.attr(self.nodes.get(dir.parent as usize).ok_or(FsError::Io)?),
             _ => {}
         }
         // Children are in name order: binary search their id range.

@@ -76,7 +76,9 @@ impl ResolveError {
 /// A tag or a digest, the part of a reference after `:` or `@`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Version {
+    /// A tag, such as `latest`.
     Tag(String),
+    /// A digest, `sha256:` and 64 hex digits.
     Digest(String),
 }
 
@@ -84,6 +86,7 @@ pub enum Version {
 pub struct ResolvedImage<B> {
     /// The manifest digest the image is pinned to.
     pub digest: String,
+    /// The opened layers, bottom first, each with its blob digest.
     pub layers: Vec<(String, Arc<Layer<B>>)>,
 }
 
@@ -489,7 +492,7 @@ impl<Res: Resolver> NamespaceFs<Res> {
     fn reference(&self, dir: Ino, name: &[u8]) -> Result<(Area, String, String, Version), FsError> {
         let (area, mut path) = {
             let state = self.read_state();
-            let d = &state.synth[Self::synth_index(dir).ok_or(FsError::NotFound)?];
+            let d = state.synth.get(Self::synth_index(dir).ok_or(FsError::NotFound)?).ok_or(FsError::NotFound)?;
             (d.area, d.path.clone())
         };
         let name_str = std::str::from_utf8(name).map_err(|_| FsError::NotFound)?;
@@ -582,7 +585,8 @@ impl<Res: Resolver> NamespaceFs<Res> {
         let child = {
             let mut state = self.write_state();
             let di = Self::synth_index(dir).ok_or(FsError::NotFound)?;
-            if let Some(&existing) = state.synth[di].children.get(name).filter(|&&c| !self.expired(c)) {
+            let d = state.synth.get(di).ok_or(FsError::NotFound)?;
+            if let Some(&existing) = d.children.get(name).filter(|&&c| !self.expired(c)) {
                 return Ok(existing);
             }
             // The directories above, so a restarted server can rebuild them.
@@ -601,7 +605,8 @@ impl<Res: Resolver> NamespaceFs<Res> {
             let child = if area == Area::Layer && matches!(version, Version::Tag(_)) {
                 // A directory listing the layers by digest.
                 let list_ino = state.synth.len() as Ino + 1;
-                let full = format!("{}/{}", state.synth[di].full, String::from_utf8_lossy(name));
+                let parent_full = state.synth.get(di).map(|d| d.full.as_str()).ok_or(FsError::NotFound)?;
+                let full = format!("{parent_full}/{}", String::from_utf8_lossy(name));
                 let mut list = Synth {
                     kind: SynthKind::Dir,
                     parent: dir,
@@ -625,7 +630,8 @@ impl<Res: Resolver> NamespaceFs<Res> {
                 let tree = trees.into_iter().next().ok_or(FsError::Io)?;
                 Child::Slot(self.push_slot(&mut state, tree, dir)?, now)
             };
-            state.synth[di].children.insert(name.to_vec(), child);
+            // `di` was checked above, under the same lock, and `synth` only grows.
+            state.synth.get_mut(di).ok_or(FsError::NotFound)?.children.insert(name.to_vec(), child);
             child
         };
         for (kind, id, text) in learned {
@@ -671,7 +677,7 @@ impl<Res: Resolver> NamespaceFs<Res> {
         }
         let mut state = self.write_state();
         let ino = state.synth.len() as Ino + 1;
-        let d = &state.synth[di];
+        let d = state.synth.get(di).ok_or(FsError::NotFound)?;
         if let Some(&child) = d.children.get(name) {
             drop(state);
             return self.child_attr(child);
@@ -695,7 +701,7 @@ impl<Res: Resolver> NamespaceFs<Res> {
             full,
             children: BTreeMap::new(),
         });
-        state.synth[di].children.insert(name.to_vec(), Child::Synth(ino));
+        state.synth.get_mut(di).ok_or(FsError::NotFound)?.children.insert(name.to_vec(), Child::Synth(ino));
         drop(state);
         self.getattr(ino)
     }
@@ -825,7 +831,7 @@ impl<Res: Resolver> ReadOnlyFs for NamespaceFs<Res> {
                 _ => {
                     let start = usize::try_from(offset).unwrap_or(usize::MAX).min(README.len());
                     let end = start.saturating_add(size as usize).min(README.len());
-                    Ok(README[start..end].to_vec())
+                    Ok(README.get(start..end).unwrap_or_default().to_vec())
                 }
             },
             None => self.in_slot(ino, |fs, l| fs.read(l, offset, size)),

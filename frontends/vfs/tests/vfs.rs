@@ -197,8 +197,22 @@ fn read_ahead_threads() -> usize {
 
 /// With read-ahead off, a walk in blob order reads each chunk only when asked, and no thread
 /// is started; with it on (the default), the walk starts the read-ahead thread.
+///
+/// It counts the process's threads, which other tests running beside it in the same process
+/// (`cargo test`) would change: the test runs itself again, alone, in a child process.
 #[test]
 fn read_ahead_off_decodes_only_what_is_read() {
+    const ALONE: &str = "CRFS_TEST_READ_AHEAD_ALONE";
+    if std::env::var_os(ALONE).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["read_ahead_off_decodes_only_what_is_read", "--exact", "--nocapture", "--test-threads=1"])
+            .env(ALONE, "1")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("1 passed"), "child failed:\n{text}");
+        return;
+    }
     for read_ahead in [false, true] {
         let (fs, blob) = open("fixtures/many.esgz", Options { read_ahead, ..Options::default() });
         let index = fs.layer().index();
@@ -252,4 +266,15 @@ fn reading_in_blob_order_decodes_ahead_once() {
     let mut distinct: Vec<u64> = files[..11].iter().map(|f| f.0).collect();
     distinct.dedup();
     assert!(reads >= distinct.len());
+}
+
+/// Users see `Display`, not the variant names.
+#[test]
+fn errors_display_as_messages() {
+    assert_eq!(FsError::NotFound.to_string(), "no such file or directory");
+    assert_eq!(FsError::Denied.to_string(), "permission denied");
+    for e in [FsError::NotDir, FsError::IsDir, FsError::Invalid, FsError::NoXattr, FsError::Io, FsError::ReadOnly] {
+        let text = e.to_string();
+        assert!(!text.is_empty() && text != format!("{e:?}"), "{text}");
+    }
 }
