@@ -55,7 +55,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use crfs_testkit::{assert_same_listing, escape, in_ci, scratch_dir, testdata};
+use crfs_testkit::{assert_same_listing, escape, is_root, need, scratch_dir, testdata};
 
 /// The explicit options that work without a portmapper: one port for MOUNT and NFS, no locks.
 const EXPLICIT: &str = "vers=3,proto=tcp,port=2049,mountport=2049,mountproto=tcp,nolock";
@@ -64,19 +64,6 @@ const MOUNT_SECS: u32 = 25;
 
 fn fixture(name: &str) -> PathBuf {
     testdata().join("fixtures").join(name)
-}
-
-/// `ok`; when false, a skip message outside CI and a failure in it.
-fn need(ok: bool, what: &str) -> bool {
-    assert!(ok || !in_ci(), "CI needs {what} for the kernel NFS client test");
-    if !ok {
-        eprintln!("SKIPPED: {what} is missing");
-    }
-    ok
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,19 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crfs_testkit::{in_ci, testdata};
-
-fn skip_or_fail(ok: bool, what: &str) -> bool {
-    assert!(ok || !in_ci(), "CI needs {what} for the rpcbind test");
-    if !ok {
-        eprintln!("SKIPPED: {what}");
-    }
-    ok
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
-}
+use crfs_testkit::{is_root, need, testdata};
 
 /// rpcbind's package, extracted under `target/rpcbind-pkg` (downloaded once into
 /// `target/rpcbind-debs`).
@@ -75,13 +63,11 @@ fn crfs_registers_with_a_system_rpcbind_and_leaves_it_as_it_found_it() {
     let have = |t: &str| {
         Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().is_ok_and(|o| o.status.success())
     };
-    if !skip_or_fail(is_root(), "root")
-        || !skip_or_fail(tools.iter().all(|t| have(t)), "unshare, ip, dpkg-deb and apt-get")
-    {
+    if !need(is_root(), "root") || !need(tools.iter().all(|t| have(t)), "unshare, ip, dpkg-deb and apt-get") {
         return;
     }
     let Some(pkg) = rpcbind_package() else {
-        skip_or_fail(false, "rpcbind's .deb (apt-get download rpcbind)");
+        need(false, "rpcbind's .deb (apt-get download rpcbind)");
         return;
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rpcbind/beside-rpcbind.sh");

@@ -36,6 +36,21 @@ pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
 }
 
+/// `ok`, for a test's required component `what`: when missing, a skip message outside CI
+/// and a failure in it.
+pub fn need(ok: bool, what: &str) -> bool {
+    assert!(ok || !in_ci(), "CI needs {what}");
+    if !ok {
+        eprintln!("SKIPPED: {what} is missing");
+    }
+    ok
+}
+
+/// Whether the tests run as root (`id -u` prints 0).
+pub fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
+}
+
 /// Percent-encodes bytes outside 0x21..=0x7e, and `%` itself.
 pub fn escape(bytes: &[u8]) -> String {
     let mut s = String::new();
