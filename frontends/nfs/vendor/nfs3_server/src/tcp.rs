@@ -291,6 +291,10 @@ impl<T: NfsFileSystem + 'static> NFSTcpListener<T> {
     pub async fn serve_udp(&self, socket: UdpSocket, serves: Serves) -> io::Result<()> {
         /// The largest UDP payload over IPv4.
         const MAX_DATAGRAM: usize = 65_507;
+        /// Calls answered at once; a datagram beyond them is dropped (its sender retries), so
+        /// a flood of datagrams cannot pile up tasks without bound.
+        const MAX_IN_FLIGHT: usize = 256;
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         let socket = Arc::new(socket);
         let local = socket.local_addr()?;
         let mut buf = vec![0_u8; MAX_DATAGRAM];
@@ -308,10 +312,15 @@ impl<T: NfsFileSystem + 'static> NFSTcpListener<T> {
                 }
                 Err(e) => return Err(e),
             };
+            let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                debug!("dropping a datagram from {peer}: {MAX_IN_FLIGHT} calls in flight");
+                continue;
+            };
             let message = CompleteRpcMessage::from_datagram(buf.get(..len).unwrap_or_default());
             let context = self.context(peer, local, Transport::Udp, serves);
             let socket = Arc::clone(&socket);
             tokio::spawn(async move {
+                let _permit = permit;
                 match handle_rpc_message(context, message).await {
                     Ok(HandleResult::Reply(reply)) => {
                         let _ = socket.send_to(&reply.into_inner(), peer).await;
