@@ -20,10 +20,11 @@ use crfs_core::{FileReadAt, Index, Kind, Layer, NodeId};
 /// Errors are messages: every binary prints one and exits non-zero.
 pub type BenchResult<T> = Result<T, String>;
 
-/// Opens a local blob and indexes its TOC.
+/// Opens a local blob and indexes its TOC, with helper threads as crfs's commands do.
 pub fn open_layer(path: &Path) -> BenchResult<Layer<FileReadAt>> {
     let file = FileReadAt::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Layer::open(file).map_err(|e| format!("{}: {e}", path.display()))
+    let options = crfs_core::OpenOptions { threads: true, ..Default::default() };
+    Layer::open_with(file, &options).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Every regular-file inode of the index once, in node (TOC) order. Hardlink names are not

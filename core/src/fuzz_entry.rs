@@ -52,6 +52,8 @@ fn options() -> OpenOptions {
         max_entries: MAX_ENTRIES,
         max_chunk_size: MAX_CHUNK,
         expected_toc_digest: None,
+        // As crfs's commands open layers (the corpora were grown on this path).
+        threads: true,
     }
 }
 

@@ -20,6 +20,12 @@ pub struct OpenOptions {
     pub max_chunk_size: u64,
     /// When set, the TOC digest must equal this, or opening fails.
     pub expected_toc_digest: Option<Digest>,
+    /// Whether opening may use helper threads (default off; only with the `std` feature):
+    /// a TOC of 1 MiB or more is then parsed in two halves at once, and the TOC's digest is
+    /// computed on another thread while the index is built. Both are scoped threads that end
+    /// before the call returns; without them (or when none can be started) everything runs on
+    /// the caller's thread, with the same result.
+    pub threads: bool,
 }
 
 impl Default for OpenOptions {
@@ -29,6 +35,7 @@ impl Default for OpenOptions {
             max_entries: 8 << 20,
             max_chunk_size: 64 << 20,
             expected_toc_digest: None,
+            threads: false,
         }
     }
 }
@@ -63,9 +70,9 @@ impl<R: ReadAt> Layer<R> {
         let mut raw = toc::read_raw_toc(&blob, &footer, options.max_toc_size)?;
         let data_end = if footer.format.is_zstd() { footer.toc_offset.saturating_sub(8) } else { footer.toc_offset };
         let limits = Limits { max_entries: options.max_entries };
-        let parsed = parse_toc_text(&mut raw, limits);
+        let parsed = parse_toc_text(&mut raw, limits, options.threads);
         let (toc_compressed_digest, toc_json_len) = (raw.compressed_digest, raw.json().len());
-        let (toc_digest, index) = hash_and_finish(raw, parsed, data_end);
+        let (toc_digest, index) = hash_and_finish(raw, parsed, data_end, options.threads);
         // A wrong TOC is refused as such, even when it would not index either.
         let toc_digest = toc_digest?;
         if let Some(expected) = options.expected_toc_digest
@@ -346,13 +353,14 @@ fn read_full<R: ReadAt + ?Sized>(blob: &R, offset: u64, buf: &mut [u8]) -> Resul
 #[cfg(feature = "std")]
 const SPLIT_PARSE_MIN_BYTES: usize = 1 << 20;
 
-/// Reads the TOC's entries. With std a large TOC is read in two halves at once (see
+/// Reads the TOC's entries. With `threads` a large TOC is read in two halves at once (see
 /// [`crate::json::Split`]); where the halves cannot be joined, it is read again in one piece.
 /// The text is left as it was.
 #[cfg(feature = "std")]
-fn parse_toc_text(raw: &mut toc::RawToc, limits: Limits) -> Result<ParsedToc> {
+fn parse_toc_text(raw: &mut toc::RawToc, limits: Limits, threads: bool) -> Result<ParsedToc> {
     let json = raw.json_mut();
-    if json.len() >= SPLIT_PARSE_MIN_BYTES
+    if threads
+        && json.len() >= SPLIT_PARSE_MIN_BYTES
         && let Some(split) = crate::json::Split::find(json)
     {
         // The tail half is read as an array of its own: its comma becomes the opening bracket.
@@ -372,16 +380,24 @@ fn parse_toc_text(raw: &mut toc::RawToc, limits: Limits) -> Result<ParsedToc> {
 }
 
 #[cfg(not(feature = "std"))]
-fn parse_toc_text(raw: &mut toc::RawToc, limits: Limits) -> Result<ParsedToc> {
+fn parse_toc_text(raw: &mut toc::RawToc, limits: Limits, _threads: bool) -> Result<ParsedToc> {
     ParsedToc::parse(raw.json(), limits)
 }
 
-/// Hashes the TOC's JSON and builds the tree. With std the hash (about 10 ms for 20 MB)
+/// Hashes the TOC's JSON and builds the tree. With `threads` the hash (about 10 ms for 20 MB)
 /// runs on its own thread while the tree is built, once the parse no longer needs both cores,
 /// and that thread frees the text as soon as it is hashed, before the tree's larger tables
 /// are allocated.
 #[cfg(feature = "std")]
-fn hash_and_finish(raw: toc::RawToc, parsed: Result<ParsedToc>, data_end: u64) -> (Result<Digest>, Result<Index>) {
+fn hash_and_finish(
+    raw: toc::RawToc,
+    parsed: Result<ParsedToc>,
+    data_end: u64,
+    threads: bool,
+) -> (Result<Digest>, Result<Index>) {
+    if !threads {
+        return hash_then_finish(raw, parsed, data_end);
+    }
     let (send, receive) = std::sync::mpsc::channel::<toc::RawToc>();
     std::thread::scope(|scope| {
         let hashing = std::thread::Builder::new()
@@ -389,9 +405,7 @@ fn hash_and_finish(raw: toc::RawToc, parsed: Result<ParsedToc>, data_end: u64) -
             .spawn_scoped(scope, move || receive.recv().ok().map(|raw| Digest::of(raw.json())));
         let Ok(hashing) = hashing else {
             // No thread (resource limits): hash here, then build.
-            let digest = Digest::of(raw.json());
-            drop(raw);
-            return (Ok(digest), parsed.and_then(|p| p.finish(data_end)));
+            return hash_then_finish(raw, parsed, data_end);
         };
         let local = match send.send(raw) {
             Ok(()) => None,
@@ -406,9 +420,20 @@ fn hash_and_finish(raw: toc::RawToc, parsed: Result<ParsedToc>, data_end: u64) -
     })
 }
 
-/// Hashes the TOC's JSON, then builds the tree.
+/// Hashes the TOC's JSON and builds the tree, on the caller's thread (without std there are
+/// no others).
 #[cfg(not(feature = "std"))]
-fn hash_and_finish(raw: toc::RawToc, parsed: Result<ParsedToc>, data_end: u64) -> (Result<Digest>, Result<Index>) {
+fn hash_and_finish(
+    raw: toc::RawToc,
+    parsed: Result<ParsedToc>,
+    data_end: u64,
+    _threads: bool,
+) -> (Result<Digest>, Result<Index>) {
+    hash_then_finish(raw, parsed, data_end)
+}
+
+/// Hashes the TOC's JSON, frees it, then builds the tree.
+fn hash_then_finish(raw: toc::RawToc, parsed: Result<ParsedToc>, data_end: u64) -> (Result<Digest>, Result<Index>) {
     let digest = Digest::of(raw.json());
     drop(raw);
     (Ok(digest), parsed.and_then(|p| p.finish(data_end)))

@@ -17,11 +17,12 @@
 //! What it must never depend on: std for its reading and writing (it is `#![no_std]` + `alloc`),
 //! files, sockets, registries, FUSE or NFS types. The `std` feature (on by default) adds a
 //! `ReadAt` for files ([`FileReadAt`]), `std::error::Error` for the error types, the OCI
-//! layout reader, and threads while a layer opens ([`Layer::open`], [`Layer::open_with`]): the
-//! second half of a TOC of 1 MiB or more is parsed on a second thread, and the TOC's digest is
-//! computed on another while the index is built. Both are scoped threads that end before the
-//! call returns, and each step runs on the calling thread when no thread can be started.
-//! Without `std` everything runs on the caller's thread.
+//! layout reader, and, only when an embedder asks ([`OpenOptions::threads`] in
+//! [`Layer::open_with`]), threads while a layer opens: the second half of a TOC of 1 MiB or
+//! more is parsed on a second thread, and the TOC's digest is computed on another while the
+//! index is built. Both are scoped threads that end before the call returns, and each step runs
+//! on the calling thread when no thread can be started. Otherwise, and always without `std`,
+//! everything runs on the caller's thread.
 //! No input may make it panic, allocate without bound or recurse on input-controlled depth.
 
 #![no_std]

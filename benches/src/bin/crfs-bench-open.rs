@@ -1,5 +1,5 @@
-//! `crfs-bench-open BLOB`: opens a blob with `Layer::open` (footer, TOC fetch, inflate,
-//! digest, index) and exits. Timed from outside: wall time and peak RSS of the whole process.
+//! `crfs-bench-open BLOB`: opens a blob with `Layer::open_with` and helper threads, as crfs's
+//! commands do (footer, TOC fetch, inflate, digest, index) and exits. Timed from outside: wall time and peak RSS of the whole process.
 //! Prints the node count so the run can be checked against the reference's.
 
 use crfs_benches::{Args, open_layer, run};

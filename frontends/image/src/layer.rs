@@ -67,7 +67,7 @@ pub fn open(
 ) -> Result<Opened> {
     if let Some(desc) = l.desc.as_ref().filter(|d| unannotated(d)) {
         if let Some(copy) = plain.cached(desc, cache) {
-            match Layer::open(copy) {
+            match Layer::open_with(copy, &crate::verify::open_options(None)) {
                 Ok(layer) => {
                     let (access, verification) = (Access::IndexedCopy, Verification::BlobDigest);
                     return Ok(Opened { layer: Arc::new(layer), access, verification });
@@ -78,10 +78,11 @@ pub fn open(
                 }
             }
         }
-        return match Layer::open(l.blob.clone()) {
+        return match Layer::open_with(l.blob.clone(), &crate::verify::open_options(None)) {
             Err(why) => {
                 let copy = plain.fetch_and_index(name, l, cache, &why)?;
-                let layer = Layer::open(copy).map_err(|e| Error::layer(format!("{name}: the indexed copy"), e))?;
+                let layer = Layer::open_with(copy, &crate::verify::open_options(None))
+                    .map_err(|e| Error::layer(format!("{name}: the indexed copy"), e))?;
                 Ok(Opened {
                     layer: Arc::new(layer),
                     access: Access::Indexed { why },
