@@ -197,12 +197,14 @@ impl Guest {
                 panic!("the guest did not finish within {limit:?}: {script}");
             };
             self.port.get_ref().set_read_timeout(Some(left.max(Duration::from_millis(10)))).unwrap();
-            line.clear();
+            // A read that times out mid-line keeps what it read in `line`: the next read_line
+            // appends the rest, so `line` is cleared only once a whole line is handled.
             match self.port.read_line(&mut line) {
                 Ok(0) => {
                     self.dead = true;
                     panic!("the guest closed its command port; console: {}", self.dir.display());
                 }
+                Ok(_) if !line.ends_with('\n') => continue,
                 Ok(_) => {}
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                     continue;
@@ -228,6 +230,7 @@ impl Guest {
             } else {
                 out.push_str(l);
             }
+            line.clear();
         }
     }
 
