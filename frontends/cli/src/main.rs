@@ -120,6 +120,21 @@ enum Command {
         #[command(flatten)]
         namespace: args::NamespaceFlags,
     },
+    /// Serve containers/storage's Additional Layer Store over FUSE, so that podman, CRI-O
+    /// and buildah pull eStargz and zstd:chunked images lazily: add
+    /// `additionallayerstores = ["MOUNTPOINT:ref"]` under [storage.options] in storage.conf
+    /// (overlay driver). Layers without a TOC are declined and pulled by the runtime as usual.
+    Store {
+        #[command(flatten)]
+        serve: args::ServeArgs,
+        /// Let other users see the mount (non-root users need user_allow_other in /etc/fuse.conf).
+        #[arg(long)]
+        allow_other: bool,
+        #[command(flatten)]
+        remote: args::RemoteArgs,
+        /// Where to serve the store (an existing directory).
+        mountpoint: std::path::PathBuf,
+    },
     /// Unmount a crfs mount (also clears a stale mount left by a crash).
     Umount {
         /// The mountpoint.
@@ -170,7 +185,7 @@ fn main() -> ExitCode {
     keep_large_buffers_unpooled();
     let cli = Cli::parse();
     let debug = match &cli.command {
-        Command::Mount { serve, .. } | Command::Nfs { serve, .. } => serve.debug,
+        Command::Mount { serve, .. } | Command::Nfs { serve, .. } | Command::Store { serve, .. } => serve.debug,
         _ => false,
     };
     let filter = if debug {
@@ -208,6 +223,9 @@ fn main() -> ExitCode {
         Command::Nfs { listen, serve, remote, sources, namespace } => {
             nfs::serve(nfs::NfsArgs { sources, remote, listen, serve, namespace })
                 .map_err(|message| crfs_image::Error::new(crfs_image::ErrorKind::Io, message))
+        }
+        Command::Store { serve, allow_other, remote, mountpoint } => {
+            mount::mount_store(mount::StoreArgs { mountpoint, remote, serve, allow_other })
         }
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Convert(args) => convert::run(args),

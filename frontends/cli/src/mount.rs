@@ -25,6 +25,14 @@ pub struct NamespaceArgs {
     pub namespace: NamespaceFlags,
 }
 
+/// What `crfs store MOUNTPOINT` was asked to do.
+pub struct StoreArgs {
+    pub mountpoint: PathBuf,
+    pub remote: RemoteArgs,
+    pub serve: ServeArgs,
+    pub allow_other: bool,
+}
+
 /// What `crfs mount SOURCE... MOUNTPOINT` was asked to do.
 pub struct MountArgs {
     /// Blob files, URLs, OCI layouts or registry images, stacked bottom first.
@@ -127,7 +135,12 @@ pub fn mount(args: MountArgs) -> Result<()> {
     check_user_can_mount(args.allow_other)?;
     let layers = args.remote.images(args.serve.verify(), &args.sources)?.open(&args.sources)?;
     let source = args.sources.join(" ");
-    let config = MountConfig { allow_other: args.allow_other, threads: args.serve.threads, fs_name: source.clone() };
+    let config = MountConfig {
+        allow_other: args.allow_other,
+        threads: args.serve.threads,
+        fs_name: source.clone(),
+        read_only: true,
+    };
     let (fs, _identity) = crfs_image::tree(layers, args.serve.fs_options())?;
     serve(fs, &mountpoint, &config, &source)
 }
@@ -140,8 +153,31 @@ pub fn mount_namespace(args: NamespaceArgs) -> Result<()> {
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_user_can_mount(args.allow_other)?;
     let ns = args.remote.images(args.serve.verify(), &[])?.namespace(args.namespace.options(&args.serve))?;
-    let config = MountConfig { allow_other: args.allow_other, threads: args.serve.threads, fs_name: "crfs".into() };
+    let config = MountConfig {
+        allow_other: args.allow_other,
+        threads: args.serve.threads,
+        fs_name: "crfs".into(),
+        read_only: true,
+    };
     serve(ns, &mountpoint, &config, "the crfs namespace")
+}
+
+/// Serves containers/storage's Additional Layer Store: every layer of every image a runtime
+/// pulls is looked up here first.
+pub fn mount_store(args: StoreArgs) -> Result<()> {
+    let mountpoint = check_mountpoint(&args.mountpoint)?;
+    check_user_can_mount(args.allow_other)?;
+    let options = crfs_vfs::StoreOptions { fs: args.serve.fs_options(), ..crfs_vfs::StoreOptions::default() };
+    let store = args.remote.images(args.serve.verify(), &[])?.store(options)?;
+    // Not `ro`: containers/storage signals use and release with create and rmdir.
+    let config = MountConfig {
+        allow_other: args.allow_other,
+        threads: args.serve.threads,
+        fs_name: "crfs-store".into(),
+        read_only: false,
+    };
+    let source = format!("the layer store (storage.conf: additionallayerstores = [\"{}:ref\"])", mountpoint.display());
+    serve(store, &mountpoint, &config, &source)
 }
 
 /// Mounts `fs` and serves it until unmounted or signalled.

@@ -36,6 +36,10 @@ pub struct MountConfig {
     pub threads: usize,
     /// The source name shown in /proc/mounts.
     pub fs_name: String,
+    /// Mount `ro`, so that the kernel refuses every change without asking. Off only for a
+    /// tree that takes create or rmdir requests as signals (the layer store); every change
+    /// is still answered with an error.
+    pub read_only: bool,
 }
 
 /// A crfs-vfs filesystem (one layer or a merged image) served over FUSE.
@@ -306,8 +310,8 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
         reply.error(Errno::EROFS);
     }
 
-    fn rmdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno(self.fs.rmdir(parent.0, name.as_bytes())));
     }
 
     fn symlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _t: &Path, reply: ReplyEntry) {
@@ -346,8 +350,23 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
         reply.error(Errno::EROFS);
     }
 
-    fn create(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, _f: i32, reply: ReplyCreate) {
-        reply.error(Errno::EROFS);
+    fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, _m: u32, _u: u32, _f: i32, reply: ReplyCreate) {
+        reply.error(errno(self.fs.create(parent.0, name.as_bytes())));
+    }
+
+    /// No poll support: ENOSYS once, and the kernel stops asking (files always read as ready).
+    /// Go programs (podman, containers/storage) poll every file they open.
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn setxattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, _v: &[u8], _f: i32, _p: u32, reply: ReplyEmpty) {
@@ -375,17 +394,19 @@ impl Unmounter {
 }
 
 impl<F: ReadOnlyFs> Mount<F> {
-    /// Mounts `fs` read-only at `mountpoint`. As root this mounts directly; as another user
+    /// Mounts `fs` at `mountpoint` (read-only as `config` says; the tree is read-only either way). As root this mounts directly; as another user
     /// fuser falls back to the fusermount3 helper.
     pub fn new(fs: F, mountpoint: &Path, config: &MountConfig) -> io::Result<Self> {
         let mut cfg = Config::default();
         cfg.mount_options = vec![
-            MountOption::RO,
             MountOption::FSName(config.fs_name.clone()),
             MountOption::Subtype("crfs".to_string()),
             MountOption::DefaultPermissions,
             MountOption::NoAtime,
         ];
+        if config.read_only {
+            cfg.mount_options.push(MountOption::RO);
+        }
         // Devices in an image are data to look at, not to open: keep nodev; a layer is served
         // for a container runtime, so setuid bits keep their meaning only as root.
         cfg.acl = if config.allow_other { SessionACL::All } else { SessionACL::Owner };

@@ -109,7 +109,7 @@ fn fifty_images_are_released_when_idle_and_resolve_again() {
     // Release only when the test says so (release_unused_for): no timing in the assertions.
     let options = NamespaceOptions { idle_release: None, ..NamespaceOptions::default() };
     let ns = Arc::new(NamespaceFs::new(Fifty, options));
-    let config = MountConfig { allow_other: false, threads: 2, fs_name: "crfs-test".into() };
+    let config = MountConfig { allow_other: false, threads: 2, fs_name: "crfs-test".into(), read_only: true };
     let mut mount = Mount::new(Arc::clone(&ns), &mnt, &config).unwrap();
     let unmount = Unmount(mount.unmounter());
     let server = std::thread::spawn(move || mount.run());

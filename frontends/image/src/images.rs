@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crfs_core::Digest;
 use crfs_remote::{Remote, SourceKind};
-use crfs_vfs::{LayerFs, MergedFs, NamespaceFs, NamespaceOptions, ReadOnlyFs};
+use crfs_vfs::{LayerFs, LayerStoreFs, MergedFs, NamespaceFs, NamespaceOptions, ReadOnlyFs, StoreOptions};
 
 use crate::credentials::{GivenCredentials, scope_credentials};
 use crate::error::{Error, ErrorKind, Result};
@@ -14,6 +14,7 @@ use crate::layer::{self, OpenedLayer};
 use crate::plain::PlainLayers;
 use crate::prefetch;
 use crate::resolver::RegistryResolver;
+use crate::store::StoreSource;
 
 /// How images are opened.
 #[derive(Debug, Clone)]
@@ -117,6 +118,14 @@ impl Images {
         }
         prefetch::start(&out, self.options.background_fetch);
         Ok(out)
+    }
+
+    /// The Additional Layer Store for podman, CRI-O and buildah (see `crfs_vfs::LayerStoreFs`):
+    /// layers resolved on first lookup by the reference the runtime pulls, lazy ones served,
+    /// others declined.
+    pub fn store(&self, options: StoreOptions) -> Result<LayerStoreFs<StoreSource>> {
+        let source = StoreSource::new(self.options.client(&[])?, self.options.verify, self.options.background_fetch);
+        Ok(LayerStoreFs::new(source, options))
     }
 
     /// The /crfs namespace over the registries, each image and layer resolved on first

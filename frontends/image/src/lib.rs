@@ -9,7 +9,8 @@
 //! state owned by the [`Images`] value; and starts prefetch and background fetch. [`tree`]
 //! turns opened layers into one crfs-vfs tree and its identity; [`Images::namespace`] serves
 //! every image a path away through [`RegistryResolver`], the `crfs_vfs::Resolver` of the /crfs
-//! namespace. [`scope_credentials`] keeps explicit credentials to the one registry named.
+//! namespace; [`Images::store`] serves containers/storage's Additional Layer Store through
+//! [`StoreSource`], which decides which layers a container runtime may use lazily. [`scope_credentials`] keeps explicit credentials to the one registry named.
 //!
 //! The shape follows stargz-snapshotter's `fs/layer` (a resolver returning layers with their
 //! verify and prefetch policy) and nydus's `service`: front-ends (the CLI, FUSE, NFS) parse
@@ -44,6 +45,7 @@ mod layer;
 mod plain;
 mod prefetch;
 mod resolver;
+mod store;
 mod verify;
 
 use std::sync::Arc;
@@ -53,6 +55,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use images::{Images, Options, tree};
 pub use layer::{Access, OpenedLayer};
 pub use resolver::RegistryResolver;
+pub use store::StoreSource;
 pub use verify::Verification;
 
 /// Blob bytes from wherever they live.

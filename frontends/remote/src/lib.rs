@@ -90,8 +90,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use hosts::HostsConfig;
 pub use platform::Platform;
 pub use registry::{
-    Image, LayerDesc, MANIFEST_CHECKSUM_ANNOTATIONS, MANIFEST_POSITION_ANNOTATION, TOC_DIGEST_ANNOTATION,
-    UNCOMPRESSED_SIZE_ANNOTATION, registry_of,
+    Image, LayerDesc, MANIFEST_CHECKSUM_ANNOTATIONS, MANIFEST_POSITION_ANNOTATION, MAX_CONFIG_BYTES,
+    TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION, config_diff_ids, registry_of,
 };
 pub use remote::Remote;
 pub use source::{Source, SourceKind, SourceLayer, open_file_source};

@@ -58,6 +58,28 @@ impl LayerDesc {
     }
 }
 
+/// The largest image config [`Remote::image_config`] fetches (real ones are a few KiB; one
+/// with a long history may reach hundreds).
+pub const MAX_CONFIG_BYTES: u64 = 8 << 20;
+
+/// The errno a blob read reports when the registry refused it (401, 403).
+const EACCES: i32 = 13;
+
+/// The `rootfs.diff_ids` of an image config (JSON): each layer's uncompressed digest, bottom
+/// first.
+pub fn config_diff_ids(config: &[u8]) -> Result<Vec<String>> {
+    let value: serde_json::Value =
+        serde_json::from_slice(config).map_err(|e| Error::protocol(format!("image config: not JSON: {e}")))?;
+    let ids = value.pointer("/rootfs/diff_ids").and_then(|v| v.as_array());
+    let ids = ids.ok_or_else(|| Error::protocol("image config: no rootfs.diff_ids"))?;
+    ids.iter()
+        .map(|v| match v.as_str() {
+            Some(d) if crfs_core::Digest::parse(d).is_some() => Ok(d.to_owned()),
+            _ => Err(Error::protocol(format!("image config: {v} is not a sha256 diff id"))),
+        })
+        .collect()
+}
+
 /// A resolved image: one platform's manifest and its layers, bottom first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -77,6 +99,9 @@ pub struct Image {
     pub media_type: String,
     /// Digest of the image config blob.
     pub config_digest: String,
+    /// Size of the image config blob, as the manifest gives it.
+    pub config_size: u64,
+    /// The layers, bottom first.
     pub layers: Vec<LayerDesc>,
 }
 
@@ -98,6 +123,8 @@ impl Image {
             manifest_digest,
             media_type: m.media_type.clone().unwrap_or_else(|| oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_owned()),
             config_digest: m.config.digest.clone(),
+            config_size: u64::try_from(m.config.size)
+                .map_err(|_| Error::protocol(format!("config {} has a negative size", m.config.digest)))?,
             layers: m.layers.iter().map(LayerDesc::from_oci).collect::<Result<_>>()?,
         })
     }
@@ -372,6 +399,43 @@ impl Remote {
             reference.set_mirror_registry(m.clone());
         }
         self.open_blob_at(reference, &layer.digest, layer.size)
+    }
+
+    /// The image's config blob, fetched from where the image came from and checked against
+    /// its digest. Configs larger than [`MAX_CONFIG_BYTES`] are refused.
+    pub fn image_config(&self, image: &Image) -> Result<Vec<u8>> {
+        if image.config_size > MAX_CONFIG_BYTES {
+            return Err(Error::protocol(format!(
+                "config {}: {} bytes, more than the {MAX_CONFIG_BYTES} accepted",
+                image.config_digest, image.config_size
+            )));
+        }
+        let desc = LayerDesc {
+            digest: image.config_digest.clone(),
+            size: image.config_size,
+            media_type: String::new(),
+            annotations: BTreeMap::new(),
+        };
+        let blob = self.open_layer(image, &desc)?;
+        let mut bytes = vec![0; image.config_size as usize];
+        let mut done = 0;
+        while let Some(rest) = bytes.get_mut(done..).filter(|r| !r.is_empty()) {
+            match crfs_core::ReadAt::read_at(&blob, done as u64, rest) {
+                Ok(0) => return Err(Error::protocol(format!("config {}: short read", image.config_digest))),
+                Ok(n) => done += n,
+                Err(e) => {
+                    let kind = match &e {
+                        crfs_core::Error::Io(io) if io.errno == EACCES => ErrorKind::Auth,
+                        _ => ErrorKind::Network,
+                    };
+                    return Err(Error::new(kind, format!("config {}: {e}", image.config_digest)));
+                }
+            }
+        }
+        if crfs_core::Digest::parse(&image.config_digest) != Some(crfs_core::Digest::of(&bytes)) {
+            return Err(Error::protocol(format!("config {}: the bytes do not match the digest", image.config_digest)));
+        }
+        Ok(bytes)
     }
 
     /// Opens a blob of a registry repository by digest and size (nothing is fetched yet).

@@ -30,9 +30,12 @@ mod loading;
 mod merged;
 mod namespace;
 mod readahead;
+mod slots;
+mod store;
 pub use loading::LoadingCache;
 pub use merged::MergedFs;
 pub use namespace::{NamespaceFs, NamespaceOptions, ResolveError, ResolvedImage, Resolver, Version};
+pub use store::{LayerSource, LayerState, LayerStoreFs, StoreLayer, StoreOptions};
 
 /// An inode named by what it is rather than by when it was looked up: the same in every
 /// process serving the same content, so it can back NFS handles that outlive a restart.
@@ -305,6 +308,17 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     }
     /// A file opened with [`open`](Self::open) was closed.
     fn close(&self, _ino: Ino) {}
+    /// A request to create `name` in directory `parent`. The tree is read-only, so the answer
+    /// is always an error; a tree may take the request as a signal (the layer store counts a
+    /// use when `use` is created, and answers ENOENT as containers/storage expects).
+    fn create(&self, _parent: Ino, _name: &[u8]) -> FsError {
+        FsError::ReadOnly
+    }
+    /// A request to remove directory `name` from `parent`, answered with an error as
+    /// [`create`](Self::create) is (the layer store takes it as a release).
+    fn rmdir(&self, _parent: Ino, _name: &[u8]) -> FsError {
+        FsError::ReadOnly
+    }
 }
 
 /// One layer as a read-only filesystem.

@@ -47,6 +47,7 @@ use crfs_core::{Digest, Layer, ReadAt};
 // Every critical section here is a single assignment or read, so a panicked holder leaves
 // consistent data and `lock` may ignore poisoning.
 use crate::loading::lock;
+use crate::slots::{self, LOCAL_MASK};
 use crate::{
     Attr, DirEntry, FileKind, FsError, Ino, LayerFs, LoadingCache, MergedFs, Options, ROOT_INO, ReadOnlyFs, StableId,
     StatFs,
@@ -64,7 +65,7 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
-    fn fs_error(&self) -> FsError {
+    pub(crate) fn fs_error(&self) -> FsError {
         match self {
             ResolveError::NotFound(_) => FsError::NotFound,
             ResolveError::Denied(_) => FsError::Denied,
@@ -137,9 +138,6 @@ image/<host>/<repo>@sha256:<hex>/   the same, by manifest digest\n\
 layer/<host>/<repo>:<tag>/          the image's layers, one directory per layer digest\n\
 layer/<host>/<repo>@sha256:<hex>/   one layer, by blob digest\n\n\
 Paths appear when looked up: `ls /crfs/image/docker.io/library/alpine:3.20/`.\n";
-
-const SLOT_SHIFT: u32 = 32;
-const LOCAL_MASK: u64 = (1 << SLOT_SHIFT) - 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Area {
@@ -378,7 +376,7 @@ impl<Res: Resolver> NamespaceFs<Res> {
 
     /// The slot number of a slot inode.
     fn slot_of(ino: Ino) -> Result<usize, FsError> {
-        (ino >> SLOT_SHIFT).checked_sub(1).and_then(|s| usize::try_from(s).ok()).ok_or(FsError::NotFound)
+        slots::slot_of(ino)
     }
 
     fn slot(&self, slot: usize) -> Result<Arc<Slot>, FsError> {
@@ -429,7 +427,7 @@ impl<Res: Resolver> NamespaceFs<Res> {
     }
 
     fn slot_ino(slot: usize, local: Ino) -> Ino {
-        ((slot as u64 + 1) << SLOT_SHIFT) | local
+        slots::slot_ino(slot, local)
     }
 
     fn slot_attr(slot: usize, attr: Result<Attr, FsError>) -> Result<Attr, FsError> {
@@ -440,7 +438,7 @@ impl<Res: Resolver> NamespaceFs<Res> {
     }
 
     fn synth_index(ino: Ino) -> Option<usize> {
-        (ino < (1 << SLOT_SHIFT)).then(|| ino.checked_sub(1)).flatten().map(|i| i as usize)
+        slots::made_up_index(ino)
     }
 
     fn child_attr(&self, child: Child) -> Result<Attr, FsError> {
@@ -763,30 +761,17 @@ impl<Res: Resolver> ReadOnlyFs for NamespaceFs<Res> {
                 }
                 (d.parent, d.children.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>())
             };
-            if offset == 0 && !add(DirEntry { ino, next_offset: 1, kind: FileKind::Dir, name: b"." }) {
-                return Ok(());
+            let mut listed = Vec::with_capacity(children.len());
+            for (name, child) in children {
+                let attr = self.child_attr(child)?;
+                listed.push((name, attr.ino, attr.kind));
             }
-            if offset <= 1 && !add(DirEntry { ino: parent, next_offset: 2, kind: FileKind::Dir, name: b".." }) {
-                return Ok(());
-            }
-            let start = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
-            for (i, (name, child)) in children.iter().enumerate().skip(start) {
-                let attr = self.child_attr(*child)?;
-                if !add(DirEntry { ino: attr.ino, next_offset: i as u64 + 3, kind: attr.kind, name }) {
-                    break;
-                }
-            }
+            slots::list_made_up(ino, parent, &listed, offset, add);
             return Ok(());
         }
         let slot = Self::slot_of(ino)?;
         let up = self.slot(slot)?.parent;
-        let is_root = ino & LOCAL_MASK == ROOT_INO;
-        self.in_slot(ino, |fs, local| {
-            fs.readdir(local, offset, &mut |mut e| {
-                e.ino = if is_root && e.name == b".." { up } else { Self::slot_ino(slot, e.ino) };
-                add(e)
-            })
-        })
+        self.in_slot(ino, |fs, _| slots::list_in_slot(fs, slot, ino, up, offset, add))
     }
 
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
