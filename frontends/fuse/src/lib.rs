@@ -354,6 +354,22 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
         reply.error(errno(self.fs.create(parent.0, name.as_bytes())));
     }
 
+    /// No ioctls (FS_IOC_GETFLAGS and the like, which container runtimes ask on every
+    /// directory): ENOTTY, as for any file without them, without a log line each.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::ENOTTY);
+    }
+
     /// No poll support: ENOSYS once, and the kernel stops asking (files always read as ready).
     /// Go programs (podman, containers/storage) poll every file they open.
     fn poll(
