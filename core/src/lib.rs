@@ -62,4 +62,4 @@ pub use index::{Chunk, Index, Kind, Node, NodeId, ROOT};
 pub use layer::{Layer, OpenOptions};
 #[cfg(feature = "std")]
 pub use read_at::FileReadAt;
-pub use read_at::ReadAt;
+pub use read_at::{ReadAt, TransferCounts};

@@ -2,6 +2,15 @@
 
 use crate::error::{Error, Result};
 
+/// What a remote blob has transferred: see [`ReadAt::transfer_counts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TransferCounts {
+    /// Bytes fetched from the network (a registry, a URL).
+    pub fetched_bytes: u64,
+    /// Reads served from a local cache instead.
+    pub cache_hits: u64,
+}
+
 /// Positional reads from an immutable blob of known size.
 ///
 /// Takes `&self`, so one blob can serve many threads at once; implementations must be safe
@@ -28,6 +37,12 @@ pub trait ReadAt {
     fn prefetch_when_idle(&self, start: u64, end: u64) -> Result<()> {
         let _ = (start, end);
         Ok(())
+    }
+
+    /// What a remote blob has transferred so far, for status output; `None` for a local blob
+    /// (the default).
+    fn transfer_counts(&self) -> Option<TransferCounts> {
+        None
     }
 
     /// Fills `buf` completely from `offset`, or fails with `UnexpectedEof`.
@@ -88,6 +103,10 @@ impl<T: ReadAt + ?Sized> ReadAt for &T {
     fn prefetch_when_idle(&self, start: u64, end: u64) -> Result<()> {
         (**self).prefetch_when_idle(start, end)
     }
+
+    fn transfer_counts(&self) -> Option<TransferCounts> {
+        (**self).transfer_counts()
+    }
 }
 
 impl<T: ReadAt + ?Sized> ReadAt for alloc::sync::Arc<T> {
@@ -105,6 +124,10 @@ impl<T: ReadAt + ?Sized> ReadAt for alloc::sync::Arc<T> {
 
     fn prefetch_when_idle(&self, start: u64, end: u64) -> Result<()> {
         (**self).prefetch_when_idle(start, end)
+    }
+
+    fn transfer_counts(&self) -> Option<TransferCounts> {
+        (**self).transfer_counts()
     }
 }
 

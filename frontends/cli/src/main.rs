@@ -19,6 +19,7 @@ mod inspect;
 mod mount;
 mod nfs;
 mod signals;
+mod status;
 
 use std::process::ExitCode;
 
@@ -135,6 +136,12 @@ enum Command {
         /// Where to serve the store (an existing directory).
         mountpoint: std::path::PathBuf,
     },
+    /// Show what each layer of a running `crfs mount` or `crfs store` is doing: lazy or not and
+    /// why, how it was checked, bytes fetched so far and reads served by the disk cache.
+    Status {
+        /// The mountpoint.
+        mountpoint: std::path::PathBuf,
+    },
     /// Unmount a crfs mount (also clears a stale mount left by a crash).
     Umount {
         /// The mountpoint.
@@ -188,11 +195,18 @@ fn main() -> ExitCode {
         Command::Mount { serve, .. } | Command::Nfs { serve, .. } | Command::Store { serve, .. } => serve.debug,
         _ => false,
     };
+    // The layer store is a daemon whose decisions (lazy, declined, used, released) are what
+    // its users look for: those lines are on by default.
+    let default_filter = if matches!(cli.command, Command::Store { .. }) {
+        "warn,crfs_image::store=info,crfs_vfs::store=info"
+    } else {
+        "warn"
+    };
     let filter = if debug {
         tracing_subscriber::EnvFilter::new("debug")
     } else {
         tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter))
     };
     // Plain text when stderr is a file or a pipe (logs kept by a service manager or a test).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -229,6 +243,7 @@ fn main() -> ExitCode {
         Command::Store { serve, allow_other, remote, mountpoint } => {
             mount::mount_store(mount::StoreArgs { mountpoint, remote, serve, allow_other })
         }
+        Command::Status { mountpoint } => status::show(&mountpoint),
         Command::Umount { mountpoint } => mount::umount(&mountpoint),
         Command::Convert(args) => convert::run(args),
         Command::Image(ImageCommand::Convert(args)) => convert::run_image(args),

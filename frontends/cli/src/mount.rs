@@ -134,6 +134,11 @@ pub fn mount(args: MountArgs) -> Result<()> {
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_user_can_mount(args.allow_other)?;
     let layers = args.remote.images(args.serve.verify(), &args.sources)?.open(&args.sources)?;
+    let reports: Vec<crfs_image::LayerReport> = layers.iter().map(crfs_image::OpenedLayer::report).collect();
+    for r in &reports {
+        eprintln!("crfs: {}: {}", r.name, r.state);
+    }
+    let _status = crate::status::publish(&mountpoint, move || reports.iter().map(|r| r.line() + "\n").collect());
     let source = args.sources.join(" ");
     let config = MountConfig {
         allow_other: args.allow_other,
@@ -168,7 +173,9 @@ pub fn mount_store(args: StoreArgs) -> Result<()> {
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_user_can_mount(args.allow_other)?;
     let options = crfs_vfs::StoreOptions { fs: args.serve.fs_options(), ..crfs_vfs::StoreOptions::default() };
-    let store = args.remote.images(args.serve.verify(), &[])?.store(options)?;
+    let store = std::sync::Arc::new(args.remote.images(args.serve.verify(), &[])?.store(options)?);
+    let described = store.clone();
+    let _status = crate::status::publish(&mountpoint, move || described.status());
     // Not `ro`: containers/storage signals use and release with create and rmdir.
     let config = MountConfig {
         allow_other: args.allow_other,

@@ -105,6 +105,9 @@ pub fn serve(args: NfsArgs) -> Result<(), String> {
     }
     let images = args.remote.images(args.serve.verify(), &args.sources).map_err(|e| e.to_string())?;
     let layers = images.open(&args.sources).map_err(|e| e.to_string())?;
+    for l in &layers {
+        eprintln!("crfs: {}: {}", l.name, l.state());
+    }
     let source = args.sources.join(" ");
     let (fs, identity) = crfs_image::tree(layers, args.serve.fs_options()).map_err(|e| e.to_string())?;
     run(NfsFs::new(fs, identity), &args, &source)

@@ -218,6 +218,21 @@ fn push_images(dir: &Path, registry: &str, creds: Option<&str>, tar: &[u8]) {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Waits (up to 10 s: the status file is rewritten every second) for `crfs status DIR` to
+/// print what `want` accepts.
+fn status_until(dir: &Path, want: impl Fn(&str) -> bool) {
+    let t0 = Instant::now();
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_crfs")).arg("status").arg(dir).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && want(&text) {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "crfs status: {text}{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Bytes of blob bodies the proxy forwarded since `from` requests.
 fn blob_bytes(proxy: &Proxy, from: usize) -> u64 {
     let seen = proxy.seen();
@@ -255,6 +270,7 @@ fn podman_pulls_and_runs_through_the_store() {
     eprintln!("pull fetched {fetched} bytes of blobs; the binary alone is {layer_size}");
     assert!(fetched < layer_size / 4, "the pull fetched {fetched} bytes: not lazy");
     assert!(store.log().contains("lazy: TOC checked against toc.digest"), "{}", store.log());
+    status_until(&store_dir, |s| s.contains(": lazy; in use by 1 image layers; ") && s.contains(" bytes fetched"));
 
     // Run: the file and the binary the container reads are the image's.
     let out = podman.run(&lazy, &["sh", "-c", "cat /etc/message; sha256sum /bin/busybox"]);
@@ -266,6 +282,7 @@ fn podman_pulls_and_runs_through_the_store() {
     let out = podman.run(&plain, &["cat", "/etc/message"]);
     assert_eq!(out.as_bytes(), MESSAGE);
     assert!(store.log().contains("declined: "), "{}", store.log());
+    status_until(&store_dir, |s| s.contains(": declined: ") && s.contains("the manifest gives no TOC digest"));
 
     // Push the lazily pulled image to another repository: what arrives is a valid image
     // whose layer unpacks to the DiffID the config names.

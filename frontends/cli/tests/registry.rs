@@ -72,6 +72,35 @@ fn inspect_and_mount_an_image_by_reference() {
     let scratch = scratch_dir("cli-registry-mount");
     let m = Mounted::new(&[&reference], &scratch.join("mnt"));
     assert_same_listing("mounted image", &without_root(&tree_listing(&m.1)), &image_listing());
+    // The mount said, and `crfs status` says, how its layer is read and was checked.
+    let log = fs::read_to_string(m.1.with_extension("log")).unwrap();
+    assert!(log.contains(": lazy; TOC checked against the manifest's toc.digest"), "{log}");
+    // The status file is rewritten every second: wait for the reads above to show.
+    let t0 = std::time::Instant::now();
+    let line = loop {
+        let status = crfs().arg("status").arg(&m.1).output().unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        let text = String::from_utf8_lossy(&status.stdout).into_owned();
+        let line = text.lines().find(|l| l.starts_with(&format!("{reference} layer sha256:"))).map(str::to_owned);
+        let line = line.unwrap_or_else(|| panic!("{text}"));
+        // "…; N bytes fetched, M reads from the disk cache"
+        let numbers: Vec<u64> = line
+            .rsplit_once("; ")
+            .unwrap()
+            .1
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        if numbers.iter().sum::<u64>() > 0 {
+            break line;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "{line}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(line.contains(": lazy; TOC checked against the manifest's toc.digest; "), "{line}");
+    drop(m);
+    let gone = crfs().arg("status").arg(scratch.join("mnt")).output().unwrap();
+    assert_eq!(gone.status.code(), Some(1), "{}", String::from_utf8_lossy(&gone.stdout));
 }
 
 /// Every regular file below `root`, relative path → bytes.
@@ -306,12 +335,12 @@ fn the_namespace_over_nfs_with_libnfs_and_a_restart() {
     assert_eq!(nfs_names(&served, ""), ["README", "image", "layer"]);
     // (libnfs mounts a URL's directory part: "//README" mounts "/" and opens README.)
     assert!(String::from_utf8(nfs_cat(&served, "/README")).unwrap().contains("image/<host>/<repo>:<tag>/"));
-    // A layer by digest before any image names it: fetched by digest from its repository,
-    // its TOC unverifiable (no manifest annotation), its chunks checked against the TOC.
+    // A layer by digest before any image names it: no manifest annotation to check its TOC
+    // against, so (being small) it is fetched whole once and checked against its digest.
     let layer_only = format!("layer/{host}/deep/er/many@{}/d00/f001", many.layer_digest);
     let f001 = nfs_cat(&served, &layer_only);
     assert_eq!(common::sha256_hex(&f001), listed_sha("many.esgz", "d00/f001"));
-    assert!(served.log().contains("no manifest names this layer: its TOC is not verified"), "{}", served.log());
+    assert!(served.log().contains("fetching it whole to check it against the layer digest"), "{}", served.log());
     // Two images through one export, one of them in a nested repo path.
     let all_root = format!("image/{host}/test/all-types:v1");
     let many_root = format!("image/{host}/deep/er/many:v2");

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crfs_core::Layer;
+use crfs_core::{Layer, ReadAt as _};
 use crfs_remote::{DiskCache, SourceLayer};
 
 use crate::Blob;
@@ -18,9 +18,12 @@ pub enum Access {
     /// Lazily, chunk by chunk, from where the blob lives: it has a TOC (eStargz, stargz,
     /// zstd:chunked).
     Lazy,
-    /// From a local eStargz copy made by an earlier open and kept in the disk cache: the
-    /// layer has no TOC.
+    /// From a local copy made by an earlier open and kept in the disk cache: an eStargz copy
+    /// of a layer without a TOC, or the layer itself, checked whole (see `WholeChecked`).
     IndexedCopy,
+    /// From a local copy made now: the layer has a TOC but its manifest gives no TOC digest
+    /// to check it against, so it was fetched whole and checked against the blob digest.
+    WholeChecked,
     /// From a local eStargz copy made now, the blob fetched whole: opening it lazily failed
     /// with `why` (no footer, for a plain tar layer).
     Indexed {
@@ -44,6 +47,57 @@ pub struct OpenedLayer {
     pub verification: Verification,
 }
 
+impl OpenedLayer {
+    /// Where this layer's bytes come from and how it was checked, in words: one line for the
+    /// user (`crfs mount` prints it for each layer).
+    pub fn state(&self) -> String {
+        let access = match &self.access {
+            Access::Lazy => "lazy".to_owned(),
+            Access::IndexedCopy => "local copy from the disk cache (checked against the layer digest)".to_owned(),
+            Access::WholeChecked => {
+                "fetched whole and checked against the layer digest (the manifest gives no TOC digest)".to_owned()
+            }
+            Access::Indexed { why } => format!("fetched whole and indexed locally (not lazy: {why})"),
+        };
+        let checked = match (&self.access, self.verification) {
+            (Access::Lazy, Verification::TocDigest) => "; TOC checked against the manifest's toc.digest",
+            (Access::Lazy, Verification::ManifestChecksum) => "; TOC checked against the manifest-checksum",
+            (Access::Lazy, _) => "; TOC not checked against a manifest",
+            _ => "",
+        };
+        format!("{access}{checked}")
+    }
+
+    /// A handle on this layer's state that outlives it being moved into a tree.
+    pub fn report(&self) -> LayerReport {
+        LayerReport { name: self.name.clone(), state: self.state(), blob: self.layer.blob().clone() }
+    }
+}
+
+/// One layer's state for `crfs status`: what [`OpenedLayer::state`] said at open, and the
+/// blob's transfers so far.
+#[derive(Clone)]
+pub struct LayerReport {
+    /// The layer's name (source and digest).
+    pub name: String,
+    /// How it is read and was checked.
+    pub state: String,
+    blob: Blob,
+}
+
+impl LayerReport {
+    /// `NAME: STATE; N bytes fetched, N cache hits` (transfers only for remote blobs).
+    pub fn line(&self) -> String {
+        match self.blob.transfer_counts() {
+            Some(t) => format!(
+                "{}: {}; {} bytes fetched, {} reads from the disk cache",
+                self.name, self.state, t.fetched_bytes, t.cache_hits
+            ),
+            None => format!("{}: {}", self.name, self.state),
+        }
+    }
+}
+
 /// A layer as [`open`] returns it, before it is named.
 pub struct Opened {
     /// The layer.
@@ -57,7 +111,9 @@ pub struct Opened {
 /// Opens one layer, checking its TOC against the manifest's annotation when `verify` is set
 /// (see `verify`). A layer of an image with no such annotation whose blob has no footer either
 /// is a plain tar layer: it is fetched whole and indexed locally (see `plain`), its copy kept
-/// in the disk cache.
+/// in the disk cache. One with a footer (eStargz or zstd:chunked whose manifest lost its
+/// annotations, as Docker schema 2 manifests do) is fetched whole once and checked against the
+/// blob digest when `verify` is set, else read lazily and unchecked.
 pub fn open(
     plain: &PlainLayers,
     name: &str,
@@ -89,7 +145,18 @@ pub fn open(
                     verification: Verification::BlobDigest,
                 })
             }
-            // Lazy after all, but nothing to check its TOC against.
+            // A TOC, but nothing to check it against: checked whole, or lazy and unchecked.
+            Ok(layer) if verify => {
+                drop(layer);
+                let copy = plain.fetch_checked(name, l, cache)?;
+                let layer = Layer::open_with(copy, &crate::verify::open_options(None))
+                    .map_err(|e| Error::layer(format!("{name}: the checked copy"), e))?;
+                Ok(Opened {
+                    layer: Arc::new(layer),
+                    access: Access::WholeChecked,
+                    verification: Verification::BlobDigest,
+                })
+            }
             Ok(layer) => {
                 let verification = check(name, &layer, Some(desc), verify, false)?;
                 Ok(Opened { layer: Arc::new(layer), access: Access::Lazy, verification })

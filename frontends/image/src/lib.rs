@@ -53,7 +53,7 @@ use std::sync::Arc;
 pub use credentials::{CredentialsOrigin, GivenCredentials, scope_credentials};
 pub use error::{Error, ErrorKind, Result};
 pub use images::{Images, Options, tree};
-pub use layer::{Access, OpenedLayer};
+pub use layer::{Access, LayerReport, OpenedLayer};
 pub use resolver::RegistryResolver;
 pub use store::StoreSource;
 pub use verify::Verification;

@@ -66,7 +66,7 @@ impl PlainLayers {
         let blob = open_blob(&path).ok()?;
         // Recently used: eviction goes by modification time.
         let _ = std::fs::File::open(&path).and_then(|f| f.set_modified(std::time::SystemTime::now()));
-        tracing::info!(layer = %desc.digest, copy = %path.display(), "layer is not lazy (no TOC); using its indexed copy");
+        tracing::info!(layer = %desc.digest, copy = %path.display(), "layer is not lazy; using its local copy");
         Some(blob)
     }
 
@@ -75,6 +75,74 @@ impl PlainLayers {
         if let Some(path) = cache.and_then(|c| converted_path(c, &desc.digest).ok()) {
             let _ = std::fs::remove_file(path);
         }
+    }
+
+    /// Waits for this value's copies being made to finish (one at a time), then the copy an
+    /// earlier one made of `desc`'s layer, if any. Hold the guard while making a new one.
+    fn take_turn(&self, desc: &LayerDesc, cache: Option<&DiskCache>) -> (std::sync::MutexGuard<'_, ()>, Option<Blob>) {
+        let turn = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+        (turn, self.cached(desc, cache))
+    }
+
+    /// Where a copy of `desc`'s layer is made (a work directory) and kept (in the cache).
+    fn places(&self, desc: &LayerDesc, cache: Option<&DiskCache>) -> Result<(PathBuf, Option<PathBuf>)> {
+        let (work, dest) = match cache {
+            Some(c) => (c.dir().join("tmp"), Some(converted_path(c, &desc.digest)?)),
+            None => (std::env::temp_dir(), None),
+        };
+        std::fs::create_dir_all(&work).map_err(|e| Error::io(work.display(), e))?;
+        Ok((work, dest))
+    }
+
+    /// Fetches the whole layer into a temporary file in `work`, checked against its digest;
+    /// returns it and the stem of its name (for files made from it).
+    fn fetch_whole(&self, name: &str, l: &SourceLayer, work: &Path) -> Result<(TempFile, String)> {
+        let digest = l.desc.as_ref().map_or("", |d| d.digest.as_str());
+        let hex = digest.split_once(':').map_or("", |(_, h)| h);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let stem = format!("plain-{}-{seq}-{}", std::process::id(), hex.get(..16).unwrap_or(hex));
+        let original = TempFile(work.join(format!("{stem}.orig")));
+        let file = std::fs::File::create(&original.0).map_err(|e| Error::io(original.0.display(), e))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        l.copy_whole(&mut out).map_err(|e| Error::remote(format!("{name}: fetching the whole layer"), e))?;
+        std::io::Write::flush(&mut out).map_err(|e| Error::io(original.0.display(), e))?;
+        Ok((original, stem))
+    }
+
+    /// Fetches the whole layer once and checks it against the manifest's blob digest: for a
+    /// layer that has a TOC but no annotation to check that TOC against. Returns the local
+    /// copy (kept in the disk cache when there is one), to be read through its own TOC.
+    pub fn fetch_checked(&self, name: &str, l: &SourceLayer, cache: Option<&DiskCache>) -> Result<Blob> {
+        let Some(desc) = &l.desc else {
+            return Err(Error::new(ErrorKind::Invalid, format!("{name}: no digest to check the layer against")));
+        };
+        let (_one, cached) = self.take_turn(desc, cache);
+        if let Some(copy) = cached {
+            return Ok(copy);
+        }
+        tracing::warn!(
+            layer = %name,
+            bytes = desc.size,
+            "the manifest gives no TOC digest for this layer: fetching it whole to check it against the layer \
+             digest (--no-verify reads it lazily, unchecked)"
+        );
+        let (work, dest) = self.places(desc, cache)?;
+        let (original, _) = self.fetch_whole(name, l, &work)?;
+        let blob = match (&dest, cache) {
+            (Some(dest), Some(c)) => {
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent.display(), e))?;
+                }
+                std::fs::rename(&original.0, dest).map_err(|e| Error::io(dest.display(), e))?;
+                let blob = open_blob(dest)?;
+                c.added(blob.size());
+                blob
+            }
+            // Only the open file keeps it once `original` is dropped.
+            _ => open_blob(&original.0)?,
+        };
+        tracing::info!(layer = %name, "layer checked against its digest; read from the local copy");
+        Ok(blob)
     }
 
     /// Fetches the whole layer, checks its digest, converts it to eStargz and returns the copy.
@@ -87,8 +155,8 @@ impl PlainLayers {
         why: &crfs_core::Error,
     ) -> Result<Blob> {
         let Some(desc) = &l.desc else { return Err(Error::layer(name, why.clone())) };
-        let _one = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(copy) = self.cached(desc, cache) {
+        let (_one, cached) = self.take_turn(desc, cache);
+        if let Some(copy) = cached {
             return Ok(copy);
         }
         tracing::warn!(
@@ -97,21 +165,8 @@ impl PlainLayers {
             media_type = %desc.media_type,
             "layer is not lazy (not eStargz or zstd:chunked: {why}); fetching it whole and indexing it locally"
         );
-        let (work, dest) = match cache {
-            Some(c) => (c.dir().join("tmp"), Some(converted_path(c, &desc.digest)?)),
-            None => (std::env::temp_dir(), None),
-        };
-        std::fs::create_dir_all(&work).map_err(|e| Error::io(work.display(), e))?;
-        let hex = desc.digest.split_once(':').map_or("", |(_, h)| h);
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let stem = format!("plain-{}-{seq}-{}", std::process::id(), hex.get(..16).unwrap_or(hex));
-        let original = TempFile(work.join(format!("{stem}.orig")));
-        {
-            let file = std::fs::File::create(&original.0).map_err(|e| Error::io(original.0.display(), e))?;
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            l.copy_whole(&mut out).map_err(|e| Error::remote(format!("{name}: fetching the whole layer"), e))?;
-            std::io::Write::flush(&mut out).map_err(|e| Error::io(original.0.display(), e))?;
-        }
+        let (work, dest) = self.places(desc, cache)?;
+        let (original, stem) = self.fetch_whole(name, l, &work)?;
         let input = original
             .0
             .to_str()

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crfs_core::Layer;
+use crfs_core::{Layer, ReadAt as _};
 use crfs_remote::{LayerDesc, Remote, SourceLayer};
 use crfs_vfs::{ResolveError, ResolvedImage, Resolver, Version};
 
@@ -12,6 +12,11 @@ use crate::Blob;
 use crate::error::Error;
 use crate::layer;
 use crate::plain::PlainLayers;
+
+/// The largest layer a `layer/…@sha256:` path no manifest describes is fetched whole to be
+/// checked against its digest; a bigger one is read lazily, its chunks checked against its
+/// (unverified) TOC.
+pub const WHOLE_FETCH_LIMIT: u64 = 256 << 20;
 
 /// Manifest descriptors of layers seen in resolved images, by (host/repo, blob digest).
 type SeenLayers = HashMap<(String, String), LayerDesc>;
@@ -73,10 +78,12 @@ impl Resolver for RegistryResolver {
         Ok(ResolvedImage { digest, layers })
     }
 
-    /// A layer by digest. One seen in a manifest is verified as that manifest says; any other
-    /// is opened with its size from a HEAD request, and its TOC cannot be checked against a
-    /// manifest annotation: with verification on, chunks are still checked against the TOC's
-    /// digests (a log line says so), which catches corrupt data but not a forged TOC.
+    /// A layer by digest. One seen in a manifest is verified as that manifest says. Any other
+    /// has its size from a HEAD request and no annotation to check its TOC against: with
+    /// verification on, up to [`WHOLE_FETCH_LIMIT`] it is fetched whole once and checked
+    /// against the digest its path names; a bigger one is read lazily, its chunks checked
+    /// against the TOC's digests (a log line says so), which catches corrupt data but not a
+    /// forged TOC.
     fn layer(&self, host: &str, repo: &str, digest: &str) -> Result<Arc<Layer<Blob>>, ResolveError> {
         let repo_ref = format!("{host}/{repo}");
         let name = format!("{repo_ref}@{digest}");
@@ -89,6 +96,17 @@ impl Resolver for RegistryResolver {
             }
             None => {
                 let blob = self.remote.open_blob_unsized(&repo_ref, digest).map_err(resolve_error)?;
+                if self.verify && blob.size() <= WHOLE_FETCH_LIMIT {
+                    // The path names the blob's digest: small enough, it is fetched once and
+                    // checked against it (`layer::open`), then read from its own TOC.
+                    let desc = LayerDesc {
+                        digest: digest.to_owned(),
+                        size: blob.size(),
+                        media_type: String::new(),
+                        annotations: Default::default(),
+                    };
+                    return Ok(self.open(&name, &SourceLayer::in_registry(blob, Some(desc)))?);
+                }
                 if self.verify {
                     tracing::warn!(layer = %name, "no manifest names this layer: its TOC is not verified; chunks are checked against the TOC's digests");
                 } else {

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `containerd.io/snapshot/stargz/toc.digest` | sha256 of the TOC JSON | by crfs-core while opening (`OpenOptions::expected_toc_digest`) |
 //! | zstd:chunked `manifest-checksum` | sha256 of the compressed TOC | after opening, when there is no `toc.digest` |
-//! | neither | – | the layer is refused, unless verification is off |
+//! | neither | the whole blob against the manifest's layer digest | before use: the layer is fetched once and read from that copy, not lazily (`layer`); with verification off it is read lazily, unchecked |
 //!
 //! A blob named on its own (a file, a URL) has no manifest and is not checked against one; its
 //! chunks are still checked against the TOC's digests when verification is on.

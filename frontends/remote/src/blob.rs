@@ -169,6 +169,10 @@ pub(crate) struct Blob {
     /// The blob digest (`sha256:…`), when known: the disk cache key.
     pub digest: Option<String>,
     pub ahead: Mutex<Ahead>,
+    /// Bytes this blob fetched from the network so far.
+    pub fetched: std::sync::atomic::AtomicU64,
+    /// Reads of this blob the disk cache served.
+    pub cache_hits: std::sync::atomic::AtomicU64,
 }
 
 impl Blob {
@@ -290,6 +294,7 @@ impl Blob {
         {
             self.land(&flight, None);
             Counters::add(&self.inner.counters.cache_hits, 1);
+            Counters::add(&self.cache_hits, 1);
             return Ok(data);
         }
         let got = self.fetch_network(flight.start, flight.end, true).map(Arc::new);
@@ -312,6 +317,7 @@ impl Blob {
             && let Some(data) = cache.get(digest, start, end)
         {
             Counters::add(&self.inner.counters.cache_hits, 1);
+            Counters::add(&self.cache_hits, 1);
             return Ok(data);
         }
         self.fetch_network(start, end, true)
@@ -334,6 +340,10 @@ impl Blob {
             .run(async move { fetch_range(&inner, &ep, size, start, end, cache.as_deref()).await }, || {
                 FetchError::permanent("the I/O runtime stopped", String::new())
             })?;
+        let fetched = match &got {
+            Got::Range(d) | Got::FromWhole(d, _) => d.len() as u64,
+        };
+        Counters::add(&self.fetched, fetched);
         let data = match got {
             Got::Range(d) => {
                 if let Some((cache, digest)) = self.cache().filter(|_| store) {
@@ -478,6 +488,14 @@ macro_rules! read_at_through_blob {
                 self.blob.prefetch(start, end).map(|_| ()).map_err(|e| {
                     tracing::debug!("prefetch of [{start}, {end}) skipped: {e}");
                     crfs_core::Error::Io(crfs_core::error::IoError { errno: 0, what: "prefetching the blob" })
+                })
+            }
+
+            fn transfer_counts(&self) -> Option<crfs_core::TransferCounts> {
+                use std::sync::atomic::Ordering::Relaxed;
+                Some(crfs_core::TransferCounts {
+                    fetched_bytes: self.blob.fetched.load(Relaxed),
+                    cache_hits: self.blob.cache_hits.load(Relaxed),
                 })
             }
 

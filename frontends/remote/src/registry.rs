@@ -479,6 +479,8 @@ impl Remote {
                 size,
                 digest: Some(digest.to_owned()),
                 ahead: Default::default(),
+                fetched: Default::default(),
+                cache_hits: Default::default(),
             },
         })
     }
@@ -504,6 +506,8 @@ impl Remote {
                 size,
                 digest: digest.map(str::to_owned),
                 ahead: Default::default(),
+                fetched: Default::default(),
+                cache_hits: Default::default(),
             },
         })
     }

@@ -711,6 +711,12 @@ macro_rules! forward_read_only_fs {
             fn close(&self, ino: Ino) {
                 (**self).close(ino)
             }
+            fn create(&self, parent: Ino, name: &[u8]) -> FsError {
+                (**self).create(parent, name)
+            }
+            fn rmdir(&self, parent: Ino, name: &[u8]) -> FsError {
+                (**self).rmdir(parent, name)
+            }
         }
     };
 }

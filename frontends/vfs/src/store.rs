@@ -128,10 +128,12 @@ pub struct LayerState {
     pub reference: String,
     /// The layer blob's digest.
     pub digest: String,
-    /// "lazy", "declined: why", "failed: why", or "released".
+    /// "lazy", "not opened" (not yet, or released), "declined: why" or "failed: why".
     pub state: String,
     /// Uses containers/storage announced and has not released.
     pub uses: u64,
+    /// What its blob transferred so far, while it is open and remote.
+    pub transfers: Option<crfs_core::TransferCounts>,
 }
 
 struct State<B: ReadAt + Send + Sync + 'static> {
@@ -331,20 +333,38 @@ impl<S: LayerSource> LayerStoreFs<S> {
         slots
             .iter()
             .map(|s| {
-                let state = match &*lock(&s.loaded) {
-                    Loaded::No => "not opened".to_owned(),
-                    Loaded::Yes(_) => "lazy".to_owned(),
-                    Loaded::Refused(ResolveError::NotFound(why), _) => format!("declined: {why}"),
-                    Loaded::Refused(e, _) => format!("failed: {e:?}"),
+                let (state, transfers) = match &*lock(&s.loaded) {
+                    Loaded::No => ("not opened".to_owned(), None),
+                    Loaded::Yes(open) => ("lazy".to_owned(), open.fs.layer().blob().transfer_counts()),
+                    Loaded::Refused(ResolveError::NotFound(why), _) => (format!("declined: {why}"), None),
+                    Loaded::Refused(e, _) => (format!("failed: {e:?}"), None),
                 };
                 LayerState {
                     reference: s.reference.clone(),
                     digest: s.digest.clone(),
                     state,
                     uses: s.uses.load(Ordering::Relaxed),
+                    transfers,
                 }
             })
             .collect()
+    }
+
+    /// Every layer looked up so far, one line each: reference, digest, state, uses, and what
+    /// its blob transferred.
+    pub fn status(&self) -> String {
+        let mut out = String::new();
+        for l in self.layers() {
+            out.push_str(&format!("{} {}: {}; in use by {} image layers", l.reference, l.digest, l.state, l.uses));
+            if let Some(t) = l.transfers {
+                out.push_str(&format!(
+                    "; {} bytes fetched, {} reads from the disk cache",
+                    t.fetched_bytes, t.cache_hits
+                ));
+            }
+            out.push('\n');
+        }
+        out
     }
 
     /// A release of the layer in directory `name` of reference directory `parent`.
