@@ -26,6 +26,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crfs_core::{Index, Kind, Layer, NodeId, ReadAt};
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzz_entry;
 mod loading;
 mod merged;
 mod namespace;
