@@ -16,9 +16,16 @@
 #                              set N, WORK, OUT or MNT where they are still empty.
 #   harness_corpus             sets NAME, TAR, BLOB (the corpus compare.sh caches in WORK,
 #                              building it when absent)
+#   harness_corpus_gzip        sets TGZ: the corpus tar as an ordinary tar.gz layer (gzip -6),
+#                              cached beside it
 #   harness_build_crfs [PKG..] sets CRFS (target/release/crfs, built now; HARNESS_PROFILE=debug
 #                              builds and uses the dev profile); TARGET is cargo's target dir
 # and may use
+#   harness_registry DIR       starts docker-registry on 127.0.0.1 (plain HTTP, storage and
+#                              its access log `registry.log` in DIR); sets PORT and REGISTRY_PID
+#   harness_cpu_now [PID..]    sets CPU_NOW: user + sys seconds of this shell's reaped children,
+#                              the registry's and each PID's (call it directly, not in $(...))
+#   harness_table TSV          prints the markdown table of a results TSV
 #   harness_stats FILE KEY [FIELD]   "median min max n" of field FIELD of FILE's lines that
 #                              start with the words of KEY (default FIELD: the one after them)
 #   harness_pairs_header FILE  starts a results TSV (what crfs-bench-chart reads)
@@ -88,6 +95,14 @@ harness_corpus() {
   [ -f "$BLOB" ] && [ -f "$TAR" ] || die "corpus missing: $TAR / $BLOB"
 }
 
+harness_corpus_gzip() {
+  TGZ=$WORK/$NAME.tar.gz
+  if [ ! -f "$TGZ" ]; then
+    log "gzip -6 $TAR"
+    gzip -6 -c "$TAR" >"$TGZ.tmp" && mv "$TGZ.tmp" "$TGZ"
+  fi
+}
+
 harness_build_crfs() {
   local profile=${HARNESS_PROFILE:-release} packages=(-p crfs) p
   for p in "$@"; do packages+=(-p "$p"); done
@@ -129,4 +144,54 @@ harness_pair() {
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ck" "$pk" "$metric" "$cm" "$cl" "$ch" \
     "$pm" "$pl" "$ph" "$((cn < pn ? cn : pn))" "$target" "$met" "$group" "$label" >>"$file"
+}
+
+harness_registry() {
+  local dir=$1
+  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat >"$dir/registry.yml" <<EOF
+version: 0.1
+log:
+  level: error
+storage:
+  filesystem:
+    rootdirectory: $dir/storage
+http:
+  addr: 127.0.0.1:$PORT
+  secret: crfs-bench
+EOF
+  docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 &
+  REGISTRY_PID=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0; sleep 0.1; done
+  die "docker-registry did not start (see $dir/registry.log)"
+}
+
+harness_cpu_now() {
+  local clk others=0 pid t
+  clk=$(getconf CLK_TCK)
+  for pid in "$REGISTRY_PID" "$@"; do
+    t=$(awk -v t="$clk" '{print ($14 + $15) / t}' "/proc/$pid/stat")
+    others=$(echo "$others + $t" | bc -l)
+  done
+  # `times` in this shell: in a $(...) subshell it would count that subshell's children.
+  local file
+  file=$(mktemp)
+  times >"$file"
+  # shellcheck disable=SC2034  # read by the scripts that source this file
+  CPU_NOW=$(awk -v r="$others" 'function s(x) {split(x, p, /[ms]/); return p[1] * 60 + p[2]}
+    NR == 2 {print s($1) + s($2) + r}' "$file")
+  rm -f "$file"
+}
+
+harness_table() {
+  echo "| measurement | crfs | peer | crfs ÷ peer | target | met |"
+  echo "|---|---|---|---|---|---|"
+  tail -n +2 "$1" | awk -F'\t' '
+    function sh(x) {return x < 0.1 ? sprintf("%.3f", x) : x < 100 ? sprintf("%.2f", x) : sprintf("%.0f", x)}
+    function cell(m, lo, hi, unit) {
+      if (unit == "bytes") return m >= 10485760 ? sprintf("%.1f MiB", m / 1048576) : sprintf("%d bytes", m)
+      return sprintf("%s s [%s–%s]", sh(m), sh(lo), sh(hi))}
+    {r = $7 > 0 ? $4 / $7 : 0
+     printf "| %s | %s | %s | %s | %s | %s |\n", $14, cell($4, $5, $6, $3), cell($7, $8, $9, $3),
+       (r < 0.1 ? sprintf("%.3f×", r) : sprintf("%.2f×", r)), ($11 == "-" ? "—" : $11), ($12 == "-" ? "—" : $12)}'
 }

@@ -42,11 +42,7 @@ script_option() { # harness_init's hook: 0 = taken alone, 1 = not ours
 harness_init registry "$@"
 command -v docker-registry >/dev/null && command -v skopeo >/dev/null || die "needs docker-registry and skopeo (apt-get install docker-registry skopeo)"
 harness_corpus
-TGZ=$WORK/$NAME.tar.gz
-if [ ! -f "$TGZ" ]; then
-  log "gzip -6 $TAR"
-  gzip -6 -c "$TAR" >"$TGZ.tmp" && mv "$TGZ.tmp" "$TGZ"
-fi
+harness_corpus_gzip
 harness_build_crfs
 
 # The files read: the largest regular file (for Python, its static library) and a small one.
@@ -100,87 +96,36 @@ log "small file $SMALL ($SMALL_SIZE bytes): footer $FOOTER_LEN + TOC $TOC_LEN + 
 
 # An OCI layout holding both images, made here (the manifests are small JSON).
 log "building the OCI layout"
-LAZY_LAYER=$(python3 - "$RUN/layout" "$TAR" "$BLOB" "$TGZ" "$TOC_DIGEST" <<'EOF'
-import hashlib, json, os, shutil, sys
-layout, tar, esgz, tgz, toc_digest = sys.argv[1:]
-blobs = os.path.join(layout, "blobs", "sha256")
-os.makedirs(blobs)
-def sha_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for piece in iter(lambda: f.read(1 << 20), b""):
-            h.update(piece)
-    return h.hexdigest()
-def add_file(path):
-    d = sha_file(path)
-    os.link(path, os.path.join(blobs, d)) if os.stat(path).st_dev == os.stat(blobs).st_dev else shutil.copy(path, os.path.join(blobs, d))
-    return "sha256:" + d, os.path.getsize(path)
-def add_json(obj):
-    data = json.dumps(obj, separators=(",", ":")).encode()
-    d = hashlib.sha256(data).hexdigest()
-    with open(os.path.join(blobs, d), "wb") as f:
-        f.write(data)
-    return "sha256:" + d, len(data)
-diff_id = "sha256:" + sha_file(tar)
-config = add_json({"architecture": "amd64", "os": "linux", "config": {},
-                   "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
-manifests = []
+LAZY_LAYER=$(python3 - "$ROOT/benches" "$RUN/layout" "$TAR" "$BLOB" "$TGZ" "$TOC_DIGEST" <<'EOF'
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from oci_layout import GZIP_LAYER, Layout, sha_file
+layout_dir, tar, esgz, tgz, toc_digest = sys.argv[2:]
+layout = Layout(layout_dir)
+config = layout.config(["sha256:" + sha_file(tar)])
 for tag, path, annotations in [
     ("lazy", esgz, {"containerd.io/snapshot/stargz/toc.digest": toc_digest,
                     "io.containers.estargz.uncompressed-size": str(os.path.getsize(tar))}),
     ("plain", tgz, {}),
 ]:
-    layer, size = add_file(path)
+    layer, size = layout.add_file(path)
     if tag == "lazy":
         lazy_layer = layer
-    desc = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer, "size": size}
+    desc = {"mediaType": GZIP_LAYER, "digest": layer, "size": size}
     if annotations:
         desc["annotations"] = annotations
-    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config[0], "size": config[1]},
-                "layers": [desc]}
-    digest, size = add_json(manifest)
-    manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
-                      "annotations": {"org.opencontainers.image.ref.name": tag}})
-with open(os.path.join(layout, "index.json"), "w") as f:
-    json.dump({"schemaVersion": 2, "manifests": manifests}, f)
-with open(os.path.join(layout, "oci-layout"), "w") as f:
-    json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    layout.image(tag, config, [desc])
+layout.write()
 print(lazy_layer)
 EOF
 )
 
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >"$RUN/registry.yml" <<EOF
-version: 0.1
-log:
-  level: error
-storage:
-  filesystem:
-    rootdirectory: $RUN/storage
-http:
-  addr: 127.0.0.1:$PORT
-  secret: crfs-bench
-EOF
-docker-registry serve "$RUN/registry.yml" >"$RUN/registry.log" 2>&1 &
-REGISTRY_PID=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+harness_registry "$RUN"
 REF=127.0.0.1:$PORT/bench/$NAME
 for tag in lazy plain; do
   log "skopeo copy $tag"
   skopeo copy -q --dest-tls-verify=false "oci:$RUN/layout:$tag" "docker://$REF:$tag"
 done
-
-# CPU seconds (user + sys) so far of this shell's reaped children and of the registry, in
-# CPU_NOW. Not a function to call in $(...): `times` must run in this shell.
-CLK_TCK=$(getconf CLK_TCK)
-cpu_now() {
-  times >"$RUN/times"
-  local registry
-  registry=$(awk -v t="$CLK_TCK" '{print ($14 + $15) / t}' "/proc/$REGISTRY_PID/stat")
-  CPU_NOW=$(awk -v r="$registry" 'function s(x) {split(x, p, /[ms]/); return p[1] * 60 + p[2]}
-    NR == 2 {print s($1) + s($2) + r}' "$RUN/times")
-}
 
 # What the registry sent after line MARK of its access log (combined format: the path is
 # field 7, the body's size field 10): "bytes blob-bytes requests", blob-bytes being those of
@@ -224,13 +169,13 @@ measure() { # NAME FUNCTION: appends "NAME wall-s cpu-s bytes blob-bytes request
   sync; echo 3 >/proc/sys/vm/drop_caches
   local mark cpu0 start
   mark=$(wc -l <"$RUN/registry.log")
-  cpu_now; cpu0=$CPU_NOW
+  harness_cpu_now; cpu0=$CPU_NOW
   T_END=
   start=$EPOCHREALTIME
   "$@"
   local wall
   wall=$(echo "${T_END:-$EPOCHREALTIME} - $start" | bc -l)
-  cpu_now
+  harness_cpu_now
   echo "$name $wall $(echo "$CPU_NOW - $cpu0" | bc -l) $(sent_after "$mark")" >>"$RUN/samples"
   log "$name: $(tail -1 "$RUN/samples" | cut -d' ' -f2-)"
 }
@@ -299,16 +244,7 @@ mv "$TSV.tmp" "$TSV"
   echo "The least a lazy reader fetches for the small file: footer $FOOTER_LEN + compressed TOC $TOC_LEN + its"
   echo "compressed chunk $CHUNK_LEN = $LEAST bytes; crfs's blob requests fetched $excess bytes more (target: ≤ 65536)."
   echo
-  echo "| measurement | crfs | peer | crfs ÷ peer | target | met |"
-  echo "|---|---|---|---|---|---|"
-  tail -n +2 "$TSV" | awk -F'\t' '
-    function sh(x) {return x < 0.1 ? sprintf("%.3f", x) : x < 100 ? sprintf("%.2f", x) : sprintf("%.0f", x)}
-    function cell(m, lo, hi, unit) {
-      if (unit == "bytes") return m >= 10485760 ? sprintf("%.1f MiB", m / 1048576) : sprintf("%d bytes", m)
-      return sprintf("%s s [%s–%s]", sh(m), sh(lo), sh(hi))}
-    {r = $7 > 0 ? $4 / $7 : 0
-     printf "| %s | %s | %s | %s | %s | %s |\n", $14, cell($4, $5, $6, $3), cell($7, $8, $9, $3),
-       (r < 0.1 ? sprintf("%.3f×", r) : sprintf("%.2f×", r)), ($11 == "-" ? "—" : $11), ($12 == "-" ? "—" : $12)}'
+  harness_table "$TSV"
   echo
   echo "Requests to the registry (median): small file $(st small.crfs 6 | cut -d' ' -f1), largest file $(st first.crfs 6 | cut -d' ' -f1), every file $(st all.crfs 6 | cut -d' ' -f1) (crfs);"
   echo "bytes sent with manifests: small file $(st small.crfs 4 | cut -d' ' -f1), largest file $(st first.crfs 4 | cut -d' ' -f1) (crfs), pull $(st all.pull 4 | cut -d' ' -f1)."

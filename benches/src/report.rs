@@ -600,7 +600,7 @@ mod tests {
     #[test]
     fn committed_results_parse() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        for name in ["core", "convert", "nfs", "registry"] {
+        for name in ["core", "convert", "nfs", "registry", "podman"] {
             let text = std::fs::read_to_string(dir.join(format!("{name}.tsv"))).unwrap();
             let p = Pairs::parse(&text).unwrap_or_else(|e| panic!("{name}.tsv: {e}"));
             assert!(p.bars(name, name).series[0].1.iter().all(|v| v.is_some_and(|v| v > 0.0)), "{name}.tsv");

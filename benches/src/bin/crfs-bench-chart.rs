@@ -3,7 +3,8 @@
 //!
 //! Reads, from RESULTS_DIR (default `benches/results`), whichever exist of `core.tsv`
 //! (`compare.sh`), `fuse.tsv` (`fuse-compare.sh`), `convert.tsv` (`convert-compare.sh`),
-//! `nfs.tsv` (`nfs-compare.sh`) and `registry.tsv` (`registry-compare.sh`); writes `NAME.png`
+//! `nfs.tsv` (`nfs-compare.sh`), `registry.tsv` (`registry-compare.sh`) and `podman.tsv`
+//! (`podman-compare.sh`); writes `NAME.png`
 //! beside each, and with `--readme` replaces what lies between the README's
 //! `<!-- benches:begin ... -->` and `<!-- benches:end -->` markers with tables made from the same
 //! files and links to the charts. Numbers are never typed by hand: rerun the scripts, then this.
@@ -25,7 +26,7 @@ struct PairsReport {
 }
 
 /// In README order, after the FUSE section.
-const PAIRS_REPORTS: [PairsReport; 3] = [
+const PAIRS_REPORTS: [PairsReport; 4] = [
     PairsReport {
         name: "convert",
         script: "convert-compare.sh",
@@ -51,6 +52,16 @@ const PAIRS_REPORTS: [PairsReport; 3] = [
         intro: "From a registry: a lazy `crfs mount` of the image on a loopback docker-registry (no disk \
                 cache) against pulling it (`skopeo copy` + `tar -x`) and against `crfs mount` of the same \
                 blob on local disk, from a cold page cache; bytes are what the registry sent.",
+    },
+    PairsReport {
+        name: "podman",
+        script: "podman-compare.sh",
+        title: "podman run through crfs store vs podman run with a plain pull (plain ÷ crfs)",
+        series: "podman run, plain gzip image pulled whole",
+        intro: "Containers: `podman run IMAGE python3 -c 'print(1)'` from an empty podman storage, with \
+                `crfs store` as podman's additional layer store (the image converted by `crfs image convert`) \
+                against podman pulling the same image as plain gzip; a Python runtime layer plus the corpus, \
+                on a loopback docker-registry, cold page cache.",
     },
 ];
 
@@ -131,7 +142,7 @@ fn main() -> std::process::ExitCode {
             ));
         }
         if found == 0 {
-            return Err(format!("{}: no core, fuse, convert, nfs or registry .tsv", dir.display()));
+            return Err(format!("{}: no core, fuse, convert, nfs, registry or podman .tsv", dir.display()));
         }
         if let Some(readme) = args.value("readme") {
             let text = std::fs::read_to_string(readme).map_err(|e| format!("{readme}: {e}"))?;
