@@ -24,7 +24,9 @@ use base64::Engine as _;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::hardlink;
 use crate::json::{self, EntrySink, RawEntry};
+use crate::path::{self, base_of, parent_of};
 
 /// A node's id: its index in the arena. Stable for a given TOC.
 pub type NodeId = u32;
@@ -610,77 +612,6 @@ fn len_u32(len: usize, entry: usize) -> Result<u32> {
     u32::try_from(len).map_err(|_| entry_err(entry, "TOC strings exceed 4 GiB"))
 }
 
-/// Cleans a path the way the reference does (`path.Clean("/" + name)` minus the slash),
-/// appending it to `out`. Returns false if a component holds a NUL byte.
-fn clean_path(raw: &[u8], out: &mut Vec<u8>) -> bool {
-    let trimmed = raw.strip_suffix(b"/").unwrap_or(raw);
-    if is_clean(trimmed) {
-        out.extend_from_slice(trimmed);
-        return true;
-    }
-    clean_path_by_components(raw, out)
-}
-
-/// The general case of [`clean_path`]: component by component.
-fn clean_path_by_components(raw: &[u8], out: &mut Vec<u8>) -> bool {
-    let start = out.len();
-    for comp in raw.split(|&b| b == b'/') {
-        match comp {
-            b"" | b"." => {}
-            b".." => {
-                let kept = out.get(start..).unwrap_or_default();
-                let cut = kept.iter().rposition(|&b| b == b'/').map_or(start, |p| start + p);
-                out.truncate(cut);
-            }
-            name => {
-                if name.contains(&0) {
-                    return false;
-                }
-                if out.len() > start {
-                    out.push(b'/');
-                }
-                out.extend_from_slice(name);
-            }
-        }
-    }
-    true
-}
-
-/// Whether `raw` is already in clean form: no NUL, no empty, "." or ".." component, no leading or
-/// trailing slash. Most TOC names are, once a directory's trailing slash is cut, and one pass
-/// over the bytes is cheaper than splitting them.
-fn is_clean(raw: &[u8]) -> bool {
-    let mut component_start = 0;
-    for (i, &b) in raw.iter().enumerate() {
-        match b {
-            0 => return false,
-            b'/' => {
-                match raw.get(component_start..i) {
-                    Some(component) if is_plain_component(component) => {}
-                    _ => return false,
-                }
-                component_start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    raw.is_empty() || raw.get(component_start..).is_some_and(is_plain_component)
-}
-
-fn is_plain_component(c: &[u8]) -> bool {
-    !matches!(c, b"" | b"." | b"..")
-}
-
-/// What precedes the last slash ("" without one).
-fn parent_of(path: &[u8]) -> &[u8] {
-    path.rsplitn(2, |&b| b == b'/').nth(1).unwrap_or_default()
-}
-
-/// What follows the last slash (all of `path` without one).
-fn base_of(path: &[u8]) -> &[u8] {
-    path.rsplitn(2, |&b| b == b'/').next().unwrap_or(path)
-}
-
 impl Builder {
     /// A builder with room for what `text_len` bytes of TOC typically hold (an entry takes
     /// 200 to 400 bytes of JSON), so its tables are allocated up front.
@@ -851,7 +782,7 @@ impl Builder {
         self.unescape(raw_name, entry)?;
         let path_off = len_u32(self.paths.len(), entry)?;
         let scratch = core::mem::take(&mut self.scratch);
-        let clean = clean_path(&scratch, &mut self.paths);
+        let clean = path::clean_into(&scratch, &mut self.paths);
         self.scratch = scratch;
         if !clean {
             return Err(entry_err(entry, "name contains a NUL byte"));
@@ -868,7 +799,7 @@ impl Builder {
             link_off = len_u32(self.paths.len(), entry)?;
             if kind == Kind::Hardlink {
                 let scratch = core::mem::take(&mut self.scratch);
-                let clean = clean_path(&scratch, &mut self.paths);
+                let clean = path::clean_into(&scratch, &mut self.paths);
                 self.scratch = scratch;
                 if !clean {
                     return Err(entry_err(entry, "linkName contains a NUL byte"));
@@ -1179,58 +1110,32 @@ impl Builder {
             nodes.push(node);
         }
 
-        // Hardlinks point at their final target: follow chains, refuse cycles and directories.
-        // Each link's own target first (a missing one is that link's fault); then chains are
-        // walked iteratively, each link resolved once and remembered, so a chain of n links
-        // costs O(n log n), not O(n^2) or a recursion n deep. `links` is in id order.
-        let mut direct: Vec<NodeId> = Vec::with_capacity(links.len());
-        for &(_, off, len, entry) in &links {
-            let target = find(&winners, &self.paths, self.path(off, len))
-                .map_err(|_| Error::BadHardlink { entry: entry as usize, what: "target does not exist" })?;
-            direct.push(target as NodeId);
-        }
-        const UNRESOLVED: NodeId = NodeId::MAX;
-        const IN_PROGRESS: NodeId = NodeId::MAX - 1;
-        let mut resolved: Vec<NodeId> = alloc::vec![UNRESOLVED; links.len()];
-        let mut walk: Vec<usize> = Vec::new();
-        // `links`, `direct` and `resolved` have one element per hardlink, and every id in them
-        // names a node: a miss below means the builder is broken, not the TOC.
-        const OUT_OF_STEP: Error = Error::Corrupt("hardlink tables out of step");
-        let entry_of = |link: usize| links.get(link).map_or(0, |l| l.3 as usize);
-        for start in 0..links.len() {
-            if resolved.get(start) != Some(&UNRESOLVED) {
-                continue;
-            }
-            let mut cur = start;
-            let target = loop {
-                let (Some(state), Some(&next)) = (resolved.get_mut(cur), direct.get(cur)) else {
-                    return Err(OUT_OF_STEP);
-                };
-                *state = IN_PROGRESS;
-                walk.push(cur);
-                match links.binary_search_by_key(&next, |l| l.0) {
-                    Err(_) => {
-                        if nodes.get(next as usize).ok_or(OUT_OF_STEP)?.kind == Kind::Dir {
-                            return Err(Error::BadHardlink { entry: entry_of(cur), what: "target is a directory" });
-                        }
-                        break next;
-                    }
-                    Ok(k) => match *resolved.get(k).ok_or(OUT_OF_STEP)? {
-                        UNRESOLVED => cur = k,
-                        IN_PROGRESS => {
-                            return Err(Error::BadHardlink { entry: entry_of(start), what: "hardlinks form a cycle" });
-                        }
-                        done => break done,
-                    },
-                }
+        // Hardlinks point at their final target (the rules are in `hardlink`). `links` is in
+        // id order.
+        let mut direct: Vec<hardlink::Target> = Vec::with_capacity(links.len());
+        for &(_, off, len, _) in &links {
+            let target = match find(&winners, &self.paths, self.path(off, len)) {
+                Err(_) => hardlink::Target::Missing,
+                Ok(node) => match links.binary_search_by_key(&(node as NodeId), |l| l.0) {
+                    Ok(k) => hardlink::Target::Link(k as u32),
+                    Err(_) if nodes.get(node).is_none_or(|n| n.kind == Kind::Dir) => hardlink::Target::Dir,
+                    Err(_) => hardlink::Target::Final(node as NodeId),
+                },
             };
-            for &i in &walk {
-                *resolved.get_mut(i).ok_or(OUT_OF_STEP)? = target;
-            }
-            walk.clear();
+            direct.push(target);
         }
+        let resolved = hardlink::resolve(&direct).map_err(|(link, fault)| Error::BadHardlink {
+            entry: links.get(link).map_or(0, |l| l.3 as usize),
+            what: match fault {
+                hardlink::Fault::Missing => "target does not exist",
+                hardlink::Fault::Dir => "target is a directory",
+                hardlink::Fault::Cycle => "hardlinks form a cycle",
+            },
+        })?;
+        // Parents and hardlink targets were found among the nodes, so every id here names one.
+        const NO_NODE: Error = Error::Corrupt("node id out of range");
         for (&(id, ..), &target) in links.iter().zip(&resolved) {
-            nodes.get_mut(id as usize).ok_or(OUT_OF_STEP)?.first = target;
+            nodes.get_mut(id as usize).ok_or(NO_NODE)?.first = target;
         }
         drop(direct);
         drop(resolved);
@@ -1240,8 +1145,6 @@ impl Builder {
 
         // Link counts and child lists.
         let mut child_pairs: Vec<(NodeId, NodeId)> = Vec::with_capacity(nodes.len());
-        // Parents and hardlink targets were found among the nodes, so every id here names one.
-        const NO_NODE: Error = Error::Corrupt("node id out of range");
         for id in 1..nodes.len() {
             let n = *nodes.get(id).ok_or(NO_NODE)?;
             child_pairs.push((n.parent, id as NodeId));
@@ -1463,32 +1366,5 @@ mod tests {
         assert!(text[split.comma..].starts_with(",\n{") || text[split.comma..].starts_with(",{"));
         assert_eq!(json::Split::find(b"{\"version\":1,\"entries\":[]}"), None);
         assert_eq!(json::Split::find(b"{\"entries\":[{},{}],\"version\":1}"), None);
-    }
-
-    /// The fast path of `clean_path` must agree with the component-by-component one on every
-    /// name built from awkward pieces.
-    #[test]
-    fn clean_path_fast_path_agrees_with_the_general_case() {
-        let pieces: [&[u8]; 8] = [b"", b".", b"..", b"a", b"b.c", b"...", b"/", b"x\0y"];
-        let mut checked = 0;
-        for a in pieces {
-            for b in pieces {
-                for c in pieces {
-                    for sep in [&b"/"[..], b"//", b""] {
-                        let name = [a, sep, b, b"/", c].concat();
-                        let (mut fast, mut general) = (b"prefix".to_vec(), b"prefix".to_vec());
-                        let fast_ok = clean_path(&name, &mut fast);
-                        let general_ok = clean_path_by_components(&name, &mut general);
-                        assert_eq!((fast_ok, &fast), (general_ok, &general), "name {:?}", name);
-                        checked += 1;
-                    }
-                }
-            }
-        }
-        assert_eq!(checked, 8 * 8 * 8 * 3);
-        assert!(!clean_path(b"a/x\0y/", &mut Vec::new()), "a NUL byte is refused on the fast path too");
-        let mut out = Vec::new();
-        assert!(clean_path(b"usr/lib/", &mut out));
-        assert_eq!(out, b"usr/lib");
     }
 }

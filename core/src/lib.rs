@@ -42,10 +42,12 @@ pub mod footer;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_entry;
 pub mod gzip;
+mod hardlink;
 pub mod index;
 pub mod json;
 pub mod layer;
 pub mod oci;
+mod path;
 pub mod read_at;
 pub mod tar;
 pub mod time;

@@ -36,6 +36,7 @@ pub use compress::{Deflate, GzipMembers, MemberCompressor, MinizDeflate};
 pub use plan::{Assembler, Member, Plan, plan};
 
 use crate::digest::Digest;
+use crate::footer::Format;
 use crate::read_at::ReadAt;
 
 /// Default chunk size: 4 MiB, as the reference.
@@ -43,23 +44,14 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Default gzip level: 9, as the reference.
 pub const DEFAULT_LEVEL: u8 = 9;
 
-/// The blob's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// gzip eStargz with the 51-byte footer.
-    #[default]
-    Estargz,
-    /// zstd:chunked as stargz-snapshotter writes it: a zstd frame per member, the TOC JSON in a
-    /// zstd frame inside a skippable frame, the 40-byte `GnUlInUx` footer in another. Unlike the
-    /// reference (v0.12), the tar end-of-archive blocks end the last payload frame, so the
-    /// decompressed stream is a complete tar.
-    ZstdChunked,
-}
-
 /// How to write the blob.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Output format.
+    /// Output format: [`Format::Estargz`] (gzip members, the 51-byte footer) or
+    /// [`Format::ZstdChunked`] as stargz-snapshotter writes it (a zstd frame per member, the TOC
+    /// JSON in a zstd frame inside a skippable frame, the 40-byte `GnUlInUx` footer in another;
+    /// unlike the reference (v0.12), the tar end-of-archive blocks end the last payload frame, so
+    /// the decompressed stream is a complete tar). The other formats are refused.
     pub format: Format,
     /// Largest chunk of a regular file in one gzip member.
     pub chunk_size: u64,
@@ -74,6 +66,9 @@ pub struct Options {
     /// run without bound.
     pub max_sparse_holes: u64,
 }
+
+/// The error for a format the writer does not write.
+pub(crate) const UNWRITTEN_FORMAT: Error = Error::BadOption("the writer writes eStargz and zstd:chunked only");
 
 /// Default of [`Options::max_sparse_holes`]: 16 GiB.
 pub const DEFAULT_MAX_SPARSE_HOLES: u64 = 16 << 30;
@@ -270,6 +265,7 @@ pub fn default_compressor(options: &Options) -> Result<alloc::boxed::Box<dyn Mem
         Format::ZstdChunked => Ok(alloc::boxed::Box::new(ZstdFrames::new(options.level))),
         #[cfg(not(feature = "zstd"))]
         Format::ZstdChunked => Err(Error::BadOption("zstd:chunked needs the zstd feature")),
+        Format::LegacyStargz | Format::ZstdChunkedV2 => Err(UNWRITTEN_FORMAT),
     }
 }
 

@@ -469,8 +469,9 @@ impl Job<'_> {
         annotations.insert(TOC_DIGEST_ANNOTATION.to_owned(), summary.toc_digest.to_string());
         annotations.insert(UNCOMPRESSED_SIZE_ANNOTATION.to_owned(), summary.uncompressed_size.to_string());
         let media = match self.settings.options.format {
-            Format::Estargz => GZIP_LAYER,
-            Format::ZstdChunked => {
+            // The writer writes only eStargz and zstd:chunked (`GnUlInUx`).
+            Format::Estargz | Format::LegacyStargz => GZIP_LAYER,
+            Format::ZstdChunked | Format::ZstdChunkedV2 => {
                 if let (Some(checksum), Some(position)) = (summary.toc_compressed_digest, manifest_position(&summary)) {
                     annotations.insert(MANIFEST_CHECKSUM_ANNOTATIONS[0].to_owned(), checksum.to_string());
                     annotations.insert(MANIFEST_POSITION_ANNOTATION.to_owned(), position);

@@ -28,7 +28,8 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use crfs_core::writer::{Format, Options, Summary};
+pub use crfs_core::Format;
+pub use crfs_core::writer::{Options, Summary};
 pub use engine::ZlibDeflate;
 
 /// Why a conversion failed. `Display` gives one line.
