@@ -36,6 +36,9 @@ pub const MAX_OUTPUT: usize = 4 << 20;
 /// Most entries a TOC may have here.
 pub const MAX_ENTRIES: usize = 1 << 16;
 
+/// The TOC parser's streaming interface, for the tests that drive it directly.
+pub use crate::json::{EntrySink, RawEntry, Split, parse_toc_head};
+
 /// An input on which the core broke a promise of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding(pub &'static str);

@@ -21,6 +21,7 @@ pub(crate) fn clean_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
     clean_by_components(raw, out)
 }
 
+#[cfg(feature = "write")]
 /// The clean form of `raw`, for names known to hold no NUL byte (one that does is cleaned up to
 /// the component that holds it).
 pub(crate) fn clean(raw: &[u8]) -> Vec<u8> {

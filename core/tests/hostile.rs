@@ -1819,15 +1819,15 @@ fn toc_parsed_in_halves_equals_one_pass_under_damage() {
     };
     // The undamaged TOC does take the two-halves path.
     struct Count(usize);
-    impl crfs_core::json::EntrySink for Count {
-        fn entry(&mut self, _: &crfs_core::json::RawEntry<'_>) -> Result<(), Error> {
+    impl crfs_core::fuzz_entry::EntrySink for Count {
+        fn entry(&mut self, _: &crfs_core::fuzz_entry::RawEntry<'_>) -> Result<(), Error> {
             self.0 += 1;
             Ok(())
         }
     }
-    let split = crfs_core::json::Split::find(&json).unwrap();
+    let split = crfs_core::fuzz_entry::Split::find(&json).unwrap();
     let mut head = Count(0);
-    assert_eq!(crfs_core::json::parse_toc_head(&json[..split.comma], &mut head), Some(1));
+    assert_eq!(crfs_core::fuzz_entry::parse_toc_head(&json[..split.comma], &mut head), Some(1));
     assert!(head.0 > 1000, "{} entries in the first half", head.0);
     let whole = b.finish_with_toc(&json);
     let layer = open(&whole).unwrap();

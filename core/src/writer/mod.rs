@@ -1,10 +1,11 @@
 //! The writer: a tar in, an eStargz or zstd:chunked blob out, laid out as the reference
-//! `estargz` package's `Build` lays it out ([`mod@plan`] lists the rules).
+//! `estargz` package's `Build` lays it out (`writer/plan.rs` lists the rules). Compiled with the
+//! `write` feature only.
 //!
 //! Three steps, each usable alone so that a std front-end can run the middle one on many
 //! threads:
 //!
-//! 1. [`plan()`] scans the input tar's headers through [`ReadAt`] ([`tarscan`]), orders the entries
+//! 1. [`plan()`] scans the input tar's headers through [`ReadAt`] (`writer/tarscan.rs`), orders the entries
 //!    as the reference `Build` does (duplicates, prioritized files, landmarks) and lays out the
 //!    gzip members and TOC entries ([`Plan`], [`Assembler`]).
 //! 2. Each member is filled from the input ([`Plan::fill_member`]) and compressed on its own
@@ -18,13 +19,14 @@
 //!
 //! Tar headers are copied from the input byte for byte (the reference's "lossless" mode), so a
 //! plain `tar -xzf` of the blob sees the input's own headers; only the landmark, the TOC entry
-//! and sparse files (expanded into regular files) get headers written here ([`tarhdr`]).
+//! and sparse files (expanded into regular files) get headers written here (`writer/tarhdr.rs`). Reading and writing headers follow the crate's
+//! one set of tar rules, and names, hardlinks, the TOC entry name and [`Format`] are the reader's.
 
 pub mod compress;
-pub mod plan;
-pub mod tarhdr;
-pub mod tarscan;
-pub mod toc_json;
+mod plan;
+pub(crate) mod tarhdr;
+pub(crate) mod tarscan;
+mod toc_json;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -33,7 +35,7 @@ use core::fmt;
 #[cfg(feature = "zstd")]
 pub use compress::ZstdFrames;
 pub use compress::{Deflate, GzipMembers, MemberCompressor, MinizDeflate};
-pub use plan::{Assembler, Member, Plan, plan};
+pub use plan::{Assembler, ChunkRef, Member, Plan, plan};
 
 use crate::digest::Digest;
 use crate::footer::Format;

@@ -195,11 +195,6 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
         TarScanner { src, pos: 0, size: src.size(), done: false }
     }
 
-    /// How far the scan has got.
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-
     fn read_block(&self, at: u64, block: &mut [u8; 512]) -> Result<bool, Error> {
         if at >= self.size {
             return Ok(false);
