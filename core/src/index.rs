@@ -895,63 +895,101 @@ impl Builder {
         Ok(())
     }
 
+    /// Makes the tree from the records, in phases: landmarks out and records in path order
+    /// ([`Builder::sorted_records`]), one winner per path ([`Builder::winners`]), missing
+    /// parents synthesised ([`Builder::synthesise_parents`]), nodes built
+    /// ([`Builder::build_nodes`]), hardlinks resolved ([`Builder::resolve_hardlinks`]); then,
+    /// with the records and paths freed, link counts and child lists ([`link_children`]),
+    /// compressed spans ([`set_compressed_spans`]) and statistics ([`Stats::of`]).
     fn finish(self, data_end: u64) -> Result<Index> {
-        let toc_entries = self.entries;
-        // Landmarks leave the tree; their offsets stay.
-        let mut prefetch_landmark = None;
-        let mut no_prefetch_landmark = false;
+        let (order, landmarks) = self.sorted_records();
+        let mut winners = self.winners(order)?;
+        self.synthesise_parents(&mut winners)?;
+        let Built { mut nodes, names, mut chunks, xattr_index, file_digests, links } =
+            self.build_nodes(&winners.paths, data_end)?;
+        self.resolve_hardlinks(&winners.paths, &mut nodes, &links)?;
+        drop(winners);
+        let Builder { entries: toc_entries, xattr_entries, xattr_data, .. } = self;
+        let children = link_children(&mut nodes)?;
+        set_compressed_spans(&mut chunks, data_end);
+        let stats = Stats::of(&nodes, toc_entries, chunks.len());
+        let mut index = Index {
+            nodes,
+            names,
+            children,
+            chunks,
+            xattr_index,
+            xattr_entries,
+            xattr_data,
+            file_digests,
+            prefetch_landmark: landmarks.prefetch,
+            no_prefetch_landmark: landmarks.no_prefetch,
+            stats,
+        };
+        index.nodes.shrink_to_fit();
+        index.names.shrink_to_fit();
+        index.xattr_data.shrink_to_fit();
+        Ok(index)
+    }
+
+    /// Phase 1: the records that make the tree, sorted by path, keeping TOC order among equal
+    /// paths (the sort is stable), so the last record of each path is the last of its run.
+    /// Landmarks leave the tree; their offsets stay.
+    fn sorted_records(&self) -> (Vec<u32>, Landmarks) {
+        let mut landmarks = Landmarks { prefetch: None, no_prefetch: false };
         let mut order: Vec<u32> = Vec::with_capacity(self.recs.len());
         for (i, r) in self.recs.iter().enumerate() {
             let path = self.path(r.path_off, r.path_len);
             if path == PREFETCH_LANDMARK {
                 let first = (r.chunk_count > 0).then(|| self.chunks.get(r.chunk_first as usize)).flatten();
-                prefetch_landmark = first.map(|c| c.offset);
+                landmarks.prefetch = first.map(|c| c.offset);
                 continue;
             }
             if path == NO_PREFETCH_LANDMARK {
-                no_prefetch_landmark = true;
+                landmarks.no_prefetch = true;
                 continue;
             }
             order.push(i as u32);
         }
-
-        // Sort by path, keeping TOC order among equal paths (the sort is stable): the last record
-        // of each path wins. TOCs come from tar streams whose entries are mostly in path order
-        // already, and the stable sort finds and merges such runs instead of comparing afresh.
+        // TOCs come from tar streams whose entries are mostly in path order already, and the
+        // stable sort finds and merges such runs instead of comparing afresh.
         order.sort_by(|&a, &b| self.rec_path(a).cmp(self.rec_path(b)));
-        // Winners: (record or NONE for a synthesised dir, path offset, path length).
-        const SYNTH: u32 = u32::MAX;
-        let mut winners: Vec<(u32, u32, u32)> = Vec::with_capacity(order.len() + 1);
-        // The latest directory record of each path, used when a path must be a directory.
-        let mut last_dir_of_group: Vec<u32> = Vec::with_capacity(order.len() + 1);
+        (order, landmarks)
+    }
+
+    /// Phase 2: one winner per path, the last record of each (the root, always a directory,
+    /// ignores a non-directory record), plus the root when no record names it.
+    fn winners(&self, order: Vec<u32>) -> Result<Winners> {
+        let mut paths: Vec<(u32, u32, u32)> = Vec::with_capacity(order.len() + 1);
+        let mut last_dir: Vec<u32> = Vec::with_capacity(order.len() + 1);
         for group in order.chunk_by(|&a, &b| self.rec_path(a) == self.rec_path(b)) {
             let (Some(r0), Some(&winner)) = (group.first().and_then(|&r| self.recs.get(r as usize)), group.last())
             else {
                 return Err(Error::Corrupt("TOC record out of range"));
             };
-            let last_dir = group.iter().rev().copied().find(|&r| self.rec_is_dir(r)).unwrap_or(SYNTH);
+            let dir = group.iter().rev().copied().find(|&r| self.rec_is_dir(r)).unwrap_or(SYNTH);
             let is_root = r0.path_len == 0;
-            // The root is always a directory: a non-directory entry for it is ignored.
-            let winner = if is_root && !self.rec_is_dir(winner) { last_dir } else { winner };
-            winners.push((winner, r0.path_off, r0.path_len));
-            last_dir_of_group.push(last_dir);
+            let winner = if is_root && !self.rec_is_dir(winner) { dir } else { winner };
+            paths.push((winner, r0.path_off, r0.path_len));
+            last_dir.push(dir);
         }
         drop(order);
-        if winners.first().is_none_or(|w| w.2 != 0) {
-            winners.insert(0, (SYNTH, 0, 0));
-            last_dir_of_group.insert(0, SYNTH);
+        if paths.first().is_none_or(|w| w.2 != 0) {
+            paths.insert(0, (SYNTH, 0, 0));
+            last_dir.insert(0, SYNTH);
         }
+        Ok(Winners { paths, last_dir })
+    }
 
-        // Synthesise missing parents; a parent that is not a directory becomes one.
-        //
-        // Walking up from each path stops at the first ancestor that is also an ancestor of the
-        // previous path: paths starting with "q/" are contiguous in sorted order, so that
-        // ancestor and everything above it were handled already. Each missing directory is thus
-        // found once, not once per descendant. Their paths are prefixes of input paths but are
-        // compared whole, so their total length is bounded by a multiple of the input's.
-        let find = |winners: &[(u32, u32, u32)], paths: &[u8], p: &[u8]| {
-            winners.binary_search_by(|w| paths.get(w.1 as usize..(w.1 + w.2) as usize).unwrap_or_default().cmp(p))
-        };
+    /// Phase 3: synthesise missing parents; a parent that is not a directory becomes one.
+    ///
+    /// Walking up from each path stops at the first ancestor that is also an ancestor of the
+    /// previous path: paths starting with "q/" are contiguous in sorted order, so that
+    /// ancestor and everything above it were handled already. Each missing directory is thus
+    /// found once, not once per descendant. Their paths are prefixes of input paths but are
+    /// compared whole, so their total length is bounded by a multiple of the input's.
+    fn synthesise_parents(&self, winners: &mut Winners) -> Result<()> {
+        let Winners { paths: winners, last_dir: last_dir_of_group } = winners;
         let synth_limit = self.paths.len().saturating_mul(8).saturating_add(16 << 20);
         let mut synth_bytes = 0usize;
         let mut missing: Vec<(u32, u32)> = Vec::new();
@@ -965,7 +1003,7 @@ impl Builder {
                 if !p.is_empty() && prev.len() > p.len() && prev.starts_with(p) && prev.get(p.len()) == Some(&b'/') {
                     break;
                 }
-                match find(&winners, &self.paths, p) {
+                match find(winners, &self.paths, p) {
                     Ok(k) => {
                         let last_dir = last_dir_of_group.get(k).copied().unwrap_or(SYNTH);
                         if let Some(winner) = winners.get_mut(k)
@@ -1012,8 +1050,12 @@ impl Builder {
                 limit: self.limits.max_entries as u64,
             });
         }
+        Ok(())
+    }
 
-        // Nodes, in path order (the root first).
+    /// Phase 4: the nodes, in path order (the root first), with their names, chunk tables,
+    /// xattr and digest side tables, and the hardlinks still to resolve.
+    fn build_nodes(&self, winners: &[(u32, u32, u32)], data_end: u64) -> Result<Built> {
         let mut nodes: Vec<Node> = Vec::with_capacity(winners.len());
         let mut names: Vec<u8> = Vec::new();
         let mut chunks: Vec<Chunk> = Vec::new();
@@ -1047,7 +1089,7 @@ impl Builder {
                 }
                 match near {
                     Some(p) => p,
-                    None => find(&winners, &self.paths, parent_path)
+                    None => find(winners, &self.paths, parent_path)
                         .map_err(|_| Error::BadEntry { entry: 0, what: "lost parent" })?
                         as NodeId,
                 }
@@ -1109,12 +1151,20 @@ impl Builder {
             }
             nodes.push(node);
         }
+        Ok(Built { nodes, names, chunks, xattr_index, file_digests, links })
+    }
 
-        // Hardlinks point at their final target (the rules are in `hardlink`). `links` is in
-        // id order.
+    /// Phase 5: every hardlink node points at its final target (the rules are in `hardlink`).
+    /// `links` is in id order.
+    fn resolve_hardlinks(
+        &self,
+        winners: &[(u32, u32, u32)],
+        nodes: &mut [Node],
+        links: &[(NodeId, u32, u32, u32)],
+    ) -> Result<()> {
         let mut direct: Vec<hardlink::Target> = Vec::with_capacity(links.len());
-        for &(_, off, len, _) in &links {
-            let target = match find(&winners, &self.paths, self.path(off, len)) {
+        for &(_, off, len, _) in links {
+            let target = match find(winners, &self.paths, self.path(off, len)) {
                 Err(_) => hardlink::Target::Missing,
                 Ok(node) => match links.binary_search_by_key(&(node as NodeId), |l| l.0) {
                     Ok(k) => hardlink::Target::Link(k as u32),
@@ -1132,56 +1182,98 @@ impl Builder {
                 hardlink::Fault::Cycle => "hardlinks form a cycle",
             },
         })?;
-        // Parents and hardlink targets were found among the nodes, so every id here names one.
-        const NO_NODE: Error = Error::Corrupt("node id out of range");
         for (&(id, ..), &target) in links.iter().zip(&resolved) {
             nodes.get_mut(id as usize).ok_or(NO_NODE)?.first = target;
         }
-        drop(direct);
-        drop(resolved);
-        drop(winners);
-        drop(self.recs);
-        drop(self.paths);
+        Ok(())
+    }
+}
 
-        // Link counts and child lists.
-        let mut child_pairs: Vec<(NodeId, NodeId)> = Vec::with_capacity(nodes.len());
-        for id in 1..nodes.len() {
-            let n = *nodes.get(id).ok_or(NO_NODE)?;
-            child_pairs.push((n.parent, id as NodeId));
-            let inode = if n.kind == Kind::Hardlink { n.first } else { id as NodeId };
-            nodes.get_mut(inode as usize).ok_or(NO_NODE)?.nlink += 1;
-            if n.kind == Kind::Dir {
-                nodes.get_mut(n.parent as usize).ok_or(NO_NODE)?.nlink += 1;
-            }
-        }
-        for n in nodes.iter_mut().filter(|n| n.kind == Kind::Dir) {
-            // "." and the name in the parent (the root's own "..").
-            n.nlink += if n.parent == ROOT && n.name_len == 0 { 2 } else { 1 };
-        }
-        // Nodes are in path order, so each parent's children are already in name order.
-        child_pairs.sort_by_key(|&(parent, _)| parent);
-        let children: Vec<NodeId> = child_pairs.iter().map(|&(_, c)| c).collect();
-        let mut start = 0usize;
-        for siblings in child_pairs.chunk_by(|a, b| a.0 == b.0) {
-            let Some(&(parent, _)) = siblings.first() else { continue };
-            let parent = nodes.get_mut(parent as usize).ok_or(NO_NODE)?;
-            parent.first = start as u32;
-            parent.count = siblings.len() as u32;
-            start += siblings.len();
-        }
-        drop(child_pairs);
+/// A record number that stands for a synthesised directory.
+const SYNTH: u32 = u32::MAX;
 
-        // Compressed spans: each member runs to the next distinct data offset, or the TOC.
-        let mut starts: Vec<u64> = chunks.iter().filter(|c| !c.zeros).map(|c| c.offset).collect();
-        starts.sort_unstable();
-        starts.dedup();
-        for c in chunks.iter_mut().filter(|c| !c.zeros) {
-            let next = starts.partition_point(|&s| s <= c.offset);
-            c.compressed_end = starts.get(next).copied().unwrap_or(data_end);
-        }
+/// Parents and hardlink targets are found among the nodes, so every id met after the nodes are
+/// built names one: a miss means the builder is broken, not the TOC.
+const NO_NODE: Error = Error::Corrupt("node id out of range");
 
-        let mut stats = Stats { toc_entries, nodes: nodes.len(), chunks: chunks.len(), ..Stats::default() };
-        for n in &nodes {
+/// What the landmarks say, once they have left the tree.
+struct Landmarks {
+    /// The offset of `.prefetch.landmark`'s data: prioritized files end there.
+    prefetch: Option<u64>,
+    /// Whether `.no.prefetch.landmark` was present.
+    no_prefetch: bool,
+}
+
+/// One entry per path of the tree, in path order.
+struct Winners {
+    /// (record, or [`SYNTH`] for a synthesised directory; path offset; path length).
+    paths: Vec<(u32, u32, u32)>,
+    /// Per path: its latest directory record, used when the path must be a directory.
+    last_dir: Vec<u32>,
+}
+
+/// What [`Builder::build_nodes`] makes.
+struct Built {
+    nodes: Vec<Node>,
+    names: Vec<u8>,
+    chunks: Vec<Chunk>,
+    xattr_index: Vec<(NodeId, u32, u32)>,
+    file_digests: Vec<(NodeId, Digest)>,
+    /// Hardlink nodes: (id, target path offset, target path length, TOC entry).
+    links: Vec<(NodeId, u32, u32, u32)>,
+}
+
+/// The position of path `p` among the winners, sorted by path.
+fn find(winners: &[(u32, u32, u32)], paths: &[u8], p: &[u8]) -> core::result::Result<usize, usize> {
+    winners.binary_search_by(|w| paths.get(w.1 as usize..(w.1 + w.2) as usize).unwrap_or_default().cmp(p))
+}
+
+/// Phase 6: link counts and child lists. Nodes are in path order, so each parent's children
+/// come out in name order.
+fn link_children(nodes: &mut [Node]) -> Result<Vec<NodeId>> {
+    let mut child_pairs: Vec<(NodeId, NodeId)> = Vec::with_capacity(nodes.len());
+    for id in 1..nodes.len() {
+        let n = *nodes.get(id).ok_or(NO_NODE)?;
+        child_pairs.push((n.parent, id as NodeId));
+        let inode = if n.kind == Kind::Hardlink { n.first } else { id as NodeId };
+        nodes.get_mut(inode as usize).ok_or(NO_NODE)?.nlink += 1;
+        if n.kind == Kind::Dir {
+            nodes.get_mut(n.parent as usize).ok_or(NO_NODE)?.nlink += 1;
+        }
+    }
+    for n in nodes.iter_mut().filter(|n| n.kind == Kind::Dir) {
+        // "." and the name in the parent (the root's own "..").
+        n.nlink += if n.parent == ROOT && n.name_len == 0 { 2 } else { 1 };
+    }
+    child_pairs.sort_by_key(|&(parent, _)| parent);
+    let children: Vec<NodeId> = child_pairs.iter().map(|&(_, c)| c).collect();
+    let mut start = 0usize;
+    for siblings in child_pairs.chunk_by(|a, b| a.0 == b.0) {
+        let Some(&(parent, _)) = siblings.first() else { continue };
+        let parent = nodes.get_mut(parent as usize).ok_or(NO_NODE)?;
+        parent.first = start as u32;
+        parent.count = siblings.len() as u32;
+        start += siblings.len();
+    }
+    Ok(children)
+}
+
+/// Phase 7: compressed spans. Each member runs to the next distinct data offset, or the TOC.
+fn set_compressed_spans(chunks: &mut [Chunk], data_end: u64) {
+    let mut starts: Vec<u64> = chunks.iter().filter(|c| !c.zeros).map(|c| c.offset).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    for c in chunks.iter_mut().filter(|c| !c.zeros) {
+        let next = starts.partition_point(|&s| s <= c.offset);
+        c.compressed_end = starts.get(next).copied().unwrap_or(data_end);
+    }
+}
+
+impl Stats {
+    /// Phase 8: the counts of the finished tree.
+    fn of(nodes: &[Node], toc_entries: usize, chunks: usize) -> Stats {
+        let mut stats = Stats { toc_entries, nodes: nodes.len(), chunks, ..Stats::default() };
+        for n in nodes {
             match n.kind {
                 Kind::Dir => stats.dirs += 1,
                 Kind::Reg => {
@@ -1194,23 +1286,7 @@ impl Builder {
                 _ => stats.other += 1,
             }
         }
-        let mut index = Index {
-            nodes,
-            names,
-            children,
-            chunks,
-            xattr_index,
-            xattr_entries: self.xattr_entries,
-            xattr_data: self.xattr_data,
-            file_digests,
-            prefetch_landmark,
-            no_prefetch_landmark,
-            stats,
-        };
-        index.nodes.shrink_to_fit();
-        index.names.shrink_to_fit();
-        index.xattr_data.shrink_to_fit();
-        Ok(index)
+        stats
     }
 }
 
