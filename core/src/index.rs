@@ -179,6 +179,55 @@ pub struct Chunk {
     pub zeros: bool,
 }
 
+/// One piece of a read: the part of one chunk it needs (see [`Index::read_pieces`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPiece {
+    /// The chunk's position in the file's chunk table.
+    pub chunk: usize,
+    /// The chunk.
+    pub info: Chunk,
+    /// The bytes of the chunk's uncompressed data the piece takes.
+    pub within: core::ops::Range<usize>,
+    /// Where they go in the read (offset 0 is the read's first byte).
+    pub at: usize,
+}
+
+/// The pieces of one read, from [`Index::read_pieces`].
+#[derive(Debug, Clone)]
+pub struct ReadPieces<'a> {
+    chunks: &'a [Chunk],
+    next: usize,
+    offset: u64,
+    pos: u64,
+    end: u64,
+}
+
+impl Iterator for ReadPieces<'_> {
+    type Item = ReadPiece;
+
+    fn next(&mut self) -> Option<ReadPiece> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let c = *self.chunks.get(self.next)?;
+        let chunk_end = c.file_offset.checked_add(c.size)?;
+        if self.pos < c.file_offset || self.pos >= chunk_end {
+            return None;
+        }
+        let within = (self.pos - c.file_offset) as usize;
+        let take = (chunk_end.min(self.end) - self.pos) as usize;
+        let piece = ReadPiece {
+            chunk: self.next,
+            info: c,
+            within: within..within + take,
+            at: (self.pos - self.offset) as usize,
+        };
+        self.pos += take as u64;
+        self.next += 1;
+        Some(piece)
+    }
+}
+
 /// Limits on what a TOC may make the index hold.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -395,6 +444,19 @@ impl Index {
         let i = i.checked_sub(1)?;
         let c = chunks.get(i)?;
         (offset < c.file_offset + c.size).then_some(i)
+    }
+
+    /// The pieces of a read of bytes `offset..end` of regular file `id` (`end` at most its
+    /// size), in order: which chunk holds each and where the piece lies in the chunk and in the
+    /// read. The one read loop of every reader of files (the layer's `read_at`, `FileReader`,
+    /// front-ends' caches): each decodes a piece's chunk its own way and copies
+    /// [`ReadPiece::within`] into [`ReadPiece::at`]. Chunks tile a file exactly (checked when the
+    /// index is built), so the pieces cover the range; the walk stops early only at a range past
+    /// the file's chunks, which a caller sees as fewer bytes than asked.
+    pub fn read_pieces(&self, id: NodeId, offset: u64, end: u64) -> ReadPieces<'_> {
+        let chunks = self.chunks(id);
+        let next = self.chunk_at(id, offset).unwrap_or(chunks.len());
+        ReadPieces { chunks, next, offset, pos: offset, end }
     }
 
     /// A node's extended attributes, as (name, value).

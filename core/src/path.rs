@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 
 /// Appends the clean form of `raw` to `out`. Returns false if a component holds a NUL byte
 /// (`out` then holds part of the name).
+#[inline]
 pub(crate) fn clean_into(raw: &[u8], out: &mut Vec<u8>) -> bool {
     let trimmed = raw.strip_suffix(b"/").unwrap_or(raw);
     if is_clean(trimmed) {
@@ -58,6 +59,7 @@ fn clean_by_components(raw: &[u8], out: &mut Vec<u8>) -> bool {
 /// Whether `raw` is already in clean form: no NUL, no empty, "." or ".." component, no leading or
 /// trailing slash. Most names are, once a directory's trailing slash is cut, and one pass over
 /// the bytes is cheaper than splitting them.
+#[inline]
 fn is_clean(raw: &[u8]) -> bool {
     let mut component_start = 0;
     for (i, &b) in raw.iter().enumerate() {
