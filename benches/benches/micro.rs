@@ -18,8 +18,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crfs_core::footer::{MAX_FOOTER_LEN, parse_footer};
-use crfs_core::writer::{Format, Options, convert_to_vec};
-use crfs_core::{Index, Kind, Layer, NodeId};
+use crfs_core::writer::{Options, convert_to_vec};
+use crfs_core::{Format, Index, Kind, Layer, NodeId};
 use crfs_testkit::{TarBuilder, TarEntry};
 use crfs_vfs::{ChunkKey, LayerFs, ROOT_INO};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};

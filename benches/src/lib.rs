@@ -10,6 +10,8 @@
 //! [`chart`] draws them as PNG, and `crfs-bench-chart` regenerates `benches/results/*.png` and
 //! the README's performance section from them.
 
+#![deny(missing_docs)]
+
 pub mod chart;
 pub mod report;
 

@@ -1,4 +1,4 @@
-//! The reader's error type (the writer has its own, [`crate::writer::Error`]).
+//! The reader's error type (the writer, under the `write` feature, has its own, `writer::Error`).
 
 use core::fmt;
 

@@ -47,26 +47,25 @@ impl<'a, R: ReadAt> FileReader<'a, R> {
             return Ok(0);
         }
         let end = self.size.min(offset.saturating_add(buf.len() as u64));
-        let index = self.layer.index();
-        let chunks = index.chunks(self.file);
-        let mut pos = offset;
-        while pos < end {
-            let i = index.chunk_at(self.file, pos).ok_or(Error::Corrupt("no chunk covers the offset"))?;
-            if self.held != Some(i) {
+        let len = (end - offset) as usize;
+        let mut done = 0;
+        for piece in self.layer.index().read_pieces(self.file, offset, end) {
+            if self.held != Some(piece.chunk) {
                 self.held = None;
-                self.layer.read_chunk(self.file, i, self.verify, &mut self.data)?;
-                self.held = Some(i);
+                self.layer.read_chunk(self.file, piece.chunk, self.verify, &mut self.data)?;
+                self.held = Some(piece.chunk);
             }
-            let c = *chunks.get(i).ok_or(Error::Corrupt("no chunk covers the offset"))?;
-            let within = (pos - c.file_offset) as usize;
-            let take = ((c.file_offset + c.size).min(end) - pos) as usize;
-            let src = self.data.get(within..within + take).ok_or(Error::Corrupt("chunk shorter than its size"))?;
-            let dst = (pos - offset) as usize;
-            // In range: dst + take <= end - offset <= buf.len().
-            buf.get_mut(dst..dst + take).ok_or(Error::Corrupt("chunk longer than the read"))?.copy_from_slice(src);
-            pos += take as u64;
+            let n = piece.within.len();
+            let src = self.data.get(piece.within).ok_or(Error::Corrupt("chunk shorter than its size"))?;
+            // In range: the pieces lie within the read, whose length is at most buf.len().
+            let dst = buf.get_mut(piece.at..piece.at + n).ok_or(Error::Corrupt("chunk longer than the read"))?;
+            dst.copy_from_slice(src);
+            done = piece.at + n;
         }
-        Ok((end - offset) as usize)
+        if done != len {
+            return Err(Error::Corrupt("no chunk covers the offset"));
+        }
+        Ok(len)
     }
 }
 
@@ -114,5 +113,30 @@ mod tests {
         let mut expected = Vec::new();
         layer.read_file_verified(file, &mut expected).unwrap();
         assert_eq!(whole, expected);
+    }
+
+    #[test]
+    fn read_pieces_cover_a_read_in_chunk_order() {
+        let layer = Layer::open(&include_bytes!("../../testdata/sample.esgz")[..]).unwrap();
+        let index = layer.index();
+        let file = (0..index.len() as NodeId).max_by_key(|&id| index.chunks(id).len()).unwrap();
+        let chunks = index.chunks(file);
+        let size = index.node(file).unwrap().size();
+        // From inside the first chunk to inside the third, and the whole file.
+        let (offset, end) = (chunks[0].size - 100, chunks[2].file_offset + 10);
+        for (offset, end) in [(offset, end), (0, size), (size - 1, size), (5, 5)] {
+            let pieces: Vec<_> = index.read_pieces(file, offset, end).collect();
+            let mut pos = offset;
+            for (k, p) in pieces.iter().enumerate() {
+                assert_eq!(p.info, chunks[p.chunk]);
+                assert_eq!(p.at as u64, pos - offset);
+                assert_eq!(p.info.file_offset + p.within.start as u64, pos);
+                assert!(p.within.end as u64 <= p.info.size);
+                assert!(k == 0 || p.chunk == pieces[k - 1].chunk + 1);
+                pos += p.within.len() as u64;
+            }
+            assert_eq!(pos, end, "{offset}..{end}");
+        }
+        assert_eq!(index.read_pieces(file, size, size + 10).count(), 0);
     }
 }

@@ -58,10 +58,12 @@ const ZSTD_MAGIC_V2: &[u8; 8] = b"GNUlInUx";
 /// The only zstd:chunked manifest type: 1, "CRFS" (a JSON TOC).
 const ZSTD_MANIFEST_TYPE_CRFS: u64 = 1;
 
-/// The blob's format, as its footer tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The blob's format, as its footer tells, and the format the writer is asked to write
+/// (`Estargz` or `ZstdChunked`: it refuses the other two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     /// gzip eStargz, 51-byte footer.
+    #[default]
     Estargz,
     /// gzip legacy stargz (CRFS 2019), 47-byte footer.
     LegacyStargz,

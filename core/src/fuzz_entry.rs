@@ -18,9 +18,10 @@ use alloc::vec::Vec;
 use crate::footer::{MAX_FOOTER_LEN, parse_footer, read_footer};
 use crate::index::{Kind, NodeId};
 use crate::layer::{Layer, OpenOptions};
+use crate::path::clean as clean_name;
 use crate::read_at::ReadAt;
+use crate::tar::TOC_NAME;
 use crate::writer::compress::{estargz_footer, gzip_member, skippable_frame, zstd_footer};
-use crate::writer::plan::{TOC_NAME, clean_name};
 use crate::writer::tarhdr::{HeaderSpec, pad_len, write_header};
 use crate::writer::tarscan::{EntryKind, TarScanner};
 use crate::writer::{self, MinizDeflate};
@@ -34,6 +35,9 @@ pub const MAX_CHUNK: u64 = 4 << 20;
 pub const MAX_OUTPUT: usize = 4 << 20;
 /// Most entries a TOC may have here.
 pub const MAX_ENTRIES: usize = 1 << 16;
+
+/// The TOC parser's streaming interface, for the tests that drive it directly.
+pub use crate::json::{EntrySink, RawEntry, Split, parse_toc_head};
 
 /// An input on which the core broke a promise of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +116,7 @@ pub fn toc_blob(zstd: bool, payload: &[u8], json: &[u8]) -> Vec<u8> {
         let mut frame = Vec::new();
         // Level 0: raw blocks. Without the `zstd` feature there is no compressor (and no
         // reader): the frame stays empty and the blob is refused.
-        let options = writer::Options { format: writer::Format::ZstdChunked, level: 0, ..Default::default() };
+        let options = writer::Options { format: crate::Format::ZstdChunked, level: 0, ..Default::default() };
         if let Ok(mut compressor) = writer::default_compressor(&options) {
             let _ = compressor.member(json, &mut frame);
         }
@@ -282,7 +286,7 @@ pub fn tar_scan(data: &[u8]) -> Outcome {
 /// Options from the first byte of a writer input: bit 0 picks zstd:chunked, bits 1-2 the chunk
 /// size (512 B, 4 KiB, 64 KiB or the default 4 MiB).
 pub fn writer_options(flags: u8) -> writer::Options {
-    let format = if flags & 1 == 1 { writer::Format::ZstdChunked } else { writer::Format::Estargz };
+    let format = if flags & 1 == 1 { crate::Format::ZstdChunked } else { crate::Format::Estargz };
     let chunk_size = match (flags >> 1) & 3 {
         0 => 512,
         1 => 4096,

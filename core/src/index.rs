@@ -24,7 +24,9 @@ use base64::Engine as _;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::hardlink;
 use crate::json::{self, EntrySink, RawEntry};
+use crate::path::{self, base_of, parent_of};
 
 /// A node's id: its index in the arena. Stable for a given TOC.
 pub type NodeId = u32;
@@ -175,6 +177,55 @@ pub struct Chunk {
     pub digest: Option<Digest>,
     /// A run of zeros with no stored data (containers/storage `chunkType: "zeros"`).
     pub zeros: bool,
+}
+
+/// One piece of a read: the part of one chunk it needs (see [`Index::read_pieces`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPiece {
+    /// The chunk's position in the file's chunk table.
+    pub chunk: usize,
+    /// The chunk.
+    pub info: Chunk,
+    /// The bytes of the chunk's uncompressed data the piece takes.
+    pub within: core::ops::Range<usize>,
+    /// Where they go in the read (offset 0 is the read's first byte).
+    pub at: usize,
+}
+
+/// The pieces of one read, from [`Index::read_pieces`].
+#[derive(Debug, Clone)]
+pub struct ReadPieces<'a> {
+    chunks: &'a [Chunk],
+    next: usize,
+    offset: u64,
+    pos: u64,
+    end: u64,
+}
+
+impl Iterator for ReadPieces<'_> {
+    type Item = ReadPiece;
+
+    fn next(&mut self) -> Option<ReadPiece> {
+        if self.pos >= self.end {
+            return None;
+        }
+        let c = *self.chunks.get(self.next)?;
+        let chunk_end = c.file_offset.checked_add(c.size)?;
+        if self.pos < c.file_offset || self.pos >= chunk_end {
+            return None;
+        }
+        let within = (self.pos - c.file_offset) as usize;
+        let take = (chunk_end.min(self.end) - self.pos) as usize;
+        let piece = ReadPiece {
+            chunk: self.next,
+            info: c,
+            within: within..within + take,
+            at: (self.pos - self.offset) as usize,
+        };
+        self.pos += take as u64;
+        self.next += 1;
+        Some(piece)
+    }
 }
 
 /// Limits on what a TOC may make the index hold.
@@ -395,6 +446,19 @@ impl Index {
         (offset < c.file_offset + c.size).then_some(i)
     }
 
+    /// The pieces of a read of bytes `offset..end` of regular file `id` (`end` at most its
+    /// size), in order: which chunk holds each and where the piece lies in the chunk and in the
+    /// read. The one read loop of every reader of files (the layer's `read_at`, `FileReader`,
+    /// front-ends' caches): each decodes a piece's chunk its own way and copies
+    /// [`ReadPiece::within`] into [`ReadPiece::at`]. Chunks tile a file exactly (checked when the
+    /// index is built), so the pieces cover the range; the walk stops early only at a range past
+    /// the file's chunks, which a caller sees as fewer bytes than asked.
+    pub fn read_pieces(&self, id: NodeId, offset: u64, end: u64) -> ReadPieces<'_> {
+        let chunks = self.chunks(id);
+        let next = self.chunk_at(id, offset).unwrap_or(chunks.len());
+        ReadPieces { chunks, next, offset, pos: offset, end }
+    }
+
     /// A node's extended attributes, as (name, value).
     pub fn xattrs(&self, id: NodeId) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         let range = match self.xattr_index.binary_search_by_key(&id, |&(n, _, _)| n) {
@@ -610,77 +674,6 @@ fn len_u32(len: usize, entry: usize) -> Result<u32> {
     u32::try_from(len).map_err(|_| entry_err(entry, "TOC strings exceed 4 GiB"))
 }
 
-/// Cleans a path the way the reference does (`path.Clean("/" + name)` minus the slash),
-/// appending it to `out`. Returns false if a component holds a NUL byte.
-fn clean_path(raw: &[u8], out: &mut Vec<u8>) -> bool {
-    let trimmed = raw.strip_suffix(b"/").unwrap_or(raw);
-    if is_clean(trimmed) {
-        out.extend_from_slice(trimmed);
-        return true;
-    }
-    clean_path_by_components(raw, out)
-}
-
-/// The general case of [`clean_path`]: component by component.
-fn clean_path_by_components(raw: &[u8], out: &mut Vec<u8>) -> bool {
-    let start = out.len();
-    for comp in raw.split(|&b| b == b'/') {
-        match comp {
-            b"" | b"." => {}
-            b".." => {
-                let kept = out.get(start..).unwrap_or_default();
-                let cut = kept.iter().rposition(|&b| b == b'/').map_or(start, |p| start + p);
-                out.truncate(cut);
-            }
-            name => {
-                if name.contains(&0) {
-                    return false;
-                }
-                if out.len() > start {
-                    out.push(b'/');
-                }
-                out.extend_from_slice(name);
-            }
-        }
-    }
-    true
-}
-
-/// Whether `raw` is already in clean form: no NUL, no empty, "." or ".." component, no leading or
-/// trailing slash. Most TOC names are, once a directory's trailing slash is cut, and one pass
-/// over the bytes is cheaper than splitting them.
-fn is_clean(raw: &[u8]) -> bool {
-    let mut component_start = 0;
-    for (i, &b) in raw.iter().enumerate() {
-        match b {
-            0 => return false,
-            b'/' => {
-                match raw.get(component_start..i) {
-                    Some(component) if is_plain_component(component) => {}
-                    _ => return false,
-                }
-                component_start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    raw.is_empty() || raw.get(component_start..).is_some_and(is_plain_component)
-}
-
-fn is_plain_component(c: &[u8]) -> bool {
-    !matches!(c, b"" | b"." | b"..")
-}
-
-/// What precedes the last slash ("" without one).
-fn parent_of(path: &[u8]) -> &[u8] {
-    path.rsplitn(2, |&b| b == b'/').nth(1).unwrap_or_default()
-}
-
-/// What follows the last slash (all of `path` without one).
-fn base_of(path: &[u8]) -> &[u8] {
-    path.rsplitn(2, |&b| b == b'/').next().unwrap_or(path)
-}
-
 impl Builder {
     /// A builder with room for what `text_len` bytes of TOC typically hold (an entry takes
     /// 200 to 400 bytes of JSON), so its tables are allocated up front.
@@ -851,7 +844,7 @@ impl Builder {
         self.unescape(raw_name, entry)?;
         let path_off = len_u32(self.paths.len(), entry)?;
         let scratch = core::mem::take(&mut self.scratch);
-        let clean = clean_path(&scratch, &mut self.paths);
+        let clean = path::clean_into(&scratch, &mut self.paths);
         self.scratch = scratch;
         if !clean {
             return Err(entry_err(entry, "name contains a NUL byte"));
@@ -868,7 +861,7 @@ impl Builder {
             link_off = len_u32(self.paths.len(), entry)?;
             if kind == Kind::Hardlink {
                 let scratch = core::mem::take(&mut self.scratch);
-                let clean = clean_path(&scratch, &mut self.paths);
+                let clean = path::clean_into(&scratch, &mut self.paths);
                 self.scratch = scratch;
                 if !clean {
                     return Err(entry_err(entry, "linkName contains a NUL byte"));
@@ -964,63 +957,101 @@ impl Builder {
         Ok(())
     }
 
+    /// Makes the tree from the records, in phases: landmarks out and records in path order
+    /// ([`Builder::sorted_records`]), one winner per path ([`Builder::winners`]), missing
+    /// parents synthesised ([`Builder::synthesise_parents`]), nodes built
+    /// ([`Builder::build_nodes`]), hardlinks resolved ([`Builder::resolve_hardlinks`]); then,
+    /// with the records and paths freed, link counts and child lists ([`link_children`]),
+    /// compressed spans ([`set_compressed_spans`]) and statistics ([`Stats::of`]).
     fn finish(self, data_end: u64) -> Result<Index> {
-        let toc_entries = self.entries;
-        // Landmarks leave the tree; their offsets stay.
-        let mut prefetch_landmark = None;
-        let mut no_prefetch_landmark = false;
+        let (order, landmarks) = self.sorted_records();
+        let mut winners = self.winners(order)?;
+        self.synthesise_parents(&mut winners)?;
+        let Built { mut nodes, names, mut chunks, xattr_index, file_digests, links } =
+            self.build_nodes(&winners.paths, data_end)?;
+        self.resolve_hardlinks(&winners.paths, &mut nodes, &links)?;
+        drop(winners);
+        let Builder { entries: toc_entries, xattr_entries, xattr_data, .. } = self;
+        let children = link_children(&mut nodes)?;
+        set_compressed_spans(&mut chunks, data_end);
+        let stats = Stats::of(&nodes, toc_entries, chunks.len());
+        let mut index = Index {
+            nodes,
+            names,
+            children,
+            chunks,
+            xattr_index,
+            xattr_entries,
+            xattr_data,
+            file_digests,
+            prefetch_landmark: landmarks.prefetch,
+            no_prefetch_landmark: landmarks.no_prefetch,
+            stats,
+        };
+        index.nodes.shrink_to_fit();
+        index.names.shrink_to_fit();
+        index.xattr_data.shrink_to_fit();
+        Ok(index)
+    }
+
+    /// Phase 1: the records that make the tree, sorted by path, keeping TOC order among equal
+    /// paths (the sort is stable), so the last record of each path is the last of its run.
+    /// Landmarks leave the tree; their offsets stay.
+    fn sorted_records(&self) -> (Vec<u32>, Landmarks) {
+        let mut landmarks = Landmarks { prefetch: None, no_prefetch: false };
         let mut order: Vec<u32> = Vec::with_capacity(self.recs.len());
         for (i, r) in self.recs.iter().enumerate() {
             let path = self.path(r.path_off, r.path_len);
             if path == PREFETCH_LANDMARK {
                 let first = (r.chunk_count > 0).then(|| self.chunks.get(r.chunk_first as usize)).flatten();
-                prefetch_landmark = first.map(|c| c.offset);
+                landmarks.prefetch = first.map(|c| c.offset);
                 continue;
             }
             if path == NO_PREFETCH_LANDMARK {
-                no_prefetch_landmark = true;
+                landmarks.no_prefetch = true;
                 continue;
             }
             order.push(i as u32);
         }
-
-        // Sort by path, keeping TOC order among equal paths (the sort is stable): the last record
-        // of each path wins. TOCs come from tar streams whose entries are mostly in path order
-        // already, and the stable sort finds and merges such runs instead of comparing afresh.
+        // TOCs come from tar streams whose entries are mostly in path order already, and the
+        // stable sort finds and merges such runs instead of comparing afresh.
         order.sort_by(|&a, &b| self.rec_path(a).cmp(self.rec_path(b)));
-        // Winners: (record or NONE for a synthesised dir, path offset, path length).
-        const SYNTH: u32 = u32::MAX;
-        let mut winners: Vec<(u32, u32, u32)> = Vec::with_capacity(order.len() + 1);
-        // The latest directory record of each path, used when a path must be a directory.
-        let mut last_dir_of_group: Vec<u32> = Vec::with_capacity(order.len() + 1);
+        (order, landmarks)
+    }
+
+    /// Phase 2: one winner per path, the last record of each (the root, always a directory,
+    /// ignores a non-directory record), plus the root when no record names it.
+    fn winners(&self, order: Vec<u32>) -> Result<Winners> {
+        let mut paths: Vec<(u32, u32, u32)> = Vec::with_capacity(order.len() + 1);
+        let mut last_dir: Vec<u32> = Vec::with_capacity(order.len() + 1);
         for group in order.chunk_by(|&a, &b| self.rec_path(a) == self.rec_path(b)) {
             let (Some(r0), Some(&winner)) = (group.first().and_then(|&r| self.recs.get(r as usize)), group.last())
             else {
                 return Err(Error::Corrupt("TOC record out of range"));
             };
-            let last_dir = group.iter().rev().copied().find(|&r| self.rec_is_dir(r)).unwrap_or(SYNTH);
+            let dir = group.iter().rev().copied().find(|&r| self.rec_is_dir(r)).unwrap_or(SYNTH);
             let is_root = r0.path_len == 0;
-            // The root is always a directory: a non-directory entry for it is ignored.
-            let winner = if is_root && !self.rec_is_dir(winner) { last_dir } else { winner };
-            winners.push((winner, r0.path_off, r0.path_len));
-            last_dir_of_group.push(last_dir);
+            let winner = if is_root && !self.rec_is_dir(winner) { dir } else { winner };
+            paths.push((winner, r0.path_off, r0.path_len));
+            last_dir.push(dir);
         }
         drop(order);
-        if winners.first().is_none_or(|w| w.2 != 0) {
-            winners.insert(0, (SYNTH, 0, 0));
-            last_dir_of_group.insert(0, SYNTH);
+        if paths.first().is_none_or(|w| w.2 != 0) {
+            paths.insert(0, (SYNTH, 0, 0));
+            last_dir.insert(0, SYNTH);
         }
+        Ok(Winners { paths, last_dir })
+    }
 
-        // Synthesise missing parents; a parent that is not a directory becomes one.
-        //
-        // Walking up from each path stops at the first ancestor that is also an ancestor of the
-        // previous path: paths starting with "q/" are contiguous in sorted order, so that
-        // ancestor and everything above it were handled already. Each missing directory is thus
-        // found once, not once per descendant. Their paths are prefixes of input paths but are
-        // compared whole, so their total length is bounded by a multiple of the input's.
-        let find = |winners: &[(u32, u32, u32)], paths: &[u8], p: &[u8]| {
-            winners.binary_search_by(|w| paths.get(w.1 as usize..(w.1 + w.2) as usize).unwrap_or_default().cmp(p))
-        };
+    /// Phase 3: synthesise missing parents; a parent that is not a directory becomes one.
+    ///
+    /// Walking up from each path stops at the first ancestor that is also an ancestor of the
+    /// previous path: paths starting with "q/" are contiguous in sorted order, so that
+    /// ancestor and everything above it were handled already. Each missing directory is thus
+    /// found once, not once per descendant. Their paths are prefixes of input paths but are
+    /// compared whole, so their total length is bounded by a multiple of the input's.
+    fn synthesise_parents(&self, winners: &mut Winners) -> Result<()> {
+        let Winners { paths: winners, last_dir: last_dir_of_group } = winners;
         let synth_limit = self.paths.len().saturating_mul(8).saturating_add(16 << 20);
         let mut synth_bytes = 0usize;
         let mut missing: Vec<(u32, u32)> = Vec::new();
@@ -1034,7 +1065,7 @@ impl Builder {
                 if !p.is_empty() && prev.len() > p.len() && prev.starts_with(p) && prev.get(p.len()) == Some(&b'/') {
                     break;
                 }
-                match find(&winners, &self.paths, p) {
+                match find(winners, &self.paths, p) {
                     Ok(k) => {
                         let last_dir = last_dir_of_group.get(k).copied().unwrap_or(SYNTH);
                         if let Some(winner) = winners.get_mut(k)
@@ -1081,8 +1112,12 @@ impl Builder {
                 limit: self.limits.max_entries as u64,
             });
         }
+        Ok(())
+    }
 
-        // Nodes, in path order (the root first).
+    /// Phase 4: the nodes, in path order (the root first), with their names, chunk tables,
+    /// xattr and digest side tables, and the hardlinks still to resolve.
+    fn build_nodes(&self, winners: &[(u32, u32, u32)], data_end: u64) -> Result<Built> {
         let mut nodes: Vec<Node> = Vec::with_capacity(winners.len());
         let mut names: Vec<u8> = Vec::new();
         let mut chunks: Vec<Chunk> = Vec::new();
@@ -1116,7 +1151,7 @@ impl Builder {
                 }
                 match near {
                     Some(p) => p,
-                    None => find(&winners, &self.paths, parent_path)
+                    None => find(winners, &self.paths, parent_path)
                         .map_err(|_| Error::BadEntry { entry: 0, what: "lost parent" })?
                         as NodeId,
                 }
@@ -1178,107 +1213,129 @@ impl Builder {
             }
             nodes.push(node);
         }
+        Ok(Built { nodes, names, chunks, xattr_index, file_digests, links })
+    }
 
-        // Hardlinks point at their final target: follow chains, refuse cycles and directories.
-        // Each link's own target first (a missing one is that link's fault); then chains are
-        // walked iteratively, each link resolved once and remembered, so a chain of n links
-        // costs O(n log n), not O(n^2) or a recursion n deep. `links` is in id order.
-        let mut direct: Vec<NodeId> = Vec::with_capacity(links.len());
-        for &(_, off, len, entry) in &links {
-            let target = find(&winners, &self.paths, self.path(off, len))
-                .map_err(|_| Error::BadHardlink { entry: entry as usize, what: "target does not exist" })?;
-            direct.push(target as NodeId);
-        }
-        const UNRESOLVED: NodeId = NodeId::MAX;
-        const IN_PROGRESS: NodeId = NodeId::MAX - 1;
-        let mut resolved: Vec<NodeId> = alloc::vec![UNRESOLVED; links.len()];
-        let mut walk: Vec<usize> = Vec::new();
-        // `links`, `direct` and `resolved` have one element per hardlink, and every id in them
-        // names a node: a miss below means the builder is broken, not the TOC.
-        const OUT_OF_STEP: Error = Error::Corrupt("hardlink tables out of step");
-        let entry_of = |link: usize| links.get(link).map_or(0, |l| l.3 as usize);
-        for start in 0..links.len() {
-            if resolved.get(start) != Some(&UNRESOLVED) {
-                continue;
-            }
-            let mut cur = start;
-            let target = loop {
-                let (Some(state), Some(&next)) = (resolved.get_mut(cur), direct.get(cur)) else {
-                    return Err(OUT_OF_STEP);
-                };
-                *state = IN_PROGRESS;
-                walk.push(cur);
-                match links.binary_search_by_key(&next, |l| l.0) {
-                    Err(_) => {
-                        if nodes.get(next as usize).ok_or(OUT_OF_STEP)?.kind == Kind::Dir {
-                            return Err(Error::BadHardlink { entry: entry_of(cur), what: "target is a directory" });
-                        }
-                        break next;
-                    }
-                    Ok(k) => match *resolved.get(k).ok_or(OUT_OF_STEP)? {
-                        UNRESOLVED => cur = k,
-                        IN_PROGRESS => {
-                            return Err(Error::BadHardlink { entry: entry_of(start), what: "hardlinks form a cycle" });
-                        }
-                        done => break done,
-                    },
-                }
+    /// Phase 5: every hardlink node points at its final target (the rules are in `hardlink`).
+    /// `links` is in id order.
+    fn resolve_hardlinks(
+        &self,
+        winners: &[(u32, u32, u32)],
+        nodes: &mut [Node],
+        links: &[(NodeId, u32, u32, u32)],
+    ) -> Result<()> {
+        let mut direct: Vec<hardlink::Target> = Vec::with_capacity(links.len());
+        for &(_, off, len, _) in links {
+            let target = match find(winners, &self.paths, self.path(off, len)) {
+                Err(_) => hardlink::Target::Missing,
+                Ok(node) => match links.binary_search_by_key(&(node as NodeId), |l| l.0) {
+                    Ok(k) => hardlink::Target::Link(k as u32),
+                    Err(_) if nodes.get(node).is_none_or(|n| n.kind == Kind::Dir) => hardlink::Target::Dir,
+                    Err(_) => hardlink::Target::Final(node as NodeId),
+                },
             };
-            for &i in &walk {
-                *resolved.get_mut(i).ok_or(OUT_OF_STEP)? = target;
-            }
-            walk.clear();
+            direct.push(target);
         }
+        let resolved = hardlink::resolve(&direct).map_err(|(link, fault)| Error::BadHardlink {
+            entry: links.get(link).map_or(0, |l| l.3 as usize),
+            what: match fault {
+                hardlink::Fault::Missing => "target does not exist",
+                hardlink::Fault::Dir => "target is a directory",
+                hardlink::Fault::Cycle => "hardlinks form a cycle",
+            },
+        })?;
         for (&(id, ..), &target) in links.iter().zip(&resolved) {
-            nodes.get_mut(id as usize).ok_or(OUT_OF_STEP)?.first = target;
+            nodes.get_mut(id as usize).ok_or(NO_NODE)?.first = target;
         }
-        drop(direct);
-        drop(resolved);
-        drop(winners);
-        drop(self.recs);
-        drop(self.paths);
+        Ok(())
+    }
+}
 
-        // Link counts and child lists.
-        let mut child_pairs: Vec<(NodeId, NodeId)> = Vec::with_capacity(nodes.len());
-        // Parents and hardlink targets were found among the nodes, so every id here names one.
-        const NO_NODE: Error = Error::Corrupt("node id out of range");
-        for id in 1..nodes.len() {
-            let n = *nodes.get(id).ok_or(NO_NODE)?;
-            child_pairs.push((n.parent, id as NodeId));
-            let inode = if n.kind == Kind::Hardlink { n.first } else { id as NodeId };
-            nodes.get_mut(inode as usize).ok_or(NO_NODE)?.nlink += 1;
-            if n.kind == Kind::Dir {
-                nodes.get_mut(n.parent as usize).ok_or(NO_NODE)?.nlink += 1;
-            }
-        }
-        for n in nodes.iter_mut().filter(|n| n.kind == Kind::Dir) {
-            // "." and the name in the parent (the root's own "..").
-            n.nlink += if n.parent == ROOT && n.name_len == 0 { 2 } else { 1 };
-        }
-        // Nodes are in path order, so each parent's children are already in name order.
-        child_pairs.sort_by_key(|&(parent, _)| parent);
-        let children: Vec<NodeId> = child_pairs.iter().map(|&(_, c)| c).collect();
-        let mut start = 0usize;
-        for siblings in child_pairs.chunk_by(|a, b| a.0 == b.0) {
-            let Some(&(parent, _)) = siblings.first() else { continue };
-            let parent = nodes.get_mut(parent as usize).ok_or(NO_NODE)?;
-            parent.first = start as u32;
-            parent.count = siblings.len() as u32;
-            start += siblings.len();
-        }
-        drop(child_pairs);
+/// A record number that stands for a synthesised directory.
+const SYNTH: u32 = u32::MAX;
 
-        // Compressed spans: each member runs to the next distinct data offset, or the TOC.
-        let mut starts: Vec<u64> = chunks.iter().filter(|c| !c.zeros).map(|c| c.offset).collect();
-        starts.sort_unstable();
-        starts.dedup();
-        for c in chunks.iter_mut().filter(|c| !c.zeros) {
-            let next = starts.partition_point(|&s| s <= c.offset);
-            c.compressed_end = starts.get(next).copied().unwrap_or(data_end);
-        }
+/// Parents and hardlink targets are found among the nodes, so every id met after the nodes are
+/// built names one: a miss means the builder is broken, not the TOC.
+const NO_NODE: Error = Error::Corrupt("node id out of range");
 
-        let mut stats = Stats { toc_entries, nodes: nodes.len(), chunks: chunks.len(), ..Stats::default() };
-        for n in &nodes {
+/// What the landmarks say, once they have left the tree.
+struct Landmarks {
+    /// The offset of `.prefetch.landmark`'s data: prioritized files end there.
+    prefetch: Option<u64>,
+    /// Whether `.no.prefetch.landmark` was present.
+    no_prefetch: bool,
+}
+
+/// One entry per path of the tree, in path order.
+struct Winners {
+    /// (record, or [`SYNTH`] for a synthesised directory; path offset; path length).
+    paths: Vec<(u32, u32, u32)>,
+    /// Per path: its latest directory record, used when the path must be a directory.
+    last_dir: Vec<u32>,
+}
+
+/// What [`Builder::build_nodes`] makes.
+struct Built {
+    nodes: Vec<Node>,
+    names: Vec<u8>,
+    chunks: Vec<Chunk>,
+    xattr_index: Vec<(NodeId, u32, u32)>,
+    file_digests: Vec<(NodeId, Digest)>,
+    /// Hardlink nodes: (id, target path offset, target path length, TOC entry).
+    links: Vec<(NodeId, u32, u32, u32)>,
+}
+
+/// The position of path `p` among the winners, sorted by path.
+fn find(winners: &[(u32, u32, u32)], paths: &[u8], p: &[u8]) -> core::result::Result<usize, usize> {
+    winners.binary_search_by(|w| paths.get(w.1 as usize..(w.1 + w.2) as usize).unwrap_or_default().cmp(p))
+}
+
+/// Phase 6: link counts and child lists. Nodes are in path order, so each parent's children
+/// come out in name order.
+fn link_children(nodes: &mut [Node]) -> Result<Vec<NodeId>> {
+    let mut child_pairs: Vec<(NodeId, NodeId)> = Vec::with_capacity(nodes.len());
+    for id in 1..nodes.len() {
+        let n = *nodes.get(id).ok_or(NO_NODE)?;
+        child_pairs.push((n.parent, id as NodeId));
+        let inode = if n.kind == Kind::Hardlink { n.first } else { id as NodeId };
+        nodes.get_mut(inode as usize).ok_or(NO_NODE)?.nlink += 1;
+        if n.kind == Kind::Dir {
+            nodes.get_mut(n.parent as usize).ok_or(NO_NODE)?.nlink += 1;
+        }
+    }
+    for n in nodes.iter_mut().filter(|n| n.kind == Kind::Dir) {
+        // "." and the name in the parent (the root's own "..").
+        n.nlink += if n.parent == ROOT && n.name_len == 0 { 2 } else { 1 };
+    }
+    child_pairs.sort_by_key(|&(parent, _)| parent);
+    let children: Vec<NodeId> = child_pairs.iter().map(|&(_, c)| c).collect();
+    let mut start = 0usize;
+    for siblings in child_pairs.chunk_by(|a, b| a.0 == b.0) {
+        let Some(&(parent, _)) = siblings.first() else { continue };
+        let parent = nodes.get_mut(parent as usize).ok_or(NO_NODE)?;
+        parent.first = start as u32;
+        parent.count = siblings.len() as u32;
+        start += siblings.len();
+    }
+    Ok(children)
+}
+
+/// Phase 7: compressed spans. Each member runs to the next distinct data offset, or the TOC.
+fn set_compressed_spans(chunks: &mut [Chunk], data_end: u64) {
+    let mut starts: Vec<u64> = chunks.iter().filter(|c| !c.zeros).map(|c| c.offset).collect();
+    starts.sort_unstable();
+    starts.dedup();
+    for c in chunks.iter_mut().filter(|c| !c.zeros) {
+        let next = starts.partition_point(|&s| s <= c.offset);
+        c.compressed_end = starts.get(next).copied().unwrap_or(data_end);
+    }
+}
+
+impl Stats {
+    /// Phase 8: the counts of the finished tree.
+    fn of(nodes: &[Node], toc_entries: usize, chunks: usize) -> Stats {
+        let mut stats = Stats { toc_entries, nodes: nodes.len(), chunks, ..Stats::default() };
+        for n in nodes {
             match n.kind {
                 Kind::Dir => stats.dirs += 1,
                 Kind::Reg => {
@@ -1291,23 +1348,7 @@ impl Builder {
                 _ => stats.other += 1,
             }
         }
-        let mut index = Index {
-            nodes,
-            names,
-            children,
-            chunks,
-            xattr_index,
-            xattr_entries: self.xattr_entries,
-            xattr_data: self.xattr_data,
-            file_digests,
-            prefetch_landmark,
-            no_prefetch_landmark,
-            stats,
-        };
-        index.nodes.shrink_to_fit();
-        index.names.shrink_to_fit();
-        index.xattr_data.shrink_to_fit();
-        Ok(index)
+        stats
     }
 }
 
@@ -1463,32 +1504,5 @@ mod tests {
         assert!(text[split.comma..].starts_with(",\n{") || text[split.comma..].starts_with(",{"));
         assert_eq!(json::Split::find(b"{\"version\":1,\"entries\":[]}"), None);
         assert_eq!(json::Split::find(b"{\"entries\":[{},{}],\"version\":1}"), None);
-    }
-
-    /// The fast path of `clean_path` must agree with the component-by-component one on every
-    /// name built from awkward pieces.
-    #[test]
-    fn clean_path_fast_path_agrees_with_the_general_case() {
-        let pieces: [&[u8]; 8] = [b"", b".", b"..", b"a", b"b.c", b"...", b"/", b"x\0y"];
-        let mut checked = 0;
-        for a in pieces {
-            for b in pieces {
-                for c in pieces {
-                    for sep in [&b"/"[..], b"//", b""] {
-                        let name = [a, sep, b, b"/", c].concat();
-                        let (mut fast, mut general) = (b"prefix".to_vec(), b"prefix".to_vec());
-                        let fast_ok = clean_path(&name, &mut fast);
-                        let general_ok = clean_path_by_components(&name, &mut general);
-                        assert_eq!((fast_ok, &fast), (general_ok, &general), "name {:?}", name);
-                        checked += 1;
-                    }
-                }
-            }
-        }
-        assert_eq!(checked, 8 * 8 * 8 * 3);
-        assert!(!clean_path(b"a/x\0y/", &mut Vec::new()), "a NUL byte is refused on the fast path too");
-        let mut out = Vec::new();
-        assert!(clean_path(b"usr/lib/", &mut out));
-        assert_eq!(out, b"usr/lib");
     }
 }

@@ -173,6 +173,7 @@ pub fn parse_toc<S: EntrySink>(json: &[u8], sink: &mut S) -> Result<i64> {
 /// that array and then the TOC. Both together mean one pass over the whole text would have read
 /// exactly the same entries, so their results can be joined. Anything else (a guess that landed
 /// in a string, a TOC with members after `entries`, a malformed TOC) is left to [`parse_toc`].
+#[cfg(any(feature = "std", feature = "fuzzing"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Split {
     /// Position of the comma.
@@ -181,10 +182,12 @@ pub struct Split {
     pub close: usize,
 }
 
+#[cfg(any(feature = "std", feature = "fuzzing"))]
 fn is_json_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
+#[cfg(any(feature = "std", feature = "fuzzing"))]
 impl Split {
     /// Guesses a cut near the middle: the first comma there followed (after white space) by `{`.
     pub fn find(json: &[u8]) -> Option<Split> {
@@ -220,6 +223,7 @@ impl Split {
     }
 }
 
+#[cfg(any(feature = "std", feature = "fuzzing"))]
 /// Parses the first half of a [`Split`] TOC (the text before its comma). Returns the `version`
 /// field when that text is a valid start of a TOC which ends between two entries of its
 /// `entries` array, with every entry taken by `sink`; `None` otherwise.
@@ -235,6 +239,7 @@ pub fn parse_toc_head<S: EntrySink>(head: &[u8], sink: &mut S) -> Option<i64> {
     if cut_between_entries && clean { state.version } else { None }
 }
 
+#[cfg(feature = "std")]
 /// Parses the second half of a [`Split`] TOC: `tail` is the text at [`Split::tail`] with its
 /// first byte (the comma) replaced by `[`. True when it is a complete array of entries, every
 /// one taken by `sink`.

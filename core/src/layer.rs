@@ -267,27 +267,28 @@ impl<R: ReadAt> Layer<R> {
         let end = size.min(offset.saturating_add(buf.len() as u64));
         let chunks = self.index.chunks(id);
         let mut cache = MemberCache::default();
-        let mut pos = offset;
-        while pos < end {
-            let i = self.index.chunk_at(id, pos).ok_or(Error::Corrupt("no chunk covers the offset"))?;
-            let c = *chunks.get(i).ok_or(Error::Corrupt("no chunk covers the offset"))?;
-            let within = pos - c.file_offset;
-            let take = (c.file_offset + c.size).min(end) - pos;
+        let len = (end - offset) as usize;
+        let mut done = 0;
+        for piece in self.index.read_pieces(id, offset, end) {
+            let c = piece.info;
             let whole = verify && c.digest.is_some();
-            let need = if whole { c.size } else { within + take };
-            let bytes = self.chunk_prefix(chunks, i, need, end, verify, &mut cache)?;
+            let need = if whole { c.size } else { piece.within.end as u64 };
+            let bytes = self.chunk_prefix(chunks, piece.chunk, need, end, verify, &mut cache)?;
             if whole {
                 check_chunk(&c, bytes)?;
             }
-            let dst = (pos - offset) as usize;
-            let src = bytes.get(within as usize..(within + take) as usize);
-            // In range: dst + take <= end - offset <= buf.len().
-            let dst = buf.get_mut(dst..dst + take as usize);
-            let (Some(src), Some(dst)) = (src, dst) else { return Err(Error::Corrupt("chunk shorter than its size")) };
+            // In range: the pieces lie within the read, whose length is at most buf.len().
+            let dst = buf.get_mut(piece.at..piece.at + piece.within.len());
+            let (Some(src), Some(dst)) = (bytes.get(piece.within), dst) else {
+                return Err(Error::Corrupt("chunk shorter than its size"));
+            };
             dst.copy_from_slice(src);
-            pos += take;
+            done = piece.at + src.len();
         }
-        Ok((end - offset) as usize)
+        if done != len {
+            return Err(Error::Corrupt("no chunk covers the offset"));
+        }
+        Ok(len)
     }
 
     /// Reads a whole regular file, checking every chunk digest and the file digest when present.

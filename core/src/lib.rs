@@ -3,7 +3,7 @@
 //! What this crate owns: the bytes and the formats. A blob is reached only through [`ReadAt`]
 //! (positional reads through `&self`, so one blob serves many threads). [`footer`] finds the
 //! TOC from the blob's tail; [`toc`] fetches, decompresses and digests it; [`index`] streams its
-//! JSON (serde + serde-json-core, see [`json`]) into a compact [`Index`] arena of fixed-size
+//! JSON (serde + serde-json-core) into a compact [`Index`] arena of fixed-size
 //! nodes, names, sorted child ranges and chunk tables; [`layer::Layer`] ties a blob to its index
 //! and decodes chunks ([`gzip`] via miniz_oxide, zstd via ruzstd behind the `zstd` feature),
 //! verifying `chunkDigest`s.
@@ -11,8 +11,12 @@
 //! [`oci`] names the manifest annotations of lazy layers and, under `std`, reads local OCI
 //! image layouts.
 //!
-//! The [`writer`] turns a tar into an eStargz or zstd:chunked blob; it has its own error type,
-//! [`writer::Error`], beside the reader's [`Error`].
+//! The writer (module `writer`, behind the `write` feature, off by default) turns a tar into an
+//! eStargz or zstd:chunked blob; it has its own error type, `writer::Error`, beside the
+//! reader's [`Error`]. It shares the reader's rules rather than restating them: one tar header
+//! module (numbers, checksums, prefixes, PAX records), one path cleaner, one hardlink resolver,
+//! one TOC entry name and one [`Format`], all internal to the crate, so that what the writer
+//! writes is what the reader reads.
 //!
 //! What it must never depend on: std for its reading and writing (it is `#![no_std]` + `alloc`),
 //! files, sockets, registries, FUSE or NFS types. The `std` feature (on by default) adds a
@@ -40,25 +44,29 @@ pub mod error;
 pub mod file_reader;
 pub mod footer;
 #[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod fuzz_entry;
 pub mod gzip;
+mod hardlink;
 pub mod index;
-pub mod json;
+mod json;
 pub mod layer;
 pub mod oci;
+mod path;
 pub mod read_at;
-pub mod tar;
-pub mod time;
+mod tar;
+mod time;
 pub mod toc;
+#[cfg(feature = "write")]
 pub mod writer;
 #[cfg(feature = "zstd")]
-pub mod zstd;
+mod zstd;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use file_reader::FileReader;
 pub use footer::Format;
-pub use index::{Chunk, Index, Kind, Node, NodeId, ROOT};
+pub use index::{Chunk, Index, Kind, Node, NodeId, ROOT, ReadPiece, ReadPieces};
 pub use layer::{Layer, OpenOptions};
 #[cfg(feature = "std")]
 pub use read_at::FileReadAt;

@@ -1819,15 +1819,15 @@ fn toc_parsed_in_halves_equals_one_pass_under_damage() {
     };
     // The undamaged TOC does take the two-halves path.
     struct Count(usize);
-    impl crfs_core::json::EntrySink for Count {
-        fn entry(&mut self, _: &crfs_core::json::RawEntry<'_>) -> Result<(), Error> {
+    impl crfs_core::fuzz_entry::EntrySink for Count {
+        fn entry(&mut self, _: &crfs_core::fuzz_entry::RawEntry<'_>) -> Result<(), Error> {
             self.0 += 1;
             Ok(())
         }
     }
-    let split = crfs_core::json::Split::find(&json).unwrap();
+    let split = crfs_core::fuzz_entry::Split::find(&json).unwrap();
     let mut head = Count(0);
-    assert_eq!(crfs_core::json::parse_toc_head(&json[..split.comma], &mut head), Some(1));
+    assert_eq!(crfs_core::fuzz_entry::parse_toc_head(&json[..split.comma], &mut head), Some(1));
     assert!(head.0 > 1000, "{} entries in the first half", head.0);
     let whole = b.finish_with_toc(&json);
     let layer = open(&whole).unwrap();
@@ -2074,4 +2074,41 @@ fn the_writer_refuses_hardlinks_the_reader_refuses() {
     let mut bytes = Vec::new();
     layer.read_file_verified(layer.index().lookup_path(b"l2").unwrap(), &mut bytes).unwrap();
     assert_eq!(bytes, b"data");
+}
+
+/// The writer and the reader share one hardlink resolver, one path cleaner and one rule for
+/// what a directory is, so links the reader refuses are refused when written. Before they did,
+/// the writer looked only at the target entry's own type and wrote layers that did not open:
+/// a link to a file that another entry lives under (the reader makes it a directory), to a
+/// directory only implied by deeper names, to the root.
+#[test]
+fn the_writer_and_the_reader_agree_on_hardlink_targets() {
+    use crfs_core::writer::{Error as WriteError, Options, convert_to_vec};
+    use crfs_testkit::{TarBuilder, TarEntry, TarEntry::*};
+    let cases: [&[(&str, TarEntry<'_>)]; 4] = [
+        &[("f", File(b"x")), ("f/g", File(b"y")), ("l", Hardlink("f"))],
+        &[("a/b/c", File(b"x")), ("l", Hardlink("a/b"))],
+        &[("f", File(b"x")), ("l", Hardlink("./"))],
+        &[("f", File(b"x")), ("l", Hardlink("x/../f/"))],
+    ];
+    for (n, entries) in cases.iter().enumerate() {
+        let mut tar = TarBuilder::default();
+        for (name, entry) in *entries {
+            tar.add(name, *entry, 0o644, 1);
+        }
+        let got = within("convert", SECOND, || convert_to_vec(tar.finish().as_slice(), &Options::default()));
+        match (n, got) {
+            // The last target cleans to "f", a file: the link is written and resolves.
+            (3, Ok((blob, _))) => {
+                let layer = open(&blob).unwrap();
+                let index = layer.index();
+                let (l, f) = (index.lookup_path(b"l").unwrap(), index.lookup_path(b"f").unwrap());
+                assert_eq!(index.resolve(l), f);
+            }
+            (0..3, Err(e @ WriteError::BadHardlink { .. })) => {
+                assert!(e.to_string().contains("a directory"), "{n}: {e}")
+            }
+            (_, other) => panic!("case {n}: {:?}", other.map(|(_, s)| s.toc_digest)),
+        }
+    }
 }

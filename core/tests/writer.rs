@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{assert_same_listing, interop, interop_bin, listing, testdata};
-use crfs_core::writer::{self, Error, Format, Options};
+use crfs_core::Format;
+use crfs_core::writer::{self, Error, Options};
 use crfs_core::{Digest, Layer, OpenOptions};
 use miniz_oxide::inflate::TINFLStatus;
 use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
@@ -686,4 +687,17 @@ fn hostile_sparse_sizes_are_refused_before_any_work() {
         want[(3 << 20) + 2..].copy_from_slice(b"zw");
         assert!(data == want, "{}: expanded content", String::from_utf8_lossy(name));
     }
+}
+
+/// One `Format` for the reader and the writer: the writer writes the two formats it knows and
+/// refuses the two it only reads, before reading any input.
+#[test]
+fn the_writer_refuses_the_formats_it_only_reads() {
+    let (tar, _) = fixture_tar();
+    for format in [Format::LegacyStargz, Format::ZstdChunkedV2] {
+        let opts = Options { format, ..Options::default() };
+        assert!(matches!(writer::convert_to_vec(tar.as_slice(), &opts), Err(Error::BadOption(_))), "{format:?}");
+        assert!(matches!(writer::plan(&[][..], &opts), Err(Error::BadOption(_))), "{format:?}");
+    }
+    assert_eq!(Options::default().format, Format::Estargz);
 }

@@ -1,10 +1,11 @@
 //! The writer: a tar in, an eStargz or zstd:chunked blob out, laid out as the reference
-//! `estargz` package's `Build` lays it out ([`mod@plan`] lists the rules).
+//! `estargz` package's `Build` lays it out (`writer/plan.rs` lists the rules). Compiled with the
+//! `write` feature only.
 //!
 //! Three steps, each usable alone so that a std front-end can run the middle one on many
 //! threads:
 //!
-//! 1. [`plan()`] scans the input tar's headers through [`ReadAt`] ([`tarscan`]), orders the entries
+//! 1. [`plan()`] scans the input tar's headers through [`ReadAt`] (`writer/tarscan.rs`), orders the entries
 //!    as the reference `Build` does (duplicates, prioritized files, landmarks) and lays out the
 //!    gzip members and TOC entries ([`Plan`], [`Assembler`]).
 //! 2. Each member is filled from the input ([`Plan::fill_member`]) and compressed on its own
@@ -18,13 +19,14 @@
 //!
 //! Tar headers are copied from the input byte for byte (the reference's "lossless" mode), so a
 //! plain `tar -xzf` of the blob sees the input's own headers; only the landmark, the TOC entry
-//! and sparse files (expanded into regular files) get headers written here ([`tarhdr`]).
+//! and sparse files (expanded into regular files) get headers written here (`writer/tarhdr.rs`). Reading and writing headers follow the crate's
+//! one set of tar rules, and names, hardlinks, the TOC entry name and [`Format`] are the reader's.
 
 pub mod compress;
-pub mod plan;
-pub mod tarhdr;
-pub mod tarscan;
-pub mod toc_json;
+mod plan;
+pub(crate) mod tarhdr;
+pub(crate) mod tarscan;
+mod toc_json;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -33,9 +35,10 @@ use core::fmt;
 #[cfg(feature = "zstd")]
 pub use compress::ZstdFrames;
 pub use compress::{Deflate, GzipMembers, MemberCompressor, MinizDeflate};
-pub use plan::{Assembler, Member, Plan, plan};
+pub use plan::{Assembler, ChunkRef, Member, Plan, plan};
 
 use crate::digest::Digest;
+use crate::footer::Format;
 use crate::read_at::ReadAt;
 
 /// Default chunk size: 4 MiB, as the reference.
@@ -43,23 +46,14 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 4 << 20;
 /// Default gzip level: 9, as the reference.
 pub const DEFAULT_LEVEL: u8 = 9;
 
-/// The blob's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// gzip eStargz with the 51-byte footer.
-    #[default]
-    Estargz,
-    /// zstd:chunked as stargz-snapshotter writes it: a zstd frame per member, the TOC JSON in a
-    /// zstd frame inside a skippable frame, the 40-byte `GnUlInUx` footer in another. Unlike the
-    /// reference (v0.12), the tar end-of-archive blocks end the last payload frame, so the
-    /// decompressed stream is a complete tar.
-    ZstdChunked,
-}
-
 /// How to write the blob.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Output format.
+    /// Output format: [`Format::Estargz`] (gzip members, the 51-byte footer) or
+    /// [`Format::ZstdChunked`] as stargz-snapshotter writes it (a zstd frame per member, the TOC
+    /// JSON in a zstd frame inside a skippable frame, the 40-byte `GnUlInUx` footer in another;
+    /// unlike the reference (v0.12), the tar end-of-archive blocks end the last payload frame, so
+    /// the decompressed stream is a complete tar). The other formats are refused.
     pub format: Format,
     /// Largest chunk of a regular file in one gzip member.
     pub chunk_size: u64,
@@ -74,6 +68,9 @@ pub struct Options {
     /// run without bound.
     pub max_sparse_holes: u64,
 }
+
+/// The error for a format the writer does not write.
+pub(crate) const UNWRITTEN_FORMAT: Error = Error::BadOption("the writer writes eStargz and zstd:chunked only");
 
 /// Default of [`Options::max_sparse_holes`]: 16 GiB.
 pub const DEFAULT_MAX_SPARSE_HOLES: u64 = 16 << 30;
@@ -270,6 +267,7 @@ pub fn default_compressor(options: &Options) -> Result<alloc::boxed::Box<dyn Mem
         Format::ZstdChunked => Ok(alloc::boxed::Box::new(ZstdFrames::new(options.level))),
         #[cfg(not(feature = "zstd"))]
         Format::ZstdChunked => Err(Error::BadOption("zstd:chunked needs the zstd feature")),
+        Format::LegacyStargz | Format::ZstdChunkedV2 => Err(UNWRITTEN_FORMAT),
     }
 }
 

@@ -15,7 +15,7 @@
 //! compressed, so compressing them on many threads gives the same blob as on one.
 
 use alloc::vec::Vec;
-use core::ops::Range;
+use core::ops::{Bound, Range};
 
 use alloc::collections::{BTreeMap, BTreeSet};
 
@@ -23,16 +23,15 @@ use super::compress::{self, MemberCompressor};
 use super::tarhdr::{self, HeaderSpec, pad_len};
 use super::tarscan::{EntryKind, TarEntry, TarScanner};
 use super::toc_json::{self, TocEntry};
-use super::{Error, Format, Options, Summary};
+use super::{Error, Options, Summary};
 use crate::digest::{Digest, Hasher};
+use crate::footer::Format;
+use crate::hardlink::{self, Fault, Target};
+use crate::index::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
+use crate::path::{clean as clean_name, parent_of};
 use crate::read_at::ReadAt;
+use crate::tar::TOC_NAME;
 
-/// The TOC's tar entry name.
-pub const TOC_NAME: &[u8] = b"stargz.index.json";
-/// The landmark that ends the prioritized files.
-pub const PREFETCH_LANDMARK: &[u8] = b".prefetch.landmark";
-/// The landmark that says there are no prioritized files.
-pub const NO_PREFETCH_LANDMARK: &[u8] = b".no.prefetch.landmark";
 /// The landmark's one byte of content.
 pub const LANDMARK_CONTENTS: u8 = 0x0f;
 
@@ -162,56 +161,55 @@ impl Plan {
     }
 }
 
-/// Go's `path.Clean("/" + name)` without the leading `/`: the name TOC readers and the
-/// reference's de-duplication go by.
-pub fn clean_name(name: &[u8]) -> Vec<u8> {
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for part in name.split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join(&b'/')
-}
-
-fn parent_of(clean: &[u8]) -> Vec<u8> {
-    clean.rsplitn(2, |&b| b == b'/').nth(1).unwrap_or_default().to_vec()
-}
-
-/// Refuses what the TOC reader would: a hardlink whose target (followed through other links)
-/// is not among the entries kept (`seen`: clean name to index in `stream`), is a directory, or
-/// is the link itself. Each link is followed once; chains reuse what earlier walks resolved.
+/// Refuses what the TOC reader would (the rules are in [`crate::hardlink`]): a hardlink whose
+/// target (followed through other links) is not among the entries kept (`seen`: clean name to
+/// index in `stream`), is a directory, or is the link itself. A target is a directory, as in the
+/// reader's tree, when it is the root, a directory entry, or the parent of another entry.
 fn check_hardlinks(stream: &[Option<TarEntry>], seen: &BTreeMap<Vec<u8>, usize>) -> Result<(), Error> {
-    let mut good: BTreeSet<usize> = BTreeSet::new();
-    for (start, e) in stream.iter().enumerate() {
-        let Some(e) = e else { continue };
-        if e.kind != Some(EntryKind::Hardlink) || good.contains(&start) {
-            continue;
-        }
-        let mut walk: BTreeSet<usize> = BTreeSet::from([start]);
-        let mut link = e;
-        loop {
-            let target = clean_name(&link.link);
-            let bad = |what| Err(Error::BadHardlink { name: link.name.clone(), target: link.link.clone(), what });
-            let Some(&i) = seen.get(&target) else { return bad("the target is not in the layer") };
-            let Some(Some(t)) = stream.get(i) else { return bad("the target is not in the layer") };
-            match t.kind {
-                Some(EntryKind::Dir) => return bad("the target is a directory"),
-                Some(EntryKind::Hardlink) if walk.contains(&i) => return bad("the hardlinks form a cycle"),
-                Some(EntryKind::Hardlink) if !good.contains(&i) => {
-                    walk.insert(i);
-                    link = t;
-                }
-                _ => break,
-            }
-        }
-        good.extend(walk);
+    let links: Vec<usize> = stream
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.as_ref().is_some_and(|e| e.kind == Some(EntryKind::Hardlink)))
+        .map(|(i, _)| i)
+        .collect();
+    let mut direct = Vec::with_capacity(links.len());
+    let mut under = Vec::new();
+    for &l in &links {
+        let Some(Some(link)) = stream.get(l) else { continue };
+        let target = clean_name(&link.link);
+        under.clear();
+        under.extend_from_slice(&target);
+        under.push(b'/');
+        let parent = seen
+            .range::<[u8], _>((Bound::Included(under.as_slice()), Bound::Unbounded))
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&under));
+        let step = match seen.get(&target).map(|&i| (i, stream.get(i))) {
+            _ if target.is_empty() || parent => Target::Dir,
+            Some((i, Some(Some(t)))) => match t.kind {
+                Some(EntryKind::Dir) => Target::Dir,
+                Some(EntryKind::Hardlink) => match links.binary_search(&i) {
+                    Ok(k) => Target::Link(k as u32),
+                    Err(_) => Target::Missing,
+                },
+                _ => Target::Final(i as u32),
+            },
+            _ => Target::Missing,
+        };
+        direct.push(step);
     }
-    Ok(())
+    hardlink::resolve(&direct).map(|_| ()).map_err(|(at, fault)| {
+        let link = links.get(at).and_then(|&i| stream.get(i)).and_then(Option::as_ref);
+        Error::BadHardlink {
+            name: link.map(|e| e.name.clone()).unwrap_or_default(),
+            target: link.map(|e| e.link.clone()).unwrap_or_default(),
+            what: match fault {
+                Fault::Missing => "the target is not in the layer",
+                Fault::Dir => "the target is a directory",
+                Fault::Cycle => "the hardlinks form a cycle",
+            },
+        }
+    })
 }
 
 /// What goes into the blob, in order.
@@ -253,7 +251,7 @@ fn order(stream: &[Option<TarEntry>], prioritized: &[Vec<u8>]) -> (Vec<Item>, Ve
                     if n.is_empty() {
                         tasks.push(Task::Move(n));
                     } else {
-                        let parent = parent_of(&n);
+                        let parent = parent_of(&n).to_vec();
                         tasks.push(Task::Move(n.clone()));
                         tasks.push(Task::Links(n));
                         tasks.push(Task::Visit(parent));
@@ -388,6 +386,7 @@ pub fn plan<R: ReadAt + ?Sized>(src: &R, options: &Options) -> Result<(Plan, Ass
     match options.format {
         Format::Estargz if options.level > 9 => return Err(Error::BadOption("gzip levels are 0 to 9")),
         Format::ZstdChunked if options.level > 22 => return Err(Error::BadOption("zstd levels are 0 to 22")),
+        Format::LegacyStargz | Format::ZstdChunkedV2 => return Err(super::UNWRITTEN_FORMAT),
         _ => {}
     }
     let mut scanner = TarScanner::new(src);

@@ -10,6 +10,7 @@
 use alloc::vec::Vec;
 
 use super::tarscan::BLOCK;
+use crate::tar;
 
 /// What to write in a header.
 #[derive(Debug, Clone, Default)]
@@ -127,9 +128,9 @@ fn push_signed(out: &mut Vec<u8>, v: i64) {
 fn finish_block(block: &mut [u8; 512]) {
     block[257..263].copy_from_slice(b"ustar\0");
     block[263..265].copy_from_slice(b"00");
-    block[148..156].fill(b' ');
-    let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
-    put_octal(&mut block[148..155], i64::from(sum));
+    // The unsigned sum, as POSIX defines it (crate::tar).
+    let (sum, _) = tar::checksums(block);
+    put_octal(&mut block[148..155], sum);
     block[155] = b' ';
 }
 

@@ -4,8 +4,9 @@
 //! scan costs one 512-byte read per header. Understood, as Go's `archive/tar` reads them (the
 //! reference writer's reader):
 //!
-//! - V7, POSIX ustar (name prefix at 345..500), GNU (`ustar  \0`, no prefix) headers; numbers
-//!   in octal or GNU base-256; checksums signed or unsigned;
+//! - V7, POSIX ustar (name prefix at 345..500), GNU (`ustar  \0`, no prefix) headers, their
+//!   numbers, checksums, prefixes and PAX records by the rules of [`crate::tar`], which the
+//!   reader's TOC entry follows too;
 //! - PAX extended headers (`x`): `path`, `linkpath`, `size`, `uid`, `gid`, `uname`, `gname`,
 //!   `mtime`, `SCHILY.xattr.*`, and the `GNU.sparse.*` records of sparse formats 0.0, 0.1, 1.0;
 //!   global headers (`g`) are returned as [`EntryKind::Global`] items, not applied, as Go does;
@@ -21,9 +22,10 @@ use alloc::vec::Vec;
 
 use super::Error;
 use crate::read_at::ReadAt;
+use crate::tar::{self, checksum_ok, padded, trim_nul};
 
 /// A tar block.
-pub const BLOCK: u64 = 512;
+pub(crate) const BLOCK: u64 = tar::BLOCK as u64;
 /// Largest PAX header or GNU long name/link body accepted (Go's limit too).
 const MAX_SPECIAL: u64 = 1 << 20;
 /// Most sparse fragments accepted for one file.
@@ -103,68 +105,9 @@ pub struct TarEntry {
     pub sparse: Option<Vec<(u64, u64)>>,
 }
 
-/// Pads `n` up to a whole number of blocks.
-pub fn padded(n: u64) -> Option<u64> {
-    n.checked_add(BLOCK - 1).map(|v| v / BLOCK * BLOCK)
-}
-
-fn trim_nul(field: &[u8]) -> &[u8] {
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    field.get(..end).unwrap_or(field)
-}
-
-/// Parses a numeric field: octal (NULs and spaces around it allowed) or GNU base-256.
-fn parse_numeric(field: &[u8]) -> Option<i64> {
-    if let Some(&first) = field.first()
-        && first & 0x80 != 0
-    {
-        // Base-256, two's complement; the first byte's top bit is the marker.
-        let negative = first & 0x40 != 0;
-        let inv = if negative { 0xff } else { 0 };
-        let mut value: u64 = 0;
-        for (i, &b) in field.iter().enumerate() {
-            let mut b = b ^ inv;
-            if i == 0 {
-                b &= 0x7f;
-            }
-            if value >> 56 != 0 {
-                return None;
-            }
-            value = (value << 8) | u64::from(b);
-        }
-        if value >> 63 != 0 {
-            return None;
-        }
-        let v = value as i64;
-        return Some(if negative { !v } else { v });
-    }
-    let start = field.iter().position(|&b| b != b' ' && b != 0)?;
-    let end = field.iter().rposition(|&b| b != b' ' && b != 0).map_or(start, |e| e + 1);
-    let mut value: i64 = 0;
-    for &b in field.get(start..end).unwrap_or_default() {
-        if !(b'0'..=b'7').contains(&b) {
-            return None;
-        }
-        value = value.checked_mul(8)?.checked_add(i64::from(b - b'0'))?;
-    }
-    Some(value)
-}
-
-/// Like [`parse_numeric`], with an all-blank field read as 0.
+/// A numeric field by the shared rules ([`tar::parse_number`]).
 fn numeric(field: &[u8]) -> Option<i64> {
-    if field.iter().all(|&b| b == b' ' || b == 0) { Some(0) } else { parse_numeric(field) }
-}
-
-fn checksum_ok(block: &[u8; 512]) -> bool {
-    let Some(stored) = numeric(&block[148..156]) else { return false };
-    let mut unsigned: i64 = 0;
-    let mut signed: i64 = 0;
-    for (i, &b) in block.iter().enumerate() {
-        let b = if (148..156).contains(&i) { b' ' } else { b };
-        unsigned += i64::from(b);
-        signed += i64::from(b as i8);
-    }
-    stored == unsigned || stored == signed
+    tar::parse_number(field).ok()
 }
 
 fn parse_decimal(s: &[u8]) -> Option<i64> {
@@ -215,30 +158,6 @@ fn parse_pax_time(s: &[u8]) -> Option<(i64, u32)> {
     }
 }
 
-/// Iterates over PAX records `"<len> <key>=<value>\n"`.
-fn pax_records(mut body: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Error>) -> Result<(), Error> {
-    // A body may end in NUL padding.
-    while body.first().is_some_and(|&b| b != 0) {
-        let bad = Error::BadHeader { offset: 0, what: "malformed PAX record" };
-        let space = body.iter().position(|&b| b == b' ').ok_or(bad.clone())?;
-        let len_text = body.get(..space).unwrap_or_default();
-        let len = usize::try_from(parse_u64(len_text).ok_or(bad.clone())?).map_err(|_| bad.clone())?;
-        if len <= space + 1 {
-            return Err(bad);
-        }
-        let (record, rest) = body.split_at_checked(len).ok_or(bad.clone())?;
-        let record = record.get(space + 1..).and_then(|r| r.strip_suffix(b"\n")).ok_or(bad.clone())?;
-        let mut key_value = record.splitn(2, |&b| b == b'=');
-        let (Some(key), Some(value)) = (key_value.next(), key_value.next()) else { return Err(bad) };
-        if key.is_empty() {
-            return Err(bad);
-        }
-        f(key, value)?;
-        body = rest;
-    }
-    Ok(())
-}
-
 /// Pending state from metadata headers that apply to the next real entry.
 #[derive(Default)]
 struct Pending {
@@ -274,11 +193,6 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
     /// Starts at the beginning of `src`.
     pub fn new(src: &'a R) -> Self {
         TarScanner { src, pos: 0, size: src.size(), done: false }
-    }
-
-    /// How far the scan has got.
-    pub fn position(&self) -> u64 {
-        self.pos
     }
 
     fn read_block(&self, at: u64, block: &mut [u8; 512]) -> Result<bool, Error> {
@@ -347,7 +261,7 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
             }
             pending.start.get_or_insert(at);
             let flag = block[156];
-            let field_size = parse_numeric(&block[124..136])
+            let field_size = numeric(&block[124..136])
                 .and_then(|v| u64::try_from(v).ok())
                 .ok_or(Error::BadHeader { offset: at, what: "invalid size field" })?;
             let body_at = at + BLOCK;
@@ -381,10 +295,8 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
         let gnu = magic == b"ustar " && version == b" \0";
         let mut e = TarEntry { start: p.start.unwrap_or(at), ..TarEntry::default() };
         e.name = trim_nul(&block[..100]).to_vec();
-        if ustar {
-            // star archives end the header with "tar\0" and have a 131-byte prefix.
-            let star = &block[508..512] == b"tar\0";
-            let prefix = trim_nul(if star { &block[345..476] } else { &block[345..500] });
+        {
+            let prefix = tar::name_prefix(block);
             if !prefix.is_empty() {
                 let mut full = prefix.to_vec();
                 full.push(b'/');
@@ -595,7 +507,7 @@ impl<'a, R: ReadAt + ?Sized> TarScanner<'a, R> {
 
 fn parse_pax(body: &[u8], p: &mut Pending) -> Result<(), Error> {
     let bad = |what| Error::BadHeader { offset: 0, what };
-    pax_records(body, |key, value| {
+    tar::pax_records(body, bad("malformed PAX record"), |key, value| {
         // Go's validPAXRecord: no NUL in a name's or owner's value, nor in any other key.
         if matches!(key, b"path" | b"linkpath" | b"uname" | b"gname") && value.contains(&0) {
             return Err(bad("PAX record value contains a NUL byte"));
@@ -659,12 +571,12 @@ mod tests {
 
     #[test]
     fn numbers() {
-        assert_eq!(parse_numeric(b"0000644\0"), Some(0o644));
-        assert_eq!(parse_numeric(b"  755 \0"), Some(0o755));
+        assert_eq!(numeric(b"0000644\0"), Some(0o644));
+        assert_eq!(numeric(b"  755 \0"), Some(0o755));
         assert_eq!(numeric(b"\0\0\0\0"), Some(0));
-        assert_eq!(parse_numeric(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]), Some(1 << 32));
-        assert_eq!(parse_numeric(&[0xff; 8]), Some(-1));
-        assert_eq!(parse_numeric(b"0009"), None);
+        assert_eq!(numeric(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]), Some(1 << 32));
+        assert_eq!(numeric(&[0xff; 8]), Some(-1));
+        assert_eq!(numeric(b"0009"), None);
         assert_eq!(parse_pax_time(b"1.5"), Some((1, 500_000_000)));
         assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
         assert_eq!(parse_pax_time(b"1577934245"), Some((1_577_934_245, 0)));
@@ -679,5 +591,75 @@ mod tests {
         assert_eq!(p.xattrs, alloc::vec![(b"user.k".to_vec(), b"v".to_vec())]);
         assert!(parse_pax(b"99 path=x\n", &mut Pending::default()).is_err());
         assert!(parse_pax(b"9 =x\nxx\n", &mut Pending::default()).is_err());
+    }
+
+    /// The reader (the TOC entry, `crate::tar::toc_json`) and the writer's scanner read one
+    /// header by one set of rules. Each case is one on which they disagreed before they shared
+    /// `crate::tar`: what one accepted the other refused, or read as another size.
+    #[test]
+    fn the_reader_and_the_writer_read_a_header_alike() {
+        const JSON: &[u8] = b"{}";
+        // A TOC-named ustar header for a 2-byte payload, altered by `alter`, its checksum
+        // stored as the `signed` or the unsigned sum.
+        let header = |alter: &dyn Fn(&mut [u8; 512]), signed: bool| {
+            let mut h = [0u8; 512];
+            h[..17].copy_from_slice(crate::tar::TOC_NAME);
+            h[100..108].copy_from_slice(b"0000644\0");
+            h[124..136].copy_from_slice(b"00000000002\0");
+            h[156] = b'0';
+            h[257..265].copy_from_slice(b"ustar\x0000");
+            alter(&mut h);
+            let (unsigned, signed_sum) = tar::checksums(&h);
+            let sum = if signed { signed_sum } else { unsigned };
+            h[148..156].copy_from_slice(alloc::format!("{sum:06o}\0 ").as_bytes());
+            let mut tar = h.to_vec();
+            tar.extend_from_slice(JSON);
+            tar.resize(512 * 4, 0);
+            tar
+        };
+        // What each side makes of it: the payload's length, or None when refused.
+        let read = |tar: &[u8]| {
+            let reader = crate::tar::toc_json(tar).ok().map(|r| r.len() as u64);
+            let writer = TarScanner::new(tar).next_entry().ok().flatten().map(|e| e.size);
+            (reader, writer)
+        };
+        let high_bit_owner = |h: &mut [u8; 512]| h[265..270].copy_from_slice("jos\u{e9}".as_bytes());
+        // What the case is, how it alters the header, whether its checksum is signed, what
+        // size both sides must read (None: both refuse).
+        type Case<'a> = (&'a str, &'a dyn Fn(&mut [u8; 512]), bool, Option<u64>);
+        let cases: [Case<'_>; 8] = [
+            ("plain", &|_| {}, false, Some(2)),
+            // Old tars summed signed chars: only a byte over 0x7f tells the sums apart.
+            ("signed checksum", &high_bit_owner, true, Some(2)),
+            ("unsigned checksum", &high_bit_owner, false, Some(2)),
+            (
+                "base-256 size",
+                &|h| h[124..136].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]),
+                false,
+                Some(2),
+            ),
+            // GNU base-256 may be negative; a size may not.
+            ("negative size", &|h| h[124..136].copy_from_slice(&[0xff; 12]), false, None),
+            // Octal ends at the first NUL; a space inside the digits is not octal.
+            ("text after a NUL", &|h| h[124..136].copy_from_slice(b"000002\0junk\0"), false, Some(2)),
+            ("space inside the digits", &|h| h[124..136].copy_from_slice(b"00 000002\0\0\0"), false, None),
+            // The prefix belongs to POSIX ustar (magic and version); in another header it is not read.
+            (
+                "prefix of a non-ustar header",
+                &|h| {
+                    h[263..265].copy_from_slice(b"  ");
+                    h[345..348].copy_from_slice(b"dir");
+                },
+                false,
+                Some(2),
+            ),
+        ];
+        for (what, alter, signed, want) in cases {
+            assert_eq!(read(&header(alter, signed)), (want, want), "{what}");
+        }
+        // A blank size field is 0 to both.
+        let blank = header(&|h| h[124..136].fill(b' '), false);
+        assert_eq!(read(&blank).1, Some(0));
+        assert_eq!(crate::tar::toc_json(&blank), Ok(512..512));
     }
 }

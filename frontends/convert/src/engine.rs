@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 
-use crfs_core::writer::{self, Deflate, Format, GzipMembers, MemberCompressor, Plan, Summary};
-use crfs_core::{Digest, ReadAt};
+use crfs_core::writer::{self, Deflate, GzipMembers, MemberCompressor, Plan, Summary};
+use crfs_core::{Digest, Format, ReadAt};
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 use crate::{Error, Settings};
@@ -87,9 +87,11 @@ impl MemberCompressor for ZstdC {
 
 /// The compressor for `format` at `level`: zlib-rs gzip members, or libzstd frames.
 pub fn compressor(format: Format, level: u8) -> Box<dyn MemberCompressor + Send> {
-    match format {
-        Format::Estargz => Box::new(GzipMembers { deflate: ZlibDeflate::new(level), level }),
-        Format::ZstdChunked => Box::new(ZstdC::new(level)),
+    // The writer refuses the formats it does not write before a compressor is asked for.
+    if format.is_zstd() {
+        Box::new(ZstdC::new(level))
+    } else {
+        Box::new(GzipMembers { deflate: ZlibDeflate::new(level), level })
     }
 }
 

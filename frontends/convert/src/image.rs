@@ -76,14 +76,34 @@ const MAX_DEPTH: usize = 4;
 /// What [`convert_image`] reports as it goes.
 pub enum Event<'a> {
     /// A layer starts converting: its source digest and compressed size.
-    LayerStart { digest: &'a str, size: u64 },
+    LayerStart {
+        /// The source layer's digest.
+        digest: &'a str,
+        /// Its compressed size.
+        size: u64,
+    },
     /// Uncompressed bytes of the current layer written so far, of the total.
-    Progress { done: u64, total: u64 },
+    Progress {
+        /// Bytes written.
+        done: u64,
+        /// The layer's uncompressed size.
+        total: u64,
+    },
     /// A layer is done: the new blob's digest and its conversion summary.
-    LayerDone { digest: &'a str, new_digest: &'a str, summary: &'a Summary },
+    LayerDone {
+        /// The source layer's digest.
+        digest: &'a str,
+        /// The converted blob's digest.
+        new_digest: &'a str,
+        /// What the writer reports about the blob.
+        summary: &'a Summary,
+    },
     /// A layer was already converted (or is not a tar layer) and is copied as it is (or left
     /// at the registry, see [`KeptLayers`]).
-    LayerKept { digest: &'a str },
+    LayerKept {
+        /// The layer's digest.
+        digest: &'a str,
+    },
 }
 
 /// Receives [`Event`]s (progress bars, logs).
@@ -469,8 +489,9 @@ impl Job<'_> {
         annotations.insert(TOC_DIGEST_ANNOTATION.to_owned(), summary.toc_digest.to_string());
         annotations.insert(UNCOMPRESSED_SIZE_ANNOTATION.to_owned(), summary.uncompressed_size.to_string());
         let media = match self.settings.options.format {
-            Format::Estargz => GZIP_LAYER,
-            Format::ZstdChunked => {
+            // The writer writes only eStargz and zstd:chunked (`GnUlInUx`).
+            Format::Estargz | Format::LegacyStargz => GZIP_LAYER,
+            Format::ZstdChunked | Format::ZstdChunkedV2 => {
                 if let (Some(checksum), Some(position)) = (summary.toc_compressed_digest, manifest_position(&summary)) {
                     annotations.insert(MANIFEST_CHECKSUM_ANNOTATIONS[0].to_owned(), checksum.to_string());
                     annotations.insert(MANIFEST_POSITION_ANNOTATION.to_owned(), position);

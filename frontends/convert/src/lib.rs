@@ -19,6 +19,8 @@
 //! `crfs_core::writer`. It must never depend on crfs-vfs, crfs-remote (no
 //! network, no async runtime), crfs-image, the FUSE or NFS front-ends or the CLI.
 
+#![deny(missing_docs)]
+
 pub mod cleanup;
 pub mod engine;
 pub mod image;
@@ -28,16 +30,27 @@ use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use crfs_core::writer::{Format, Options, Summary};
+pub use crfs_core::Format;
+pub use crfs_core::writer::{Options, Summary};
 pub use engine::ZlibDeflate;
 
 /// Why a conversion failed. `Display` gives one line.
 #[derive(Debug)]
 pub enum Error {
     /// Opening, reading or writing a file (or stdin/stdout).
-    Io { what: String, error: std::io::Error },
+    Io {
+        /// What was being done, naming the file.
+        what: String,
+        /// The error it met.
+        error: std::io::Error,
+    },
     /// The input is compressed but its stream is broken.
-    BadCompression { format: &'static str, error: std::io::Error },
+    BadCompression {
+        /// The compression the input was taken for (`gzip`, `zstd`).
+        format: &'static str,
+        /// The decoder's error.
+        error: std::io::Error,
+    },
     /// The tar or the options are not acceptable.
     Writer(crfs_core::writer::Error),
     /// An OCI image layout is missing something or holds something unusable.

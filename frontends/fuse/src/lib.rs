@@ -8,6 +8,8 @@
 //! NFS server (nfs3_server, vendored under frontends/nfs/vendor), or the blob formats. A tree
 //! to serve comes from crfs-image (or any `ReadOnlyFs`).
 
+#![deny(missing_docs)]
+
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;

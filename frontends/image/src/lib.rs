@@ -38,6 +38,8 @@
 //! Depends on crfs-core, crfs-vfs, crfs-remote and crfs-convert. It must never depend on a
 //! front-end (crfs-fuse, crfs-nfs, the CLI), on fuser or NFS types, nor parse command lines.
 
+#![deny(missing_docs)]
+
 mod credentials;
 mod error;
 mod images;

@@ -36,6 +36,8 @@
 //! Must never depend on: fuser, registry or HTTP code, or the blob formats (crfs-core is
 //! used for `Digest`; tree identities come from crfs-vfs).
 
+#![deny(missing_docs)]
+
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -65,6 +67,7 @@ use nfs3_server::vfs::{
 };
 
 #[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod fuzz_entry;
 pub mod locks;
 pub mod portmap;

@@ -23,7 +23,9 @@ use crate::platform::Platform;
 /// A username and password for a registry (basic auth, or exchanged for a bearer token).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user name.
     pub username: String,
+    /// The password or token (never printed: `Debug` hides it).
     pub password: String,
 }
 
@@ -49,6 +51,7 @@ impl Credentials {
 pub struct RegistryCredentials {
     /// The registry as named in image references (`docker.io`, `127.0.0.1:5000`).
     pub registry: String,
+    /// What to present to that registry.
     pub credentials: Credentials,
 }
 
@@ -72,6 +75,7 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// Wait before the first retry; doubled each time (with jitter), capped at `max_backoff`.
     pub initial_backoff: Duration,
+    /// The longest wait between two attempts.
     pub max_backoff: Duration,
 }
 
@@ -89,6 +93,7 @@ impl Default for RetryPolicy {
 /// The on-disk cache of fetched compressed ranges.
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
+    /// The cache's directory (created if missing; processes may share it).
     pub dir: PathBuf,
     /// Bound on the bytes kept, across every process sharing `dir`.
     pub max_bytes: u64,
@@ -154,6 +159,7 @@ pub struct Options {
     pub auth_file: Option<PathBuf>,
     /// Look up `~/.docker/config.json` (`$DOCKER_CONFIG`): auths, credsStore, credHelpers.
     pub docker_config: bool,
+    /// When and how often a failed read is tried again.
     pub retry: RetryPolicy,
     /// Connecting to a server times out after this.
     pub connect_timeout: Duration,

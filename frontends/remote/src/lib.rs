@@ -64,6 +64,8 @@
 //! upload streams and side-by-side pulls; http-auth to parse `WWW-Authenticate` (see `token`);
 //! docker_credential for the Docker config; toml for containerd's hosts.toml files.
 
+#![deny(missing_docs)]
+
 mod blob;
 mod cache;
 mod client;

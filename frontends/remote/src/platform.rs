@@ -10,8 +10,11 @@ use crate::error::Error;
 /// An OCI platform, as in `linux/amd64` or `linux/arm/v7`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
+    /// The operating system (`linux`).
     pub os: String,
+    /// The CPU architecture, in Go's names (`amd64`, `arm64`, `arm`).
     pub architecture: String,
+    /// The architecture's variant (`v7`, `v8`), when the platform names one.
     pub variant: Option<String>,
 }
 

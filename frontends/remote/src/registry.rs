@@ -26,6 +26,8 @@ pub struct LayerDesc {
     pub size: u64,
     /// OCI or Docker layer media type.
     pub media_type: String,
+    /// The descriptor's annotations (the TOC digest and the zstd:chunked manifest position of
+    /// lazy layers among them).
     pub annotations: BTreeMap<String, String>,
 }
 

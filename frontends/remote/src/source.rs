@@ -24,9 +24,13 @@ use crate::remote::Remote;
 /// What kind of source a spec names (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
+    /// One local blob file.
     File,
+    /// One blob at an HTTP(S) URL.
     Url,
+    /// An image in a local OCI image layout (`oci:DIR[:TAG]`).
     OciLayout,
+    /// An image in a registry.
     Registry,
 }
 
@@ -119,8 +123,11 @@ impl SourceLayer {
 /// A source opened: its layers bottom first, and the image they came from, if any.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// What the spec named.
     pub kind: SourceKind,
+    /// The image, for an OCI layout or a registry; `None` for a single blob.
     pub image: Option<Image>,
+    /// The layers, bottom first (one for a single blob).
     pub layers: Vec<SourceLayer>,
 }
 

@@ -51,9 +51,11 @@ const UPLOAD_PIECE: usize = 1 << 20;
 /// A manifest, index or blob as a descriptor names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobRef {
+    /// The media type the descriptor gives.
     pub media_type: String,
     /// `sha256:…`
     pub digest: String,
+    /// The blob's length in bytes.
     pub size: u64,
 }
 
@@ -73,11 +75,30 @@ pub enum Moved {
 /// What a transfer reports as it goes.
 pub enum TransferEvent<'a> {
     /// A blob starts moving: its digest and size.
-    Start { digest: &'a str, size: u64 },
+    Start {
+        /// The blob's digest.
+        digest: &'a str,
+        /// Its length.
+        size: u64,
+    },
     /// Bytes of a blob moved so far (several blobs may be moving at once).
-    Progress { digest: &'a str, done: u64, total: u64 },
+    Progress {
+        /// The blob's digest.
+        digest: &'a str,
+        /// Bytes moved.
+        done: u64,
+        /// The blob's length.
+        total: u64,
+    },
     /// A blob is where it has to be.
-    Done { digest: &'a str, size: u64, how: Moved },
+    Done {
+        /// The blob's digest.
+        digest: &'a str,
+        /// Its length.
+        size: u64,
+        /// Whether it was downloaded, uploaded, already there, or mounted.
+        how: Moved,
+    },
 }
 
 /// Receives [`TransferEvent`]s (progress bars, output lines).
@@ -102,6 +123,7 @@ pub struct PullReport {
     pub manifests: usize,
     /// Distinct blobs (configs, layers) downloaded, and their bytes.
     pub blobs: usize,
+    /// The bytes of those blobs.
     pub bytes: u64,
     /// Distinct layers left at the registry (see [`LeaveOut`]).
     pub left_out: usize,
@@ -116,6 +138,7 @@ pub struct PushReport {
     pub pushed: String,
     /// Blobs uploaded, and their bytes.
     pub uploaded: usize,
+    /// The bytes of those blobs.
     pub uploaded_bytes: u64,
     /// Of those, the blobs the layout did not hold, fetched from the source image first.
     pub fetched: usize,

@@ -5,6 +5,7 @@
 //! real directory tree (a FUSE mount, an extracted tar); the Go helper itself, built on
 //! demand; and small process helpers. Test-only: never a dependency of a shipped crate.
 
+#![deny(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
 
 use std::os::unix::ffi::OsStrExt;
@@ -361,9 +362,13 @@ pub struct TarBuilder {
 /// What a [`TarBuilder`] entry is.
 #[derive(Clone, Copy, Debug)]
 pub enum TarEntry<'a> {
+    /// A directory.
     Dir,
+    /// A regular file with these contents.
     File(&'a [u8]),
+    /// A symbolic link to this target.
     Symlink(&'a str),
+    /// A hard link to this earlier name.
     Hardlink(&'a str),
 }
 
