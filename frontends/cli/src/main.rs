@@ -238,7 +238,6 @@ fn main() -> ExitCode {
         }),
         Command::Nfs { listen, serve, remote, sources, namespace } => {
             nfs::serve(nfs::NfsArgs { sources, remote, listen, serve, namespace })
-                .map_err(|message| crfs_image::Error::new(crfs_image::ErrorKind::Io, message))
         }
         Command::Store { serve, allow_other, remote, mountpoint } => {
             mount::mount_store(mount::StoreArgs { mountpoint, remote, serve, allow_other })

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use crfs_image::{Error, ErrorKind, Result};
 use crfs_nfs::{Endpoints, NfsFs, NfsServer, Portmap};
 use crfs_vfs::ReadOnlyFs;
 
@@ -97,29 +98,31 @@ pub fn mount_commands(addr: SocketAddr, portmap: Portmap) -> [String; 2] {
     }
 }
 
-pub fn serve(args: NfsArgs) -> Result<(), String> {
+pub fn serve(args: NfsArgs) -> Result<()> {
     if args.sources.is_empty() {
-        let images = args.remote.images(args.serve.verify(), &[]).map_err(|e| e.to_string())?;
-        let ns = images.namespace(args.namespace.options(&args.serve)).map_err(|e| e.to_string())?;
+        let images = args.remote.images(args.serve.verify(), &[])?;
+        let ns = images.namespace(args.namespace.options(&args.serve))?;
         return run(NfsFs::stable(ns), &args, "the crfs namespace");
     }
-    let images = args.remote.images(args.serve.verify(), &args.sources).map_err(|e| e.to_string())?;
-    let layers = images.open(&args.sources).map_err(|e| e.to_string())?;
+    let images = args.remote.images(args.serve.verify(), &args.sources)?;
+    let layers = images.open(&args.sources)?;
     for l in &layers {
         eprintln!("crfs: {}: {}", l.name, l.state());
     }
     let source = args.sources.join(" ");
-    let (fs, identity) = crfs_image::tree(layers, args.serve.fs_options()).map_err(|e| e.to_string())?;
+    let (fs, identity) = crfs_image::tree(layers, args.serve.fs_options())?;
     run(NfsFs::new(fs, identity), &args, &source)
 }
 
-fn run<F: ReadOnlyFs>(fs: NfsFs<F>, args: &NfsArgs, source: &str) -> Result<(), String> {
+fn run<F: ReadOnlyFs>(fs: NfsFs<F>, args: &NfsArgs, source: &str) -> Result<()> {
     let (endpoints, standard) = args.listen.endpoints(may_bind_low_ports());
     let server = NfsServer::bind_endpoints(fs, endpoints, args.serve.threads).map_err(|e| {
         if standard && e.kind() == std::io::ErrorKind::AddrInUse {
-            format!("{e} (another NFS server, e.g. the kernel's nfsd, holds it): pass --listen 127.0.0.1:PORT")
+            let why =
+                format!("{e} (another NFS server, e.g. the kernel's nfsd, holds it): pass --listen 127.0.0.1:PORT");
+            Error::new(ErrorKind::Io, why).with_source(e)
         } else {
-            format!("listening on {}: {e}", endpoints.nfs)
+            Error::io(format_args!("listening on {}", endpoints.nfs), e)
         }
     })?;
     let addr = server.local_addr();
@@ -130,8 +133,7 @@ fn run<F: ReadOnlyFs>(fs: NfsFs<F>, args: &NfsArgs, source: &str) -> Result<(), 
     let handle = on_stop_signal(move |sig| {
         tracing::info!(signal = sig, "stopping");
         stopper.stop();
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
 
     let [linux, macos] = mount_commands(addr, portmap);
     eprintln!("crfs: serving {source} over NFSv3 on {addr} (read-only; Ctrl-C to stop)");
@@ -146,7 +148,7 @@ fn run<F: ReadOnlyFs>(fs: NfsFs<F>, args: &NfsArgs, source: &str) -> Result<(), 
     eprintln!("  faster (the tree never changes): add -o nocto,actimeo=86400 on Linux, -o actimeo=86400 on macOS");
     let served = server.run();
     handle.close();
-    served.map_err(|e| format!("serving on {addr}: {e}"))
+    served.map_err(|e| Error::io(format_args!("serving on {addr}"), e))
 }
 
 #[cfg(test)]
