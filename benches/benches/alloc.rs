@@ -173,6 +173,19 @@ fn read_vec(fs: &dyn ReadOnlyFs, ino: u64, offset: u64, size: u32, want: &[u8]) 
     Ok(())
 }
 
+/// A read through `read_with` (the lent slice, as the FUSE front-end answers), checked.
+fn read_lent(fs: &dyn ReadOnlyFs, ino: u64, offset: u64, size: u32, want: &[u8]) -> BenchResult<()> {
+    let end = (offset as usize + size as usize).min(want.len());
+    let want = want.get(offset as usize..end).unwrap_or_default();
+    let mut same = false;
+    fs.read_with(ino, offset, size, &mut |got| same = black_box(got) == want).map_err(|e| format!("read: {e}"))?;
+    if same { Ok(()) } else { Err(format!("read_with at {offset}: wrong bytes")) }
+}
+
+/// How a row reads: its label and the call.
+type ReadFn = fn(&dyn ReadOnlyFs, u64, u64, u32, &[u8]) -> BenchResult<()>;
+const READS: [(&str, ReadFn); 2] = [("`read` (Vec)", read_vec), ("`read_with` (lent)", read_lent)];
+
 fn run_format(name: &str, blob: &'static [u8], body: &[u8]) -> BenchResult<()> {
     // Hits: chunk 0 and 1 decoded before counting.
     let (fs, ino) = mount(blob)?;
@@ -183,22 +196,26 @@ fn run_format(name: &str, blob: &'static [u8], body: &[u8]) -> BenchResult<()> {
         ("hit, 128 KiB in one chunk", 128 << 10, 1 << 20),
         ("hit, 128 KiB across two chunks", 128 << 10, CHUNK as u64 - (64 << 10)),
     ] {
-        let mut row = Row::new(format!("{name}: {what}, `read` (Vec)"));
-        for _ in 0..HIT_READS {
-            row.measure(|| read_vec(&*fs, ino, at, size, body))?;
+        for (how, read) in READS {
+            let mut row = Row::new(format!("{name}: {what}, {how}"));
+            for _ in 0..HIT_READS {
+                row.measure(|| read(&*fs, ino, at, size, body))?;
+            }
+            row.print();
+        }
+    }
+    // Misses: a fresh filesystem per round, each chunk but the first missed once.
+    for (how, read) in READS {
+        let mut row = Row::new(format!("{name}: miss, 4 KiB at a chunk's start, {how}"));
+        for _ in 0..MISS_ROUNDS {
+            let (fs, ino) = mount(blob)?;
+            read(&*fs, ino, 0, 4096, body)?;
+            for c in 1..CHUNKS {
+                row.measure(|| read(&*fs, ino, (c * CHUNK) as u64, 4096, body))?;
+            }
         }
         row.print();
     }
-    // Misses: a fresh filesystem per round, each chunk but the first missed once.
-    let mut row = Row::new(format!("{name}: miss, 4 KiB at a chunk's start, `read` (Vec)"));
-    for _ in 0..MISS_ROUNDS {
-        let (fs, ino) = mount(blob)?;
-        read_vec(&*fs, ino, 0, 4096, body)?;
-        for c in 1..CHUNKS {
-            row.measure(|| read_vec(&*fs, ino, (c * CHUNK) as u64, 4096, body))?;
-        }
-    }
-    row.print();
     // The decode alone, as the cache loads a chunk: a fresh buffer per chunk.
     let layer = Layer::open(blob).map_err(|e| format!("open: {e}"))?;
     let file = file_of(&layer)?;

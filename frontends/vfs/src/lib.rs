@@ -11,7 +11,10 @@
 //!
 //! The chunk cache ([`LoadingCache`] over moka) is bounded in bytes, shared by all threads, and
 //! collapses concurrent misses on one chunk into a single decode, so sequential small reads
-//! through a big chunk inflate it once.
+//! through a big chunk inflate it once. Reads are lent to the front-end
+//! ([`ReadOnlyFs::read_with`]): a read inside one cached chunk hands over a slice of the
+//! cached chunk, with no allocation and no copy; [`ReadOnlyFs::read`] returns an owned `Vec`
+//! for callers that must own the bytes (the NFS server).
 //!
 //! Must never depend on: fuser, the NFS server (nfs3_server), sockets, or any registry code;
 //! bytes come from crfs-core's `ReadAt`.
@@ -275,8 +278,21 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError>;
     /// Checks that `ino` can be opened for reading.
     fn open(&self, ino: Ino) -> Result<(), FsError>;
-    /// Up to `size` bytes of a file at `offset`.
+    /// Up to `size` bytes of a file at `offset` (short only at the end of the file).
     fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError>;
+    /// The same bytes as [`read`](Self::read), lent to `sink` instead of returned: called
+    /// exactly once when the read succeeds (with an empty slice at or past the end of the
+    /// file), never when it fails, so a front-end can answer from inside `sink`.
+    ///
+    /// A tree that caches decoded data lends its cache: a read inside one cached chunk then
+    /// makes no allocation and no copy ([`LayerFs`], and [`MergedFs`] and [`NamespaceFs`]
+    /// through it). The provided method lends the `Vec` of [`read`](Self::read), so a tree
+    /// that has nothing to lend needs only `read`.
+    fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
+        let data = self.read(ino, offset, size)?;
+        sink(&data);
+        Ok(())
+    }
     /// The value of an extended attribute.
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError>;
     /// Extended attribute names, each followed by a NUL byte.
@@ -537,8 +553,9 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
             })
     }
 
-    /// Reads up to `size` bytes of file `ino` at `offset` (short only at the end of the file).
-    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    /// The regular file behind `ino` and the end of a read of `size` bytes at `offset`
+    /// (clamped to the file's size; at most `offset` when the read is past the end).
+    fn read_range(&self, ino: Ino, offset: u64, size: u32) -> Result<(NodeId, u64), FsError> {
         let id = self.index().resolve(self.node_of(ino)?);
         let file_size = match self.index().node(id) {
             Some(n) if n.kind() == Kind::Reg => n.size(),
@@ -546,10 +563,12 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
             Some(_) => return Err(FsError::Invalid),
             None => return Err(FsError::NotFound),
         };
-        if offset >= file_size {
-            return Ok(Vec::new());
-        }
-        let end = file_size.min(offset.saturating_add(u64::from(size)));
+        Ok((id, file_size.min(offset.saturating_add(u64::from(size))).max(offset)))
+    }
+
+    /// Reads up to `size` bytes of file `ino` at `offset` (short only at the end of the file).
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let (id, end) = self.read_range(ino, offset, size)?;
         let mut out = Vec::with_capacity((end - offset) as usize);
         let chunks = self.index().chunks(id);
         let mut pos = offset;
@@ -564,6 +583,27 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
             pos += take as u64;
         }
         Ok(out)
+    }
+
+    /// Reads up to `size` bytes of file `ino` at `offset` and lends them to `sink`, called
+    /// once on success (see [`ReadOnlyFs::read_with`]). A read inside one chunk lends the
+    /// cached chunk itself: no allocation, no copy. A read across chunks is assembled once.
+    pub fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
+        let (id, end) = self.read_range(ino, offset, size)?;
+        if offset >= end {
+            sink(&[]);
+            return Ok(());
+        }
+        let i = self.index().chunk_at(id, offset).ok_or(FsError::Io)?;
+        let c = *self.index().chunks(id).get(i).ok_or(FsError::Io)?;
+        if end > c.file_offset + c.size {
+            sink(&self.read(ino, offset, size)?);
+            return Ok(());
+        }
+        let data = self.chunk(id, i)?;
+        let within = (offset - c.file_offset) as usize;
+        sink(data.get(within..within + (end - offset) as usize).ok_or(FsError::Io)?);
+        Ok(())
     }
 
     fn is_opaque_dir(&self, id: NodeId) -> bool {
@@ -633,6 +673,9 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for LayerFs<R> {
     fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         LayerFs::read(self, ino, offset, size)
     }
+    fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
+        LayerFs::read_with(self, ino, offset, size, sink)
+    }
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
         LayerFs::getxattr(self, ino, name)
     }
@@ -672,6 +715,15 @@ macro_rules! forward_read_only_fs {
             }
             fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
                 (**self).read(ino, offset, size)
+            }
+            fn read_with(
+                &self,
+                ino: Ino,
+                offset: u64,
+                size: u32,
+                sink: &mut dyn FnMut(&[u8]),
+            ) -> Result<(), FsError> {
+                (**self).read_with(ino, offset, size, sink)
             }
             fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
                 (**self).getxattr(ino, name)
