@@ -216,24 +216,35 @@ fn run_format(name: &str, blob: &'static [u8], body: &[u8]) -> BenchResult<()> {
         }
         row.print();
     }
-    // The decode alone, as the cache loads a chunk: a fresh buffer per chunk.
+    // The decode alone, as the cache loads a chunk: a fresh buffer per chunk, and a fresh
+    // `Scratch` (`read_chunk`) or one kept from chunk to chunk, as crfs-vfs's threads keep theirs.
     let layer = Layer::open(blob).map_err(|e| format!("open: {e}"))?;
     let file = file_of(&layer)?;
-    let mut row = Row::new(format!("{name}: miss, decode + verify alone (`Layer::read_chunk`)"));
-    for _ in 0..MISS_ROUNDS {
-        for c in 1..CHUNKS {
-            row.measure(|| {
-                let mut out = Vec::new();
-                layer.read_chunk(file, c, true, &mut out).map_err(|e| format!("chunk {c}: {e}"))?;
-                if out.len() != CHUNK {
-                    return Err(format!("chunk {c}: {} bytes", out.len()));
-                }
-                black_box(out);
-                Ok(())
-            })?;
+    for kept in [false, true] {
+        let how = if kept { ", kept `Scratch` (`Layer::read_chunk_with`)" } else { " (`Layer::read_chunk`)" };
+        let mut row = Row::new(format!("{name}: miss, decode + verify alone{how}"));
+        let mut scratch = crfs_core::Scratch::default();
+        layer.read_chunk_with(file, 0, true, &mut Vec::new(), &mut scratch).map_err(|e| format!("chunk 0: {e}"))?;
+        for _ in 0..MISS_ROUNDS {
+            for c in 1..CHUNKS {
+                row.measure(|| {
+                    let mut out = Vec::new();
+                    let decoded = if kept {
+                        layer.read_chunk_with(file, c, true, &mut out, &mut scratch)
+                    } else {
+                        layer.read_chunk(file, c, true, &mut out)
+                    };
+                    decoded.map_err(|e| format!("chunk {c}: {e}"))?;
+                    if out.len() != CHUNK {
+                        return Err(format!("chunk {c}: {} bytes", out.len()));
+                    }
+                    black_box(out);
+                    Ok(())
+                })?;
+            }
         }
+        row.print();
     }
-    row.print();
     Ok(())
 }
 

@@ -11,7 +11,9 @@
 //!
 //! The chunk cache ([`LoadingCache`] over moka) is bounded in bytes, shared by all threads, and
 //! collapses concurrent misses on one chunk into a single decode, so sequential small reads
-//! through a big chunk inflate it once. Reads are lent to the front-end
+//! through a big chunk inflate it once. Each thread decodes with a [`crfs_core::Scratch`] of
+//! its own (a thread-local), so a miss allocates the chunk's buffer and not its decoder state.
+//! Reads are lent to the front-end
 //! ([`ReadOnlyFs::read_with`]): a read inside one cached chunk hands over a slice of the
 //! cached chunk, with no allocation and no copy; [`ReadOnlyFs::read`] returns an owned `Vec`
 //! for callers that must own the bytes (the NFS server).
@@ -239,6 +241,29 @@ impl Default for Options {
     fn default() -> Self {
         Options { verify: true, overlay_whiteouts: false, cache_bytes: 256 << 20, read_ahead: true }
     }
+}
+
+thread_local! {
+    /// Each thread's decoding state (compressed-bytes buffer, decompressors), kept between the
+    /// chunks it decodes so that a miss allocates only the chunk's own buffer.
+    static SCRATCH: std::cell::RefCell<crfs_core::Scratch> = std::cell::RefCell::default();
+}
+
+/// Decodes (and with `verify` checks) one chunk into a buffer of its own, with this thread's
+/// [`crfs_core::Scratch`].
+pub(crate) fn decode_chunk<R: ReadAt>(
+    layer: &Layer<R>,
+    file: NodeId,
+    chunk: usize,
+    verify: bool,
+) -> Result<Arc<Vec<u8>>, crfs_core::Error> {
+    let mut data = Vec::new();
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => layer.read_chunk_with(file, chunk, verify, &mut data, &mut scratch),
+        // Only if a decode ever ran inside another on this thread: use a scratch of its own.
+        Err(_) => layer.read_chunk(file, chunk, verify, &mut data),
+    })?;
+    Ok(Arc::new(data))
 }
 
 /// A decoded chunk's key: (layer tag, file node, chunk index).
@@ -542,8 +567,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
                         Some((self.layer.clone(), self.cache.clone(), self.cache_tag, self.options.verify))
                     });
                 }
-                let mut data = Vec::new();
-                self.layer.read_chunk(file, chunk, self.options.verify, &mut data).map(|()| Arc::new(data))
+                decode_chunk(&self.layer, file, chunk, self.options.verify)
             })
             .map_err(|e| {
                 let path = String::from_utf8_lossy(&self.index().path(file)).into_owned();

@@ -87,10 +87,7 @@ fn spawn<R: ReadAt + Send + Sync + 'static>(
                 continue;
             }
             // Errors are left to the read that needs the chunk: it decodes again and reports.
-            let _ = cache.get_or_load(key, || {
-                let mut data = Vec::new();
-                layer.read_chunk(file, chunk as usize, verify, &mut data).map(|()| Arc::new(data))
-            });
+            let _ = cache.get_or_load(key, || crate::decode_chunk(&layer, file, chunk as usize, verify));
         }
     };
     match std::thread::Builder::new().name("crfs-readahead".into()).spawn(worker) {
