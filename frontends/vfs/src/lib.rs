@@ -229,7 +229,9 @@ pub struct Options {
     /// Present `.wh.X` as overlayfs whiteouts (0/0 char devices named X) and opaque markers as
     /// `trusted.overlay.opaque=y`, so the mount can be an overlayfs lower layer.
     pub overlay_whiteouts: bool,
-    /// Bytes of decompressed chunks kept in memory.
+    /// Bytes of decompressed chunks kept in memory (default 16 MiB): chunks still being read
+    /// (part-way through, wanted by several readers, decoded ahead); a front-end's kernel
+    /// cache keeps the file data already read.
     pub cache_bytes: u64,
     /// Decode ahead of reads that walk forward through the blob, on a background thread (see
     /// `readahead`). Off, every chunk is decoded by the read that needs it, on its own thread,
@@ -239,7 +241,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { verify: true, overlay_whiteouts: false, cache_bytes: 256 << 20, read_ahead: true }
+        Options { verify: true, overlay_whiteouts: false, cache_bytes: 16 << 20, read_ahead: true }
     }
 }
 
@@ -388,7 +390,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
 
     /// Serves `layer` with a cache shared with other layers; `tag` tells its entries apart.
     pub fn with_cache(layer: Arc<Layer<R>>, options: Options, cache: ChunkCache, tag: u32) -> Self {
-        let readahead = readahead::ReadAhead::new(&layer);
+        let readahead = readahead::ReadAhead::new(&layer, options.cache_bytes);
         LayerFs { layer, cache, cache_tag: tag, options, readahead }
     }
 
@@ -563,7 +565,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
             .get_or_load(key, || {
                 // A miss: if misses walk forward through the blob, decode what follows ahead.
                 if let Some(c) = self.index().chunks(file).get(chunk).filter(|_| self.options.read_ahead) {
-                    self.readahead.on_miss(c.offset, file, key.2, || {
+                    self.readahead.on_miss(self.index(), c.offset, file, key.2, || {
                         Some((self.layer.clone(), self.cache.clone(), self.cache_tag, self.options.verify))
                     });
                 }
