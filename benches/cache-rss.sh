@@ -13,7 +13,8 @@
 # Each run: drop the page cache, `crfs mount --threads 4 --cache-size SIZE BLOB MNT` (as
 # fuse-compare.sh mounts it), `tar -cf - . | cat` in the mount (one process reading every file
 # in tree order), then VmHWM of the crfs process, then unmount. VmHWM is also taken once the
-# mount is up, before any read: the peak of opening the layer (TOC text, index). Needs root (drop_caches, mount).
+# mount is up, before any read: the peak of opening the layer (TOC text, index); and VmRSS
+# once the read is done: what the process keeps. Needs root (drop_caches, mount).
 # Prints a markdown table on stdout.
 set -euo pipefail
 
@@ -48,10 +49,10 @@ trap cleanup EXIT
 # median [min-max] of the numbers on stdin
 stats() { sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f [%.1f-%.1f]", m, a[1], a[NR]}'; }
 
-echo "| --cache-size | peak RSS MiB after mounting | peak RSS MiB after reading every file (VmHWM) | read every file, s |"
-echo "|---|---|---|---|"
+echo "| --cache-size | peak RSS MiB after mounting | peak RSS MiB after reading every file (VmHWM) | RSS MiB once read (VmRSS) | read every file, s |"
+echo "|---|---|---|---|---|"
 for size in "${SIZES[@]}"; do
-  open=() rss=() secs=()
+  open=() rss=() held=() secs=()
   for _ in $(seq "$N"); do
     sync
     echo 3 >/proc/sys/vm/drop_caches
@@ -67,10 +68,11 @@ for size in "${SIZES[@]}"; do
     tar -C "$MNT" -cf - . | cat >/dev/null
     secs+=("$(echo "$EPOCHREALTIME - $start" | bc -l)")
     rss+=("$(awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$FS_PID/status")")
+    held+=("$(awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$FS_PID/status")")
     kill -TERM "$FS_PID"
     wait "$FS_PID"
     FS_PID=
   done
-  echo "| $size | $(printf '%s\n' "${open[@]}" | stats) | $(printf '%s\n' "${rss[@]}" | stats) | $(printf '%s\n' "${secs[@]}" | stats) |"
+  echo "| $size | $(printf '%s\n' "${open[@]}" | stats) | $(printf '%s\n' "${rss[@]}" | stats) | $(printf '%s\n' "${held[@]}" | stats) | $(printf '%s\n' "${secs[@]}" | stats) |"
 done
 rm -f "$MNT.log"

@@ -45,8 +45,11 @@ impl Default for OpenOptions {
 /// (with the `zstd` feature) ruzstd's frame decoder, each made on first use and reset for every
 /// chunk. One per thread (it is `Send`, not shared): crfs-vfs keeps one in a thread-local.
 ///
-/// What it keeps is bounded: after a chunk whose compressed span or output is larger than
-/// [`Scratch::KEEP`], the buffers it grew for that chunk are let go.
+/// What it keeps is bounded, since every thread that decodes holds one: a compressed span
+/// larger than [`Scratch::KEEP_COMPRESSED`] is read into a buffer of its own, let go after
+/// the chunk (so a big chunk's decode makes two allocations, a small one's one), and the zstd
+/// decoder is let go after a chunk of more than [`Scratch::KEEP_ZSTD`] bytes (its window
+/// buffer grows with the frame).
 #[derive(Default)]
 pub struct Scratch {
     compressed: Vec<u8>,
@@ -68,18 +71,16 @@ impl core::fmt::Debug for Scratch {
 }
 
 impl Scratch {
-    /// The most bytes of compressed span (and of zstd window) kept between chunks: 8 MiB,
-    /// twice the writers' default chunk.
-    pub const KEEP: usize = 8 << 20;
+    /// The largest compressed-bytes buffer kept between chunks: 1 MiB.
+    pub const KEEP_COMPRESSED: usize = 1 << 20;
+    /// The largest chunk after which the zstd decoder is kept: 4 MiB, the writers' default.
+    pub const KEEP_ZSTD: usize = 4 << 20;
 
-    /// Lets go of what a chunk of `span` compressed and `total` decoded bytes made grow beyond
-    /// [`KEEP`](Self::KEEP).
-    fn trim(&mut self, span: usize, total: usize) {
-        if span > Self::KEEP {
-            self.compressed = Vec::new();
-        }
+    /// Lets go of the zstd decoder after a chunk of `total` decoded bytes grew its window
+    /// buffer beyond what is kept.
+    fn trim(&mut self, total: usize) {
         #[cfg(feature = "zstd")]
-        if total > Self::KEEP {
+        if total > Self::KEEP_ZSTD {
             self.decoders.zstd = None;
         }
         let _ = total;
@@ -242,11 +243,19 @@ impl<R: ReadAt> Layer<R> {
             return Ok(());
         }
         let span = c.compressed_end.saturating_sub(c.offset).min(compressed_budget(total)) as usize;
-        // Read into the scratch buffer, grown (zeroed) only past what earlier chunks needed.
-        if scratch.compressed.len() < span {
-            scratch.compressed.resize(span, 0);
-        }
-        let buf = scratch.compressed.get_mut(..span).ok_or(Error::Corrupt("chunk span"))?;
+        // Read into the scratch buffer, grown (zeroed) only past what earlier chunks needed; a
+        // span too big to keep gets a buffer of its own, dropped after this chunk.
+        let mut own;
+        let whole = if span > Scratch::KEEP_COMPRESSED {
+            own = alloc::vec![0u8; span];
+            &mut own
+        } else {
+            if scratch.compressed.len() < span {
+                scratch.compressed.resize(span, 0);
+            }
+            &mut scratch.compressed
+        };
+        let buf = whole.get_mut(..span).ok_or(Error::Corrupt("chunk span"))?;
         let got = read_full(&self.blob, c.offset, buf)?;
         let compressed = buf.get(..got).unwrap_or_default();
         // The decoders allocate `out` once, never beyond what `compressed` can expand to.
@@ -261,7 +270,7 @@ impl<R: ReadAt> Layer<R> {
             let inflate = scratch.decoders.inflate.get_or_insert_with(Default::default);
             crate::gzip::inflate_prefix_with(compressed, total, out, inflate)
         };
-        scratch.trim(span, total);
+        scratch.trim(total);
         if result.is_err() {
             out.clear();
         }
