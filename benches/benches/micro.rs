@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crfs_benches::Rng;
 use crfs_core::footer::{MAX_FOOTER_LEN, parse_footer};
 use crfs_core::writer::{Options, convert_to_vec};
 use crfs_core::{Format, Index, Kind, Layer, NodeId};
@@ -38,44 +39,6 @@ const WIDE_DIR_FILES: usize = 5_000;
 const CHUNK: usize = 4 << 20;
 /// Bytes of tar the writer benchmarks convert.
 const WRITER_INPUT: usize = 24 << 20;
-
-/// A deterministic xorshift64* generator: the same corpus on every run and machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// `len` bytes of source-code-like text (compresses about 3:1 with gzip -9, like a
-    /// Python tree), or, when `random` is set, half text and half random bytes.
-    fn content(&mut self, len: usize, random: bool) -> Vec<u8> {
-        const WORDS: [&str; 24] = [
-            "def ", "self", ".value", " = ", "return ", "import ", "os", "sys", "(", ")", ":\n    ", "\n", "if ",
-            "else", " in ", "for ", "None", "True", "path", "data", "0x", "# ", "class ", ", ",
-        ];
-        let mut out = Vec::with_capacity(len);
-        while out.len() < len {
-            if random && self.below(2) == 0 {
-                out.extend_from_slice(&self.next().to_le_bytes());
-            } else {
-                out.extend_from_slice(WORDS[self.below(WORDS.len() as u64) as usize].as_bytes());
-                if self.below(8) == 0 {
-                    out.extend_from_slice(self.below(100_000).to_string().as_bytes());
-                }
-            }
-        }
-        out.truncate(len);
-        out
-    }
-}
 
 /// Everything the benchmarks read, built once before any is timed.
 struct Fixtures {

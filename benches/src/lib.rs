@@ -38,6 +38,47 @@ pub fn regular_files(index: &Index) -> Vec<NodeId> {
         .collect()
 }
 
+/// A deterministic xorshift64* generator: the same corpus on every run and machine (the
+/// micro-benchmarks' fixtures).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// `len` bytes of source-code-like text (compresses about 3:1 with gzip -9, like a
+    /// Python tree), or, when `random` is set, half text and half random bytes.
+    pub fn content(&mut self, len: usize, random: bool) -> Vec<u8> {
+        const WORDS: [&str; 24] = [
+            "def ", "self", ".value", " = ", "return ", "import ", "os", "sys", "(", ")", ":\n    ", "\n", "if ",
+            "else", " in ", "for ", "None", "True", "path", "data", "0x", "# ", "class ", ", ",
+        ];
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            if random && self.below(2) == 0 {
+                out.extend_from_slice(&self.next_u64().to_le_bytes());
+            } else {
+                out.extend_from_slice(WORDS[self.below(WORDS.len() as u64) as usize].as_bytes());
+                if self.below(8) == 0 {
+                    out.extend_from_slice(self.below(100_000).to_string().as_bytes());
+                }
+            }
+        }
+        out.truncate(len);
+        out
+    }
+}
+
 /// A tiny command-line reader: positional arguments plus `--name value` and `--flag` options.
 #[derive(Debug, Default)]
 pub struct Args {

@@ -81,6 +81,18 @@ fn new_decompressor() -> Box<DecompressorOxide> {
     Box::<DecompressorOxide>::default()
 }
 
+/// Makes `out` hold `len` bytes to be overwritten: a new zeroed allocation when it has too
+/// little room (`vec!` asks the allocator for zeroed memory, which a fresh mapping already
+/// is, so large buffers are not written twice), else its own memory, zeroed once.
+pub(crate) fn output_buffer(out: &mut Vec<u8>, len: usize) {
+    if out.capacity() < len {
+        *out = alloc::vec![0u8; len];
+    } else {
+        out.clear();
+        out.resize(len, 0);
+    }
+}
+
 /// Inflates one whole member at the start of `member`, checks its CRC32 and ISIZE, and returns
 /// the uncompressed bytes. Fails with `TooLarge` rather than produce more than `limit` bytes.
 pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
@@ -143,39 +155,37 @@ pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
 ///
 /// Never produces more than `len` bytes, whatever the stream holds after them. The member
 /// may end exactly there or go on (eStargz members often carry the next tar header after a
-/// chunk); a member that ends earlier is an error. `out` grows only as inflated bytes arrive, so
-/// a `len` that the compressed data cannot back is never allocated.
+/// chunk); a member that ends earlier is an error. `out` is allocated once, for at most what
+/// the compressed bytes can expand to (DEFLATE's 1032:1), so a `len` that the compressed data
+/// cannot back is never allocated.
 pub fn inflate_prefix(member: &[u8], len: usize, out: &mut Vec<u8>) -> Result<()> {
+    inflate_prefix_with(member, len, out, &mut new_decompressor())
+}
+
+/// [`inflate_prefix`] with a caller's decompressor, reset here before use: a reader that keeps
+/// one (see [`Scratch`](crate::layer::Scratch)) inflates chunk after chunk without allocating
+/// its 10 KB of state each time.
+pub fn inflate_prefix_with(member: &[u8], len: usize, out: &mut Vec<u8>, decomp: &mut DecompressorOxide) -> Result<()> {
     let header = parse_header(member)?;
     let data = member.get(header.len..).ok_or(Error::BadGzip("header truncated"))?;
     out.clear();
     if len == 0 {
         return Ok(());
     }
-    out.resize(data.len().saturating_mul(4).max(4096).min(len), 0);
-    let mut decomp = new_decompressor();
+    decomp.init();
+    output_buffer(out, data.len().saturating_mul(MAX_DEFLATE_RATIO).saturating_add(64).min(len));
+    // All the input and the whole output at once: one call inflates as far as either allows.
     let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
-    let mut in_pos = 0usize;
-    let mut out_pos = 0usize;
-    loop {
-        // `decompress` consumes no more than it is given, so `in_pos` stays within `data`.
-        let input = data.get(in_pos..).unwrap_or_default();
-        let (status, consumed, written) = decompress(&mut decomp, input, out, out_pos, flags);
-        in_pos += consumed;
-        out_pos += written;
-        match status {
-            TINFLStatus::Done | TINFLStatus::HasMoreOutput if out_pos == len => return Ok(()),
-            TINFLStatus::HasMoreOutput if out_pos == out.len() => {
-                let grown = out.len().saturating_mul(2).min(len);
-                out.resize(grown, 0);
-            }
-            TINFLStatus::Done => return Err(Error::Corrupt("gzip member holds fewer bytes than the TOC says")),
-            TINFLStatus::HasMoreOutput => return Err(Error::Corrupt("inflate stopped early")),
-            TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
-                return Err(Error::Corrupt("gzip member ends early"));
-            }
-            _ => return Err(Error::Corrupt("invalid deflate data")),
+    let (status, _, written) = decompress(decomp, data, out, 0, flags);
+    match status {
+        TINFLStatus::Done | TINFLStatus::HasMoreOutput if written == len => Ok(()),
+        TINFLStatus::Done => Err(Error::Corrupt("gzip member holds fewer bytes than the TOC says")),
+        // The output holds all that the input could expand to, and it is full.
+        TINFLStatus::HasMoreOutput => Err(Error::Corrupt("gzip member ends early")),
+        TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
+            Err(Error::Corrupt("gzip member ends early"))
         }
+        _ => Err(Error::Corrupt("invalid deflate data")),
     }
 }
 

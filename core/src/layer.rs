@@ -40,6 +40,53 @@ impl Default for OpenOptions {
     }
 }
 
+/// Decoding state kept from one chunk to the next, so that a decode allocates only its output:
+/// the buffer the compressed bytes are read into, miniz_oxide's `DecompressorOxide` and
+/// (with the `zstd` feature) ruzstd's frame decoder, each made on first use and reset for every
+/// chunk. One per thread (it is `Send`, not shared): crfs-vfs keeps one in a thread-local.
+///
+/// What it keeps is bounded, since every thread that decodes holds one: a compressed span
+/// larger than [`Scratch::KEEP_COMPRESSED`] is read into a buffer of its own, let go after
+/// the chunk (so a big chunk's decode makes two allocations, a small one's one), and the zstd
+/// decoder is let go after a chunk of more than [`Scratch::KEEP_ZSTD`] bytes (its window
+/// buffer grows with the frame).
+#[derive(Default)]
+pub struct Scratch {
+    compressed: Vec<u8>,
+    decoders: Decoders,
+}
+
+/// The decompressors of a [`Scratch`], each made on first use.
+#[derive(Default)]
+struct Decoders {
+    inflate: Option<alloc::boxed::Box<miniz_oxide::inflate::core::DecompressorOxide>>,
+    #[cfg(feature = "zstd")]
+    zstd: Option<alloc::boxed::Box<ruzstd::decoding::FrameDecoder>>,
+}
+
+impl core::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Scratch").field("compressed_capacity", &self.compressed.capacity()).finish_non_exhaustive()
+    }
+}
+
+impl Scratch {
+    /// The largest compressed-bytes buffer kept between chunks: 1 MiB.
+    pub const KEEP_COMPRESSED: usize = 1 << 20;
+    /// The largest chunk after which the zstd decoder is kept: 4 MiB, the writers' default.
+    pub const KEEP_ZSTD: usize = 4 << 20;
+
+    /// Lets go of the zstd decoder after a chunk of `total` decoded bytes grew its window
+    /// buffer beyond what is kept.
+    fn trim(&mut self, total: usize) {
+        #[cfg(feature = "zstd")]
+        if total > Self::KEEP_ZSTD {
+            self.decoders.zstd = None;
+        }
+        let _ = total;
+    }
+}
+
 /// An opened layer blob: what the footer says, the TOC's digests and the index.
 #[derive(Debug)]
 pub struct Layer<R> {
@@ -140,21 +187,34 @@ impl<R: ReadAt> Layer<R> {
     /// contents), without verifying. `len` is clamped to the chunk's size.
     pub fn decode_chunk_prefix(&self, file: NodeId, chunk: usize, len: u64, out: &mut Vec<u8>) -> Result<()> {
         let c = self.reg_chunk(file, chunk)?;
-        self.decode(&c, len.min(c.size), out)
+        self.decode(&c, len.min(c.size), out, &mut Scratch::default())
     }
 
     /// Decodes one whole chunk into `out` (replacing its contents) and, if `verify` is set and
     /// the TOC has a digest for it, checks the digest.
     pub fn read_chunk(&self, file: NodeId, chunk: usize, verify: bool, out: &mut Vec<u8>) -> Result<()> {
+        self.read_chunk_with(file, chunk, verify, out, &mut Scratch::default())
+    }
+
+    /// [`read_chunk`](Self::read_chunk) with the caller's [`Scratch`]: with a scratch kept from
+    /// earlier chunks, the decode allocates only `out` (once, when it has too little room).
+    pub fn read_chunk_with(
+        &self,
+        file: NodeId,
+        chunk: usize,
+        verify: bool,
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
         let c = self.reg_chunk(file, chunk)?;
-        self.decode(&c, c.size, out)?;
+        self.decode(&c, c.size, out, scratch)?;
         if verify {
             check_chunk(&c, out)?;
         }
         Ok(())
     }
 
-    fn decode(&self, c: &Chunk, len: u64, out: &mut Vec<u8>) -> Result<()> {
+    fn decode(&self, c: &Chunk, len: u64, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<()> {
         out.clear();
         let total = c.inner_offset.checked_add(len).ok_or(Error::Corrupt("chunk size overflows"))?;
         if total > self.max_chunk_size {
@@ -167,7 +227,7 @@ impl<R: ReadAt> Layer<R> {
         if len == 0 {
             return Ok(());
         }
-        self.decode_member(c, total, out)?;
+        self.decode_member(c, total, out, scratch)?;
         if c.inner_offset > 0 {
             out.drain(..c.inner_offset as usize);
         }
@@ -175,27 +235,46 @@ impl<R: ReadAt> Layer<R> {
     }
 
     /// Decodes the first `total` bytes (`innerOffset` included) of the member that holds `c`
-    /// into `out`, replacing its contents. `total` must be within `max_chunk_size`.
-    fn decode_member(&self, c: &Chunk, total: u64, out: &mut Vec<u8>) -> Result<()> {
+    /// into `out`, replacing its contents (left empty on failure). `total` must be within
+    /// `max_chunk_size`.
+    fn decode_member(&self, c: &Chunk, total: u64, out: &mut Vec<u8>, scratch: &mut Scratch) -> Result<()> {
         out.clear();
         if total == 0 {
             return Ok(());
         }
-        let span = c.compressed_end.saturating_sub(c.offset).min(compressed_budget(total));
-        let mut compressed = alloc::vec![0u8; span as usize];
-        let got = read_full(&self.blob, c.offset, &mut compressed)?;
-        compressed.truncate(got);
-        // The decoders grow `out` as data arrives: a claimed size is never allocated up front.
+        let span = c.compressed_end.saturating_sub(c.offset).min(compressed_budget(total)) as usize;
+        // Read into the scratch buffer, grown (zeroed) only past what earlier chunks needed; a
+        // span too big to keep gets a buffer of its own, dropped after this chunk.
+        let mut own;
+        let whole = if span > Scratch::KEEP_COMPRESSED {
+            own = alloc::vec![0u8; span];
+            &mut own
+        } else {
+            if scratch.compressed.len() < span {
+                scratch.compressed.resize(span, 0);
+            }
+            &mut scratch.compressed
+        };
+        let buf = whole.get_mut(..span).ok_or(Error::Corrupt("chunk span"))?;
+        let got = read_full(&self.blob, c.offset, buf)?;
+        let compressed = buf.get(..got).unwrap_or_default();
+        // The decoders allocate `out` once, never beyond what `compressed` can expand to.
         let total = usize::try_from(total).map_err(|_| Error::TooLarge {
             what: "chunk",
             size: total,
             limit: self.max_chunk_size,
         })?;
-        if self.footer.format.is_zstd() {
-            decode_zstd(&compressed, total, out)
+        let result = if self.footer.format.is_zstd() {
+            decode_zstd(compressed, total, out, &mut scratch.decoders)
         } else {
-            crate::gzip::inflate_prefix(&compressed, total, out)
+            let inflate = scratch.decoders.inflate.get_or_insert_with(Default::default);
+            crate::gzip::inflate_prefix_with(compressed, total, out, inflate)
+        };
+        scratch.trim(total);
+        if result.is_err() {
+            out.clear();
         }
+        result
     }
 
     /// The first `need` bytes of chunk `i` of `chunks`, decoded (not verified).
@@ -239,9 +318,9 @@ impl<R: ReadAt> Layer<R> {
                 }
             }
             cache.offset = None;
-            let shared = self.decode_member(c, upto, &mut cache.data);
+            let shared = self.decode_member(c, upto, &mut cache.data, &mut cache.scratch);
             if shared.is_err() && upto > own {
-                self.decode_member(c, own, &mut cache.data)?;
+                self.decode_member(c, own, &mut cache.data, &mut cache.scratch)?;
             } else {
                 shared?;
             }
@@ -335,6 +414,7 @@ struct MemberCache {
     offset: Option<u64>,
     data: Vec<u8>,
     zeros: Vec<u8>,
+    scratch: Scratch,
 }
 
 /// Fills as much of `buf` as the blob holds from `offset`.
@@ -449,11 +529,12 @@ pub fn check_chunk(c: &Chunk, data: &[u8]) -> Result<()> {
 }
 
 #[cfg(feature = "zstd")]
-fn decode_zstd(frame: &[u8], len: usize, out: &mut Vec<u8>) -> Result<()> {
-    crate::zstd::decode_prefix(frame, len, out)
+fn decode_zstd(frame: &[u8], len: usize, out: &mut Vec<u8>, decoders: &mut Decoders) -> Result<()> {
+    let decoder = decoders.zstd.get_or_insert_with(|| alloc::boxed::Box::new(crate::zstd::new_decoder()));
+    crate::zstd::decode_prefix_with(frame, len, out, decoder)
 }
 
 #[cfg(not(feature = "zstd"))]
-fn decode_zstd(_: &[u8], _: usize, _: &mut Vec<u8>) -> Result<()> {
+fn decode_zstd(_: &[u8], _: usize, _: &mut Vec<u8>, _: &mut Decoders) -> Result<()> {
     Err(Error::ZstdUnsupported)
 }

@@ -6,7 +6,11 @@
 //! JSON (serde + serde-json-core) into a compact [`Index`] arena of fixed-size
 //! nodes, names, sorted child ranges and chunk tables; [`layer::Layer`] ties a blob to its index
 //! and decodes chunks ([`gzip`] via miniz_oxide, zstd via ruzstd behind the `zstd` feature),
-//! verifying `chunkDigest`s.
+//! verifying `chunkDigest`s. A decode allocates its output once; a caller that keeps a
+//! [`Scratch`] (the compressed-bytes buffer, up to 1 MiB, and the decompressors) from chunk to
+//! chunk makes that the only allocation for chunks whose compressed bytes fit in it, and one
+//! more for bigger ones. The core keeps no state of its own: per-thread reuse is the
+//! embedder's (crfs-vfs keeps a `Scratch` per thread).
 //!
 //! [`oci`] names the manifest annotations of lazy layers and, under `std`, reads local OCI
 //! image layouts.
@@ -67,7 +71,7 @@ pub use error::{Error, Result};
 pub use file_reader::FileReader;
 pub use footer::Format;
 pub use index::{Chunk, Index, Kind, Node, NodeId, ROOT, ReadPiece, ReadPieces};
-pub use layer::{Layer, OpenOptions};
+pub use layer::{Layer, OpenOptions, Scratch};
 #[cfg(feature = "std")]
 pub use read_at::FileReadAt;
 pub use read_at::{ReadAt, TransferCounts};

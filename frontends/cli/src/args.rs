@@ -37,8 +37,9 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 /// How a tree is served, by FUSE or NFS (flags shared by `mount` and `nfs`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Bytes of decompressed chunks to keep in memory (K, M, G suffixes).
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    /// Bytes of decompressed chunks to keep in memory (K, M, G suffixes): chunks still being
+    /// read; file data already read stays in the kernel's page cache.
+    #[arg(long, default_value = "16M", value_parser = parse_size)]
     pub cache_size: u64,
     /// Request-handling threads.
     #[arg(long, default_value_t = 4)]

@@ -172,7 +172,10 @@ enum ImageCommand {
 /// with mmap at first, but each free raises its mmap threshold to the size freed, after which
 /// such buffers come from the heap arenas and their pages stay with the process: in the mount
 /// soak (benches/results/soak.md) RSS reached 218 MiB over a 16 MiB chunk cache. A fixed
-/// threshold turns that adjustment off. Other C libraries are left alone.
+/// threshold turns that adjustment off. Other C libraries are left alone. Decoder state is
+/// now kept per thread, but the chunk buffers themselves still come and go with the cache:
+/// without this call, reading every file of the 55k-entry corpus still peaks 20 to 25 MiB
+/// higher (benches/results/cache-rss.md).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)] // one FFI call; the workspace otherwise has no unsafe code outside tests
 fn keep_large_buffers_unpooled() {

@@ -3,6 +3,8 @@
 //! What it owns: the translation between fuser's requests and [`crfs_vfs::LayerFs`] calls,
 //! errno mapping, kernel tuning at init (readahead, readdirplus, cached symlinks), reply TTLs
 //! and mounting. It holds no filesystem logic: anything both FUSE and NFS need lives in vfs.
+//! File data is answered from the slice vfs lends ([`ReadOnlyFs::read_with`]), written to
+//! /dev/fuse without a copy of its own.
 //!
 //! Must never depend on: crfs-image, crfs-remote or any registry or HTTP code, crfs-nfs or the
 //! NFS server (nfs3_server, vendored under frontends/nfs/vendor), or the blob formats. A tree
@@ -194,9 +196,16 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(e)),
+        // Answered from the bytes the tree lends (a cached chunk, for a read inside one): fuser
+        // writes them to /dev/fuse as they are, without a copy of ours.
+        let mut reply = Some(reply);
+        let result = self.fs.read_with(ino.0, offset, size, &mut |data| {
+            if let Some(reply) = reply.take() {
+                reply.data(data);
+            }
+        });
+        if let (Err(e), Some(reply)) = (result, reply) {
+            reply.error(errno(e));
         }
     }
 

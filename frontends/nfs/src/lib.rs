@@ -460,6 +460,8 @@ impl<F: ReadOnlyFs> NfsReadFileSystem for NfsFs<F> {
         let count = count.min(MAX_IO);
         let fs = Arc::clone(&self.fs);
         // Reads decode chunks (CPU) and read the blob (I/O): keep them off the async workers.
+        // nfs3_server takes the reply as an owned Vec, so `read` (one allocation, one copy
+        // out of the chunk cache) is the least it can cost; `read_with` would copy the same.
         let (data, size) = tokio::task::spawn_blocking(move || {
             let size = fs.getattr(ino)?.size;
             fs.read(ino, offset, count).map(|data| (data, size))

@@ -11,7 +11,12 @@
 //!
 //! The chunk cache ([`LoadingCache`] over moka) is bounded in bytes, shared by all threads, and
 //! collapses concurrent misses on one chunk into a single decode, so sequential small reads
-//! through a big chunk inflate it once.
+//! through a big chunk inflate it once. Each thread decodes with a [`crfs_core::Scratch`] of
+//! its own (a thread-local), so a miss allocates the chunk's buffer and not its decoder state.
+//! Reads are lent to the front-end
+//! ([`ReadOnlyFs::read_with`]): a read inside one cached chunk hands over a slice of the
+//! cached chunk, with no allocation and no copy; [`ReadOnlyFs::read`] returns an owned `Vec`
+//! for callers that must own the bytes (the NFS server).
 //!
 //! Must never depend on: fuser, the NFS server (nfs3_server), sockets, or any registry code;
 //! bytes come from crfs-core's `ReadAt`.
@@ -229,7 +234,9 @@ pub struct Options {
     /// Present `.wh.X` as overlayfs whiteouts (0/0 char devices named X) and opaque markers as
     /// `trusted.overlay.opaque=y`, so the mount can be an overlayfs lower layer.
     pub overlay_whiteouts: bool,
-    /// Bytes of decompressed chunks kept in memory.
+    /// Bytes of decompressed chunks kept in memory (default 16 MiB): chunks still being read
+    /// (part-way through, wanted by several readers, decoded ahead); a front-end's kernel
+    /// cache keeps the file data already read.
     pub cache_bytes: u64,
     /// Decode ahead of reads that walk forward through the blob, on a background thread (see
     /// `readahead`). Off, every chunk is decoded by the read that needs it, on its own thread,
@@ -239,8 +246,31 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { verify: true, overlay_whiteouts: false, cache_bytes: 256 << 20, read_ahead: true }
+        Options { verify: true, overlay_whiteouts: false, cache_bytes: 16 << 20, read_ahead: true }
     }
+}
+
+thread_local! {
+    /// Each thread's decoding state (compressed-bytes buffer, decompressors), kept between the
+    /// chunks it decodes so that a miss allocates only the chunk's own buffer.
+    static SCRATCH: std::cell::RefCell<crfs_core::Scratch> = std::cell::RefCell::default();
+}
+
+/// Decodes (and with `verify` checks) one chunk into a buffer of its own, with this thread's
+/// [`crfs_core::Scratch`].
+pub(crate) fn decode_chunk<R: ReadAt>(
+    layer: &Layer<R>,
+    file: NodeId,
+    chunk: usize,
+    verify: bool,
+) -> Result<Arc<Vec<u8>>, crfs_core::Error> {
+    let mut data = Vec::new();
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => layer.read_chunk_with(file, chunk, verify, &mut data, &mut scratch),
+        // Only if a decode ever ran inside another on this thread: use a scratch of its own.
+        Err(_) => layer.read_chunk(file, chunk, verify, &mut data),
+    })?;
+    Ok(Arc::new(data))
 }
 
 /// A decoded chunk's key: (layer tag, file node, chunk index).
@@ -280,8 +310,21 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError>;
     /// Checks that `ino` can be opened for reading.
     fn open(&self, ino: Ino) -> Result<(), FsError>;
-    /// Up to `size` bytes of a file at `offset`.
+    /// Up to `size` bytes of a file at `offset` (short only at the end of the file).
     fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError>;
+    /// The same bytes as [`read`](Self::read), lent to `sink` instead of returned: called
+    /// exactly once when the read succeeds (with an empty slice at or past the end of the
+    /// file), never when it fails, so a front-end can answer from inside `sink`.
+    ///
+    /// A tree that caches decoded data lends its cache: a read inside one cached chunk then
+    /// makes no allocation and no copy ([`LayerFs`], and [`MergedFs`] and [`NamespaceFs`]
+    /// through it). The provided method lends the `Vec` of [`read`](Self::read), so a tree
+    /// that has nothing to lend needs only `read`.
+    fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
+        let data = self.read(ino, offset, size)?;
+        sink(&data);
+        Ok(())
+    }
     /// The value of an extended attribute.
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError>;
     /// Extended attribute names, each followed by a NUL byte.
@@ -363,7 +406,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
 
     /// Serves `layer` with a cache shared with other layers; `tag` tells its entries apart.
     pub fn with_cache(layer: Arc<Layer<R>>, options: Options, cache: ChunkCache, tag: u32) -> Self {
-        let readahead = readahead::ReadAhead::new(&layer);
+        let readahead = readahead::ReadAhead::new(&layer, options.cache_bytes);
         LayerFs { layer, cache, cache_tag: tag, options, readahead }
     }
 
@@ -538,12 +581,11 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
             .get_or_load(key, || {
                 // A miss: if misses walk forward through the blob, decode what follows ahead.
                 if let Some(c) = self.index().chunks(file).get(chunk).filter(|_| self.options.read_ahead) {
-                    self.readahead.on_miss(c.offset, file, key.2, || {
+                    self.readahead.on_miss(self.index(), c.offset, file, key.2, || {
                         Some((self.layer.clone(), self.cache.clone(), self.cache_tag, self.options.verify))
                     });
                 }
-                let mut data = Vec::new();
-                self.layer.read_chunk(file, chunk, self.options.verify, &mut data).map(|()| Arc::new(data))
+                decode_chunk(&self.layer, file, chunk, self.options.verify)
             })
             .map_err(|e| {
                 let path = String::from_utf8_lossy(&self.index().path(file)).into_owned();
@@ -553,8 +595,9 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
             })
     }
 
-    /// Reads up to `size` bytes of file `ino` at `offset` (short only at the end of the file).
-    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    /// The regular file behind `ino` and the end of a read of `size` bytes at `offset`
+    /// (clamped to the file's size; at most `offset` when the read is past the end).
+    fn read_range(&self, ino: Ino, offset: u64, size: u32) -> Result<(NodeId, u64), FsError> {
         let id = self.index().resolve(self.node_of(ino)?);
         let file_size = match self.index().node(id) {
             Some(n) if n.kind() == Kind::Reg => n.size(),
@@ -562,10 +605,12 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
             Some(_) => return Err(FsError::Invalid),
             None => return Err(FsError::NotFound),
         };
-        if offset >= file_size {
-            return Ok(Vec::new());
-        }
-        let end = file_size.min(offset.saturating_add(u64::from(size)));
+        Ok((id, file_size.min(offset.saturating_add(u64::from(size))).max(offset)))
+    }
+
+    /// Reads up to `size` bytes of file `ino` at `offset` (short only at the end of the file).
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let (id, end) = self.read_range(ino, offset, size)?;
         let mut out = Vec::with_capacity((end - offset) as usize);
         let chunks = self.index().chunks(id);
         let mut pos = offset;
@@ -580,6 +625,27 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
             pos += take as u64;
         }
         Ok(out)
+    }
+
+    /// Reads up to `size` bytes of file `ino` at `offset` and lends them to `sink`, called
+    /// once on success (see [`ReadOnlyFs::read_with`]). A read inside one chunk lends the
+    /// cached chunk itself: no allocation, no copy. A read across chunks is assembled once.
+    pub fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
+        let (id, end) = self.read_range(ino, offset, size)?;
+        if offset >= end {
+            sink(&[]);
+            return Ok(());
+        }
+        let i = self.index().chunk_at(id, offset).ok_or(FsError::Io)?;
+        let c = *self.index().chunks(id).get(i).ok_or(FsError::Io)?;
+        if end > c.file_offset + c.size {
+            sink(&self.read(ino, offset, size)?);
+            return Ok(());
+        }
+        let data = self.chunk(id, i)?;
+        let within = (offset - c.file_offset) as usize;
+        sink(data.get(within..within + (end - offset) as usize).ok_or(FsError::Io)?);
+        Ok(())
     }
 
     fn is_opaque_dir(&self, id: NodeId) -> bool {
@@ -649,6 +715,9 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for LayerFs<R> {
     fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         LayerFs::read(self, ino, offset, size)
     }
+    fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
+        LayerFs::read_with(self, ino, offset, size, sink)
+    }
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
         LayerFs::getxattr(self, ino, name)
     }
@@ -688,6 +757,9 @@ macro_rules! forward_read_only_fs {
             }
             fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
                 (**self).read(ino, offset, size)
+            }
+            fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
+                (**self).read_with(ino, offset, size, sink)
             }
             fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
                 (**self).getxattr(ino, name)

@@ -301,6 +301,11 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for MergedFs<R> {
         fs.read(local, offset, size)
     }
 
+    fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
+        let (fs, local) = self.local(ino)?;
+        fs.read_with(local, offset, size, sink)
+    }
+
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
         let (fs, local) = self.local(ino)?;
         fs.getxattr(local, name)

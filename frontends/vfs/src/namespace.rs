@@ -441,6 +441,18 @@ impl<Res: Resolver> NamespaceFs<Res> {
         slots::made_up_index(ino)
     }
 
+    /// A read of a synthetic node: the README's bytes, or IsDir.
+    fn synthetic_read(&self, ino: Ino, offset: u64, size: u32) -> Result<&'static [u8], FsError> {
+        match self.getattr(ino)?.kind {
+            FileKind::Dir => Err(FsError::IsDir),
+            _ => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(README.len());
+                let end = start.saturating_add(size as usize).min(README.len());
+                Ok(README.get(start..end).unwrap_or_default())
+            }
+        }
+    }
+
     fn child_attr(&self, child: Child) -> Result<Attr, FsError> {
         match child {
             Child::Synth(ino) => self.getattr(ino),
@@ -811,15 +823,15 @@ impl<Res: Resolver> ReadOnlyFs for NamespaceFs<Res> {
 
     fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         match Self::synth_index(ino) {
-            Some(_) => match self.getattr(ino)?.kind {
-                FileKind::Dir => Err(FsError::IsDir),
-                _ => {
-                    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(README.len());
-                    let end = start.saturating_add(size as usize).min(README.len());
-                    Ok(README.get(start..end).unwrap_or_default().to_vec())
-                }
-            },
+            Some(_) => self.synthetic_read(ino, offset, size).map(<[u8]>::to_vec),
             None => self.in_slot(ino, |fs, l| fs.read(l, offset, size)),
+        }
+    }
+
+    fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
+        match Self::synth_index(ino) {
+            Some(_) => self.synthetic_read(ino, offset, size).map(sink),
+            None => self.in_slot(ino, |fs, l| fs.read_with(l, offset, size, sink)),
         }
     }
 

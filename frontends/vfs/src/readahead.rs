@@ -7,12 +7,17 @@
 //! into the shared chunk cache, where the coming reads find them; for remote blobs this also
 //! fetches them ahead. Concurrent demand for a chunk being read ahead waits for that one decode
 //! (the cache's single flight). Random access does not trigger it.
+//!
+//! What is queued ahead is bounded by the cache, not only by a count: at most [`AHEAD`] chunks
+//! and at most half the cache's bytes, so a small cache is not filled with chunks decoded
+//! ahead that evict each other (or the chunk a reader is part-way through) before they are
+//! read. The table of chunks in blob order is built once and shared with the thread.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, OnceLock};
 
-use crfs_core::{Kind, Layer, NodeId, ReadAt};
+use crfs_core::{Index, Kind, Layer, NodeId, ReadAt};
 
 use crate::ChunkCache;
 
@@ -23,15 +28,18 @@ const QUEUE: usize = 64;
 
 /// Every stored chunk of a layer in blob order, and the thread that decodes ahead.
 pub(crate) struct ReadAhead {
-    /// (member offset, file, chunk index), sorted.
-    order: Vec<(u64, NodeId, u32)>,
+    /// (member offset, file, chunk index), sorted; shared with the background thread.
+    order: Arc<[(u64, NodeId, u32)]>,
+    /// Most decoded bytes queued ahead of one miss: half the cache.
+    budget: u64,
     queue: OnceLock<Option<SyncSender<usize>>>,
     /// Position in `order` of the last miss, to tell forward walks from random access.
     last_miss: AtomicUsize,
 }
 
 impl ReadAhead {
-    pub(crate) fn new<R: ReadAt>(layer: &Layer<R>) -> Self {
+    /// The chunks of `layer` in blob order, to read ahead into a cache of `cache_bytes`.
+    pub(crate) fn new<R: ReadAt>(layer: &Layer<R>, cache_bytes: u64) -> Self {
         let index = layer.index();
         let mut order: Vec<(u64, NodeId, u32)> = Vec::new();
         for id in 0..index.len() as NodeId {
@@ -44,13 +52,19 @@ impl ReadAhead {
             }
         }
         order.sort_unstable();
-        ReadAhead { order, queue: OnceLock::new(), last_miss: AtomicUsize::new(usize::MAX) }
+        ReadAhead {
+            order: order.into(),
+            budget: cache_bytes / 2,
+            queue: OnceLock::new(),
+            last_miss: AtomicUsize::new(usize::MAX),
+        }
     }
 
     /// Called by the reader that missed chunk `chunk` of `file` (stored at blob `offset`):
     /// if misses are walking forward, queue the chunks that follow.
     pub(crate) fn on_miss<R: ReadAt + Send + Sync + 'static>(
         &self,
+        index: &Index,
         offset: u64,
         file: NodeId,
         chunk: u32,
@@ -62,11 +76,15 @@ impl ReadAhead {
         if !forward {
             return;
         }
-        let Some(queue) = self.queue.get_or_init(|| start().and_then(|ctx| spawn(ctx, self.order.clone()))) else {
+        let Some(queue) = self.queue.get_or_init(|| start().and_then(|ctx| spawn(ctx, Arc::clone(&self.order)))) else {
             return;
         };
+        let mut bytes = 0u64;
         for next in pos + 1..(pos + 1 + AHEAD).min(self.order.len()) {
-            if queue.try_send(next).is_err() {
+            let size =
+                self.order.get(next).and_then(|&(_, f, c)| index.chunks(f).get(c as usize)).map_or(0, |c| c.size);
+            bytes = bytes.saturating_add(size);
+            if bytes > self.budget || queue.try_send(next).is_err() {
                 break;
             }
         }
@@ -76,7 +94,7 @@ impl ReadAhead {
 /// The background decoder; it ends when its queue's sender is dropped with the filesystem.
 fn spawn<R: ReadAt + Send + Sync + 'static>(
     (layer, cache, tag, verify): (Arc<Layer<R>>, ChunkCache, u32, bool),
-    order: Vec<(u64, NodeId, u32)>,
+    order: Arc<[(u64, NodeId, u32)]>,
 ) -> Option<SyncSender<usize>> {
     let (tx, rx) = sync_channel::<usize>(QUEUE);
     let worker = move || {
@@ -87,10 +105,7 @@ fn spawn<R: ReadAt + Send + Sync + 'static>(
                 continue;
             }
             // Errors are left to the read that needs the chunk: it decodes again and reports.
-            let _ = cache.get_or_load(key, || {
-                let mut data = Vec::new();
-                layer.read_chunk(file, chunk as usize, verify, &mut data).map(|()| Arc::new(data))
-            });
+            let _ = cache.get_or_load(key, || crate::decode_chunk(&layer, file, chunk as usize, verify));
         }
     };
     match std::thread::Builder::new().name("crfs-readahead".into()).spawn(worker) {

@@ -556,6 +556,14 @@ impl<S: LayerSource> ReadOnlyFs for LayerStoreFs<S> {
         Ok(out)
     }
 
+    /// Files of a layer's `diff` tree lend their cached chunk; `info` and `blob` copy once.
+    fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
+        if Self::node_index(ino).is_some() {
+            return self.read(ino, offset, size).map(|data| sink(&data));
+        }
+        self.in_slot(ino, |fs, l| fs.read_with(l, offset, size, sink))
+    }
+
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
         match Self::node_index(ino) {
             Some(_) => Err(FsError::NoXattr),

@@ -148,6 +148,15 @@ fn images_by_tag_with_nested_repo_paths() {
     // Files read through the namespace.
     let small = walk(&fs, "image/registry.test:5000/lib/all-types:v1/files/small.txt").unwrap();
     assert_eq!(fs.read(small, 0, 100).unwrap(), b"hello, world\n");
+    // Lent reads go through the namespace and the merged tree too, and so does the README.
+    let mut lent = Vec::new();
+    fs.read_with(small, 7, 100, &mut |data| lent.extend_from_slice(data)).unwrap();
+    assert_eq!(lent, b"world\n");
+    let readme = fs.lookup(ROOT_INO, b"README").unwrap().ino;
+    let mut lent = Vec::new();
+    fs.read_with(readme, 0, 4096, &mut |data| lent.extend_from_slice(data)).unwrap();
+    assert_eq!(lent, fs.read(readme, 0, 4096).unwrap());
+    assert_eq!(fs.read_with(all, 0, 1, &mut |_| {}), Err(FsError::IsDir));
 }
 
 #[test]

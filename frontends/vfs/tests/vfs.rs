@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crfs_core::{Layer, ReadAt};
 use crfs_testkit::testdata;
-use crfs_vfs::{FileKind, FsError, LayerFs, Options, ROOT_INO};
+use crfs_vfs::{FileKind, FsError, LayerFs, Options, ROOT_INO, ReadOnlyFs};
 
 /// A blob in memory that counts the reads made of it.
 struct Counting {
@@ -97,6 +97,42 @@ fn small_sequential_reads_inflate_each_chunk_once() {
     fs.layer().read_file_verified(id, &mut whole).unwrap();
     assert_eq!(data, whole);
     assert_eq!(again, whole);
+}
+
+#[test]
+fn lent_reads_match_owned_reads_and_lend_once() {
+    // sample.esgz holds a 200 KiB file in 64 KiB chunks: reads inside one chunk, across
+    // chunks, across the end and past it, through the trait as front-ends call it.
+    let (fs, _) = open("sample.esgz", Options::default());
+    let index = fs.layer().index();
+    let id = (0..index.len() as u32).max_by_key(|&id| index.chunks(id).len()).unwrap();
+    let ino = u64::from(id) + 1;
+    let size = fs.getattr(ino).unwrap().size;
+    let fs: Arc<dyn ReadOnlyFs> = Arc::new(fs);
+    let chunk = 64 << 10;
+    for (offset, len) in [
+        (0, 4096),
+        (100, 1000),
+        (chunk - 10, 20),
+        (chunk - 4096, 3 * chunk as u32),
+        (size - 3, 10),
+        (size, 10),
+        (size + 5, 1),
+    ] {
+        let mut calls = 0;
+        let mut lent = Vec::new();
+        fs.read_with(ino, offset, len, &mut |data| {
+            calls += 1;
+            lent.extend_from_slice(data);
+        })
+        .unwrap();
+        assert_eq!(calls, 1, "one call at {offset}+{len}");
+        assert_eq!(lent, fs.read(ino, offset, len).unwrap(), "at {offset}+{len}");
+    }
+    // A failed read lends nothing.
+    let mut called = false;
+    assert_eq!(fs.read_with(ROOT_INO, 0, 10, &mut |_| called = true), Err(FsError::IsDir));
+    assert!(!called);
 }
 
 #[test]
