@@ -28,11 +28,13 @@ pub fn new_decoder() -> FrameDecoder {
 /// contents. Never produces more than that; a frame that holds fewer bytes is an error. `out`
 /// is allocated once for up to 16 times the frame's bytes (or 1 MiB) and grows beyond that
 /// only as decoded bytes arrive, so a `len` the frame cannot back is never allocated.
+/// (The fuzz entry's; the reader keeps its decoder and calls [`decode_prefix_with`].)
+#[cfg(feature = "fuzzing")]
 pub fn decode_prefix(frame: &[u8], len: usize, out: &mut Vec<u8>) -> Result<()> {
     decode_prefix_with(frame, len, out, &mut new_decoder())
 }
 
-/// [`decode_prefix`] with a caller's decoder (from [`new_decoder`]), reset here for the frame:
+/// `decode_prefix` with a caller's decoder (from [`new_decoder`]), reset here for the frame:
 /// its buffers, sized by earlier frames, are reused.
 pub fn decode_prefix_with(frame: &[u8], len: usize, out: &mut Vec<u8>, decoder: &mut FrameDecoder) -> Result<()> {
     let mut src = frame;

@@ -16,7 +16,7 @@ use crate::plain::PlainLayers;
 /// The largest layer a `layer/…@sha256:` path no manifest describes is fetched whole to be
 /// checked against its digest; a bigger one is read lazily, its chunks checked against its
 /// (unverified) TOC.
-pub const WHOLE_FETCH_LIMIT: u64 = 256 << 20;
+pub(crate) const WHOLE_FETCH_LIMIT: u64 = 256 << 20;
 
 /// Manifest descriptors of layers seen in resolved images, by (host/repo, blob digest).
 type SeenLayers = HashMap<(String, String), LayerDesc>;
@@ -80,7 +80,7 @@ impl Resolver for RegistryResolver {
 
     /// A layer by digest. One seen in a manifest is verified as that manifest says. Any other
     /// has its size from a HEAD request and no annotation to check its TOC against: with
-    /// verification on, up to [`WHOLE_FETCH_LIMIT`] it is fetched whole once and checked
+    /// verification on, up to `WHOLE_FETCH_LIMIT` (256 MiB) it is fetched whole once and checked
     /// against the digest its path names; a bigger one is read lazily, its chunks checked
     /// against the TOC's digests (a log line says so), which catches corrupt data but not a
     /// forged TOC.
