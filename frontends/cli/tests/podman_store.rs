@@ -6,7 +6,9 @@
 //! - `podman push` of the lazily pulled image gives an image `crfs verify` accepts, whose layer
 //!   unpacks to the DiffID its config names;
 //! - `podman rmi` releases the layer, and pulling again works;
-//! - a store restart while no container runs leaves the pulled image working.
+//! - a store restart while no container runs leaves the pulled image working;
+//! - buildah (the same containers/storage, another program) pulls through the store as lazily,
+//!   and `buildah from` / `buildah run` / `buildah mount` read the image's files.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
 
@@ -65,14 +67,24 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Podman with its own storage (overlay, the store as an additional layer store) and
-/// registries configuration, nothing of the host's.
+/// Podman (or buildah, which reads the same containers/storage configuration) with its own
+/// storage (overlay, the store as an additional layer store) and registries configuration,
+/// nothing of the host's.
 struct Podman {
     dir: PathBuf,
+    program: &'static str,
 }
 
 impl Podman {
     fn new(dir: &Path, store: &Path, insecure: &[String]) -> Podman {
+        Podman::of("podman", dir, store, insecure)
+    }
+
+    fn buildah(dir: &Path, store: &Path, insecure: &[String]) -> Podman {
+        Podman::of("buildah", dir, store, insecure)
+    }
+
+    fn of(program: &'static str, dir: &Path, store: &Path, insecure: &[String]) -> Podman {
         std::fs::create_dir_all(dir).unwrap();
         // conmon's sockets live under the run root, and a unix socket path has at most 107
         // bytes: with a long one, every `podman run` waits 20 s for a container that exited.
@@ -94,16 +106,19 @@ impl Podman {
             insecure.iter().map(|h| format!("[[registry]]\nlocation = \"{h}\"\ninsecure = true\n")).collect();
         std::fs::write(dir.join("registries.conf"), registries).unwrap();
         std::fs::write(dir.join("policy.json"), r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
-        Podman { dir: dir.to_path_buf() }
+        Podman { dir: dir.to_path_buf(), program }
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("podman");
+        let mut cmd = Command::new(self.program);
         cmd.env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
             .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
-            .args(["--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"])
-            .args(args)
             .stdin(Stdio::null());
+        match self.program {
+            "podman" => cmd.args(["--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]),
+            _ => cmd.args(["--cgroup-manager", "cgroupfs"]),
+        };
+        cmd.args(args);
         cmd
     }
 
@@ -112,11 +127,12 @@ impl Podman {
         let out = self.command(args).output().expect("running podman");
         assert!(
             out.status.success(),
-            "podman {args:?} failed:\n{}{}",
+            "{} {args:?} failed:\n{}{}",
+            self.program,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        eprintln!("podman {args:?}: {:.2} s", t0.elapsed().as_secs_f64());
+        eprintln!("{} {args:?}: {:.2} s", self.program, t0.elapsed().as_secs_f64());
         if t0.elapsed() > Duration::from_secs(5) {
             eprintln!("{}", String::from_utf8_lossy(&out.stderr));
         }
@@ -360,4 +376,58 @@ fn a_registry_refusing_the_store_leaves_podman_pulling_as_usual() {
     let log_text = store.log();
     assert!(log_text.contains("cannot serve") && log_text.contains("Denied"), "{log_text}");
     podman.ok(&["rmi", "--all", "--force"]);
+}
+
+/// buildah reads the same containers/storage configuration: `buildah pull` through the store
+/// fetches only the footer and the TOC, and a working container made `from` the image runs
+/// its binary and shows its files through `buildah mount`.
+#[test]
+fn buildah_pulls_and_runs_through_the_store() {
+    if !have_everything() || !need(have("buildah"), "buildah") {
+        return;
+    }
+    let dir = scratch_dir("buildah-store").canonicalize().unwrap();
+    let registry = Registry::start("buildah-store", false);
+    let proxy = Proxy::start(registry.port, |_, _| Fault::Pass);
+    let (host, direct) = (proxy.host(), registry.host());
+    push_images(&dir, &direct, None, &busybox_layer());
+
+    let (store_dir, cache, log) = (dir.join("store"), dir.join("cache"), dir.join("store.log"));
+    let store = Store::start_fresh(&store_dir, &cache, &log);
+    let buildah = Podman::buildah(&dir.join("buildah"), &store_dir, &[host.clone(), direct.clone()]);
+    let _ = buildah.command(&["rm", "--all"]).output();
+    let _ = buildah.command(&["rmi", "--all", "--force"]).output();
+    let lazy = format!("{host}/app/busybox:esgz");
+
+    let before = proxy.seen().len();
+    buildah.ok(&["pull", "--quiet", &lazy]);
+    let fetched = blob_bytes(&proxy, before);
+    let layer_size = std::fs::metadata(BUSYBOX).unwrap().len();
+    eprintln!("buildah pull fetched {fetched} bytes of blobs; the binary alone is {layer_size}");
+    assert!(fetched < layer_size / 4, "the pull fetched {fetched} bytes: not lazy");
+    assert!(store.log().contains("lazy: TOC checked against toc.digest"), "{}", store.log());
+
+    let ctr = buildah.ok(&["from", "--quiet", "--pull=never", &lazy]);
+    let ctr = ctr.trim();
+    let out = buildah.ok(&[
+        "run",
+        "--runtime",
+        "runc",
+        "--network",
+        "none",
+        ctr,
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/message; sha256sum /bin/busybox",
+    ]);
+    let want_sum = sha256_hex(&std::fs::read(BUSYBOX).unwrap());
+    assert_eq!(out, format!("{}{want_sum}  /bin/busybox\n", String::from_utf8_lossy(MESSAGE)));
+    // The container's root, as buildah mounts it (overlay over the store's diff/).
+    let root = buildah.ok(&["mount", ctr]);
+    assert_eq!(std::fs::read(Path::new(root.trim()).join("etc/message")).unwrap(), MESSAGE);
+    buildah.ok(&["umount", ctr]);
+    buildah.ok(&["rm", ctr]);
+    buildah.ok(&["rmi", "--all", "--force"]);
+    drop(store);
 }
