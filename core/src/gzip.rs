@@ -96,13 +96,12 @@ pub(crate) fn output_buffer(out: &mut Vec<u8>, len: usize) {
 /// Inflates one whole member at the start of `member`, checks its CRC32 and ISIZE, and returns
 /// the uncompressed bytes. Fails with `TooLarge` rather than produce more than `limit` bytes.
 pub fn inflate_member(member: &[u8], limit: usize) -> Result<Vec<u8>> {
-    let header = parse_header(member)?;
-    let data = member.get(header.len..).ok_or(Error::BadGzip("header truncated"))?;
+    let data = deflate_data(member)?;
     // Size the output from the trailer's ISIZE when the member fills `member` (as the TOC's
     // does), believed only as far as DEFLATE's 1032:1 ceiling allows. `vec!` of zeros maps
     // pages lazily, so a false claim costs address space, not memory.
     let claimed = member.last_chunk::<4>().map(|isize| (u32::from_le_bytes(*isize) as usize).saturating_add(1));
-    let ceiling = data.len().saturating_mul(MAX_DEFLATE_RATIO).saturating_add(64);
+    let ceiling = expansion_ceiling(data);
     let initial = claimed.unwrap_or(data.len().saturating_mul(4)).min(ceiling).max(4096).min(limit);
     let mut out: Vec<u8> = alloc::vec![0u8; initial];
     let mut decomp = new_decompressor();
@@ -166,14 +165,51 @@ pub fn inflate_prefix(member: &[u8], len: usize, out: &mut Vec<u8>) -> Result<()
 /// one (see [`Scratch`](crate::layer::Scratch)) inflates chunk after chunk without allocating
 /// its 10 KB of state each time.
 pub fn inflate_prefix_with(member: &[u8], len: usize, out: &mut Vec<u8>, decomp: &mut DecompressorOxide) -> Result<()> {
-    let header = parse_header(member)?;
-    let data = member.get(header.len..).ok_or(Error::BadGzip("header truncated"))?;
+    let data = deflate_data(member)?;
     out.clear();
     if len == 0 {
         return Ok(());
     }
+    output_buffer(out, expansion_ceiling(data).min(len));
+    inflate_data(data, out, len, decomp)
+}
+
+/// Inflates the first `out.len()` bytes of the gzip member at the start of `member` into `out`,
+/// which the caller sized (and allocated: see [`Layer::read_chunk_into`]); a member that holds
+/// fewer bytes, or whose compressed bytes cannot expand to that many, is an error.
+///
+/// [`Layer::read_chunk_into`]: crate::Layer::read_chunk_into
+pub fn inflate_into(member: &[u8], out: &mut [u8], decomp: &mut DecompressorOxide) -> Result<()> {
+    let data = deflate_data(member)?;
+    let len = out.len();
+    if len == 0 {
+        return Ok(());
+    }
+    if expansion_ceiling(data) < len {
+        return Err(Error::Corrupt("gzip member holds fewer bytes than the TOC says"));
+    }
+    inflate_data(data, out, len, decomp)
+}
+
+/// The deflate stream of a gzip member, after its header.
+fn deflate_data(member: &[u8]) -> Result<&[u8]> {
+    let header = parse_header(member)?;
+    member.get(header.len..).ok_or(Error::BadGzip("header truncated"))
+}
+
+/// Whether the gzip member `member` (its header included) could hold `len` decoded bytes.
+pub(crate) fn may_expand_to(member: &[u8], len: usize) -> bool {
+    expansion_ceiling(member) >= len
+}
+
+/// The most bytes `data` can inflate to: DEFLATE's 1032:1, plus a little.
+fn expansion_ceiling(data: &[u8]) -> usize {
+    data.len().saturating_mul(MAX_DEFLATE_RATIO).saturating_add(64)
+}
+
+/// Inflates `data` into `out` (reset first), which must come to exactly `len` bytes.
+fn inflate_data(data: &[u8], out: &mut [u8], len: usize, decomp: &mut DecompressorOxide) -> Result<()> {
     decomp.init();
-    output_buffer(out, data.len().saturating_mul(MAX_DEFLATE_RATIO).saturating_add(64).min(len));
     // All the input and the whole output at once: one call inflates as far as either allows.
     let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
     let (status, _, written) = decompress(decomp, data, out, 0, flags);

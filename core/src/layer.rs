@@ -242,39 +242,120 @@ impl<R: ReadAt> Layer<R> {
         if total == 0 {
             return Ok(());
         }
-        let span = c.compressed_end.saturating_sub(c.offset).min(compressed_budget(total)) as usize;
-        // Read into the scratch buffer, grown (zeroed) only past what earlier chunks needed; a
-        // span too big to keep gets a buffer of its own, dropped after this chunk.
-        let mut own;
-        let whole = if span > Scratch::KEEP_COMPRESSED {
-            own = alloc::vec![0u8; span];
-            &mut own
-        } else {
-            if scratch.compressed.len() < span {
-                scratch.compressed.resize(span, 0);
+        let zstd = self.footer.format.is_zstd();
+        // The decoders allocate `out` once, never beyond what the compressed bytes can expand to.
+        let mut heap = |len: usize| alloc::vec![0u8; len];
+        let result = self.with_span(c, total, scratch, &mut heap, |compressed, total, decoders, _| {
+            if zstd {
+                decode_zstd(compressed, total, out, decoders)
+            } else {
+                let inflate = decoders.inflate.get_or_insert_with(Default::default);
+                crate::gzip::inflate_prefix_with(compressed, total, out, inflate)
             }
-            &mut scratch.compressed
-        };
-        let buf = whole.get_mut(..span).ok_or(Error::Corrupt("chunk span"))?;
-        let got = read_full(&self.blob, c.offset, buf)?;
-        let compressed = buf.get(..got).unwrap_or_default();
-        // The decoders allocate `out` once, never beyond what `compressed` can expand to.
-        let total = usize::try_from(total).map_err(|_| Error::TooLarge {
-            what: "chunk",
-            size: total,
-            limit: self.max_chunk_size,
-        })?;
-        let result = if self.footer.format.is_zstd() {
-            decode_zstd(compressed, total, out, &mut scratch.decoders)
-        } else {
-            let inflate = scratch.decoders.inflate.get_or_insert_with(Default::default);
-            crate::gzip::inflate_prefix_with(compressed, total, out, inflate)
-        };
-        scratch.trim(total);
+        });
         if result.is_err() {
             out.clear();
         }
         result
+    }
+
+    /// Reads the compressed bytes of the member that holds `c` (as far as `total` decoded bytes
+    /// can need) and hands them to `decode` with the scratch's decoders and `alloc`.
+    ///
+    /// They are read into the scratch buffer, grown (zeroed) only past what earlier chunks
+    /// needed; a span too big to keep gets a buffer of its own from `alloc`, dropped after this
+    /// chunk.
+    fn with_span<T, B: AsMut<[u8]>, A: FnMut(usize) -> B>(
+        &self,
+        c: &Chunk,
+        total: u64,
+        scratch: &mut Scratch,
+        alloc: &mut A,
+        decode: impl FnOnce(&[u8], usize, &mut Decoders, &mut A) -> Result<T>,
+    ) -> Result<T> {
+        let too_large = || Error::TooLarge { what: "chunk", size: total, limit: self.max_chunk_size };
+        let total_len = usize::try_from(total).map_err(|_| too_large())?;
+        let span = c.compressed_end.saturating_sub(c.offset).min(compressed_budget(total)) as usize;
+        let Scratch { compressed: kept, decoders } = &mut *scratch;
+        let mut own;
+        let whole = if span > Scratch::KEEP_COMPRESSED {
+            own = alloc(span);
+            own.as_mut()
+        } else {
+            if kept.len() < span {
+                kept.resize(span, 0);
+            }
+            kept.as_mut_slice()
+        };
+        let buf = whole.get_mut(..span).ok_or(Error::Corrupt("chunk span"))?;
+        let got = read_full(&self.blob, c.offset, buf)?;
+        let result = decode(buf.get(..got).unwrap_or_default(), total_len, decoders, alloc);
+        scratch.trim(total_len);
+        result
+    }
+
+    /// Decodes one whole chunk of a regular file into a buffer the caller allocates, and, if
+    /// `verify` is set and the TOC has a digest for it, checks the digest.
+    ///
+    /// `alloc` is called with the chunk's size and must return a buffer of exactly that many
+    /// bytes; the decoder writes all of them. It is also asked for the buffer the compressed
+    /// bytes are read into when they are more than [`Scratch::KEEP_COMPRESSED`] (dropped once
+    /// the chunk is decoded). For a chunk with its own gzip member or zstd
+    /// frame (every eStargz chunk, most zstd:chunked ones) it is called after the compressed
+    /// bytes are read and found able to expand to that size, and the decoder writes straight
+    /// into it: this is how a caller chooses where decoded chunks live (crfs-vfs maps big ones
+    /// with `mmap`, so that an evicted chunk's memory goes back to the system at once). A chunk
+    /// packed into a member with others (`innerOffset`) or made of zeros is decoded as by
+    /// [`read_chunk_with`](Self::read_chunk_with) and copied.
+    pub fn read_chunk_into<B: AsMut<[u8]>>(
+        &self,
+        file: NodeId,
+        chunk: usize,
+        verify: bool,
+        scratch: &mut Scratch,
+        mut alloc: impl FnMut(usize) -> B,
+    ) -> Result<B> {
+        let c = self.reg_chunk(file, chunk)?;
+        if c.inner_offset.checked_add(c.size).is_none_or(|total| total > self.max_chunk_size) {
+            return Err(Error::TooLarge { what: "chunk", size: c.size, limit: self.max_chunk_size });
+        }
+        let mut out = if c.zeros || c.size == 0 || c.inner_offset > 0 {
+            let mut decoded = Vec::new();
+            self.decode(&c, c.size, &mut decoded, scratch)?;
+            let mut out = alloc(decoded.len());
+            let into = out.as_mut();
+            if into.len() != decoded.len() {
+                return Err(Error::Corrupt("chunk buffer of the wrong size"));
+            }
+            into.copy_from_slice(&decoded);
+            out
+        } else {
+            let zstd = self.footer.format.is_zstd();
+            self.with_span(&c, c.size, scratch, &mut alloc, |compressed, len, decoders, alloc| {
+                if zstd && !zstd_may_expand_to(compressed, len)? {
+                    return Err(Error::Corrupt("zstd frame holds fewer bytes than the TOC says"));
+                }
+                if !zstd && !crate::gzip::may_expand_to(compressed, len) {
+                    return Err(Error::Corrupt("gzip member holds fewer bytes than the TOC says"));
+                }
+                let mut out = alloc(len);
+                let into = out.as_mut();
+                if into.len() != len {
+                    return Err(Error::Corrupt("chunk buffer of the wrong size"));
+                }
+                if zstd {
+                    decode_zstd_into(compressed, into, decoders)?;
+                } else {
+                    let inflate = decoders.inflate.get_or_insert_with(Default::default);
+                    crate::gzip::inflate_into(compressed, into, inflate)?;
+                }
+                Ok(out)
+            })?
+        };
+        if verify {
+            check_chunk(&c, out.as_mut())?;
+        }
+        Ok(out)
     }
 
     /// The first `need` bytes of chunk `i` of `chunks`, decoded (not verified).
@@ -536,5 +617,26 @@ fn decode_zstd(frame: &[u8], len: usize, out: &mut Vec<u8>, decoders: &mut Decod
 
 #[cfg(not(feature = "zstd"))]
 fn decode_zstd(_: &[u8], _: usize, _: &mut Vec<u8>, _: &mut Decoders) -> Result<()> {
+    Err(Error::ZstdUnsupported)
+}
+
+#[cfg(feature = "zstd")]
+fn zstd_may_expand_to(frame: &[u8], len: usize) -> Result<bool> {
+    Ok(crate::zstd::may_expand_to(frame, len))
+}
+
+#[cfg(not(feature = "zstd"))]
+fn zstd_may_expand_to(_: &[u8], _: usize) -> Result<bool> {
+    Err(Error::ZstdUnsupported)
+}
+
+#[cfg(feature = "zstd")]
+fn decode_zstd_into(frame: &[u8], out: &mut [u8], decoders: &mut Decoders) -> Result<()> {
+    let decoder = decoders.zstd.get_or_insert_with(|| alloc::boxed::Box::new(crate::zstd::new_decoder()));
+    crate::zstd::decode_into(frame, out, decoder)
+}
+
+#[cfg(not(feature = "zstd"))]
+fn decode_zstd_into(_: &[u8], _: &mut [u8], _: &mut Decoders) -> Result<()> {
     Err(Error::ZstdUnsupported)
 }

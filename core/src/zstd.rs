@@ -37,15 +37,10 @@ pub fn decode_prefix(frame: &[u8], len: usize, out: &mut Vec<u8>) -> Result<()> 
 /// `decode_prefix` with a caller's decoder (from [`new_decoder`]), reset here for the frame:
 /// its buffers, sized by earlier frames, are reused.
 pub fn decode_prefix_with(frame: &[u8], len: usize, out: &mut Vec<u8>, decoder: &mut FrameDecoder) -> Result<()> {
-    let mut src = frame;
-    let mut decoder = StreamingDecoder::new_with_decoder(&mut src, decoder)
-        .map_err(|_| Error::Corrupt("invalid zstd frame header"))?;
+    let mut decoder = start(frame, len, decoder)?;
     out.clear();
     if len == 0 {
         return Ok(());
-    }
-    if frame.len().saturating_mul(MAX_ZSTD_RATIO) < len {
-        return Err(Error::Corrupt("zstd frame holds fewer bytes than the TOC says"));
     }
     // One allocation for what real data compresses to (16:1, or 1 MiB); a frame that claims
     // more (zstd's ceiling is far above what honest data reaches) grows `out` as it proves it.
@@ -62,6 +57,37 @@ pub fn decode_prefix_with(frame: &[u8], len: usize, out: &mut Vec<u8>, decoder: 
         size = size.saturating_mul(2).min(len);
         out.resize(size, 0);
     }
+}
+
+/// Decodes the first `out.len()` bytes of the frame at the start of `frame` into `out`, which
+/// the caller sized and allocated (see [`Layer::read_chunk_into`]), with a caller's decoder.
+///
+/// [`Layer::read_chunk_into`]: crate::Layer::read_chunk_into
+pub fn decode_into(frame: &[u8], out: &mut [u8], decoder: &mut FrameDecoder) -> Result<()> {
+    let mut decoder = start(frame, out.len(), decoder)?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    decoder.read_exact(out).map_err(|_| Error::Corrupt("zstd frame is corrupt or ends early"))
+}
+
+/// Whether the zstd frame `frame` could hold `len` decoded bytes.
+pub(crate) fn may_expand_to(frame: &[u8], len: usize) -> bool {
+    frame.len().saturating_mul(MAX_ZSTD_RATIO) >= len
+}
+
+/// A streaming decoder over `frame`'s header, refusing a `len` no frame of this size can hold.
+fn start<'a>(
+    frame: &'a [u8],
+    len: usize,
+    decoder: &'a mut FrameDecoder,
+) -> Result<StreamingDecoder<&'a [u8], &'a mut FrameDecoder>> {
+    let decoder =
+        StreamingDecoder::new_with_decoder(frame, decoder).map_err(|_| Error::Corrupt("invalid zstd frame header"))?;
+    if !may_expand_to(frame, len) {
+        return Err(Error::Corrupt("zstd frame holds fewer bytes than the TOC says"));
+    }
+    Ok(decoder)
 }
 
 /// Reads exactly `len` bytes from `decoder` into `out`, growing it step by step.

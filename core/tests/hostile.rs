@@ -2112,3 +2112,91 @@ fn the_writer_and_the_reader_agree_on_hardlink_targets() {
         }
     }
 }
+
+/// `read_chunk_into` (the vfs's decode, into a buffer the caller allocates) gives what
+/// `read_chunk` gives, byte for byte and error for error: a chunk with a member of its own, a
+/// zeros chunk, chunks packed into one member, a corrupt chunk. A chunk whose compressed bytes
+/// cannot expand to its claimed size is refused before the caller is asked for the buffer.
+#[test]
+fn read_chunk_into_matches_read_chunk_and_asks_only_for_what_data_can_back() {
+    let data = pattern(300_000, 9);
+    // 1.5 MiB that does not compress: its compressed span is more than a Scratch keeps.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..3 << 19)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    for fmt in formats() {
+        let mut b = Builder::new(fmt);
+        let whole = b.member(&data);
+        let noisy = b.member(&noise);
+        let packed = b.member(&data[..192]);
+        let tiny = b.member(b"x");
+        let entries = [
+            format!(
+                r#"{{"name":"whole","type":"reg","size":{},"offset":{whole},"digest":"{}"}}"#,
+                data.len(),
+                digest(&data)
+            ),
+            r#"{"name":"zeros","type":"reg","size":4096,"offset":0,"chunkType":"zeros"}"#.to_string(),
+            format!(
+                r#"{{"name":"packed","type":"reg","size":192,"offset":{packed},"chunkSize":64,"chunkDigest":"{}"}}"#,
+                digest(&data[..64])
+            ),
+            format!(
+                r#"{{"name":"packed","type":"chunk","offset":{packed},"innerOffset":64,"chunkOffset":64,"chunkSize":128,"chunkDigest":"{}"}}"#,
+                digest(&data[64..192])
+            ),
+            // Right bytes, wrong digest: EIO for this chunk, whichever call decodes it.
+            format!(
+                r#"{{"name":"corrupt","type":"reg","size":{},"offset":{whole},"digest":"{}"}}"#,
+                data.len(),
+                digest(b"no")
+            ),
+            format!(
+                r#"{{"name":"noise","type":"reg","size":{},"offset":{noisy},"digest":"{}"}}"#,
+                noise.len(),
+                digest(&noise)
+            ),
+            // One byte of data claiming 16 MiB: no buffer is asked for.
+            format!(r#"{{"name":"bomb","type":"reg","size":{},"offset":{tiny}}}"#, 16 << 20),
+        ];
+        let blob = b.finish_with_toc(format!(r#"{{"version":1,"entries":[{}]}}"#, entries.join(",")).as_bytes());
+        let layer = open_vec(blob).unwrap();
+        let mut scratch = crfs_core::Scratch::default();
+        for name in ["whole", "zeros", "packed", "corrupt", "noise", "bomb"] {
+            let f = id_of(&layer, name);
+            for chunk in 0..layer.index().chunks(f).len() {
+                let mut want = Vec::new();
+                let want = layer.read_chunk(f, chunk, true, &mut want).map(|()| want);
+                let mut asked = Vec::new();
+                let got = layer.read_chunk_into(f, chunk, true, &mut scratch, |len| {
+                    asked.push(len);
+                    vec![0u8; len]
+                });
+                assert_eq!(got, want, "{fmt:?} {name} chunk {chunk}");
+                let size = layer.index().chunks(f)[chunk].size as usize;
+                match name {
+                    "bomb" => assert!(asked.is_empty(), "{fmt:?}: asked for {asked:?}"),
+                    // The compressed span first (from the member's offset to the TOC's), then the chunk.
+                    "noise" => {
+                        assert_eq!(asked.len(), 2, "{fmt:?}: {asked:?}");
+                        assert!(
+                            asked[0] > crfs_core::Scratch::KEEP_COMPRESSED && asked[1] == size,
+                            "{fmt:?}: {asked:?}"
+                        );
+                    }
+                    _ => assert_eq!(asked, [size], "{fmt:?} {name} chunk {chunk}"),
+                }
+            }
+        }
+        let f = id_of(&layer, "whole");
+        assert_eq!(layer.read_chunk_into(f, 0, true, &mut scratch, |len| vec![0u8; len]).unwrap(), data);
+        // A caller that hands back a buffer of another size gets an error, not a short chunk.
+        assert!(layer.read_chunk_into(f, 0, true, &mut scratch, |len| vec![0u8; len - 1]).is_err());
+    }
+}
