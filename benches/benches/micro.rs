@@ -22,7 +22,7 @@ use crfs_core::footer::{MAX_FOOTER_LEN, parse_footer};
 use crfs_core::writer::{Options, convert_to_vec};
 use crfs_core::{Format, Index, Kind, Layer, NodeId};
 use crfs_testkit::{TarBuilder, TarEntry};
-use crfs_vfs::{ChunkKey, LayerFs, ROOT_INO};
+use crfs_vfs::{ChunkData, ChunkKey, LayerFs, ROOT_INO};
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, measurement::WallTime};
 
 type BenchResult<T> = Result<T, String>;
@@ -271,26 +271,26 @@ const CONTENDING_THREADS: usize = 4;
 /// A chunk cache as the benchmarks drive it: crfs-vfs's, or moka's own loader for comparison.
 trait ChunkLoader: Sync {
     /// The chunk at `key`, from the cache or from `load` (once for concurrent misses).
-    fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<Vec<u8>> + Sync)) -> BenchResult<Arc<Vec<u8>>>;
+    fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<ChunkData> + Sync)) -> BenchResult<Arc<ChunkData>>;
 }
 
 /// What the mounts use: `crfs_vfs::ChunkCache` (moka stores, crfs-vfs coalesces misses).
 impl ChunkLoader for crfs_vfs::ChunkCache {
-    fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<Vec<u8>> + Sync)) -> BenchResult<Arc<Vec<u8>>> {
-        crfs_vfs::ChunkCache::get_or_load(self, key, || Ok(load())).map_err(|e| e.to_string())
+    fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<ChunkData> + Sync)) -> BenchResult<Arc<ChunkData>> {
+        crfs_vfs::ChunkCache::get_or_load(self, key, CACHED_CHUNK as u64, || Ok(load())).map_err(|e| e.to_string())
     }
 }
 
 /// The peer: moka 0.12's `try_get_with`, which crfs-vfs used before it was found to leak.
-impl ChunkLoader for moka::sync::Cache<ChunkKey, Arc<Vec<u8>>> {
-    fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<Vec<u8>> + Sync)) -> BenchResult<Arc<Vec<u8>>> {
+impl ChunkLoader for moka::sync::Cache<ChunkKey, Arc<ChunkData>> {
+    fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<ChunkData> + Sync)) -> BenchResult<Arc<ChunkData>> {
         self.try_get_with(key, || Ok::<_, crfs_core::Error>(load())).map_err(|e| e.to_string())
     }
 }
 
 /// A freshly decoded chunk, as a load hands it to the cache.
-fn decoded_chunk() -> Arc<Vec<u8>> {
-    Arc::new(vec![7u8; CACHED_CHUNK])
+fn decoded_chunk() -> Arc<ChunkData> {
+    Arc::new(ChunkData::from(vec![7u8; CACHED_CHUNK]))
 }
 
 /// The `i`th distinct chunk key: 1,024 chunks per file node.
@@ -336,7 +336,7 @@ fn bench_chunk_cache(c: &mut Criterion, _fx: &Fixtures) -> BenchResult<()> {
         check(&format!("{name}: loads for 1,000 chunks wanted by {CONTENDING_THREADS} threads"), loads, 1_000)?;
         check(
             &format!("{name}: a hit"),
-            cache.get_or_load(chunk_key(0), &|| Arc::new(Vec::new()))?.len(),
+            cache.get_or_load(chunk_key(0), &|| Arc::new(ChunkData::from(Vec::new())))?.len(),
             CACHED_CHUNK,
         )?;
     }

@@ -9,10 +9,14 @@
 //! names of a hardlink share a number, and numbers are the same every time the same blob is
 //! mounted.
 //!
-//! The chunk cache ([`LoadingCache`] over moka) is bounded in bytes, shared by all threads, and
-//! collapses concurrent misses on one chunk into a single decode, so sequential small reads
-//! through a big chunk inflate it once. Each thread decodes with a [`crfs_core::Scratch`] of
+//! The chunk cache ([`ChunkCache`]: a [`LoadingCache`] over moka) is bounded in bytes, shared
+//! by all threads, and collapses concurrent misses on one chunk into a single decode, so
+//! sequential small reads through a big chunk inflate it once. Chunks being decoded are bounded
+//! too, to half the cache's size (a miss waits for room, read-ahead skips), so memory does not
+//! grow with the number of threads reading. Each thread decodes with a [`crfs_core::Scratch`] of
 //! its own (a thread-local), so a miss allocates the chunk's buffer and not its decoder state.
+//! The inflater writes straight into that buffer ([`ChunkData`]): a big chunk gets an
+//! anonymous mapping of its own, which goes back to the system when the cache lets go of it.
 //! Reads are lent to the front-end
 //! ([`ReadOnlyFs::read_with`]): a read inside one cached chunk hands over a slice of the
 //! cached chunk, with no allocation and no copy; [`ReadOnlyFs::read`] returns an owned `Vec`
@@ -31,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crfs_core::{Index, Kind, Layer, NodeId, ReadAt};
 
+mod chunk;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_entry;
 mod loading;
@@ -39,6 +44,7 @@ mod namespace;
 mod readahead;
 mod slots;
 mod store;
+pub use chunk::{ChunkCache, ChunkData, ChunkKey, chunk_store};
 pub use loading::LoadingCache;
 pub use merged::MergedFs;
 pub use namespace::{NamespaceFs, NamespaceOptions, ResolveError, ResolvedImage, Resolver, Version};
@@ -263,35 +269,18 @@ pub(crate) fn decode_chunk<R: ReadAt>(
     file: NodeId,
     chunk: usize,
     verify: bool,
-) -> Result<Arc<Vec<u8>>, crfs_core::Error> {
-    let mut data = Vec::new();
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut scratch) => layer.read_chunk_with(file, chunk, verify, &mut data, &mut scratch),
+) -> Result<Arc<ChunkData>, crfs_core::Error> {
+    let data = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => layer.read_chunk_into(file, chunk, verify, &mut scratch, ChunkData::zeroed),
         // Only if a decode ever ran inside another on this thread: use a scratch of its own.
-        Err(_) => layer.read_chunk(file, chunk, verify, &mut data),
+        Err(_) => layer.read_chunk_into(file, chunk, verify, &mut crfs_core::Scratch::default(), ChunkData::zeroed),
     })?;
     Ok(Arc::new(data))
 }
 
-/// A decoded chunk's key: (layer tag, file node, chunk index).
-pub type ChunkKey = (u32, NodeId, u32);
-
-/// Decoded chunks, bounded in bytes and shareable between the layers of an image.
-pub type ChunkCache = LoadingCache<ChunkKey, Arc<Vec<u8>>, crfs_core::Error>;
-
-/// A chunk cache holding at most `bytes` bytes of decoded chunks.
+/// A chunk cache holding at most `bytes` bytes of decoded chunks (see [`ChunkCache`]).
 pub fn new_chunk_cache(bytes: u64) -> ChunkCache {
-    LoadingCache::new(chunk_store(bytes))
-}
-
-/// The moka cache a [`ChunkCache`] stores in: at most `bytes` bytes of decoded chunks, each
-/// weighed by its length. Public so that a benchmark can drive the same store without
-/// crfs-vfs's coalescing of misses.
-pub fn chunk_store(bytes: u64) -> moka::sync::Cache<ChunkKey, Arc<Vec<u8>>> {
-    moka::sync::Cache::builder()
-        .max_capacity(bytes)
-        .weigher(|_, v: &Arc<Vec<u8>>| u32::try_from(v.len()).unwrap_or(u32::MAX))
-        .build()
+    ChunkCache::new(bytes)
 }
 
 /// The read-only operations every front-end serves, whatever the tree behind them: one
@@ -575,10 +564,11 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
 
     /// One decoded (and, if configured, verified) chunk, from the cache or decoded once for
     /// all concurrent callers.
-    fn chunk(&self, file: NodeId, chunk: usize) -> Result<Arc<Vec<u8>>, FsError> {
+    fn chunk(&self, file: NodeId, chunk: usize) -> Result<Arc<ChunkData>, FsError> {
         let key = (self.cache_tag, file, u32::try_from(chunk).map_err(|_| FsError::Io)?);
+        let size = self.index().chunks(file).get(chunk).map_or(0, |c| c.size);
         self.cache
-            .get_or_load(key, || {
+            .get_or_load(key, size, || {
                 // A miss: if misses walk forward through the blob, decode what follows ahead.
                 if let Some(c) = self.index().chunks(file).get(chunk).filter(|_| self.options.read_ahead) {
                     self.readahead.on_miss(self.index(), c.offset, file, key.2, || {

@@ -100,12 +100,10 @@ fn spawn<R: ReadAt + Send + Sync + 'static>(
     let worker = move || {
         for pos in rx {
             let Some(&(_, file, chunk)) = order.get(pos) else { continue };
-            let key = (tag, file, chunk);
-            if cache.contains(&key) {
-                continue;
-            }
-            // Errors are left to the read that needs the chunk: it decodes again and reports.
-            let _ = cache.get_or_load(key, || crate::decode_chunk(&layer, file, chunk as usize, verify));
+            let size = layer.index().chunks(file).get(chunk as usize).map_or(0, |c| c.size);
+            // Skipped while the cache's decoding budget is full; errors are left to the read
+            // that needs the chunk: it decodes again and reports.
+            cache.load_ahead((tag, file, chunk), size, || crate::decode_chunk(&layer, file, chunk as usize, verify));
         }
     };
     match std::thread::Builder::new().name("crfs-readahead".into()).spawn(worker) {
