@@ -166,33 +166,7 @@ enum ImageCommand {
     Convert(convert::ImageConvertArgs),
 }
 
-/// Makes glibc return large freed buffers to the kernel at once.
-///
-/// crfs allocates and frees chunk-sized buffers (up to 4 MiB) all the time. glibc serves those
-/// with mmap at first, but each free raises its mmap threshold to the size freed, after which
-/// such buffers come from the heap arenas and their pages stay with the process: in the mount
-/// soak (benches/results/soak.md) RSS reached 218 MiB over a 16 MiB chunk cache. A fixed
-/// threshold turns that adjustment off. Other C libraries are left alone. Decoder state is
-/// now kept per thread, but the chunk buffers themselves still come and go with the cache:
-/// without this call, reading every file of the 55k-entry corpus still peaks 20 to 25 MiB
-/// higher (benches/results/cache-rss.md).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)] // one FFI call; the workspace otherwise has no unsafe code outside tests
-fn keep_large_buffers_unpooled() {
-    const MMAP_THRESHOLD_BYTES: libc::c_int = 128 * 1024;
-    // SAFETY: mallopt only changes allocator parameters; it is called before any other thread
-    // exists, as glibc asks.
-    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) };
-    if ok != 1 {
-        tracing::debug!("mallopt(M_MMAP_THRESHOLD) refused");
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_large_buffers_unpooled() {}
-
 fn main() -> ExitCode {
-    keep_large_buffers_unpooled();
     let cli = Cli::parse();
     let debug = match &cli.command {
         Command::Mount { serve, .. } | Command::Nfs { serve, .. } | Command::Store { serve, .. } => serve.debug,
