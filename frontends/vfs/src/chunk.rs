@@ -55,19 +55,18 @@ impl ChunkCache {
         })
     }
 
-    /// Read-ahead: decodes the chunk at `key` into the cache if the budget has room for it now;
-    /// otherwise leaves it to the read that will want it. Errors are left to that read too.
+    /// Read-ahead: decodes the chunk at `key` into the cache if nobody is decoding it already
+    /// and the budget has room for it now; otherwise leaves it to the read that will want it.
+    /// Errors are left to that read too. It never waits while holding room: a read-ahead that
+    /// held room while it waited for a reader's decode, which waits for room, would hang both.
     pub(crate) fn load_ahead(
         &self,
         key: ChunkKey,
         size: u64,
         decode: impl FnOnce() -> Result<Arc<ChunkData>, crfs_core::Error>,
     ) {
-        if self.chunks.contains(&key) {
-            return;
-        }
         if let Some(_room) = self.decoding.try_take(size) {
-            let _ = self.chunks.get_or_load(key, decode);
+            let _ = self.chunks.load_unless_loading(key, decode);
         }
     }
 
@@ -241,6 +240,47 @@ mod tests {
         drop(room);
         cache.load_ahead((1, 0, 0), CHUNK, || Ok(Arc::new(ChunkData::from(vec![2; 4]))));
         assert_eq!(cache.get(&(1, 0, 0)).map(|c| c[0]), Some(2));
+    }
+
+    /// A cache smaller than two chunks: a reader decoding a chunk and read-ahead wanting the
+    /// same one must not hang each other (read-ahead skips a chunk being decoded).
+    #[test]
+    fn read_ahead_never_waits_for_a_readers_decode() {
+        const CHUNK: u64 = 4 << 20;
+        let cache = ChunkCache::new(4 << 20); // room for 2 MiB: one 4 MiB decode at a time
+        let (started, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                cache.get_or_load((0, 0, 0), CHUNK, || {
+                    started.wait();
+                    release.wait();
+                    Ok(Arc::new(ChunkData::from(vec![3; 4])))
+                })
+            });
+            started.wait();
+            // The reader holds the room and is decoding (0, 0, 0): read-ahead of it returns at
+            // once instead of waiting for that decode.
+            cache.load_ahead((0, 0, 0), CHUNK, || panic!("decoded twice"));
+            release.wait();
+            assert_eq!(reader.join().unwrap().unwrap()[0], 3);
+        });
+        // With the room free but the chunk being loaded by someone else, read-ahead skips too.
+        let (started, release) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                cache.chunks.get_or_load((0, 0, 1), || {
+                    started.wait();
+                    release.wait();
+                    Ok(Arc::new(ChunkData::from(vec![4; 4])))
+                })
+            });
+            started.wait();
+            let t0 = std::time::Instant::now();
+            cache.load_ahead((0, 0, 1), CHUNK, || panic!("decoded twice"));
+            assert!(t0.elapsed() < Duration::from_secs(5));
+            release.wait();
+            assert_eq!(reader.join().unwrap().unwrap()[0], 4);
+        });
     }
 
     #[test]

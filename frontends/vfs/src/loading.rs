@@ -120,6 +120,23 @@ where
         }
     }
 
+    /// Loads `key` unless it is cached or another caller is loading it: never waits for
+    /// another caller's load. `None` when it did not load.
+    pub fn load_unless_loading(&self, key: K, load: impl FnOnce() -> Result<V, E>) -> Option<Result<V, Arc<E>>> {
+        if self.values.contains_key(&key) {
+            return None;
+        }
+        let slot: Slot<V, E> = Arc::new(Mutex::new(None));
+        let mut loading = lock(&self.loading);
+        if loading.contains_key(&key) {
+            return None;
+        }
+        loading.insert(key.clone(), slot.clone());
+        let outcome = lock(&slot);
+        drop(loading);
+        Some(self.lead(&key, outcome, load))
+    }
+
     /// The leader's part: load (unless the value arrived meanwhile), publish, deregister.
     fn lead(
         &self,
