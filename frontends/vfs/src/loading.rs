@@ -84,6 +84,12 @@ where
         self.values.contains_key(key)
     }
 
+    /// Applies the evictions moka has pending, so that the cache is back within its bound now
+    /// rather than at moka's next housekeeping.
+    pub fn settle(&self) {
+        self.values.run_pending_tasks();
+    }
+
     /// Drops the cached value of `key` (a load in progress is not affected).
     pub fn invalidate(&self, key: &K) {
         self.values.invalidate(key);
