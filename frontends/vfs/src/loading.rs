@@ -102,22 +102,14 @@ where
         if let Some(value) = self.values.get(&key) {
             return Ok(value);
         }
-        let slot: Slot<V, E>;
-        {
-            let mut loading = lock(&self.loading);
-            match loading.get(&key) {
-                Some(existing) => slot = existing.clone(),
-                None => {
-                    slot = Arc::new(Mutex::new(None));
-                    loading.insert(key.clone(), slot.clone());
-                    // Locked before the map is let go, so a waiter cannot see an empty slot
-                    // of a leader that is still to start.
-                    let outcome = lock(&slot);
-                    drop(loading);
-                    return self.lead(&key, outcome, load);
-                }
+        let slot = {
+            let loading = lock(&self.loading);
+            let existing = loading.get(&key).cloned();
+            match existing {
+                Some(slot) => slot,
+                None => return self.lead_new(loading, key, load),
             }
-        }
+        };
         let waited = lock(&slot).clone();
         match waited {
             Some(outcome) => outcome,
@@ -132,15 +124,28 @@ where
         if self.values.contains_key(&key) {
             return None;
         }
-        let slot: Slot<V, E> = Arc::new(Mutex::new(None));
-        let mut loading = lock(&self.loading);
+        let loading = lock(&self.loading);
         if loading.contains_key(&key) {
             return None;
         }
+        Some(self.lead_new(loading, key, load))
+    }
+
+    /// Registers a load of `key` in the map of loads, which the caller holds locked and found
+    /// without one, and leads it.
+    fn lead_new(
+        &self,
+        mut loading: MutexGuard<'_, HashMap<K, Slot<V, E>>>,
+        key: K,
+        load: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, Arc<E>> {
+        let slot: Slot<V, E> = Arc::new(Mutex::new(None));
         loading.insert(key.clone(), slot.clone());
+        // Locked before the map is let go, so a waiter cannot see an empty slot of a leader
+        // that is still to start.
         let outcome = lock(&slot);
         drop(loading);
-        Some(self.lead(&key, outcome, load))
+        self.lead(&key, outcome, load)
     }
 
     /// The leader's part: load (unless the value arrived meanwhile), publish, deregister.
