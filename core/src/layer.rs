@@ -322,12 +322,8 @@ impl<R: ReadAt> Layer<R> {
         let mut out = if c.zeros || c.size == 0 || c.inner_offset > 0 {
             let mut decoded = Vec::new();
             self.decode(&c, c.size, &mut decoded, scratch)?;
-            let mut out = alloc(decoded.len());
-            let into = out.as_mut();
-            if into.len() != decoded.len() {
-                return Err(Error::Corrupt("chunk buffer of the wrong size"));
-            }
-            into.copy_from_slice(&decoded);
+            let mut out = buffer_of(&mut alloc, decoded.len())?;
+            out.as_mut().copy_from_slice(&decoded);
             out
         } else {
             let zstd = self.footer.format.is_zstd();
@@ -338,11 +334,8 @@ impl<R: ReadAt> Layer<R> {
                 if !zstd && !crate::gzip::may_expand_to(compressed, len) {
                     return Err(Error::Corrupt("gzip member holds fewer bytes than the TOC says"));
                 }
-                let mut out = alloc(len);
+                let mut out = buffer_of(alloc, len)?;
                 let into = out.as_mut();
-                if into.len() != len {
-                    return Err(Error::Corrupt("chunk buffer of the wrong size"));
-                }
                 if zstd {
                     decode_zstd_into(compressed, into, decoders)?;
                 } else {
@@ -618,6 +611,16 @@ fn decode_zstd(frame: &[u8], len: usize, out: &mut Vec<u8>, decoders: &mut Decod
 #[cfg(not(feature = "zstd"))]
 fn decode_zstd(_: &[u8], _: usize, _: &mut Vec<u8>, _: &mut Decoders) -> Result<()> {
     Err(Error::ZstdUnsupported)
+}
+
+/// A buffer of `len` bytes from a caller's `alloc` (see [`Layer::read_chunk_into`]); one of
+/// another size is refused rather than filled short or past its end.
+fn buffer_of<B: AsMut<[u8]>>(alloc: &mut impl FnMut(usize) -> B, len: usize) -> Result<B> {
+    let mut out = alloc(len);
+    if out.as_mut().len() != len {
+        return Err(Error::Corrupt("chunk buffer of the wrong size"));
+    }
+    Ok(out)
 }
 
 #[cfg(feature = "zstd")]
