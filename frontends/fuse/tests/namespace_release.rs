@@ -7,12 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Served;
 use crfs_core::{Digest, FileReadAt, Layer};
-use crfs_fuse::{Mount, MountConfig};
 use crfs_testkit::{in_ci, scratch_dir, testdata};
 use crfs_vfs::{NamespaceFs, NamespaceOptions, ResolveError, ResolvedImage, Resolver, Version};
 use sha2::Digest as _;
@@ -56,11 +58,6 @@ fn rss_kib() -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn is_mounted(dir: &Path) -> bool {
-    let dir = dir.canonicalize().unwrap();
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == dir.to_str())
-}
-
 fn sha256_hex(data: &[u8]) -> String {
     sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -70,15 +67,6 @@ fn listed_sha(path: &str) -> String {
     let list = std::fs::read_to_string(testdata().join("fixtures/many.esgz.list")).unwrap();
     let line = list.lines().find(|l| l.split('\t').next() == Some(path)).unwrap();
     line.split('\t').nth(10).unwrap().to_string()
-}
-
-/// Unmounts when dropped, so a failed assertion leaves no mount behind.
-struct Unmount(crfs_fuse::Unmounter);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = self.0.unmount();
-    }
 }
 
 const BATCH: usize = 10;
@@ -109,15 +97,7 @@ fn fifty_images_are_released_when_idle_and_resolve_again() {
     // Release only when the test says so (release_unused_for): no timing in the assertions.
     let options = NamespaceOptions { idle_release: None, ..NamespaceOptions::default() };
     let ns = Arc::new(NamespaceFs::new(Fifty, options));
-    let config = MountConfig { allow_other: false, threads: 2, fs_name: "crfs-test".into(), read_only: true };
-    let mut mount = Mount::new(Arc::clone(&ns), &mnt, &config).unwrap();
-    let unmount = Unmount(mount.unmounter());
-    let server = std::thread::spawn(move || mount.run());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !is_mounted(&mnt) {
-        assert!(Instant::now() < deadline, "mount did not appear");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let served = Served::mount(Arc::clone(&ns), &mnt);
 
     let want = listed_sha("d00/f001");
     let image = |i: usize| mnt.join(format!("image/fixture.test/fifty/img{i}:v1"));
@@ -159,6 +139,5 @@ fn fifty_images_are_released_when_idle_and_resolve_again() {
     assert_eq!(sha256_hex(&std::fs::read(image(7).join("d00/f001")).unwrap()), want);
     assert_eq!(ns.loaded_trees(), 1);
 
-    drop(unmount);
-    server.join().unwrap().unwrap();
+    served.unmount();
 }

@@ -13,6 +13,7 @@
 
 use core::fmt;
 use core::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use crate::loading::{LoadingCache, lock};
@@ -206,8 +207,13 @@ impl Drop for Room<'_> {
     }
 }
 
-/// One decoded chunk: its bytes, on the heap or in a mapping of their own (see the module).
-pub struct ChunkData(Repr);
+/// One decoded chunk: its bytes, on the heap or in a mapping of their own (see the module),
+/// and whether the whole chunk was handed out once already (see
+/// [`ChunkData::hand_out_whole_once`]).
+pub struct ChunkData {
+    bytes: Repr,
+    handed_out_whole: AtomicBool,
+}
 
 enum Repr {
     Heap(Box<[u8]>),
@@ -224,23 +230,34 @@ impl ChunkData {
     pub fn zeroed(len: usize) -> ChunkData {
         if len >= Self::MAP_FROM {
             match memmap2::MmapMut::map_anon(len) {
-                Ok(map) => return ChunkData(Repr::Mapped(map)),
+                Ok(map) => return ChunkData::new(Repr::Mapped(map)),
                 Err(e) => tracing::debug!("mapping {len} bytes for a chunk failed ({e}); using the heap"),
             }
         }
-        ChunkData(Repr::Heap(vec![0u8; len].into_boxed_slice()))
+        ChunkData::new(Repr::Heap(vec![0u8; len].into_boxed_slice()))
+    }
+
+    fn new(bytes: Repr) -> ChunkData {
+        ChunkData { bytes, handed_out_whole: AtomicBool::new(false) }
+    }
+
+    /// True the first time it is asked of this chunk, false ever after: lets a front-end hand
+    /// the whole chunk to the OS's page cache once per decode (see
+    /// [`ReadOnlyFs::take_whole_chunk`](crate::ReadOnlyFs::take_whole_chunk)).
+    pub fn hand_out_whole_once(&self) -> bool {
+        !self.handed_out_whole.swap(true, Ordering::Relaxed)
     }
 
     /// Whether the bytes live in a mapping of their own.
     pub fn is_mapped(&self) -> bool {
-        matches!(self.0, Repr::Mapped(_))
+        matches!(self.bytes, Repr::Mapped(_))
     }
 }
 
 impl Deref for ChunkData {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        match &self.0 {
+        match &self.bytes {
             Repr::Heap(bytes) => bytes,
             Repr::Mapped(map) => map,
         }
@@ -249,7 +266,7 @@ impl Deref for ChunkData {
 
 impl AsMut<[u8]> for ChunkData {
     fn as_mut(&mut self) -> &mut [u8] {
-        match &mut self.0 {
+        match &mut self.bytes {
             Repr::Heap(bytes) => bytes,
             Repr::Mapped(map) => map,
         }
@@ -258,7 +275,7 @@ impl AsMut<[u8]> for ChunkData {
 
 impl From<Vec<u8>> for ChunkData {
     fn from(bytes: Vec<u8>) -> Self {
-        ChunkData(Repr::Heap(bytes.into_boxed_slice()))
+        ChunkData::new(Repr::Heap(bytes.into_boxed_slice()))
     }
 }
 
@@ -271,7 +288,7 @@ impl fmt::Debug for ChunkData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     use std::time::Duration;
 
     #[test]
@@ -363,5 +380,13 @@ mod tests {
             }
         }
         assert_eq!(&*ChunkData::from(b"abc".to_vec()), b"abc");
+    }
+
+    #[test]
+    fn a_chunk_is_handed_out_whole_once() {
+        let chunk = ChunkData::zeroed(ChunkData::MAP_FROM);
+        assert!(chunk.hand_out_whole_once());
+        assert!(!chunk.hand_out_whole_once());
+        assert!(!chunk.hand_out_whole_once());
     }
 }

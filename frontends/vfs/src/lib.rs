@@ -20,7 +20,10 @@
 //! Reads are lent to the front-end
 //! ([`ReadOnlyFs::read_with`]): a read inside one cached chunk hands over a slice of the
 //! cached chunk, with no allocation and no copy; [`ReadOnlyFs::read`] returns an owned `Vec`
-//! for callers that must own the bytes (the NFS server).
+//! for callers that must own the bytes (the NFS server). After a read, a front-end that can
+//! fill the OS's page cache takes the whole chunk once per decode
+//! ([`ReadOnlyFs::take_whole_chunk`]), so that reads elsewhere in that chunk need neither
+//! crfs's cache nor another decode.
 //!
 //! Must never depend on: fuser, the NFS server (nfs3_server), sockets, or any registry code;
 //! bytes come from crfs-core's `ReadAt`.
@@ -314,6 +317,18 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
         sink(&data);
         Ok(())
     }
+    /// The whole decoded chunk of file `ino` that holds byte `offset`, handed out at most once
+    /// per decode: `Some` only while the tree holds that chunk decoded in memory and has not
+    /// handed it out this way since it was decoded. Never decodes, never waits.
+    ///
+    /// For a front-end that can fill the OS's page cache beyond what a read asked for (FUSE's
+    /// notify-store): chunks are up to 4 MiB and cost a whole decode whatever part of them is
+    /// read, so after a read the rest of its chunk goes to the page cache, and later reads
+    /// anywhere in that chunk never reach crfs while the kernel keeps those pages. The
+    /// provided method has no chunks to hand out.
+    fn take_whole_chunk(&self, _ino: Ino, _offset: u64) -> Option<WholeChunk> {
+        None
+    }
     /// The value of an extended attribute.
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError>;
     /// Extended attribute names, each followed by a NUL byte.
@@ -353,6 +368,17 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     fn rmdir(&self, _parent: Ino, _name: &[u8]) -> FsError {
         FsError::ReadOnly
     }
+}
+
+/// A whole decoded chunk of a file, from [`ReadOnlyFs::take_whole_chunk`].
+#[derive(Debug, Clone)]
+pub struct WholeChunk {
+    /// Where the chunk's bytes start in the file.
+    pub file_offset: u64,
+    /// The size of the whole file (the chunk may end there).
+    pub file_size: u64,
+    /// The decoded bytes, shared with the chunk cache.
+    pub data: Arc<ChunkData>,
 }
 
 /// One layer as a read-only filesystem.
@@ -638,6 +664,17 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         Ok(())
     }
 
+    /// The cached chunk of file `ino` holding byte `offset`, once per decode (see
+    /// [`ReadOnlyFs::take_whole_chunk`]).
+    pub fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
+        let id = self.index().resolve(self.node_of(ino).ok()?);
+        let file_size = self.index().node(id).filter(|n| n.kind() == Kind::Reg)?.size();
+        let i = self.index().chunk_at(id, offset)?;
+        let chunk = self.index().chunks(id).get(i)?;
+        let data = self.cache.get(&(self.cache_tag, id, u32::try_from(i).ok()?))?;
+        data.hand_out_whole_once().then(|| WholeChunk { file_offset: chunk.file_offset, file_size, data })
+    }
+
     fn is_opaque_dir(&self, id: NodeId) -> bool {
         self.options.overlay_whiteouts
             && self.index().node(id).is_some_and(|n| n.kind() == Kind::Dir)
@@ -708,6 +745,9 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for LayerFs<R> {
     fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
         LayerFs::read_with(self, ino, offset, size, sink)
     }
+    fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
+        LayerFs::take_whole_chunk(self, ino, offset)
+    }
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
         LayerFs::getxattr(self, ino, name)
     }
@@ -750,6 +790,9 @@ macro_rules! forward_read_only_fs {
             }
             fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
                 (**self).read_with(ino, offset, size, sink)
+            }
+            fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
+                (**self).take_whole_chunk(ino, offset)
             }
             fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
                 (**self).getxattr(ino, name)

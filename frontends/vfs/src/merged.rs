@@ -20,7 +20,7 @@ use crfs_core::{Kind, Layer, NodeId, ROOT, ReadAt};
 
 use crate::{
     Attr, ChunkCache, DirEntry, FileKind, FsError, Ino, LayerFs, OPAQUE_MARKER, Options, ReadOnlyFs, StatFs,
-    WHITEOUT_PREFIX, new_chunk_cache,
+    WHITEOUT_PREFIX, WholeChunk, new_chunk_cache,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -304,6 +304,11 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for MergedFs<R> {
     fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
         let (fs, local) = self.local(ino)?;
         fs.read_with(local, offset, size, sink)
+    }
+
+    fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
+        let (fs, local) = self.local(ino).ok()?;
+        fs.take_whole_chunk(local, offset)
     }
 
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {

@@ -50,7 +50,7 @@ use crate::loading::lock;
 use crate::slots::{self, LOCAL_MASK};
 use crate::{
     Attr, DirEntry, FileKind, FsError, Ino, LayerFs, LoadingCache, MergedFs, Options, ROOT_INO, ReadOnlyFs, StableId,
-    StatFs,
+    StatFs, WholeChunk,
 };
 
 /// Why a reference could not be resolved.
@@ -833,6 +833,13 @@ impl<Res: Resolver> ReadOnlyFs for NamespaceFs<Res> {
             Some(_) => self.synthetic_read(ino, offset, size).map(sink),
             None => self.in_slot(ino, |fs, l| fs.read_with(l, offset, size, sink)),
         }
+    }
+
+    fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
+        if Self::synth_index(ino).is_some() {
+            return None;
+        }
+        self.in_slot(ino, |fs, l| Ok(fs.take_whole_chunk(l, offset))).ok()?
     }
 
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {

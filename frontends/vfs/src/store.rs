@@ -34,7 +34,9 @@ use crfs_core::{Digest, Layer, ReadAt};
 
 use crate::loading::lock;
 use crate::slots::{self, LOCAL_MASK};
-use crate::{Attr, DirEntry, FileKind, FsError, Ino, LayerFs, Options, ROOT_INO, ReadOnlyFs, ResolveError, StatFs};
+use crate::{
+    Attr, DirEntry, FileKind, FsError, Ino, LayerFs, Options, ROOT_INO, ReadOnlyFs, ResolveError, StatFs, WholeChunk,
+};
 
 /// One layer the store serves.
 pub struct StoreLayer<B> {
@@ -562,6 +564,14 @@ impl<S: LayerSource> ReadOnlyFs for LayerStoreFs<S> {
             return self.read(ino, offset, size).map(|data| sink(&data));
         }
         self.in_slot(ino, |fs, l| fs.read_with(l, offset, size, sink))
+    }
+
+    /// Files of a layer's `diff` tree hand out their chunks; `info` and `blob` have none.
+    fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
+        if Self::node_index(ino).is_some() {
+            return None;
+        }
+        self.in_slot(ino, |fs, l| Ok(fs.take_whole_chunk(l, offset))).ok()?
     }
 
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {
