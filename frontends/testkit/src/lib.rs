@@ -13,6 +13,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod guest;
+
 use base64::Engine as _;
 use crfs_core::{Digest, Kind, Layer, NodeId, ReadAt};
 use sha2::{Digest as _, Sha256};

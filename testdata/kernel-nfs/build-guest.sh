@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the guest of the kernel NFS client test (frontends/cli/tests/nfs_kernel.rs): Debian's
-# own kernel and a small initramfs with busybox, the kernel's NFS client modules, util-linux
-# mount, nfs-common's mount.nfs and rpc.statd, rpcbind, and the GNU tools the test lists trees
-# with (the host's: the same binaries list the FUSE mount on the host, so outputs compare).
+# Builds the guest of the kernel NFS client test (frontends/cli/tests/nfs_kernel.rs) and of
+# benches/nfs-compare.sh: Debian's own kernel and a small initramfs with busybox, the kernel's
+# NFS client modules, util-linux mount, nfs-common's mount.nfs and rpc.statd, rpcbind, and the
+# GNU tools the test lists trees with (the host's: the same binaries list the FUSE mount on the
+# host, so outputs compare).
 #
 #   build-guest.sh OUT_DIR      writes OUT_DIR/vmlinuz and OUT_DIR/initrd.cpio.gz
 #
