@@ -1,4 +1,5 @@
-//! `crfs-bench-kernel-nfs --crfs BIN --guest DIR --scratch DIR [--runs N] BLOB`: the CPU time
+//! `crfs-bench-kernel-nfs --crfs BIN --guest DIR --scratch DIR [--runs N] [--clients C,..]
+//! [--ops O,..] BLOB`: the CPU time
 //! `crfs` spends serving the Linux kernel's own NFS client, against serving the same work
 //! through FUSE.
 //!
@@ -22,6 +23,7 @@
 //! on both sides) and `ls-lR` (GNU `ls -lR`). It prints one line per measurement:
 //! `CLIENT OP CPU_SECONDS WALL_SECONDS CHECK`, where CHECK is the bytes read (read-all) or the
 //! lines listed (ls-lR) and must be the same for every client; a difference is an error.
+//! `--clients` and `--ops` pick some of them (to profile one, say).
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -33,7 +35,8 @@ use std::time::{Duration, Instant};
 use crfs_benches::{Args, BenchResult, run};
 use crfs_testkit::guest::{Guest, MOUNT_SECS};
 
-const USAGE: &str = "crfs-bench-kernel-nfs --crfs BIN --guest DIR --scratch DIR [--runs N] BLOB";
+const USAGE: &str =
+    "crfs-bench-kernel-nfs --crfs BIN --guest DIR --scratch DIR [--runs N] [--clients C,..] [--ops O,..] BLOB";
 
 const CLIENTS: [&str; 3] = ["fuse", "nfs", "nfs-cached"];
 const OPS: [&str; 2] = ["read-all", "ls-lR"];
@@ -42,8 +45,9 @@ const GUEST_MNT: &str = "/mnt/crfs";
 
 fn main() -> std::process::ExitCode {
     run("crfs-bench-kernel-nfs", || {
-        let args = Args::parse(&["crfs", "guest", "scratch", "runs"])?;
-        args.only(&["crfs", "guest", "scratch", "runs"])?;
+        const VALUED: [&str; 6] = ["crfs", "guest", "scratch", "runs", "clients", "ops"];
+        let args = Args::parse(&VALUED)?;
+        args.only(&VALUED)?;
         let [blob] = args.positional() else {
             return Err(format!("usage: {USAGE}"));
         };
@@ -60,7 +64,9 @@ fn main() -> std::process::ExitCode {
             checks: BTreeMap::new(),
         };
         std::fs::create_dir_all(&bench.mnt).map_err(|e| format!("{}: {e}", bench.mnt.display()))?;
-        let cases: Vec<(&str, &str)> = CLIENTS.iter().flat_map(|c| OPS.iter().map(move |o| (*c, *o))).collect();
+        let clients = pick(&CLIENTS, args.value("clients"))?;
+        let ops = pick(&OPS, args.value("ops"))?;
+        let cases: Vec<(&str, &'static str)> = clients.iter().flat_map(|c| ops.iter().map(move |o| (*c, *o))).collect();
         for r in 0..runs as usize {
             for k in 0..cases.len() {
                 let (client, op) = cases[(k + r) % cases.len()];
@@ -71,6 +77,15 @@ fn main() -> std::process::ExitCode {
         }
         Ok(())
     })
+}
+
+/// The names of `all` that `wanted` (comma-separated) lists, or all of them.
+fn pick(all: &[&'static str], wanted: Option<&str>) -> BenchResult<Vec<&'static str>> {
+    let Some(wanted) = wanted else { return Ok(all.to_vec()) };
+    wanted
+        .split(',')
+        .map(|w| all.iter().copied().find(|a| *a == w).ok_or(format!("{w}: not one of {}", all.join(", "))))
+        .collect()
 }
 
 struct Bench {
@@ -134,10 +149,15 @@ impl Bench {
             if mounted.rc != 0 {
                 return Err(format!("guest: mount -o {options}: exit {}: {}", mounted.rc, mounted.err));
             }
+            let calls_before = self.nfs3_calls();
             let started = Instant::now();
             let ran = self.guest.run_for(&op_script(op, GUEST_MNT, "/gnu/"), Duration::from_secs(1800));
             let wall = started.elapsed().as_secs_f64();
             let cpu = server.cpu()?;
+            let calls_after = self.nfs3_calls();
+            let calls = calls_after.iter().zip(calls_before).map(|((name, n), (_, b))| (*name, n.saturating_sub(b)));
+            let calls: Vec<String> = calls.filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name} {n}")).collect();
+            eprintln!("{client} {op}: NFSv3 calls from the guest: {}", calls.join(", "));
             self.guest.umount(GUEST_MNT);
             server.stop();
             if ran.rc != 0 {
@@ -150,6 +170,24 @@ impl Bench {
             return Err(format!("{client} {op}: got {}, the first client {want}", measured.check));
         }
         Ok(measured)
+    }
+}
+
+impl Bench {
+    /// The guest client's NFSv3 calls so far, by procedure (/proc/net/rpc/nfs, line `proc3`).
+    fn nfs3_calls(&mut self) -> Vec<(&'static str, u64)> {
+        const PROCS: [&str; 22] = [
+            "null", "getattr", "setattr", "lookup", "access", "readlink", "read", "write", "create", "mkdir",
+            "symlink", "mknod", "remove", "rmdir", "rename", "link", "readdir", "readdirplus", "fsstat", "fsinfo",
+            "pathconf", "commit",
+        ];
+        let text = self.guest.run("cat /proc/net/rpc/nfs").text();
+        let counts: Vec<u64> = text
+            .lines()
+            .find_map(|l| l.strip_prefix("proc3 "))
+            .map(|l| l.split_whitespace().skip(1).filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_default();
+        PROCS.iter().copied().zip(counts.into_iter().chain(std::iter::repeat(0))).collect()
     }
 }
 
