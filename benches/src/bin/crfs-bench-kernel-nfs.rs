@@ -177,9 +177,28 @@ impl Bench {
     /// The guest client's NFSv3 calls so far, by procedure (/proc/net/rpc/nfs, line `proc3`).
     fn nfs3_calls(&mut self) -> Vec<(&'static str, u64)> {
         const PROCS: [&str; 22] = [
-            "null", "getattr", "setattr", "lookup", "access", "readlink", "read", "write", "create", "mkdir",
-            "symlink", "mknod", "remove", "rmdir", "rename", "link", "readdir", "readdirplus", "fsstat", "fsinfo",
-            "pathconf", "commit",
+            "null",
+            "getattr",
+            "setattr",
+            "lookup",
+            "access",
+            "readlink",
+            "read",
+            "write",
+            "create",
+            "mkdir",
+            "symlink",
+            "mknod",
+            "remove",
+            "rmdir",
+            "rename",
+            "link",
+            "readdir",
+            "readdirplus",
+            "fsstat",
+            "fsinfo",
+            "pathconf",
+            "commit",
         ];
         let text = self.guest.run("cat /proc/net/rpc/nfs").text();
         let counts: Vec<u64> = text

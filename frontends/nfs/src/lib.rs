@@ -458,17 +458,23 @@ impl<F: ReadOnlyFs> NfsReadFileSystem for NfsFs<F> {
     async fn read(&self, id: &Handle, offset: u64, count: u32) -> Result<(Vec<u8>, bool), nfsstat3> {
         let ino = self.ino(id)?;
         let count = count.min(MAX_IO);
-        let fs = Arc::clone(&self.fs);
-        // Reads decode chunks (CPU) and read the blob (I/O): keep them off the async workers.
-        // nfs3_server takes the reply as an owned Vec, so `read` (one allocation, one copy
-        // out of the chunk cache) is the least it can cost; `read_with` would copy the same.
-        let (data, size) = tokio::task::spawn_blocking(move || {
-            let size = fs.getattr(ino)?.size;
-            fs.read(ino, offset, count).map(|data| (data, size))
-        })
-        .await
-        .map_err(|_| nfsstat3::NFS3ERR_IO)?
-        .map_err(nfs_error)?;
+        // nfs3_server takes the reply as an owned Vec, so `read` (one allocation, one copy out
+        // of the chunk cache) is the least it can cost; `read_with` would copy the same. From
+        // the cache, answered here: a hop to a blocking thread and back costs more than that
+        // copy. Reads that decode chunks (CPU) or read the blob (I/O) go off the async workers.
+        let (data, size) = match self.fs.read_if_cached(ino, offset, count) {
+            Some(data) => (data.map_err(nfs_error)?, self.fs.getattr(ino).map_err(nfs_error)?.size),
+            None => {
+                let fs = Arc::clone(&self.fs);
+                tokio::task::spawn_blocking(move || {
+                    let size = fs.getattr(ino)?.size;
+                    fs.read(ino, offset, count).map(|data| (data, size))
+                })
+                .await
+                .map_err(|_| nfsstat3::NFS3ERR_IO)?
+                .map_err(nfs_error)?
+            }
+        };
         let eof = offset.saturating_add(data.len() as u64) >= size;
         Ok((data, eof))
     }

@@ -304,6 +304,14 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     fn open(&self, ino: Ino) -> Result<(), FsError>;
     /// Up to `size` bytes of a file at `offset` (short only at the end of the file).
     fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError>;
+    /// The same read as [`read`](Self::read) if the tree can answer it at once, from memory
+    /// (every chunk it needs already decoded); `None` if it would have to decode or read the
+    /// blob. Never blocks, so an async front-end can answer from its own task and send only
+    /// the rest to a blocking thread (the NFS server: a thread hop costs more than a read from
+    /// the cache). The provided method always says `None`.
+    fn read_if_cached(&self, _ino: Ino, _offset: u64, _size: u32) -> Option<Result<Vec<u8>, FsError>> {
+        None
+    }
     /// The same bytes as [`read`](Self::read), lent to `sink` instead of returned: called
     /// exactly once when the read succeeds (with an empty slice at or past the end of the
     /// file), never when it fails, so a front-end can answer from inside `sink`.
@@ -626,6 +634,29 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
 
     /// Reads up to `size` bytes of file `ino` at `offset` (short only at the end of the file).
     pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let read = self.assemble(ino, offset, size, |id, i| self.chunk(id, i).map(Some))?;
+        read.ok_or(FsError::Io)
+    }
+
+    /// The same read as [`read`](Self::read) when every chunk it needs is in the cache; `None`
+    /// when one is not (see [`ReadOnlyFs::read_if_cached`]). Never decodes, never reads the blob.
+    pub fn read_if_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
+        let cache = &self.cache;
+        self.assemble(ino, offset, size, |id, i| {
+            Ok(u32::try_from(i).ok().and_then(|i| cache.get(&(self.cache_tag, id, i))))
+        })
+        .transpose()
+    }
+
+    /// The bytes of a read of `size` at `offset` in file `ino`, each chunk from `chunk_of(file,
+    /// index)`; `None` as soon as `chunk_of` has none.
+    fn assemble(
+        &self,
+        ino: Ino,
+        offset: u64,
+        size: u32,
+        mut chunk_of: impl FnMut(NodeId, usize) -> Result<Option<Arc<ChunkData>>, FsError>,
+    ) -> Result<Option<Vec<u8>>, FsError> {
         let (id, end) = self.read_range(ino, offset, size)?;
         let mut out = Vec::with_capacity((end - offset) as usize);
         let chunks = self.index().chunks(id);
@@ -633,14 +664,14 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         while pos < end {
             let i = self.index().chunk_at(id, pos).ok_or(FsError::Io)?;
             let c = *chunks.get(i).ok_or(FsError::Io)?;
-            let data = self.chunk(id, i)?;
+            let Some(data) = chunk_of(id, i)? else { return Ok(None) };
             let within = (pos - c.file_offset) as usize;
             let take = ((c.file_offset + c.size).min(end) - pos) as usize;
             let piece = data.get(within..within + take).ok_or(FsError::Io)?;
             out.extend_from_slice(piece);
             pos += take as u64;
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Reads up to `size` bytes of file `ino` at `offset` and lends them to `sink`, called
@@ -745,6 +776,9 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for LayerFs<R> {
     fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
         LayerFs::read_with(self, ino, offset, size, sink)
     }
+    fn read_if_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
+        LayerFs::read_if_cached(self, ino, offset, size)
+    }
     fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
         LayerFs::take_whole_chunk(self, ino, offset)
     }
@@ -790,6 +824,9 @@ macro_rules! forward_read_only_fs {
             }
             fn read_with(&self, ino: Ino, offset: u64, size: u32, sink: &mut dyn FnMut(&[u8])) -> Result<(), FsError> {
                 (**self).read_with(ino, offset, size, sink)
+            }
+            fn read_if_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
+                (**self).read_if_cached(ino, offset, size)
             }
             fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
                 (**self).take_whole_chunk(ino, offset)

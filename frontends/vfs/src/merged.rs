@@ -306,6 +306,13 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for MergedFs<R> {
         fs.read_with(local, offset, size, sink)
     }
 
+    fn read_if_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
+        match self.local(ino) {
+            Ok((fs, local)) => fs.read_if_cached(local, offset, size),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
         let (fs, local) = self.local(ino).ok()?;
         fs.take_whole_chunk(local, offset)

@@ -395,6 +395,14 @@ impl<Res: Resolver> NamespaceFs<Res> {
         Ok(fs)
     }
 
+    /// The tree of `ino`'s slot and `ino`'s number in it, if that tree is in memory now;
+    /// never loads, never waits (a slot being loaded is locked: `None`).
+    fn loaded_tree(&self, ino: Ino) -> Option<(Arc<dyn ReadOnlyFs>, Ino)> {
+        let slot = self.slot(Self::slot_of(ino).ok()?).ok()?;
+        let tree = slot.tree.try_lock().ok()?.clone()?;
+        Some((tree, ino & LOCAL_MASK))
+    }
+
     /// Resolves a pinned digest again: the same content, so the same inode numbers.
     fn reload(&self, pin: &Pin) -> Result<Arc<dyn ReadOnlyFs>, FsError> {
         let reference = format!("{}/{}@{}", pin.host, pin.repo, pin.digest);
@@ -835,11 +843,20 @@ impl<Res: Resolver> ReadOnlyFs for NamespaceFs<Res> {
         }
     }
 
+    /// A layer's file answers from its cache; a synthetic file is always in memory. Only a
+    /// tree in memory is asked: loading one may resolve an image.
+    fn read_if_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
+        match Self::synth_index(ino) {
+            Some(_) => Some(self.synthetic_read(ino, offset, size).map(<[u8]>::to_vec)),
+            None => self.loaded_tree(ino).and_then(|(fs, local)| fs.read_if_cached(local, offset, size)),
+        }
+    }
+
     fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
         if Self::synth_index(ino).is_some() {
             return None;
         }
-        self.in_slot(ino, |fs, l| Ok(fs.take_whole_chunk(l, offset))).ok()?
+        self.loaded_tree(ino).and_then(|(fs, local)| fs.take_whole_chunk(local, offset))
     }
 
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {

@@ -224,6 +224,17 @@ impl<S: LayerSource> LayerStoreFs<S> {
         self.read_state().slots.get(slot).cloned().ok_or(FsError::NotFound)
     }
 
+    /// The opened layer of `ino`'s slot and `ino`'s number in it, if that layer is open now;
+    /// never opens, never waits (a slot being opened is locked: `None`).
+    fn open_layer(&self, ino: Ino) -> Option<(Arc<Open<S::Blob>>, Ino)> {
+        let slot = self.slot(Self::slot_of(ino).ok()?).ok()?;
+        let loaded = slot.loaded.try_lock().ok()?;
+        match &*loaded {
+            Loaded::Yes(open) => Some((open.clone(), ino & LOCAL_MASK)),
+            _ => None,
+        }
+    }
+
     /// The opened layer of a slot, opening it if needed (one opening at a time per slot; a
     /// refusal is remembered for `negative_ttl`).
     fn opened(&self, slot: &Slot<S::Blob>) -> Result<Arc<Open<S::Blob>>, FsError> {
@@ -566,12 +577,21 @@ impl<S: LayerSource> ReadOnlyFs for LayerStoreFs<S> {
         self.in_slot(ino, |fs, l| fs.read_with(l, offset, size, sink))
     }
 
+    /// Files of a layer's `diff` tree answer from their cache; `info` and `blob` are never
+    /// answered this way (`blob` reads the blob).
+    fn read_if_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
+        if Self::node_index(ino).is_some() {
+            return None;
+        }
+        self.open_layer(ino).and_then(|(open, local)| open.fs.read_if_cached(local, offset, size))
+    }
+
     /// Files of a layer's `diff` tree hand out their chunks; `info` and `blob` have none.
     fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
         if Self::node_index(ino).is_some() {
             return None;
         }
-        self.in_slot(ino, |fs, l| Ok(fs.take_whole_chunk(l, offset))).ok()?
+        self.open_layer(ino).and_then(|(open, local)| open.fs.take_whole_chunk(local, offset))
     }
 
     fn getxattr(&self, ino: Ino, name: &[u8]) -> Result<Vec<u8>, FsError> {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crfs_core::{Layer, ReadAt};
 use crfs_testkit::testdata;
-use crfs_vfs::{FileKind, FsError, LayerFs, Options, ROOT_INO, ReadOnlyFs};
+use crfs_vfs::{FileKind, FsError, Ino, LayerFs, Options, ROOT_INO, ReadOnlyFs};
 
 /// A blob in memory that counts the reads made of it.
 struct Counting {
@@ -63,6 +63,17 @@ fn open(path: &str, options: Options) -> (LayerFs<Arc<Counting>>, Arc<Counting>)
     (LayerFs::new(Arc::new(layer), options), blob)
 }
 
+/// sample.esgz served with `options`, and the inode and size of its file with the most chunks
+/// (200 KiB in 64 KiB chunks).
+fn biggest_file(options: Options) -> (Arc<dyn ReadOnlyFs>, Arc<Counting>, Ino, u64) {
+    let (fs, blob) = open("sample.esgz", options);
+    let index = fs.layer().index();
+    let id = (0..index.len() as u32).max_by_key(|&id| index.chunks(id).len()).unwrap();
+    let ino = u64::from(id) + 1;
+    let size = fs.getattr(ino).unwrap().size;
+    (Arc::new(fs), blob, ino, size)
+}
+
 fn lookup_path<R: ReadAt + Send + Sync + 'static>(fs: &LayerFs<R>, path: &str) -> crfs_vfs::Attr {
     let mut attr = fs.getattr(ROOT_INO).unwrap();
     for comp in path.split('/') {
@@ -103,12 +114,7 @@ fn small_sequential_reads_inflate_each_chunk_once() {
 fn lent_reads_match_owned_reads_and_lend_once() {
     // sample.esgz holds a 200 KiB file in 64 KiB chunks: reads inside one chunk, across
     // chunks, across the end and past it, through the trait as front-ends call it.
-    let (fs, _) = open("sample.esgz", Options::default());
-    let index = fs.layer().index();
-    let id = (0..index.len() as u32).max_by_key(|&id| index.chunks(id).len()).unwrap();
-    let ino = u64::from(id) + 1;
-    let size = fs.getattr(ino).unwrap().size;
-    let fs: Arc<dyn ReadOnlyFs> = Arc::new(fs);
+    let (fs, _, ino, size) = biggest_file(Options::default());
     let chunk = 64 << 10;
     for (offset, len) in [
         (0, 4096),
@@ -133,6 +139,27 @@ fn lent_reads_match_owned_reads_and_lend_once() {
     let mut called = false;
     assert_eq!(fs.read_with(ROOT_INO, 0, 10, &mut |_| called = true), Err(FsError::IsDir));
     assert!(!called);
+}
+
+#[test]
+fn reads_from_the_cache_alone_answer_only_what_is_cached() {
+    // sample.esgz's biggest file has 64 KiB chunks; read-ahead off, so only reads decode.
+    let (fs, blob, ino, size) = biggest_file(Options { read_ahead: false, ..Options::default() });
+    let chunk = 64 << 10;
+    // Nothing decoded yet: not answered, and nothing read from the blob for asking.
+    let before = blob.reads.load(Ordering::SeqCst);
+    assert!(fs.read_if_cached(ino, 100, 1000).is_none());
+    assert_eq!(blob.reads.load(Ordering::SeqCst), before);
+    // The first chunk decoded: reads inside it are answered, with the same bytes as `read`;
+    // a read that reaches into the second chunk is not.
+    let want = fs.read(ino, 0, chunk as u32).unwrap();
+    assert_eq!(fs.read_if_cached(ino, 100, 1000).unwrap().unwrap(), want[100..1100]);
+    assert!(fs.read_if_cached(ino, chunk - 10, 20).is_none());
+    fs.read(ino, chunk, 1).unwrap();
+    assert_eq!(fs.read_if_cached(ino, chunk - 10, 20).unwrap().unwrap(), fs.read(ino, chunk - 10, 20).unwrap());
+    // At or past the end: empty, as `read` says; a directory: the same error as `read`.
+    assert_eq!(fs.read_if_cached(ino, size, 10).unwrap().unwrap(), Vec::<u8>::new());
+    assert_eq!(fs.read_if_cached(ROOT_INO, 0, 10).unwrap(), Err(FsError::IsDir));
 }
 
 #[test]

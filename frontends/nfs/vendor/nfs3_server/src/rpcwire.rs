@@ -222,9 +222,20 @@ pub async fn write_fragment<IO: tokio::io::AsyncWrite + Unpin>(
     assert!(buf.len() < (1 << 31));
     let fragment_header = fragment_header::new(buf.len() as u32, true);
     let header_buf = fragment_header.into_xdr_buf();
-    socket.write_all(&header_buf).await?;
     trace!("Writing fragment length: {}", buf.len());
-    socket.write_all(&buf).await?;
+    // crfs patch (PATCHES.md, "One write per reply"): the mark and the body in one vectored
+    // write, so that a body bigger than the write buffer does not send the mark on its own.
+    let (mut header, mut body) = (&header_buf[..], &buf[..]);
+    while !header.is_empty() || !body.is_empty() {
+        let slices = [std::io::IoSlice::new(header), std::io::IoSlice::new(body)];
+        let n = socket.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+        }
+        let from_header = n.min(header.len());
+        header = &header[from_header..];
+        body = &body[n - from_header..];
+    }
     Ok(())
 }
 
