@@ -161,7 +161,7 @@ if [ -s "$KSAMPLES" ]; then
 fi
 mv "$TSV.tmp" "$TSV"
 {
-  echo "# crfs over NFS (libnfs) vs crfs over FUSE: reading every file"
+  echo "# crfs over NFS (the kernel client in a VM; libnfs) vs crfs over FUSE"
   echo
   echo "Written by \`benches/nfs-compare.sh -n $N\` on $(date -u '+%Y-%m-%d %H:%M') UTC, corpus \`$NAME\`"
   echo "(blob $(du -m "$BLOB" | cut -f1) MB; $EXPECTED bytes of file data). A fresh crfs process and a cold page cache"
