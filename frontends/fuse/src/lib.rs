@@ -107,7 +107,8 @@ fn fill_ranges(chunk: &WholeChunk, read: &Range<u64>) -> [Range<u64>; 2] {
     let end = if chunk_end == chunk.file_size { chunk_end } else { chunk_end / PAGE * PAGE };
     let before = start..(read.start / PAGE * PAGE).min(end);
     let after = read.end.next_multiple_of(PAGE).max(start)..end;
-    [before, after]
+    // A read that starts before the chunk or ends after it leaves nothing on that side.
+    [before, after].map(|r| r.start..r.end.max(r.start))
 }
 
 /// Stores whole chunks in the kernel's page cache (FUSE_NOTIFY_STORE), from a thread of its
@@ -141,7 +142,7 @@ impl PageCacheFiller {
             while let Ok(fill) = queue.recv() {
                 for range in &fill.ranges {
                     let Some(bytes) = range.start.checked_sub(fill.chunk.file_offset).and_then(|from| {
-                        fill.chunk.data.get(from as usize..)?.get(..(range.end - range.start) as usize)
+                        fill.chunk.data.get(from as usize..)?.get(..range.end.saturating_sub(range.start) as usize)
                     }) else {
                         continue;
                     };
@@ -599,6 +600,14 @@ mod tests {
         // The file's last chunk: its partial last page goes too, up to the end of the file.
         let last = chunk(MIB, 5000, MIB + 5000);
         assert_eq!(fill_ranges(&last, &(MIB..MIB + 100)), [MIB..MIB, MIB + 4096..MIB + 5000]);
+        // A read across two chunks: the first keeps its pages before the read, the second its
+        // pages after it, and neither side is inverted.
+        let (first, second) = (chunk(0, 4 << 20, 100 * MIB), chunk(4 * MIB, 4 << 20, 100 * MIB));
+        let across = 4 * MIB - 8192..4 * MIB + 8192;
+        let [a, b] = fill_ranges(&first, &across);
+        assert_eq!((a, b.is_empty(), b.start <= b.end), (0..4 * MIB - 8192, true, true));
+        let [a, b] = fill_ranges(&second, &across);
+        assert_eq!((a.is_empty(), a.start <= a.end, b), (true, true, 4 * MIB + 8192..8 * MIB));
         // A chunk not on page boundaries (zstd:chunked may cut anywhere): whole pages inside it.
         let odd = chunk(1000, 20_000, MIB);
         assert_eq!(fill_ranges(&odd, &(10_000..10_100)), [4096..8192, 12_288..20_480]);
