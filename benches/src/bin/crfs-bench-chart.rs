@@ -38,11 +38,13 @@ const PAIRS_REPORTS: [PairsReport; 4] = [
     PairsReport {
         name: "nfs",
         script: "nfs-compare.sh",
-        title: "crfs over NFS vs crfs over FUSE, reading every file (FUSE time ÷ NFS time)",
+        title: "crfs over NFS vs crfs over FUSE (FUSE ÷ NFS: wall time for libnfs, crfs CPU for the kernel client)",
         series: "crfs FUSE mount",
         intro: "Serving over NFS: every file read through `crfs nfs` by libnfs (16 requests in flight, as the \
-                Linux client sends, or one at a time) against the same blob mounted with FUSE; a fresh \
-                server and a cold page cache each time.",
+                Linux client sends, or one at a time) against the same blob mounted with FUSE; and crfs's own \
+                CPU time (user + sys) serving the Linux kernel's NFS client (Debian's kernel under qemu, \
+                `mount -t nfs -o nolock`, and with `nocto,actimeo=86400`) against serving FUSE, for reading \
+                every file and for `ls -lR`. A fresh server and cold caches each time.",
     },
     PairsReport {
         name: "registry",
