@@ -154,9 +154,9 @@ if [ -s "$KSAMPLES" ]; then
   for op in read-all ls-lR; do
     if [ $op = read-all ]; then max=1.3; what="read every file"; else max=2; what="ls -lR"; fi
     harness_pair "$TSV.tmp" cpu "kernel-nfs $op" "$(kstats "nfs $op")" "fuse $op" "$(kstats "fuse $op")" $max \
-      "kernel client, $op" "$what: crfs CPU serving the kernel NFS client (-o nolock) vs FUSE"
+      "kernel, $op" "$what: crfs CPU serving the kernel NFS client (-o nolock) vs FUSE"
     harness_pair "$TSV.tmp" cpu "kernel-nfs-cached $op" "$(kstats "nfs-cached $op")" "fuse $op" "$(kstats "fuse $op")" - \
-      "kernel client cached, $op" "$what: crfs CPU serving the kernel NFS client (nocto,actimeo=86400) vs FUSE"
+      "kernel nocto, $op" "$what: crfs CPU serving the kernel NFS client (nocto,actimeo=86400) vs FUSE"
   done
 fi
 mv "$TSV.tmp" "$TSV"
