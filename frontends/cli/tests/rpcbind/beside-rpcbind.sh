@@ -34,7 +34,13 @@ fi
 
 "$crfs" nfs "$blob" >"$tmp/crfs.log" 2>&1 &
 crfs_pid=$!
-for _ in $(seq 100); do grep -q 'registered with\|portmapper on\|^crfs: .*:' "$tmp/crfs.log" && break; sleep 0.1; done
+# Until crfs says where its programs are, or exits (its error is then in the log). Any line
+# before that (the layer's "lazy" line) is not enough: registering comes after opening.
+for _ in $(seq 100); do
+    grep -q 'registered with\|portmapper on' "$tmp/crfs.log" && break
+    kill -0 "$crfs_pid" 2>/dev/null || break
+    sleep 0.1
+done
 echo "@@CRFS"
 cat "$tmp/crfs.log"
 echo "@@WHILE"
