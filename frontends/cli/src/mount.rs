@@ -7,7 +7,7 @@ use crfs_vfs::ReadOnlyFs;
 
 use crfs_image::{Error, ErrorKind, Result};
 
-use crate::args::{NamespaceFlags, RemoteArgs, ServeArgs, invalid};
+use crate::args::{FUSE_CACHE_DEFAULT, NamespaceFlags, RemoteArgs, ServeArgs, invalid};
 use crate::signals::on_stop_signal;
 
 /// How long to keep serving open files after a signal's unmount before exiting.
@@ -146,7 +146,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
         fs_name: source.clone(),
         read_only: true,
     };
-    let (fs, _identity) = crfs_image::tree(layers, args.serve.fs_options())?;
+    let (fs, _identity) = crfs_image::tree(layers, args.serve.fs_options(FUSE_CACHE_DEFAULT))?;
     serve(fs, &mountpoint, &config, &source)
 }
 
@@ -157,7 +157,10 @@ pub fn mount_namespace(args: NamespaceArgs) -> Result<()> {
     }
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_user_can_mount(args.allow_other)?;
-    let ns = args.remote.images(args.serve.verify(), &[])?.namespace(args.namespace.options(&args.serve))?;
+    let ns = args
+        .remote
+        .images(args.serve.verify(), &[])?
+        .namespace(args.namespace.options(&args.serve, FUSE_CACHE_DEFAULT))?;
     let config = MountConfig {
         allow_other: args.allow_other,
         threads: args.serve.threads,
@@ -172,7 +175,8 @@ pub fn mount_namespace(args: NamespaceArgs) -> Result<()> {
 pub fn mount_store(args: StoreArgs) -> Result<()> {
     let mountpoint = check_mountpoint(&args.mountpoint)?;
     check_user_can_mount(args.allow_other)?;
-    let options = crfs_vfs::StoreOptions { fs: args.serve.fs_options(), ..crfs_vfs::StoreOptions::default() };
+    let options =
+        crfs_vfs::StoreOptions { fs: args.serve.fs_options(FUSE_CACHE_DEFAULT), ..crfs_vfs::StoreOptions::default() };
     let store = std::sync::Arc::new(args.remote.images(args.serve.verify(), &[])?.store(options)?);
     let described = store.clone();
     let _status = crate::status::publish(&mountpoint, move || described.status());

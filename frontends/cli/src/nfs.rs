@@ -8,7 +8,7 @@ use crfs_image::{Error, ErrorKind, Result};
 use crfs_nfs::{Endpoints, NfsFs, NfsServer, Portmap};
 use crfs_vfs::ReadOnlyFs;
 
-use crate::args::{NamespaceFlags, RemoteArgs, ServeArgs};
+use crate::args::{NFS_CACHE_DEFAULT, NamespaceFlags, RemoteArgs, ServeArgs};
 use crate::signals::on_stop_signal;
 
 /// NFS's well-known address on loopback.
@@ -101,7 +101,7 @@ pub fn mount_commands(addr: SocketAddr, portmap: Portmap) -> [String; 2] {
 pub fn serve(args: NfsArgs) -> Result<()> {
     if args.sources.is_empty() {
         let images = args.remote.images(args.serve.verify(), &[])?;
-        let ns = images.namespace(args.namespace.options(&args.serve))?;
+        let ns = images.namespace(args.namespace.options(&args.serve, NFS_CACHE_DEFAULT))?;
         return run(NfsFs::stable(ns), &args, "the crfs namespace");
     }
     let images = args.remote.images(args.serve.verify(), &args.sources)?;
@@ -110,7 +110,7 @@ pub fn serve(args: NfsArgs) -> Result<()> {
         eprintln!("crfs: {}: {}", l.name, l.state());
     }
     let source = args.sources.join(" ");
-    let (fs, identity) = crfs_image::tree(layers, args.serve.fs_options())?;
+    let (fs, identity) = crfs_image::tree(layers, args.serve.fs_options(NFS_CACHE_DEFAULT))?;
     run(NfsFs::new(fs, identity), &args, &source)
 }
 
