@@ -11,7 +11,7 @@
 #   TAR      its tar (default /var/tmp/crfs-bench/python-3.11.7.tar)
 #   TREE     the tar extracted (default /var/tmp/crfs-bench/python-3.11.7.tree; extracted from
 #            TAR into a temporary directory if absent)
-#   CACHE    --cache-size in bytes (default 16 MiB)
+#   CACHE    --cache-size in bytes (default 8 MiB, `crfs mount`'s default)
 #   SAMPLE   RSS sampling period, seconds (default 5)
 #   REPORT   Markdown report appended here (default benches/results/soak.md)
 set -euo pipefail
@@ -48,5 +48,5 @@ fi
     echo "<!-- $(date -u +%Y-%m-%dT%H:%M:%SZ), $(git rev-parse --short HEAD), $(nproc) cores -->"
 } >> "$REPORT"
 CRFS_SOAK_SECS=$DURATION CRFS_SOAK_BLOB=$BLOB CRFS_SOAK_TREE=$TREE \
-    CRFS_SOAK_CACHE=${CACHE:-$((16 << 20))} CRFS_SOAK_SAMPLE=${SAMPLE:-5} CRFS_SOAK_REPORT=$REPORT \
+    CRFS_SOAK_CACHE=${CACHE:-$((8 << 20))} CRFS_SOAK_SAMPLE=${SAMPLE:-5} CRFS_SOAK_REPORT=$REPORT \
     cargo test --release --locked -p crfs --test soak -- --nocapture
