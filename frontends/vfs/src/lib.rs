@@ -641,11 +641,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
     /// The same read as [`read`](Self::read) when every chunk it needs is in the cache; `None`
     /// when one is not (see [`ReadOnlyFs::read_if_cached`]). Never decodes, never reads the blob.
     pub fn read_if_cached(&self, ino: Ino, offset: u64, size: u32) -> Option<Result<Vec<u8>, FsError>> {
-        let cache = &self.cache;
-        self.assemble(ino, offset, size, |id, i| {
-            Ok(u32::try_from(i).ok().and_then(|i| cache.get(&(self.cache_tag, id, i))))
-        })
-        .transpose()
+        self.assemble(ino, offset, size, |id, i| Ok(self.cached_chunk(id, i))).transpose()
     }
 
     /// The bytes of a read of `size` at `offset` in file `ino`, each chunk from `chunk_of(file,
@@ -695,6 +691,11 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         Ok(())
     }
 
+    /// Chunk `chunk` of `file` if the cache holds it decoded; never decodes.
+    fn cached_chunk(&self, file: NodeId, chunk: usize) -> Option<Arc<ChunkData>> {
+        self.cache.get(&(self.cache_tag, file, u32::try_from(chunk).ok()?))
+    }
+
     /// The cached chunk of file `ino` holding byte `offset`, once per decode (see
     /// [`ReadOnlyFs::take_whole_chunk`]).
     pub fn take_whole_chunk(&self, ino: Ino, offset: u64) -> Option<WholeChunk> {
@@ -702,7 +703,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         let file_size = self.index().node(id).filter(|n| n.kind() == Kind::Reg)?.size();
         let i = self.index().chunk_at(id, offset)?;
         let chunk = self.index().chunks(id).get(i)?;
-        let data = self.cache.get(&(self.cache_tag, id, u32::try_from(i).ok()?))?;
+        let data = self.cached_chunk(id, i)?;
         data.hand_out_whole_once().then(|| WholeChunk { file_offset: chunk.file_offset, file_size, data })
     }
 
