@@ -1,9 +1,11 @@
-//! crfs-testkit: what the test suites of several crates share.
+//! crfs-testkit: what the test suites and benchmarks of several crates share.
 //!
 //! The canonical listing format (one tab-separated line per name, the same text the Go
 //! interop helper in testdata/interop prints), computed either from a crfs index or from a
 //! real directory tree (a FUSE mount, an extracted tar); the Go helper itself, built on
-//! demand; and small process helpers. Test-only: never a dependency of a shipped crate.
+//! demand; the kernel NFS client's VM ([`guest`]: the CLI's kernel-client test and
+//! `crfs-bench-kernel-nfs`); and small process helpers. Test and benchmark support only: never
+//! a dependency of a shipped crate.
 
 #![deny(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support code
