@@ -211,11 +211,11 @@ fn resolve(fs: &dyn ReadOnlyFs, path: &[u8], follow: bool) -> std::result::Resul
     Ok(cur)
 }
 
-/// The entries of a directory, "." and ".." left out.
-fn entries(fs: &dyn ReadOnlyFs, dir: Ino) -> std::result::Result<Vec<(Vec<u8>, Ino)>, FsError> {
+/// The entries of a directory with their attributes, "." and ".." left out.
+fn entries(fs: &dyn ReadOnlyFs, dir: Ino) -> std::result::Result<Vec<(Vec<u8>, Attr)>, FsError> {
     let mut out = Vec::new();
     fs.readdir(dir, 2, &mut |e| {
-        out.push((e.name.to_vec(), e.ino));
+        out.push((e.name.to_vec(), e.attr));
         true
     })?;
     Ok(out)
@@ -250,10 +250,10 @@ fn list<W: Write>(
 ) -> std::io::Result<()> {
     let io = |e: FsError| std::io::Error::other(fs_err(&String::from_utf8_lossy(prefix), e).to_string());
     // An explicit stack of (entries left, directory path): no recursion on input depth.
-    type Pending = (std::vec::IntoIter<(Vec<u8>, Ino)>, Vec<u8>);
+    type Pending = (std::vec::IntoIter<(Vec<u8>, Attr)>, Vec<u8>);
     let mut stack: Vec<Pending> = vec![(entries(fs, dir).map_err(io)?.into_iter(), prefix.to_vec())];
     while let Some((mut rest, dir_path)) = stack.pop() {
-        let Some((name, ino)) = rest.next() else { continue };
+        let Some((name, attr)) = rest.next() else { continue };
         stack.push((rest, dir_path.clone()));
         let shown = if recursive {
             let mut p = dir_path.clone();
@@ -265,7 +265,6 @@ fn list<W: Write>(
         } else {
             name
         };
-        let attr = fs.getattr(ino).map_err(io)?;
         if long {
             write_long(out, fs, &attr, &shown)?;
         } else {
@@ -273,7 +272,7 @@ fn list<W: Write>(
             out.write_all(b"\n")?;
         }
         if recursive && attr.kind == FileKind::Dir {
-            stack.push((entries(fs, ino).map_err(io)?.into_iter(), shown));
+            stack.push((entries(fs, attr.ino).map_err(io)?.into_iter(), shown));
         }
     }
     Ok(())

@@ -330,7 +330,7 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let result = self.fs.readdir(ino.0, offset, &mut |e| {
-            !reply.add(INodeNo(e.ino), e.next_offset, file_type(e.kind), OsStr::from_bytes(e.name))
+            !reply.add(INodeNo(e.attr.ino), e.next_offset, file_type(e.attr.kind), OsStr::from_bytes(e.name))
         });
         match result {
             Ok(()) => reply.ok(),
@@ -339,24 +339,16 @@ impl<F: ReadOnlyFs> Filesystem for FuseFs<F> {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let fs = &self.fs;
-        let result = fs.readdir(ino.0, offset, &mut |e| {
-            // "." and ".." carry no attributes the kernel would use; give them the directory's.
-            let attr = match e.name {
-                b"." | b".." => fs.getattr(e.ino),
-                _ => fs.lookup(ino.0, e.name),
-            };
-            match attr {
-                Ok(a) => !reply.add(
-                    INodeNo(e.ino),
-                    e.next_offset,
-                    OsStr::from_bytes(e.name),
-                    &TTL,
-                    &file_attr(&a),
-                    Generation(0),
-                ),
-                Err(_) => false,
-            }
+        // Each entry comes with its attributes: nothing is looked up again.
+        let result = self.fs.readdir(ino.0, offset, &mut |e| {
+            !reply.add(
+                INodeNo(e.attr.ino),
+                e.next_offset,
+                OsStr::from_bytes(e.name),
+                &TTL,
+                &file_attr(&e.attr),
+                Generation(0),
+            )
         });
         match result {
             Ok(()) => reply.ok(),

@@ -331,9 +331,9 @@ fn fsid_of(identity: &Digest) -> u64 {
     u64::from_be_bytes(fsid)
 }
 
-/// One directory entry, owned.
+/// One directory entry, owned, with the attributes the listing gave it.
 struct Entry {
-    ino: Ino,
+    attr: Attr,
     cookie: u64,
     name: Vec<u8>,
 }
@@ -361,7 +361,7 @@ impl<F: ReadOnlyFs> DirIter<F> {
                     full = true;
                     return false;
                 }
-                buffered.push_back(Entry { ino: e.ino, cookie: e.next_offset, name: e.name.to_vec() });
+                buffered.push_back(Entry { attr: e.attr, cookie: e.next_offset, name: e.name.to_vec() });
                 true
             })
             .map_err(nfs_error)?;
@@ -390,7 +390,7 @@ impl<F: ReadOnlyFs> ReadDirIterator for DirIter<F> {
     async fn next(&mut self) -> NextResult<DirEntry> {
         match self.next_entry() {
             NextResult::Ok(e) => NextResult::Ok(DirEntry {
-                fileid: self.naming.fileid(&*self.fs, e.ino),
+                fileid: self.naming.fileid(&*self.fs, e.attr.ino),
                 name: filename3(Opaque::owned(e.name)),
                 cookie: e.cookie,
             }),
@@ -404,21 +404,14 @@ impl<F: ReadOnlyFs> ReadDirPlusIterator<Handle> for DirIter<F> {
     async fn next(&mut self) -> NextResult<DirEntryPlus<Handle>> {
         match self.next_entry() {
             NextResult::Ok(e) => {
-                let fileid = self.naming.fileid(&*self.fs, e.ino);
-                let attr = if self.plus {
-                    match self.fs.getattr(e.ino) {
-                        Ok(a) => Some(fattr(&a, fileid, self.fsid)),
-                        Err(err) => return NextResult::Err(nfs_error(err)),
-                    }
-                } else {
-                    None
-                };
+                let fileid = self.naming.fileid(&*self.fs, e.attr.ino);
+                let attr = self.plus.then(|| fattr(&e.attr, fileid, self.fsid));
                 NextResult::Ok(DirEntryPlus {
                     fileid,
                     name: filename3(Opaque::owned(e.name)),
                     cookie: e.cookie,
                     name_attributes: attr,
-                    name_handle: self.naming.handle(&*self.fs, e.ino).ok(),
+                    name_handle: self.naming.handle(&*self.fs, e.attr.ino).ok(),
                 })
             }
             NextResult::Eof => NextResult::Eof,

@@ -334,23 +334,24 @@ pub fn fs_listing_at(fs: &dyn crfs_vfs::ReadOnlyFs, root: u64) -> String {
             xattrs,
         ));
         if a.kind == FileKind::Dir {
-            let mut children = Vec::new();
+            let mut entries = Vec::new();
             fs.readdir(ino, 0, &mut |e| {
-                if e.name != b"." && e.name != b".." {
-                    children.push((e.name.to_vec(), e.ino));
-                }
+                entries.push((e.name.to_vec(), e.attr));
                 true
             })
             .unwrap();
-            for (name, child) in children {
+            for (name, listed) in entries {
                 let mut p = path.clone();
                 if !p.is_empty() {
                     p.push(b'/');
                 }
                 p.extend_from_slice(&name);
-                // readdir's inode must agree with lookup's.
-                assert_eq!(fs.lookup(ino, &name).unwrap().ino, child, "{}", escape(&p));
-                stack.push((p, child));
+                // The attributes a listing gives (READDIRPLUS sends them as they are) must be
+                // exactly what lookup gives, "." and ".." included.
+                assert_eq!(fs.lookup(ino, &name).unwrap(), listed, "the listing's attributes of {}", escape(&p));
+                if name != b"." && name != b".." {
+                    stack.push((p, listed.ino));
+                }
             }
         }
     }

@@ -209,17 +209,20 @@ pub struct Attr {
     pub mtime: SystemTime,
 }
 
-/// One directory entry; `next_offset` is the offset that resumes after it.
+/// One directory entry with its attributes; `next_offset` is the offset that resumes after it.
+///
+/// A listing hands out each entry's attributes because the trees compute them anyway (an
+/// entry's inode number and type come from them), and listings with attributes (FUSE and NFS
+/// READDIRPLUS) would otherwise compute them a second time per entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirEntry<'a> {
-    /// The entry's inode number.
-    pub ino: Ino,
     /// The offset to pass to `readdir` to resume after this entry.
     pub next_offset: u64,
-    /// The entry's file type.
-    pub kind: FileKind,
     /// The entry's name (no slash, no NUL).
     pub name: &'a [u8],
+    /// The entry's attributes, as `getattr` of its inode gives them (its inode number is
+    /// `attr.ino`, its type `attr.kind`).
+    pub attr: Attr,
 }
 
 /// Filesystem-wide numbers for statfs / FSSTAT.
@@ -296,7 +299,8 @@ pub trait ReadOnlyFs: Send + Sync + 'static {
     /// A directory's parent (the root is its own parent).
     fn parent(&self, ino: Ino) -> Result<Ino, FsError>;
     /// Lists a directory from `offset` (0, or a `next_offset` returned before) until `add`
-    /// returns false. Offsets are stable for the life of the filesystem.
+    /// returns false, each entry with its attributes. Offsets are stable for the life of the
+    /// filesystem.
     fn readdir(&self, ino: Ino, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError>;
     /// A symlink's target.
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError>;
@@ -544,12 +548,11 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
     pub fn readdir(&self, ino: Ino, offset: u64, mut add: impl FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError> {
         let dir = self.dir_of(ino)?;
         let index = self.index();
-        let self_ino = Ino::from(dir) + 1;
-        let parent_ino = Ino::from(index.node(dir).map_or(dir, |n| n.parent())) + 1;
-        if offset == 0 && !add(DirEntry { ino: self_ino, next_offset: 1, kind: FileKind::Dir, name: b"." }) {
+        if offset == 0 && !add(DirEntry { next_offset: 1, name: b".", attr: self.attr_of(dir)? }) {
             return Ok(());
         }
-        if offset <= 1 && !add(DirEntry { ino: parent_ino, next_offset: 2, kind: FileKind::Dir, name: b".." }) {
+        let parent = index.node(dir).map_or(dir, |n| n.parent());
+        if offset <= 1 && !add(DirEntry { next_offset: 2, name: b"..", attr: self.attr_of(parent)? }) {
             return Ok(());
         }
         let children = index.children(dir);
@@ -568,8 +571,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
                     continue;
                 }
             }
-            let attr = self.attr_of(child)?;
-            let entry = DirEntry { ino: attr.ino, next_offset: i as u64 + 3, kind: attr.kind, name };
+            let entry = DirEntry { next_offset: i as u64 + 3, name, attr: self.attr_of(child)? };
             if !add(entry) {
                 return Ok(());
             }

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use crfs_core::{Kind, Layer, NodeId, ROOT, ReadAt};
 
 use crate::{
-    Attr, ChunkCache, DirEntry, FileKind, FsError, Ino, LayerFs, OPAQUE_MARKER, Options, ReadOnlyFs, StatFs,
-    WHITEOUT_PREFIX, WholeChunk, new_chunk_cache,
+    Attr, ChunkCache, DirEntry, FsError, Ino, LayerFs, OPAQUE_MARKER, Options, ReadOnlyFs, StatFs, WHITEOUT_PREFIX,
+    WholeChunk, new_chunk_cache,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -267,18 +267,17 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for MergedFs<R> {
 
     fn readdir(&self, ino: Ino, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError> {
         let dir = self.dir(ino)?;
-        if offset == 0 && !add(DirEntry { ino, next_offset: 1, kind: FileKind::Dir, name: b"." }) {
+        if offset == 0 && !add(DirEntry { next_offset: 1, name: b".", attr: self.attr(dir)? }) {
             return Ok(());
         }
-        let parent_ino = Ino::from(dir.parent) + 1;
-        if offset <= 1 && !add(DirEntry { ino: parent_ino, next_offset: 2, kind: FileKind::Dir, name: b".." }) {
+        let parent = self.nodes.get(dir.parent as usize).ok_or(FsError::Io)?;
+        if offset <= 1 && !add(DirEntry { next_offset: 2, name: b"..", attr: self.attr(parent)? }) {
             return Ok(());
         }
         let start = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
         for (i, c) in self.child_ids(dir).enumerate().skip(start) {
             let Some(m) = self.nodes.get(c as usize) else { break };
-            let attr = self.attr(m)?;
-            let entry = DirEntry { ino: attr.ino, next_offset: i as u64 + 3, kind: attr.kind, name: self.name_of(m) };
+            let entry = DirEntry { next_offset: i as u64 + 3, name: self.name_of(m), attr: self.attr(m)? };
             if !add(entry) {
                 break;
             }

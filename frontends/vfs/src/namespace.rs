@@ -773,25 +773,27 @@ impl<Res: Resolver> ReadOnlyFs for NamespaceFs<Res> {
     fn readdir(&self, ino: Ino, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError> {
         if let Some(i) = Self::synth_index(ino) {
             // Attributes of children are gathered first: no lock is held while calling `add`.
-            let (parent, children) = {
+            let children = {
                 let state = self.read_state();
                 let d = state.synth.get(i).ok_or(FsError::NotFound)?;
                 if !matches!(d.kind, SynthKind::Dir) {
                     return Err(FsError::NotDir);
                 }
-                (d.parent, d.children.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>())
+                d.children.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>()
             };
             let mut listed = Vec::with_capacity(children.len());
             for (name, child) in children {
-                let attr = self.child_attr(child)?;
-                listed.push((name, attr.ino, attr.kind));
+                listed.push((name, self.child_attr(child)?));
             }
-            slots::list_made_up(ino, parent, &listed, offset, add);
+            slots::list_made_up([self.lookup(ino, b".")?, self.lookup(ino, b"..")?], &listed, offset, add);
             return Ok(());
         }
         let slot = Self::slot_of(ino)?;
-        let up = self.slot(slot)?.parent;
-        self.in_slot(ino, |fs, _| slots::list_in_slot(fs, slot, ino, up, offset, add))
+        let root_dots = match slots::is_slot_root(ino) && offset <= 1 {
+            true => Some([self.lookup(ino, b".")?, self.lookup(ino, b"..")?]),
+            false => None,
+        };
+        self.in_slot(ino, |fs, _| slots::list_in_slot(fs, slot, ino, root_dots, offset, add))
     }
 
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {

@@ -5,7 +5,7 @@
 //! Made-up nodes are numbered from 1 (the root) up, below 2^32; the tree in slot `s` uses
 //! `(s + 1) << 32 | its own inode number`.
 
-use crate::{DirEntry, FileKind, FsError, Ino, ROOT_INO, ReadOnlyFs};
+use crate::{Attr, DirEntry, FsError, Ino, ROOT_INO, ReadOnlyFs};
 
 const SLOT_SHIFT: u32 = 32;
 /// The bits of a slot inode that are the tree's own inode number.
@@ -31,42 +31,46 @@ pub(crate) fn is_slot_root(ino: Ino) -> bool {
     ino & LOCAL_MASK == ROOT_INO
 }
 
-/// Lists made-up directory `ino` from `offset`: `.`, `..` (`parent`), then `children`
-/// (name, inode number, type) at offsets 3 and up.
+/// Lists a made-up directory from `offset`: `.` and `..` with the attributes `dots` (the
+/// directory's, its parent's), then `children` (name, attributes) at offsets 3 and up.
 pub(crate) fn list_made_up(
-    ino: Ino,
-    parent: Ino,
-    children: &[(Vec<u8>, Ino, FileKind)],
+    dots: [Attr; 2],
+    children: &[(Vec<u8>, Attr)],
     offset: u64,
     add: &mut dyn FnMut(DirEntry<'_>) -> bool,
 ) {
-    if offset == 0 && !add(DirEntry { ino, next_offset: 1, kind: FileKind::Dir, name: b"." }) {
+    let [dot, dotdot] = dots;
+    if offset == 0 && !add(DirEntry { next_offset: 1, name: b".", attr: dot }) {
         return;
     }
-    if offset <= 1 && !add(DirEntry { ino: parent, next_offset: 2, kind: FileKind::Dir, name: b".." }) {
+    if offset <= 1 && !add(DirEntry { next_offset: 2, name: b"..", attr: dotdot }) {
         return;
     }
     let start = usize::try_from(offset.saturating_sub(2)).unwrap_or(usize::MAX);
-    for (i, (name, child, kind)) in children.iter().enumerate().skip(start) {
-        if !add(DirEntry { ino: *child, next_offset: i as u64 + 3, kind: *kind, name }) {
+    for (i, (name, attr)) in children.iter().enumerate().skip(start) {
+        if !add(DirEntry { next_offset: i as u64 + 3, name, attr: *attr }) {
             break;
         }
     }
 }
 
-/// Lists directory `ino` of `fs`, the tree in slot `slot`, numbering entries into the slot;
-/// the `..` of the tree's root is `up`, the made-up directory holding it.
+/// Lists directory `ino` of `fs`, the tree in slot `slot`, numbering entries into the slot.
+/// `root_dots` are the attributes of `.` and `..` when `ino` is the tree's root, as the
+/// mount's own lookup gives them (`..` is the made-up directory holding the tree).
 pub(crate) fn list_in_slot(
     fs: &dyn ReadOnlyFs,
     slot: usize,
     ino: Ino,
-    up: Ino,
+    root_dots: Option<[Attr; 2]>,
     offset: u64,
     add: &mut dyn FnMut(DirEntry<'_>) -> bool,
 ) -> Result<(), FsError> {
-    let is_root = is_slot_root(ino);
     fs.readdir(ino & LOCAL_MASK, offset, &mut |mut e| {
-        e.ino = if is_root && e.name == b".." { up } else { slot_ino(slot, e.ino) };
+        match (root_dots, e.name) {
+            (Some([dot, _]), b".") => e.attr = dot,
+            (Some([_, dotdot]), b"..") => e.attr = dotdot,
+            _ => e.attr.ino = slot_ino(slot, e.attr.ino),
+        }
         add(e)
     })
 }

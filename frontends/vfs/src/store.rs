@@ -469,32 +469,29 @@ impl<S: LayerSource> ReadOnlyFs for LayerStoreFs<S> {
     fn readdir(&self, ino: Ino, offset: u64, add: &mut dyn FnMut(DirEntry<'_>) -> bool) -> Result<(), FsError> {
         if let Some(i) = Self::node_index(ino) {
             // Gathered first: no lock is held while calling `add`.
-            let (parent, children): (Ino, Vec<(Vec<u8>, Ino, FileKind)>) =
-                match self.read_state().nodes.get(i).ok_or(FsError::NotFound)? {
-                    Node::Dir { parent, children } => {
-                        (*parent, children.iter().map(|(n, &c)| (n.clone(), c, FileKind::Dir)).collect())
-                    }
-                    Node::LayerDir { parent, slot } => {
-                        let open = matches!(*lock(&self.slot(*slot)?.loaded), Loaded::Yes(_));
-                        let files = if open {
-                            vec![
-                                (BLOB.to_vec(), ino + 2, FileKind::Reg),
-                                (DIFF.to_vec(), Self::slot_ino(*slot, ROOT_INO), FileKind::Dir),
-                                (INFO.to_vec(), ino + 1, FileKind::Reg),
-                            ]
-                        } else {
-                            Vec::new()
-                        };
-                        (*parent, files)
-                    }
-                    Node::Info { .. } | Node::Blob { .. } => return Err(FsError::NotDir),
-                };
-            slots::list_made_up(ino, parent, &children, offset, add);
+            let children: Vec<(Vec<u8>, Ino)> = match self.read_state().nodes.get(i).ok_or(FsError::NotFound)? {
+                Node::Dir { children, .. } => children.iter().map(|(n, &c)| (n.clone(), c)).collect(),
+                Node::LayerDir { slot, .. } if matches!(*lock(&self.slot(*slot)?.loaded), Loaded::Yes(_)) => vec![
+                    (BLOB.to_vec(), ino + 2),
+                    (DIFF.to_vec(), Self::slot_ino(*slot, ROOT_INO)),
+                    (INFO.to_vec(), ino + 1),
+                ],
+                Node::LayerDir { .. } => Vec::new(),
+                Node::Info { .. } | Node::Blob { .. } => return Err(FsError::NotDir),
+            };
+            let mut listed = Vec::with_capacity(children.len());
+            for (name, child) in children {
+                listed.push((name, self.getattr(child)?));
+            }
+            slots::list_made_up([self.lookup(ino, b".")?, self.lookup(ino, b"..")?], &listed, offset, add);
             return Ok(());
         }
         let slot = Self::slot_of(ino)?;
-        let up = self.slot(slot)?.dir;
-        self.in_slot(ino, |fs, _| slots::list_in_slot(fs, slot, ino, up, offset, add))
+        let root_dots = match slots::is_slot_root(ino) && offset <= 1 {
+            true => Some([self.lookup(ino, b".")?, self.lookup(ino, b"..")?]),
+            false => None,
+        };
+        self.in_slot(ino, |fs, _| slots::list_in_slot(fs, slot, ino, root_dots, offset, add))
     }
 
     fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {

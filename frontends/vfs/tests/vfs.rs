@@ -183,7 +183,7 @@ fn readdir_offsets_resume_exactly() {
     let dir = fs.getattr(ROOT_INO).unwrap();
     let mut all = Vec::new();
     fs.readdir(dir.ino, 0, |e| {
-        all.push((e.name.to_vec(), e.ino, e.next_offset));
+        all.push((e.name.to_vec(), e.attr.ino, e.next_offset));
         true
     })
     .unwrap();
@@ -193,7 +193,7 @@ fn readdir_offsets_resume_exactly() {
     for (i, &(_, _, next)) in all.iter().enumerate() {
         let mut rest = Vec::new();
         fs.readdir(dir.ino, next, |e| {
-            rest.push((e.name.to_vec(), e.ino, e.next_offset));
+            rest.push((e.name.to_vec(), e.attr.ino, e.next_offset));
             true
         })
         .unwrap();
