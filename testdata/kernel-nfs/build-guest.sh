@@ -140,6 +140,38 @@ done
 EOF
 chmod 0755 "$root/bin/wait-for"
 
+# run-watched SECONDS CMD...: runs CMD; one still running after SECONDS is reported on stderr
+# with what it waits on (its state, wait channel and kernel stack, every blocked task's stack
+# through SysRq-w, the NFS client's RPC counts, the lock table), killed, and exits 125. So a
+# hang shows where it hangs. (A zombie passes `kill -0`; busybox sh reaps between commands.)
+cat >"$root/bin/run-watched" <<'EOF'
+#!/bin/sh
+secs=$1
+shift
+"$@" &
+pid=$!
+n=0
+while kill -0 "$pid" 2>/dev/null; do
+    if [ "$n" -ge $((secs * 10)) ]; then
+        {
+            echo "run-watched: '$*' still running after $secs s"
+            grep State "/proc/$pid/status"
+            echo "wchan: $(cat "/proc/$pid/wchan")"
+            cat "/proc/$pid/stack"
+            echo w >/proc/sysrq-trigger
+            dmesg | tail -n 200
+            cat /proc/net/rpc/nfs /proc/locks
+        } >&2
+        kill -9 "$pid"
+        exit 125
+    fi
+    sleep 0.1
+    n=$((n + 1))
+done
+wait "$pid"
+EOF
+chmod 0755 "$root/bin/run-watched"
+
 (cd "$root" && find . | LC_ALL=C sort | "$root/bin/busybox" cpio -o -H newc 2>/dev/null) | gzip -1 >"$out/initrd.cpio.gz.new"
 mv "$out/vmlinuz.new" "$out/vmlinuz"
 mv "$out/initrd.cpio.gz.new" "$out/initrd.cpio.gz"

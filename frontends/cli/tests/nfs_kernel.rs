@@ -381,12 +381,16 @@ fn writes_get_erofs(g: &mut Guest, dir: &str) {
 fn flock_behaves(g: &mut Guest, dir: &str) {
     let file = format!("{dir}/files/small.txt");
     let started = Instant::now();
-    let ran = g.run_for(&format!("timeout -s KILL 20 /gnu/flock -n {file} true"), Duration::from_secs(40));
+    let ran = g.run_for(&format!("run-watched 20 /gnu/flock -n {file} true"), Duration::from_secs(40));
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(ran.rc, 0, "flock -n {file}: exit {} after {secs:.1} s: {}", ran.rc, ran.err);
     assert!(secs < 10.0, "flock -n took {secs:.1} s");
+    // The exit status of a non-blocking flock(1) of `kind`; one that hangs fails here, with
+    // run-watched's report of where it waits.
     let try_lock = |g: &mut Guest, kind: &str| -> i32 {
-        g.run_for(&format!("timeout -s KILL 20 /gnu/flock -n {kind} -E 7 {file} true"), Duration::from_secs(40)).rc
+        let ran = g.run_for(&format!("run-watched 20 /gnu/flock -n {kind} -E 7 {file} true"), Duration::from_secs(40));
+        assert_ne!(ran.rc, 125, "flock -n {kind} {file} hung: {}", ran.err);
+        ran.rc
     };
     for (held, shared_rc, exclusive_rc) in [("-x", 7, 7), ("-s", 0, 7)] {
         g.ok(&format!(
