@@ -35,18 +35,31 @@ stty -F /dev/ttyS1 raw -echo
 exec 3<>/dev/ttyS1
 echo "init: ready at $(cut -d' ' -f1 /proc/uptime) s"
 echo "@@READY" >&3
-while IFS= read -r line <&3; do
-    id=${line%% *}
-    printf '%s' "${line#* }" | base64 -d >/tmp/cmd.sh
-    sh /tmp/cmd.sh >/tmp/cmd.out 2>/tmp/cmd.err </dev/null 3>&-
-    rc=$?
-    {
-        echo "@@OUT $id"
-        gzip -1 -c /tmp/cmd.out | base64
-        echo "@@ERR $id"
-        gzip -1 -c /tmp/cmd.err | base64
-        echo "@@END $id $rc"
-    } >&3
+# The commands are served by a child of this shell, never by PID 1 itself. Every orphaned
+# process (a daemon, a script's background job, busybox timeout's watcher) is handed to PID 1,
+# and its exit sends PID 1 a SIGCHLD; busybox sh's `read`, interrupted by a signal part-way
+# through a line, starts again and drops what it had read. The command loop would then get
+# the tail of a line as a command and never answer it.
+serve() {
+    while IFS= read -r line <&3; do
+        id=${line%% *}
+        printf '%s' "${line#* }" | base64 -d >/tmp/cmd.sh
+        sh /tmp/cmd.sh >/tmp/cmd.out 2>/tmp/cmd.err </dev/null 3>&-
+        rc=$?
+        {
+            echo "@@OUT $id"
+            gzip -1 -c /tmp/cmd.out | base64
+            echo "@@ERR $id"
+            gzip -1 -c /tmp/cmd.err | base64
+            echo "@@END $id $rc"
+        } >&3
+    done
+    echo "init: the control port closed"
+    poweroff -f
+}
+serve &
+exec 3>&-
+# PID 1 only reaps the orphans: each foreground sleep's wait collects any exited child.
+while :; do
+    sleep 1
 done
-echo "init: the control port closed"
-poweroff -f
