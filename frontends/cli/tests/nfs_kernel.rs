@@ -435,10 +435,8 @@ done"
 fn command_port_survives_orphans(g: &mut Guest) {
     let padding = "x".repeat(2000);
     for i in 0..20 {
-        let ran = g.run_for(
-            &format!("setsid sh -c 'sleep 0.0{}' &\n: {padding}\necho {i}", i % 10),
-            Duration::from_secs(30),
-        );
+        let ran =
+            g.run_for(&format!("setsid sh -c 'sleep 0.0{}' &\n: {padding}\necho {i}", i % 10), Duration::from_secs(30));
         assert_eq!((ran.rc, ran.text()), (0, format!("{i}\n")), "{}", ran.err);
     }
 }
