@@ -8,10 +8,16 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use oci_client::secrets::RegistryAuth;
+use rustls::DigitallySignedStruct;
+use rustls::SignatureScheme;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::cache::DiskCache;
 use crate::error::{Error, FetchError, Result};
@@ -300,10 +306,86 @@ pub(crate) fn is_loopback_host(registry: &str) -> bool {
     host == "localhost" || host == "::1" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Verifies servers with the system's certificate authorities plus `extra`, loaded on the
+/// first TLS handshake, as reqwest's own verifier would (rustls-platform-verifier). Loading
+/// the system store (Debian's: 151 files) took about 50 ms of every start, before the first
+/// request, although a registry reached over plain HTTP (a loopback one) never needs it.
+#[derive(Debug)]
+struct LazyVerifier {
+    extra: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+    loaded: OnceLock<std::result::Result<Arc<dyn ServerCertVerifier>, rustls::Error>>,
+}
+
+impl LazyVerifier {
+    fn verifier(&self) -> std::result::Result<&Arc<dyn ServerCertVerifier>, rustls::Error> {
+        self.loaded
+            .get_or_init(|| {
+                let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+                    self.extra.clone(),
+                    self.provider.clone(),
+                )?;
+                Ok(Arc::new(verifier) as Arc<dyn ServerCertVerifier>)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl ServerCertVerifier for LazyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    /// What the provider verifies, which is what the platform verifier answers too; asked for
+    /// every ClientHello, so it must not load the store.
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// The HTTP pool for blob data, trusting `ca` beside the system's certificate authorities.
-fn http_client(options: &Options, ca: Vec<reqwest::Certificate>) -> Result<reqwest::Client> {
+fn http_client(options: &Options, ca: Vec<CertificateDer<'static>>) -> Result<reqwest::Client> {
+    let provider =
+        CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let verifier = LazyVerifier { extra: ca, provider: provider.clone(), loaded: OnceLock::new() };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::local(format!("configuring TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    // What reqwest asks for itself when built with HTTP/1 only, as here.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     reqwest::Client::builder()
-        .tls_certs_merge(ca)
+        // reqwest takes a rustls config of the rustls version it was built with (one in
+        // Cargo.lock); another would fail `build` with "Unknown TLS backend".
+        .tls_backend_preconfigured(tls)
         .connect_timeout(options.connect_timeout)
         .read_timeout(options.request_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
@@ -324,17 +406,22 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| Error::local(format!("starting the I/O runtime: {e}")))?;
-        let read_pem = |path: &PathBuf| -> Result<Vec<reqwest::Certificate>> {
+        let read_pem = |path: &PathBuf| -> Result<Vec<CertificateDer<'static>>> {
             let pem = std::fs::read(path).map_err(|e| Error::local(format!("{}: {e}", path.display())))?;
-            reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::invalid(format!("{}: not PEM certificates: {e}", path.display())))
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| Error::invalid(format!("{}: not PEM certificates: {e}", path.display())))?;
+            match certs.is_empty() {
+                true => Err(Error::invalid(format!("{}: no PEM certificate in it", path.display()))),
+                false => Ok(certs),
+            }
         };
         let mut ca = Vec::new();
         for path in &options.ca_certs {
             ca.extend(read_pem(path)?);
         }
         let http = http_client(&options, ca.clone())?;
-        let mut host_ca: HashMap<String, Vec<reqwest::Certificate>> = HashMap::new();
+        let mut host_ca: HashMap<String, Vec<CertificateDer<'static>>> = HashMap::new();
         for (host, path) in &options.host_ca_certs {
             let certs = read_pem(path)?;
             host_ca.entry(host.clone()).or_insert_with(|| ca.clone()).extend(certs);

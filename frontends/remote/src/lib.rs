@@ -57,7 +57,8 @@
 //! It must never depend on crfs-vfs, crfs-image, crfs-fuse, crfs-nfs or the CLI, nor look inside a layer:
 //! it sees bytes and descriptors, never a TOC entry (data flows remote → core → vfs).
 //!
-//! Crates: oci-client for image references and manifest types only; reqwest (rustls with the
+//! Crates: oci-client for the image reference and manifest types only (references are parsed
+//! by `reference`, which is faster than oci-client's regular expression); reqwest (rustls with the
 //! ring provider) for every request (blob ranges, manifests, tokens, uploads), because
 //! oci-client's client hides the Content-Range it got, cannot cache redirect targets, and reads
 //! manifests, token answers and error bodies whole, with no bound; futures-util and bytes for
@@ -75,6 +76,7 @@ mod hosts;
 mod http;
 mod layout;
 mod platform;
+mod reference;
 mod registry;
 mod remote;
 mod source;

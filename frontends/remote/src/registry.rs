@@ -135,7 +135,7 @@ impl Image {
 /// Parses an image reference (`[REGISTRY/]REPO[:TAG][@DIGEST]`, `docker://` accepted).
 pub(crate) fn parse_reference(s: &str) -> Result<Reference> {
     let s = s.strip_prefix("docker://").unwrap_or(s);
-    s.parse::<Reference>().map_err(|e| Error::invalid(format!("{s}: not an image reference: {e}")))
+    crate::reference::parse(s).map_err(|e| Error::invalid(format!("{s}: not an image reference: {e}")))
 }
 
 /// The registry an image reference names (`docker.io` when it names none): the one host that
