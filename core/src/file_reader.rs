@@ -123,12 +123,12 @@ mod tests {
         let chunks = index.chunks(file);
         let size = index.node(file).unwrap().size();
         // From inside the first chunk to inside the third, and the whole file.
-        let (offset, end) = (chunks[0].size - 100, chunks[2].file_offset + 10);
+        let (offset, end) = (chunks.get(0).unwrap().size - 100, chunks.get(2).unwrap().file_offset + 10);
         for (offset, end) in [(offset, end), (0, size), (size - 1, size), (5, 5)] {
             let pieces: Vec<_> = index.read_pieces(file, offset, end).collect();
             let mut pos = offset;
             for (k, p) in pieces.iter().enumerate() {
-                assert_eq!(p.info, chunks[p.chunk]);
+                assert_eq!(p.info, chunks.get(p.chunk).unwrap());
                 assert_eq!(p.at as u64, pos - offset);
                 assert_eq!(p.info.file_offset + p.within.start as u64, pos);
                 assert!(p.within.end as u64 <= p.info.size);

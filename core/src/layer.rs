@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::footer::{self, Footer, Format};
-use crate::index::{Chunk, Index, Kind, Limits, NodeId, ParsedToc};
+use crate::index::{Chunk, Chunks, Index, Kind, Limits, NodeId, ParsedToc};
 use crate::read_at::ReadAt;
 use crate::toc;
 
@@ -180,7 +180,7 @@ impl<R: ReadAt> Layer<R> {
             Some(n) if n.kind() == Kind::Reg => {}
             _ => return Err(Error::WrongType),
         }
-        self.index.chunks(id).get(chunk).copied().ok_or(Error::WrongType)
+        self.index.chunks(id).get(chunk).ok_or(Error::WrongType)
     }
 
     /// Decodes the first `len` bytes of one chunk of a regular file into `out` (replacing its
@@ -361,7 +361,7 @@ impl<R: ReadAt> Layer<R> {
     /// chunk is decoded alone, so a bad chunk still fails only the reads that touch it.
     fn chunk_prefix<'c>(
         &self,
-        chunks: &[Chunk],
+        chunks: Chunks<'_>,
         i: usize,
         need: u64,
         end: u64,
@@ -380,7 +380,7 @@ impl<R: ReadAt> Layer<R> {
         }
         if cache.offset != Some(c.offset) || (cache.data.len() as u64) < own {
             let mut upto = own;
-            for later in chunks.get(i + 1..).unwrap_or(&[]) {
+            for later in chunks.iter().skip(i + 1) {
                 if later.offset != c.offset || later.zeros || later.file_offset >= end {
                     break;
                 }
@@ -392,9 +392,9 @@ impl<R: ReadAt> Layer<R> {
                 }
             }
             cache.offset = None;
-            let shared = self.decode_member(c, upto, &mut cache.data, &mut cache.scratch);
+            let shared = self.decode_member(&c, upto, &mut cache.data, &mut cache.scratch);
             if shared.is_err() && upto > own {
-                self.decode_member(c, own, &mut cache.data, &mut cache.scratch)?;
+                self.decode_member(&c, own, &mut cache.data, &mut cache.scratch)?;
             } else {
                 shared?;
             }
@@ -466,7 +466,7 @@ impl<R: ReadAt> Layer<R> {
         let mut total = 0u64;
         for (i, c) in chunks.iter().enumerate() {
             let bytes = self.chunk_prefix(chunks, i, c.size, u64::MAX, true, &mut cache)?;
-            check_chunk(c, bytes)?;
+            check_chunk(&c, bytes)?;
             hasher.update(bytes);
             sink(bytes);
             total += bytes.len() as u64;

@@ -70,7 +70,7 @@ pub use digest::Digest;
 pub use error::{Error, Result};
 pub use file_reader::FileReader;
 pub use footer::Format;
-pub use index::{Chunk, Index, Kind, Node, NodeId, ROOT, ReadPiece, ReadPieces};
+pub use index::{Chunk, ChunkIter, Chunks, Index, Kind, Node, NodeId, ROOT, ReadPiece, ReadPieces};
 pub use layer::{Layer, OpenOptions, Scratch};
 #[cfg(feature = "std")]
 pub use read_at::FileReadAt;

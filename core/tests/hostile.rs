@@ -1031,25 +1031,30 @@ fn negative_and_out_of_range_numbers() {
 #[test]
 fn absurd_sizes_are_not_allocated() {
     for fmt in formats() {
-        // A file that claims 2^62 bytes in one chunk, another 2^62 in chunks of 2^61, and three
-        // of i64::MAX bytes (their sum overflows u64).
+        // Chunks the index holds (up to 4 GiB - 1 each) but no read may allocate: a file that
+        // claims 4 GiB - 1 bytes in one chunk, and 2^40 bytes in chunks of 2^31.
         let entries = format!(
-            "{},{},{},{},{},{}",
-            r#"{"name":"huge","type":"reg","size":4611686018427387904,"offset":0}"#,
-            r#"{"name":"chunked","type":"reg","size":4611686018427387904,"offset":0,"chunkSize":2305843009213693952}"#,
-            r#"{"name":"chunked","type":"chunk","offset":0,"chunkOffset":2305843009213693952}"#,
-            r#"{"name":"max1","type":"reg","size":9223372036854775807,"offset":0}"#,
-            r#"{"name":"max2","type":"reg","size":9223372036854775807,"offset":0}"#,
-            r#"{"name":"max3","type":"reg","size":9223372036854775807,"offset":0,"chunkSize":9223372036854775807}"#,
+            "{},{}",
+            r#"{"name":"huge","type":"reg","size":4294967295,"offset":0}"#,
+            r#"{"name":"chunked","type":"reg","size":1099511627776,"offset":0,"chunkSize":2147483648}"#,
         );
+        let entries = (1..512u64).fold(entries, |mut all, i| {
+            let at = i << 31;
+            all.push_str(&format!(
+                r#",{{"name":"chunked","type":"chunk","offset":0,"chunkOffset":{at},"chunkSize":2147483648}}"#
+            ));
+            all
+        });
         let (layer, bytes) = peak(|| open_entries(fmt, &entries));
         let layer = layer.unwrap();
         assert!(bytes < 1 << 20, "{fmt:?}: opening took {bytes} bytes");
-        assert_eq!(layer.index().stats().file_bytes, u64::MAX);
-        for name in ["huge", "chunked", "max1", "max2", "max3"] {
+        assert_eq!(layer.index().stats().file_bytes, u64::from(u32::MAX) + (1 << 40));
+        for name in ["huge", "chunked"] {
             let id = id_of(&layer, name);
             let mut buf = [0u8; 16];
-            for (offset, verify) in [(0, true), (0, false), (1 << 61, false), (i64::MAX as u64 - 1, false)] {
+            for (offset, verify) in
+                [(0, true), (0, false), (1 << 31, false), (1 << 39, false), (i64::MAX as u64 - 1, false)]
+            {
                 let size = layer.index().node(id).unwrap().size();
                 let (result, bytes) = peak(|| layer.read_at(id, offset, &mut buf, verify));
                 assert!(
@@ -1060,13 +1065,68 @@ fn absurd_sizes_are_not_allocated() {
                 assert!(bytes < 1 << 20, "{fmt:?} {name}: a read took {bytes} bytes");
             }
         }
-        // A huge innerOffset is refused the same way.
-        let entries = r#"{"name":"f","type":"reg","size":4,"offset":0,"innerOffset":9223372036854775807}"#;
+        // A large innerOffset the index holds is refused by reads the same way.
+        let entries = r#"{"name":"f","type":"reg","size":4,"offset":0,"innerOffset":1073741823}"#;
         let layer = open_entries(fmt, entries).unwrap();
         let mut buf = [0u8; 4];
         let (result, bytes) = peak(|| layer.read_at(id_of(&layer, "f"), 0, &mut buf, false));
-        assert_eq!(result, Err(Error::TooLarge { what: "chunk", size: i64::MAX as u64 + 4, limit: 64 << 20 }));
+        assert_eq!(result, Err(Error::TooLarge { what: "chunk", size: (1 << 30) + 3, limit: 64 << 20 }));
         assert!(bytes < 1 << 20);
+    }
+}
+
+/// The index keeps a chunk's size in 32 bits and its innerOffset in 30: a chunk past either
+/// bound is refused when the layer is opened, with the bound, never truncated; one at the
+/// bound opens. Sizes of 2^62 and i64::MAX, and their sum overflowing u64, are refused too.
+#[test]
+fn chunks_past_the_index_bounds_are_refused_at_open() {
+    let max_size = u64::from(u32::MAX);
+    let max_inner = (1u64 << 30) - 1;
+    for fmt in formats() {
+        let cases = [
+            (format!(r#"{{"name":"f","type":"reg","size":{},"offset":0}}"#, max_size + 1), "chunk size", max_size + 1),
+            (
+                r#"{"name":"f","type":"reg","size":4611686018427387904,"offset":0,"chunkSize":2305843009213693952},{"name":"f","type":"chunk","offset":0,"chunkOffset":2305843009213693952}"#.to_string(),
+                "chunk size",
+                1 << 61,
+            ),
+            (r#"{"name":"f","type":"reg","size":9223372036854775807,"offset":0}"#.to_string(), "chunk size", i64::MAX as u64),
+            (
+                format!(
+                    r#"{{"name":"f","type":"reg","size":8,"offset":0,"chunkSize":4}},{{"name":"f","type":"chunk","offset":0,"chunkOffset":4,"innerOffset":{}}}"#,
+                    max_inner + 1
+                ),
+                "chunk innerOffset",
+                max_inner + 1,
+            ),
+            (
+                r#"{"name":"f","type":"reg","size":4,"offset":0,"innerOffset":9223372036854775807}"#.to_string(),
+                "chunk innerOffset",
+                i64::MAX as u64,
+            ),
+        ];
+        for (entries, what, size) in cases {
+            let limit = if what == "chunk size" { max_size } else { max_inner };
+            let (result, bytes) = peak(|| open_entries(fmt, &entries));
+            assert_eq!(result.err(), Some(Error::TooLarge { what, size, limit }), "{fmt:?} {entries}");
+            assert!(bytes < 1 << 20, "{fmt:?}: opening took {bytes} bytes");
+        }
+        // At the bounds: a zeros chunk of 4 GiB - 1 bytes, and a chunk at innerOffset 2^30 - 1.
+        let entries = format!(
+            r#"{{"name":"z","type":"reg","size":{max_size},"chunkSize":{max_size},"chunkType":"zeros"}},{{"name":"i","type":"reg","size":4,"offset":0,"innerOffset":{max_inner}}}"#
+        );
+        let layer = open_entries(fmt, &entries).unwrap();
+        let z = layer.index().chunks(id_of(&layer, "z")).get(0).unwrap();
+        assert_eq!((z.size, z.zeros, z.compressed_end, z.inner_offset), (max_size, true, 0, 0));
+        assert_eq!(layer.index().node(id_of(&layer, "z")).unwrap().size(), max_size);
+        let mut buf = [1u8; 16];
+        assert_eq!(layer.read_at(id_of(&layer, "z"), 0, &mut buf, true), Ok(16));
+        assert_eq!(buf, [0; 16]);
+        // Reads near its end need more than the layer's 64 MiB chunk limit.
+        let result = layer.read_at(id_of(&layer, "z"), max_size - 8, &mut buf, true);
+        assert!(matches!(result, Err(Error::TooLarge { what: "chunk", .. })), "{result:?}");
+        let i = layer.index().chunks(id_of(&layer, "i")).get(0).unwrap();
+        assert_eq!((i.inner_offset, i.size, i.zeros), (max_inner, 4, false));
     }
 }
 
@@ -2179,7 +2239,7 @@ fn read_chunk_into_matches_read_chunk_and_asks_only_for_what_data_can_back() {
                     vec![0u8; len]
                 });
                 assert_eq!(got, want, "{fmt:?} {name} chunk {chunk}");
-                let size = layer.index().chunks(f)[chunk].size as usize;
+                let size = layer.index().chunks(f).get(chunk).unwrap().size as usize;
                 match name {
                     "bomb" => assert!(asked.is_empty(), "{fmt:?}: asked for {asked:?}"),
                     // The compressed span first (from the member's offset to the TOC's), then the chunk.

@@ -200,7 +200,7 @@ fn prioritized_files_and_missing_names() {
         for part in path.split('/') {
             id = index.lookup(id, part.as_bytes()).unwrap();
         }
-        let first = index.chunks(index.resolve(id))[0].offset;
+        let first = index.chunks(index.resolve(id)).get(0).unwrap().offset;
         assert!(first < landmark, "{path} at {first}, landmark at {landmark}");
     }
     std::fs::remove_dir_all(&dir).unwrap();

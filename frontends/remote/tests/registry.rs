@@ -247,7 +247,7 @@ fn local_layout() -> (u64, u64, u64, u64) {
     let layer = Layer::open(blob.clone()).unwrap();
     let toc_offset = layer.footer().toc_offset;
     let id = layer.index().lookup_path(b"dotted/file.txt").unwrap();
-    let chunk = layer.index().chunks(id)[0];
+    let chunk = layer.index().chunks(id).get(0).unwrap();
     (blob.len() as u64, toc_offset, chunk.offset, chunk.size)
 }
 
@@ -671,7 +671,7 @@ fn many_files_costs() {
     let first_byte = t0.elapsed();
     let one = remote.stats();
     assert_eq!(one.requests, open.requests + 1, "one small file, one request");
-    let chunk = layer.index().chunks(id)[0];
+    let chunk = layer.index().chunks(id).get(0).unwrap();
     // Every file, straight from the registry (no proxy in between).
     let direct = Remote::new(common::counting_options()).unwrap();
     let blob = direct.open_blob(&format!("{}/test/many:v1", reg.host()), &desc.digest, desc.size).unwrap();

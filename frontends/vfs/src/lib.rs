@@ -661,7 +661,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         let mut pos = offset;
         while pos < end {
             let i = self.index().chunk_at(id, pos).ok_or(FsError::Io)?;
-            let c = *chunks.get(i).ok_or(FsError::Io)?;
+            let c = chunks.get(i).ok_or(FsError::Io)?;
             let Some(data) = chunk_of(id, i)? else { return Ok(None) };
             let within = (pos - c.file_offset) as usize;
             let take = ((c.file_offset + c.size).min(end) - pos) as usize;
@@ -682,7 +682,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
             return Ok(());
         }
         let i = self.index().chunk_at(id, offset).ok_or(FsError::Io)?;
-        let c = *self.index().chunks(id).get(i).ok_or(FsError::Io)?;
+        let c = self.index().chunks(id).get(i).ok_or(FsError::Io)?;
         if end > c.file_offset + c.size {
             sink(&self.read(ino, offset, size)?);
             return Ok(());
