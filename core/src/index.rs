@@ -1927,13 +1927,16 @@ mod tests {
         Index::from_json(toc(entries).as_bytes(), data_end, Limits::default())
     }
 
-    /// The stored records may not grow unnoticed: the index's memory is mostly these.
+    /// The stored records may not grow unnoticed: the index's memory is mostly these. The
+    /// views callers get by value are pinned too, though they live only on the stack.
     #[test]
     fn record_sizes_are_pinned() {
         assert_eq!(core::mem::size_of::<NodeRec>(), 32);
         assert_eq!(core::mem::align_of::<NodeRec>(), 4);
         assert_eq!(core::mem::size_of::<ChunkRec>(), 28);
         assert_eq!(core::mem::align_of::<ChunkRec>(), 4);
+        assert_eq!(core::mem::size_of::<Node>(), 40);
+        assert_eq!(core::mem::size_of::<Chunk>(), 80);
     }
 
     #[test]
