@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bounds::{peak, timed};
 use crfs_core::fuzz_entry::{ENTRIES, toc_input_of};
+use crfs_testkit::corpus_files;
 
 /// Peak memory one input may hold: the entries' limits (a 16 MiB TOC, 4 MiB chunks and
 /// outputs) with room for the index and copies.
@@ -26,20 +27,12 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
 }
 
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut files: Vec<PathBuf> =
-        entries.map(|e| e.unwrap().path()).filter(|p| p.is_file() && !p.ends_with(".gitkeep")).collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn every_corpus_input_passes_its_entry_within_bounds() {
     let mut summary = Vec::new();
     for &(target, entry) in ENTRIES {
-        let corpus = files_in(&fuzz_dir().join("corpus").join(target));
-        let artifacts = files_in(&fuzz_dir().join("artifacts").join(target));
+        let corpus = corpus_files(&fuzz_dir().join("corpus").join(target));
+        let artifacts = corpus_files(&fuzz_dir().join("artifacts").join(target));
         assert!(!corpus.is_empty(), "fuzz/corpus/{target} is empty");
         let mut worst = (Duration::ZERO, 0usize);
         for path in corpus.iter().chain(&artifacts) {
@@ -72,7 +65,7 @@ fn write_seeds() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/fixtures");
     let mut blobs = Vec::new();
     let mut tars = Vec::new();
-    for path in files_in(&fixtures) {
+    for path in corpus_files(&fixtures) {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let data = std::fs::read(&path).unwrap();
         if name.ends_with(".tar") {
@@ -82,7 +75,7 @@ fn write_seeds() {
         }
     }
     if let Some(dir) = std::env::var_os("CRFS_HOSTILE_DUMP") {
-        for path in files_in(Path::new(&dir)) {
+        for path in corpus_files(Path::new(&dir)) {
             blobs.push((path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap()));
         }
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bounds::{peak, timed};
 use crfs_nfs::fuzz_entry::{FixtureFs, connect, fixture_fs, input_of_calls, nfs_records};
+use crfs_testkit::corpus_files;
 use nfs3_client::io::{AsyncRead, AsyncWrite};
 use nfs3_client::nfs3_types::mount::dirpath;
 use nfs3_client::nfs3_types::nfs3::*;
@@ -37,13 +38,6 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
 }
 
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn every_nfs_corpus_input_passes_within_bounds() {
     // A panic in a server task (a request handler, a spawn_blocking read) is turned into an
@@ -54,8 +48,8 @@ fn every_nfs_corpus_input_passes_within_bounds() {
         PANICS.fetch_add(1, Ordering::SeqCst);
         default_hook(info);
     }));
-    let corpus = files_in(&fuzz_dir().join("corpus/nfs_records"));
-    let artifacts = files_in(&fuzz_dir().join("artifacts/nfs_records"));
+    let corpus = corpus_files(&fuzz_dir().join("corpus/nfs_records"));
+    let artifacts = corpus_files(&fuzz_dir().join("artifacts/nfs_records"));
     assert!(corpus.len() >= 10, "fuzz/corpus/nfs_records has {} inputs", corpus.len());
     let (mut worst, mut replied, mut answered) = ((Duration::ZERO, 0usize), 0u64, 0usize);
     for path in corpus.iter().chain(&artifacts) {

@@ -19,6 +19,7 @@ use std::time::Duration;
 use bounds::{peak, timed};
 use crfs_nfs::fuzz_entry::rpc_programs;
 use crfs_nfs::xdr::Writer;
+use crfs_testkit::corpus_files;
 
 /// Peak memory one input may hold: the lock table's bound is 65,536 locks of a few hundred
 /// bytes, far more than an input can make; the calls themselves are under 64 KiB.
@@ -30,19 +31,12 @@ fn corpus_dir(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz").join(kind).join("rpc_programs")
 }
 
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
-    files.sort();
-    files
-}
-
 #[test]
 fn every_rpc_programs_corpus_input_passes_within_bounds() {
-    let corpus = files_in(&corpus_dir("corpus"));
+    let corpus = corpus_files(&corpus_dir("corpus"));
     assert!(corpus.len() >= 5, "fuzz/corpus/rpc_programs has {} inputs", corpus.len());
     let mut replied = 0;
-    for path in corpus.iter().chain(&files_in(&corpus_dir("artifacts"))) {
+    for path in corpus.iter().chain(&corpus_files(&corpus_dir("artifacts"))) {
         let data = std::fs::read(path).unwrap();
         let what = path.display().to_string();
         let ((outcome, took, _wall), bytes) = peak(|| timed(|| rpc_programs(&data)));

@@ -72,6 +72,8 @@ mod cache;
 mod client;
 mod error;
 mod fetch;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz_entry;
 mod hosts;
 mod http;
 mod layout;

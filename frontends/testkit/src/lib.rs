@@ -282,6 +282,18 @@ pub fn interop(bin: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("interop output is UTF-8")
 }
 
+/// The files of a fuzz corpus directory (`fuzz/corpus/TARGET`, `fuzz/artifacts/TARGET`),
+/// sorted, dotfiles (`.gitkeep`) left out; none when the directory does not exist.
+pub fn corpus_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    files.sort();
+    files
+}
+
 /// The listing of any crfs-vfs filesystem, walked through its read-only operations the way a
 /// front-end would (lookups, readdir, reads, xattrs).
 pub fn fs_listing(fs: &dyn crfs_vfs::ReadOnlyFs) -> String {

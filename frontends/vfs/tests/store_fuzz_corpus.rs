@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bounds::{peak, timed};
+use crfs_testkit::corpus_files;
 use crfs_vfs::fuzz_entry::{NAMES, layer_store};
 
 /// Peak memory one input may hold: the fixture, its index and a 1 MiB chunk cache.
@@ -22,15 +23,6 @@ const TIME_BOUND: Duration = Duration::from_secs(2);
 
 fn dir(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz").join(kind).join("layer_store")
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
-        Err(_) => Vec::new(),
-    };
-    out.sort();
-    out
 }
 
 /// The index of a name in `NAMES`, as a name operand.
@@ -89,7 +81,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 fn every_layer_store_corpus_input_passes_within_bounds() {
     let mut inputs: Vec<(String, Vec<u8>)> = seeds().into_iter().map(|(n, d)| (format!("seed {n}"), d)).collect();
-    for path in files_in(&dir("corpus")).iter().chain(&files_in(&dir("artifacts"))) {
+    for path in corpus_files(&dir("corpus")).iter().chain(&corpus_files(&dir("artifacts"))) {
         inputs.push((path.display().to_string(), std::fs::read(path).unwrap()));
     }
     assert!(inputs.len() >= 3);
