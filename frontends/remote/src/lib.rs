@@ -61,7 +61,9 @@
 //! by `reference`, which is faster than oci-client's regular expression); reqwest (rustls with the
 //! ring provider) for every request (blob ranges, manifests, tokens, uploads), because
 //! oci-client's client hides the Content-Range it got, cannot cache redirect targets, and reads
-//! manifests, token answers and error bodies whole, with no bound; futures-util and bytes for
+//! manifests, token answers and error bodies whole, with no bound; rustls-platform-verifier
+//! (reqwest's own verifier) to check servers against the system's CAs, loaded when the first
+//! TLS connection needs them (`client`'s `LazyVerifier`); futures-util and bytes for
 //! upload streams and side-by-side pulls; http-auth to parse `WWW-Authenticate` (see `token`);
 //! docker_credential for the Docker config; toml for containerd's hosts.toml files.
 
