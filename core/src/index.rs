@@ -654,6 +654,18 @@ impl Index {
         self.names.get(start..start + len as usize).unwrap_or(&[])
     }
 
+    /// The type of node `id`, read from its record: what [`Index::node`]`(id).kind()` says,
+    /// without assembling the rest of the view (owner, link count, size).
+    pub fn kind(&self, id: NodeId) -> Option<Kind> {
+        self.rec(id).map(NodeRec::kind)
+    }
+
+    /// The parent of node `id` (the root is its own), read from its record like
+    /// [`Index::kind`].
+    pub fn parent(&self, id: NodeId) -> Option<NodeId> {
+        self.rec(id).map(|r| r.parent)
+    }
+
     /// The inode behind a name: the target of a hardlink, else the node itself.
     pub fn resolve(&self, id: NodeId) -> NodeId {
         match self.rec(id) {

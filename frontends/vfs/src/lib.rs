@@ -448,7 +448,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
 
     fn node_of(&self, ino: Ino) -> Result<NodeId, FsError> {
         let id = ino.checked_sub(1).and_then(|i| NodeId::try_from(i).ok()).ok_or(FsError::NotFound)?;
-        self.index().node(id).map(|_| id).ok_or(FsError::NotFound)
+        self.index().kind(id).map(|_| id).ok_or(FsError::NotFound)
     }
 
     /// Whether `id` is shown as an overlay whiteout device.
@@ -503,7 +503,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
 
     fn dir_of(&self, ino: Ino) -> Result<NodeId, FsError> {
         let id = self.index().resolve(self.node_of(ino)?);
-        match self.index().node(id).map(|n| n.kind()) {
+        match self.index().kind(id) {
             Some(Kind::Dir) => Ok(id),
             _ => Err(FsError::NotDir),
         }
@@ -530,7 +530,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         let dir = self.dir_of(parent)?;
         let id = match name {
             b"." => dir,
-            b".." => self.index().node(dir).map_or(dir, |n| n.parent()),
+            b".." => self.index().parent(dir).unwrap_or(dir),
             _ => self.lookup_node(dir, name).ok_or(FsError::NotFound)?,
         };
         self.attr_of(id)
@@ -539,7 +539,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
     /// The parent directory's inode number (the root is its own parent).
     pub fn parent(&self, ino: Ino) -> Result<Ino, FsError> {
         let dir = self.dir_of(ino)?;
-        Ok(Ino::from(self.index().node(dir).map_or(dir, |n| n.parent())) + 1)
+        Ok(Ino::from(self.index().parent(dir).unwrap_or(dir)) + 1)
     }
 
     /// Lists directory `ino` from `offset` (0 to start; else a `next_offset` returned before),
@@ -551,7 +551,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
         if offset == 0 && !add(DirEntry { next_offset: 1, name: b".", attr: self.attr_of(dir)? }) {
             return Ok(());
         }
-        let parent = index.node(dir).map_or(dir, |n| n.parent());
+        let parent = index.parent(dir).unwrap_or(dir);
         if offset <= 1 && !add(DirEntry { next_offset: 2, name: b"..", attr: self.attr_of(parent)? }) {
             return Ok(());
         }
@@ -582,7 +582,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
     /// A symlink's target.
     pub fn readlink(&self, ino: Ino) -> Result<&[u8], FsError> {
         let id = self.index().resolve(self.node_of(ino)?);
-        match self.index().node(id).map(|n| n.kind()) {
+        match self.index().kind(id) {
             Some(Kind::Symlink) => Ok(self.index().symlink_target(id)),
             _ => Err(FsError::Invalid),
         }
@@ -591,7 +591,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
     /// Checks that `ino` can be opened for reading as a file.
     pub fn open(&self, ino: Ino) -> Result<(), FsError> {
         let id = self.index().resolve(self.node_of(ino)?);
-        match self.index().node(id).map(|n| n.kind()) {
+        match self.index().kind(id) {
             Some(Kind::Dir) => Err(FsError::IsDir),
             Some(_) => Ok(()),
             None => Err(FsError::NotFound),
@@ -711,7 +711,7 @@ impl<R: ReadAt + Send + Sync + 'static> LayerFs<R> {
 
     fn is_opaque_dir(&self, id: NodeId) -> bool {
         self.options.overlay_whiteouts
-            && self.index().node(id).is_some_and(|n| n.kind() == Kind::Dir)
+            && self.index().kind(id) == Some(Kind::Dir)
             && self.index().lookup(id, OPAQUE_MARKER).is_some()
     }
 

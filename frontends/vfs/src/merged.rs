@@ -107,7 +107,7 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
                     if name.starts_with(WHITEOUT_PREFIX) {
                         continue;
                     }
-                    let is_dir = index.node(index.resolve(c)).is_some_and(|n| n.kind() == Kind::Dir);
+                    let is_dir = index.kind(index.resolve(c)) == Some(Kind::Dir);
                     let existing = building(&mut tree, merged_dir)?.children.get(name).copied();
                     let target = match existing {
                         Some(e) if is_dir && tree.get(e as usize).is_some_and(|b| b.is_dir) => {

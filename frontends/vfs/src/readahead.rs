@@ -43,7 +43,7 @@ impl ReadAhead {
         let index = layer.index();
         let mut order: Vec<(u64, NodeId, u32)> = Vec::new();
         for id in 0..index.len() as NodeId {
-            if index.node(id).is_some_and(|n| n.kind() == Kind::Reg) {
+            if index.kind(id) == Some(Kind::Reg) {
                 for (i, c) in index.chunks(id).iter().enumerate() {
                     if !c.zeros {
                         order.push((c.offset, id, i as u32));
