@@ -274,7 +274,7 @@ trait ChunkLoader: Sync {
     fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<ChunkData> + Sync)) -> BenchResult<Arc<ChunkData>>;
 }
 
-/// What the mounts use: `crfs_vfs::ChunkCache` (moka stores, crfs-vfs coalesces misses).
+/// What the mounts use: `crfs_vfs::ChunkCache` (crfs-vfs's own least-recently-used store).
 impl ChunkLoader for crfs_vfs::ChunkCache {
     fn get_or_load(&self, key: ChunkKey, load: &(dyn Fn() -> Arc<ChunkData> + Sync)) -> BenchResult<Arc<ChunkData>> {
         crfs_vfs::ChunkCache::get_or_load(self, key, CACHED_CHUNK as u64, || Ok(load())).map_err(|e| e.to_string())
@@ -326,9 +326,12 @@ fn contend(cache: &dyn ChunkLoader, threads: usize, first: u64, per_thread: u64)
 
 fn bench_chunk_cache(c: &mut Criterion, _fx: &Fixtures) -> BenchResult<()> {
     let ours = crfs_vfs::new_chunk_cache(CHUNK_CACHE_BYTES);
-    // The same store (bound and weigher) as ours, driven through moka's own loader.
-    let moka = crfs_vfs::chunk_store(CHUNK_CACHE_BYTES);
-    let caches: [(&str, &dyn ChunkLoader); 2] = [("crfs-vfs LoadingCache", &ours), ("moka try_get_with", &moka)];
+    // The same bound and weights as ours, in moka, driven through moka's own loader.
+    let moka: moka::sync::Cache<ChunkKey, Arc<ChunkData>> = moka::sync::Cache::builder()
+        .max_capacity(CHUNK_CACHE_BYTES)
+        .weigher(|_, v: &Arc<ChunkData>| u32::try_from(v.weight()).unwrap_or(u32::MAX))
+        .build();
+    let caches: [(&str, &dyn ChunkLoader); 2] = [("crfs-vfs ChunkCache", &ours), ("moka try_get_with", &moka)];
     let load = decoded_chunk;
     // Each cache loads each of 1,000 chunks once, however many threads want it at the time.
     for (name, cache) in caches {

@@ -3,8 +3,8 @@
 //! A big decoded chunk (eStargz and zstd:chunked writers make them up to 4 MiB) lives in an
 //! anonymous memory mapping of its own, not on the heap, and so do its compressed bytes while
 //! it is decoded when they are more than a decoding thread keeps (crfs-core's
-//! `Scratch::KEEP_COMPRESSED`). The cache drops chunks in no
-//! particular order, from whichever thread evicts them; on the heap, buffers of megabytes
+//! `Scratch::KEEP_COMPRESSED`). The cache drops chunks in the order of their last use, not of
+//! their allocation, from whichever thread inserts the chunk that evicts them; on the heap, buffers of megabytes
 //! freed that way leave holes in the allocator's arenas (one per thread that allocated), and
 //! the process keeps that memory. A mapping goes back to the system the moment its last reader
 //! lets go of it, whatever the allocator, so what crfs holds follows what the cache holds.
@@ -14,9 +14,9 @@
 use core::fmt;
 use core::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use crate::loading::{LoadingCache, lock};
+use crate::lru::LoadingLru;
 
 /// A decoded chunk's key: (layer tag, file node, chunk index).
 pub type ChunkKey = (u32, crfs_core::NodeId, u32);
@@ -24,30 +24,29 @@ pub type ChunkKey = (u32, crfs_core::NodeId, u32);
 /// Decoded chunks, bounded in bytes and shareable between the layers of an image; clones share
 /// the chunks and the decoding budget.
 ///
-/// Two bounds: the cache holds at most its size in decoded chunks (moka evicts the rest; after
-/// a big chunk arrives, within about 20 ms), and
-/// the chunks being decoded at any moment, not yet in the cache, take at most half that (at
-/// least one chunk at a time always proceeds). A miss waits for room in that budget; read-ahead
-/// does not wait, it skips the chunk. So memory stays near the cache size plus half of it
-/// however many threads read, and the page cache, not crfs, holds what was read. Half of the
-/// default 16 MiB is two 4 MiB chunks decoding at once.
+/// Two bounds: the cache holds at most its size in decoded chunks, each weighed with what its
+/// entry costs beside its bytes ([`ChunkData::weight`]); an insert evicts the least recently
+/// used chunks before it returns, so the bound holds at every moment. And the chunks being
+/// decoded at any moment, not yet in the cache, take at most half that (at least one chunk at
+/// a time always proceeds). A miss waits for room in that budget; read-ahead does not wait, it
+/// skips the chunk. So memory stays near the cache size plus half of it however many threads
+/// read, and the page cache, not crfs, holds what was read. Half of the default 16 MiB is two
+/// 4 MiB chunks decoding at once.
+///
+/// Concurrent misses on one chunk decode it once (see the `lru` module). A hit costs one lock
+/// and no allocation; a miss allocates the chunk ([`ChunkData::zeroed`]) and its `Arc`, and the
+/// cache's tables are reused from entry to entry.
 #[derive(Clone)]
 pub struct ChunkCache {
-    chunks: LoadingCache<ChunkKey, Arc<ChunkData>, crfs_core::Error>,
+    chunks: Arc<LoadingLru<ChunkKey, Arc<ChunkData>, crfs_core::Error>>,
     decoding: Arc<DecodeBudget>,
-    settler: Arc<Settler>,
 }
 
 impl ChunkCache {
-    /// After decoding a chunk of at least this many bytes, the cache asks for moka's pending
-    /// evictions to be applied soon (see [`Settler`]).
-    const SETTLE_FROM: u64 = ChunkData::MAP_FROM as u64;
-
     /// A cache of at most `bytes` bytes of decoded chunks, and up to half that being decoded.
     pub fn new(bytes: u64) -> Self {
-        let chunks = LoadingCache::new(chunk_store(bytes));
-        let settler = Arc::new(Settler::new(chunks.clone()));
-        ChunkCache { chunks, decoding: Arc::new(DecodeBudget::new(bytes / 2)), settler }
+        let chunks = LoadingLru::new(bytes, |chunk: &Arc<ChunkData>| chunk.weight());
+        ChunkCache { chunks: Arc::new(chunks), decoding: Arc::new(DecodeBudget::new(bytes / 2)) }
     }
 
     /// The chunk at `key` (of `size` decoded bytes), from the cache or from `decode`, run once
@@ -58,16 +57,10 @@ impl ChunkCache {
         size: u64,
         decode: impl FnOnce() -> Result<Arc<ChunkData>, crfs_core::Error>,
     ) -> Result<Arc<ChunkData>, Arc<crfs_core::Error>> {
-        let mut decoded = false;
-        let chunk = self.chunks.get_or_load(key, || {
+        self.chunks.get_or_load(key, || {
             let _room = self.decoding.take(size);
-            decoded = true;
             decode()
-        });
-        if decoded && size >= Self::SETTLE_FROM {
-            self.settler.wake();
-        }
-        chunk
+        })
     }
 
     /// Read-ahead: decodes the chunk at `key` into the cache if nobody is decoding it already
@@ -81,76 +74,18 @@ impl ChunkCache {
         decode: impl FnOnce() -> Result<Arc<ChunkData>, crfs_core::Error>,
     ) {
         let Some(_room) = self.decoding.try_take(size) else { return };
-        let loaded = self.chunks.load_unless_loading(key, decode).is_some();
-        if loaded && size >= Self::SETTLE_FROM {
-            self.settler.wake();
-        }
+        let _ = self.chunks.load_unless_present(key, decode);
     }
 
-    /// The cached chunk at `key`, if any; never decodes.
+    /// The cached chunk at `key`, if any, counted as a use; never decodes.
     pub fn get(&self, key: &ChunkKey) -> Option<Arc<ChunkData>> {
         self.chunks.get(key)
     }
 }
 
-/// The moka cache a [`ChunkCache`] stores in: at most `bytes` bytes of decoded chunks, each
-/// weighed by its length. Public so that a benchmark can drive the same store without
-/// crfs-vfs's coalescing of misses.
-pub fn chunk_store(bytes: u64) -> moka::sync::Cache<ChunkKey, Arc<ChunkData>> {
-    moka::sync::Cache::builder()
-        .max_capacity(bytes)
-        .weigher(|_, v: &Arc<ChunkData>| u32::try_from(v.len()).unwrap_or(u32::MAX))
-        .build()
-}
-
-/// A thread that applies moka's pending evictions soon after big chunks arrive.
-///
-/// moka evicts in batches, at its housekeeping (after enough writes, or every few hundred
-/// milliseconds), so a burst of big chunks holds the cache over its bound meanwhile: reading
-/// every file of the 55k-entry corpus with a 16 MiB cache peaked 20 MiB higher that way.
-/// Settling on the reading thread after each big chunk kept the bound but cost that read 40 %
-/// more time; this thread does it off the readers' path, at most once per [`Settler::PAUSE`]
-/// (measured there: peak 77 → 66 MiB, read 4.5 → 5.0 s; a 5 ms pause gained 1 MiB more and
-/// cost 0.4 s more). It starts with the first big chunk and ends when the cache is dropped.
-struct Settler {
-    chunks: LoadingCache<ChunkKey, Arc<ChunkData>, crfs_core::Error>,
-    /// A wake-up for the thread (one pending at most), made with the thread on first use.
-    wake: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<()>>>,
-}
-
-impl Settler {
-    /// The least time between two settles.
-    const PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
-
-    fn new(chunks: LoadingCache<ChunkKey, Arc<ChunkData>, crfs_core::Error>) -> Self {
-        Settler { chunks, wake: std::sync::OnceLock::new() }
-    }
-
-    /// Asks for a settle soon; returns at once.
-    fn wake(&self) {
-        let sender = self.wake.get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-            let chunks = self.chunks.clone();
-            let run = move || {
-                // Ends when the last ChunkCache clone (and so the sender) is dropped.
-                while rx.recv().is_ok() {
-                    chunks.settle();
-                    std::thread::sleep(Self::PAUSE);
-                }
-            };
-            match std::thread::Builder::new().name("crfs-cache-settle".into()).spawn(run) {
-                Ok(_) => Some(tx),
-                Err(e) => {
-                    tracing::debug!("no cache settling thread ({e}); moka's own housekeeping only");
-                    None
-                }
-            }
-        });
-        if let Some(tx) = sender {
-            // Full: a settle is already pending, which will see this chunk too.
-            let _ = tx.try_send(());
-        }
-    }
+/// Locks `mutex`, ignoring poisoning: for a counter a panicked holder leaves consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Bytes of chunks being decoded, bounded: a decode takes room for its chunk before it starts
@@ -181,7 +116,7 @@ impl DecodeBudget {
     fn take(&self, bytes: u64) -> Room<'_> {
         let mut in_flight = lock(&self.in_flight);
         while !self.fits(*in_flight, bytes) {
-            in_flight = self.freed.wait(in_flight).unwrap_or_else(std::sync::PoisonError::into_inner);
+            in_flight = self.freed.wait(in_flight).unwrap_or_else(PoisonError::into_inner);
         }
         *in_flight = in_flight.saturating_add(bytes);
         Room { budget: self, bytes }
@@ -246,6 +181,17 @@ impl ChunkData {
     /// [`ReadOnlyFs::take_whole_chunk`](crate::ReadOnlyFs::take_whole_chunk)).
     pub fn hand_out_whole_once(&self) -> bool {
         !self.handed_out_whole.swap(true, Ordering::Relaxed)
+    }
+
+    /// What the chunk costs the cache that holds it: its bytes (a mapping's rounded up to whole
+    /// pages) and about what its entry, its `Arc` and its allocation take beside them, so that a
+    /// cache of many tiny chunks is bounded too.
+    pub fn weight(&self) -> u64 {
+        const ENTRY: u64 = 160;
+        const PAGE: u64 = 4096;
+        let len = self.len() as u64;
+        let bytes = if self.is_mapped() { len.div_ceil(PAGE).saturating_mul(PAGE) } else { len };
+        bytes.saturating_add(ENTRY)
     }
 
     /// Whether the bytes live in a mapping of their own.
@@ -364,6 +310,29 @@ mod tests {
             release.wait();
             assert_eq!(reader.join().unwrap().unwrap()[0], 4);
         });
+    }
+
+    /// Big chunks arriving one after another never hold the cache over its size, not even
+    /// for a moment (moka, before, evicted at its housekeeping, tens of MiB late).
+    #[test]
+    fn the_cache_holds_its_bound_after_every_big_chunk() {
+        const CHUNK: usize = 4 << 20;
+        let cache = ChunkCache::new(16 << 20);
+        for c in 0..12u32 {
+            let got = cache.get_or_load((0, 0, c), CHUNK as u64, || Ok(Arc::new(ChunkData::zeroed(CHUNK)))).unwrap();
+            assert_eq!(got.weight(), CHUNK as u64 + 160);
+            assert!(cache.chunks.weight() <= 16 << 20, "after chunk {c}: {}", cache.chunks.weight());
+        }
+        // Three 4 MiB chunks and their entries fit in 16 MiB, four do not: the newest three stay.
+        assert_eq!(cache.chunks.weight(), 3 * (CHUNK as u64 + 160));
+        assert!(cache.get(&(0, 0, 8)).is_none() && (9..12).all(|c| cache.get(&(0, 0, c)).is_some()));
+    }
+
+    #[test]
+    fn a_chunk_weighs_its_bytes_its_pages_and_its_entry() {
+        assert_eq!(ChunkData::from(vec![1; 10]).weight(), 10 + 160);
+        assert_eq!(ChunkData::from(Vec::new()).weight(), 160);
+        assert_eq!(ChunkData::zeroed(ChunkData::MAP_FROM + 1).weight(), (ChunkData::MAP_FROM + 4096) as u64 + 160);
     }
 
     #[test]

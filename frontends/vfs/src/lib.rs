@@ -9,8 +9,9 @@
 //! names of a hardlink share a number, and numbers are the same every time the same blob is
 //! mounted.
 //!
-//! The chunk cache ([`ChunkCache`]: a [`LoadingCache`] over moka) is bounded in bytes, shared
-//! by all threads, and collapses concurrent misses on one chunk into a single decode, so
+//! The chunk cache ([`ChunkCache`], a least-recently-used map of crfs's own) is bounded in
+//! bytes at every moment, shared by all threads, and collapses concurrent misses on one chunk
+//! into a single decode, so
 //! sequential small reads through a big chunk inflate it once. Chunks being decoded are bounded
 //! too, to half the cache's size (a miss waits for room, read-ahead skips), so memory does not
 //! grow with the number of threads reading. Each thread decodes with a [`crfs_core::Scratch`] of
@@ -42,12 +43,15 @@ mod chunk;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_entry;
 mod loading;
+mod lru;
 mod merged;
 mod namespace;
 mod readahead;
 mod slots;
 mod store;
-pub use chunk::{ChunkCache, ChunkData, ChunkKey, chunk_store};
+#[cfg(test)]
+mod test_threads;
+pub use chunk::{ChunkCache, ChunkData, ChunkKey};
 pub use loading::LoadingCache;
 pub use merged::MergedFs;
 pub use namespace::{NamespaceFs, NamespaceOptions, ResolveError, ResolvedImage, Resolver, Version};

@@ -1,5 +1,6 @@
 //! A bounded cache whose misses are loaded once for all the callers that want the same key at
-//! the same time.
+//! the same time: the namespace's resolved images (decoded chunks have a store of their own,
+//! the `lru` module, which holds its bound at every insert).
 //!
 //! moka's own `try_get_with` does this, but in moka 0.12.16 it leaks: when two threads insert
 //! their waiter for one key at the same moment, the thread whose compare-and-swap loses and
@@ -176,54 +177,18 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_threads::{slow_misses, together};
     use std::sync::Barrier;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     fn cache() -> LoadingCache<u32, u64, String> {
         LoadingCache::new(moka::sync::Cache::builder().max_capacity(100).build())
     }
 
-    /// Runs `call(i)` on `n` threads that start together; their results in thread order.
-    fn together<T: Send>(n: usize, call: impl Fn(usize) -> T + Sync) -> Vec<T> {
-        let barrier = Barrier::new(n);
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (0..n)
-                .map(|i| {
-                    let (barrier, call) = (&barrier, &call);
-                    s.spawn(move || {
-                        barrier.wait();
-                        call(i)
-                    })
-                })
-                .collect();
-            workers.into_iter().map(|w| w.join().unwrap()).collect()
-        })
-    }
-
-    /// `n` threads miss `key` together; each would load `outcome` slowly (long enough for the
-    /// others to arrive while it runs). Returns how many loads ran, and each thread's result.
-    fn slow_misses(
-        cache: &LoadingCache<u32, u64, String>,
-        n: usize,
-        key: u32,
-        outcome: Result<u64, String>,
-    ) -> (usize, Vec<Result<u64, Arc<String>>>) {
-        let loads = AtomicUsize::new(0);
-        let results = together(n, |_| {
-            cache.get_or_load(key, || {
-                loads.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(200));
-                outcome.clone()
-            })
-        });
-        (loads.into_inner(), results)
-    }
-
     #[test]
     fn concurrent_misses_on_one_key_load_once() {
         let cache = cache();
-        let (loads, results) = slow_misses(&cache, 8, 7, Ok(49));
+        let (loads, results) = slow_misses(8, Ok(49), |load| cache.get_or_load(7, load));
         assert_eq!(loads, 1);
         assert!(results.iter().all(|r| r.as_ref().ok() == Some(&49)), "{results:?}");
         assert_eq!(cache.get(&7), Some(49));
@@ -233,7 +198,7 @@ mod tests {
     #[test]
     fn an_error_reaches_the_waiters_and_is_not_cached() {
         let cache = cache();
-        let (loads, results) = slow_misses(&cache, 4, 1, Err("corrupt".to_string()));
+        let (loads, results) = slow_misses(4, Err("corrupt".to_string()), |load| cache.get_or_load(1, load));
         assert_eq!(loads, 1);
         assert!(results.iter().all(|r| r.as_ref().err().map(|e| e.as_str()) == Some("corrupt")), "{results:?}");
         assert_eq!(cache.get(&1), None);
