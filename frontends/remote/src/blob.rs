@@ -104,14 +104,10 @@ impl Ahead {
         windows.chain(self.flights.iter().map(|f| (f.start, f.end)))
     }
 
-    /// Bytes `[start, end)` from some stream's memory window.
-    fn windowed(&self, start: u64, end: u64) -> Option<Vec<u8>> {
-        self.streams.iter().find_map(|s| {
-            let (w_start, w) = s.window.as_ref()?;
-            let lo = usize::try_from(start.checked_sub(*w_start)?).ok()?;
-            let hi = usize::try_from(end.checked_sub(*w_start)?).ok()?;
-            w.get(lo..hi).map(<[u8]>::to_vec)
-        })
+    /// Copies bytes `[start, start + out.len())` from some stream's memory window into `out`;
+    /// false if no window holds them all.
+    fn copy_windowed(&self, start: u64, out: &mut [u8]) -> bool {
+        self.streams.iter().any(|s| s.window.as_ref().is_some_and(|(w_start, w)| copy_from(w, *w_start, start, out)))
     }
 }
 
@@ -129,26 +125,36 @@ impl Flight {
         self.start <= start && end <= self.end
     }
 
-    /// `[start, end)` from this request once it has landed; `None` if it failed or took
-    /// longer than `patience`.
-    fn wait(&self, start: u64, end: u64, patience: Duration) -> Option<Vec<u8>> {
+    /// Copies `[start, start + out.len())` from this request into `out` once it has landed;
+    /// false if it failed or took longer than `patience`.
+    fn wait_into(&self, start: u64, out: &mut [u8], patience: Duration) -> bool {
         let deadline = Instant::now() + patience;
         let mut r = self.result.lock().unwrap_or_else(|p| p.into_inner());
         while r.is_none() {
-            let left = deadline.checked_duration_since(Instant::now())?;
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else { return false };
             r = self.landed.wait_timeout(r, left).unwrap_or_else(|p| p.into_inner()).0;
         }
-        let data = r.as_ref()?.as_ref()?;
-        let lo = usize::try_from(start - self.start).ok()?;
-        let hi = usize::try_from(end - self.start).ok()?;
-        data.get(lo..hi).map(<[u8]>::to_vec)
+        r.as_ref().and_then(Option::as_ref).is_some_and(|data| copy_from(data, self.start, start, out))
+    }
+}
+
+/// Copies blob bytes `[start, start + out.len())` into `out` from `held`, which holds the
+/// blob's bytes from `held_at`; false (and `out` untouched) unless `held` has them all.
+fn copy_from(held: &[u8], held_at: u64, start: u64, out: &mut [u8]) -> bool {
+    let Some(lo) = start.checked_sub(held_at).and_then(|lo| usize::try_from(lo).ok()) else { return false };
+    match lo.checked_add(out.len()).and_then(|hi| held.get(lo..hi)) {
+        Some(bytes) => {
+            out.copy_from_slice(bytes);
+            true
+        }
+        None => false,
     }
 }
 
 /// What to do for a read.
 enum Plan {
-    /// The memory window holds it.
-    Have(Vec<u8>),
+    /// The memory window held it: it is copied already.
+    Have,
     /// A coalesced request under way covers it.
     Wait(Arc<Flight>),
     /// Fetch exactly the read.
@@ -176,10 +182,11 @@ pub(crate) struct Blob {
 }
 
 impl Blob {
-    /// Notes a read of `[start, end)` and decides how to serve it: from the memory window, by
+    /// Notes a read of `[start, end)` (`out` is its buffer) and decides how to serve it: from the
+    /// memory window (copied into `out` at once), by
     /// waiting for a coalesced request that covers it, or by a request of its own (larger than
     /// asked when the read is a neighbour of the previous one).
-    fn plan(&self, start: u64, end: u64) -> Plan {
+    fn plan(&self, start: u64, end: u64, out: &mut [u8]) -> Plan {
         let max = self.inner.options.max_coalesce;
         let size = self.size;
         let mut guard = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,12 +194,12 @@ impl Blob {
         if let Some(held_to) = self.held_from(a, start).filter(|&h| start < h && h < end) {
             return Plan::Split(held_to);
         }
-        let have = a.windowed(start, end);
+        let have = a.copy_windowed(start, out);
         let under_way = a.flights.iter().find(|f| f.covers(start, end)).cloned();
         let (stream, after, before) = a.stream_for(start, end);
         (stream.last_start, stream.last_end) = (start, end);
-        if let Some(bytes) = have {
-            return Plan::Have(bytes);
+        if have {
+            return Plan::Have;
         }
         if let Some(f) = under_way {
             return Plan::Wait(f);
@@ -264,51 +271,73 @@ impl Blob {
         flight.landed.notify_all();
     }
 
-    /// Reads `[start, end)` for a reader: coalesced with the bytes after it when it is a
-    /// neighbour of the previous read (see the module docs).
-    fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, FetchError> {
-        let flight = match self.plan(start, end) {
-            Plan::Have(bytes) => {
+    /// Reads `[start, start + out.len())` into `out` for a reader: coalesced with the bytes
+    /// after it when it is a neighbour of the previous read (see the module docs). The bytes
+    /// are copied into `out` once, from wherever they are held (a window, a request under way,
+    /// the disk cache, the response).
+    fn read_range_into(&self, start: u64, out: &mut [u8]) -> Result<(), FetchError> {
+        let end = start.saturating_add(out.len() as u64);
+        let flight = match self.plan(start, end, out) {
+            Plan::Have => {
                 Counters::add(&self.inner.counters.cache_hits, 1);
-                return Ok(bytes);
+                return Ok(());
             }
             Plan::Wait(f) => {
                 let patience = self.inner.options.retry.deadline + self.inner.options.request_timeout;
-                if let Some(bytes) = f.wait(start, end, patience) {
+                if f.wait_into(start, out, patience) {
                     Counters::add(&self.inner.counters.cache_hits, 1);
-                    return Ok(bytes);
+                    return Ok(());
                 }
                 // It failed (or is stuck): this read asks on its own, with its own retries.
-                return self.fetch(start, end);
+                return self.fetch_into(start, out);
             }
-            Plan::Exact => return self.fetch(start, end),
+            Plan::Exact => return self.fetch_into(start, out),
             Plan::Split(held_to) => {
-                let mut head = self.read_range(start, held_to)?;
-                head.extend(self.read_range(held_to, end)?);
-                return Ok(head);
+                let at = usize::try_from(held_to - start).unwrap_or(usize::MAX).min(out.len());
+                let (head, tail) = out.split_at_mut(at);
+                self.read_range_into(start, head)?;
+                return self.read_range_into(held_to, tail);
             }
             Plan::Coalesced(f) => f,
         };
         if let Some((cache, digest)) = self.cache()
-            && let Some(data) = cache.get(digest, start, end)
+            && cache.get_into(digest, start, out)
         {
             self.land(&flight, None);
             Counters::add(&self.inner.counters.cache_hits, 1);
             Counters::add(&self.cache_hits, 1);
-            return Ok(data);
+            return Ok(());
         }
         let got = self.fetch_network(flight.start, flight.end, true).map(Arc::new);
         self.land(&flight, got.as_ref().ok().cloned());
         let data = got?;
-        let lo = usize::try_from(start - flight.start).unwrap_or(usize::MAX);
-        let hi = usize::try_from(end - flight.start).unwrap_or(usize::MAX);
-        data.get(lo..hi)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| FetchError::permanent("coalesced read came back short", format!("{} bytes", data.len())))
+        if copy_from(&data, flight.start, start, out) {
+            Ok(())
+        } else {
+            Err(FetchError::permanent("coalesced read came back short", format!("{} bytes", data.len())))
+        }
     }
 
     fn cache(&self) -> Option<(&Arc<DiskCache>, &str)> {
         Some((self.inner.cache.as_ref()?, self.digest.as_deref()?))
+    }
+
+    /// Reads `[start, start + out.len())` into `out`, from the cache or the network.
+    fn fetch_into(&self, start: u64, out: &mut [u8]) -> Result<(), FetchError> {
+        if let Some((cache, digest)) = self.cache()
+            && cache.get_into(digest, start, out)
+        {
+            Counters::add(&self.inner.counters.cache_hits, 1);
+            Counters::add(&self.cache_hits, 1);
+            return Ok(());
+        }
+        let end = start.saturating_add(out.len() as u64);
+        let data = self.fetch_network(start, end, true)?;
+        if data.len() != out.len() {
+            return Err(FetchError::permanent("the server sent the wrong length", format!("{} bytes", data.len())));
+        }
+        out.copy_from_slice(&data);
+        Ok(())
     }
 
     /// Reads `[start, end)`, from the cache or the network.
@@ -412,15 +441,11 @@ impl Blob {
         }
         let _reading = self.inner.reading.begin();
         let len = (buf.len() as u64).min(self.size - offset);
-        match self.read_range(offset, offset + len) {
-            Ok(data) if data.len() as u64 == len => {
-                buf[..data.len()].copy_from_slice(&data);
-                Ok(data.len())
-            }
-            Ok(_) => Err(crfs_core::Error::Io(crfs_core::error::IoError {
-                errno: EIO,
-                what: "remote read returned the wrong length",
-            })),
+        let Some(out) = usize::try_from(len).ok().and_then(|len| buf.get_mut(..len)) else {
+            return Err(crfs_core::Error::Io(crfs_core::error::IoError { errno: EIO, what: "remote read too long" }));
+        };
+        match self.read_range_into(offset, out) {
+            Ok(()) => Ok(out.len()),
             Err(e) => {
                 tracing::warn!(offset, len, url = %crate::http::redact(&self.ep.url), "{e}");
                 Err(e.to_core())

@@ -196,7 +196,15 @@ impl DiskCache {
 
     /// Bytes `[start, end)` of blob `digest`, if entries hold them.
     pub fn get(&self, digest: &str, start: u64, end: u64) -> Option<Vec<u8>> {
-        let dir = blob_dir(&self.root, digest)?;
+        let mut buf = vec![0u8; usize::try_from(end.checked_sub(start)?).ok()?];
+        self.get_into(digest, start, &mut buf).then_some(buf)
+    }
+
+    /// Reads bytes `[start, start + out.len())` of blob `digest` into `out`; false if entries
+    /// do not hold them all (`out` may then be partly written).
+    pub fn get_into(&self, digest: &str, start: u64, out: &mut [u8]) -> bool {
+        let Some(dir) = blob_dir(&self.root, digest) else { return false };
+        let end = start.saturating_add(out.len() as u64);
         let (mut found, stale) = {
             let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
             let known = index.get(&dir);
@@ -212,15 +220,15 @@ impl DiskCache {
             let known = Known { entries, scanned: Some(Instant::now()) };
             self.index.lock().unwrap_or_else(|p| p.into_inner()).insert(dir.clone(), known);
         }
-        let mut buf = vec![0u8; usize::try_from(end - start).ok()?];
-        for (s, e) in found? {
+        let Some(found) = found else { return false };
+        found.into_iter().all(|(s, e)| {
             let (lo, hi) = (start.max(s), end.min(e));
-            let piece = buf.get_mut(usize::try_from(lo - start).ok()?..usize::try_from(hi - start).ok()?)?;
-            if !self.read_entry(&dir, s, e, lo, piece) {
-                return None;
-            }
-        }
-        Some(buf)
+            let piece = usize::try_from(lo - start)
+                .ok()
+                .zip(usize::try_from(hi - start).ok())
+                .and_then(|(from, to)| out.get_mut(from..to));
+            piece.is_some_and(|piece| self.read_entry(&dir, s, e, lo, piece))
+        })
     }
 
     /// Reads entry `[s, e)`'s bytes from `at` into `out`; a missing or damaged entry is
