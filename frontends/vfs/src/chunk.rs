@@ -14,8 +14,9 @@
 use core::fmt;
 use core::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
+use crate::lock;
 use crate::lru::LoadingLru;
 
 /// A decoded chunk's key: (layer tag, file node, chunk index).
@@ -81,11 +82,6 @@ impl ChunkCache {
     pub fn get(&self, key: &ChunkKey) -> Option<Arc<ChunkData>> {
         self.chunks.get(key)
     }
-}
-
-/// Locks `mutex`, ignoring poisoning: for a counter a panicked holder leaves consistent.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Bytes of chunks being decoded, bounded: a decode takes room for its chunk before it starts

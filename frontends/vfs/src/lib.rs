@@ -42,7 +42,6 @@ use crfs_core::{Index, Kind, Layer, NodeId, ReadAt};
 mod chunk;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_entry;
-mod loading;
 mod lru;
 mod merged;
 mod namespace;
@@ -52,7 +51,6 @@ mod store;
 #[cfg(test)]
 mod test_threads;
 pub use chunk::{ChunkCache, ChunkData, ChunkKey};
-pub use loading::LoadingCache;
 pub use merged::MergedFs;
 pub use namespace::{NamespaceFs, NamespaceOptions, ResolveError, ResolvedImage, Resolver, Version};
 pub use store::{LayerSource, LayerState, LayerStoreFs, StoreLayer, StoreOptions};
@@ -286,6 +284,12 @@ pub(crate) fn decode_chunk<R: ReadAt>(
         Err(_) => layer.read_chunk_into(file, chunk, verify, &mut crfs_core::Scratch::default(), ChunkData::zeroed),
     })?;
     Ok(Arc::new(data))
+}
+
+/// Locks `mutex`, ignoring poisoning: for data that every holder leaves consistent before
+/// anything that could panic runs (the caches' maps, counters, the namespace's tables).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A chunk cache holding at most `bytes` bytes of decoded chunks (see [`ChunkCache`]).

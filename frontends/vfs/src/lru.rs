@@ -19,14 +19,21 @@
 //!   (numbered, so that waiters can tell loads apart), lets go of the lock and loads;
 //! - a caller that finds a loading entry counts itself as its waiter and sleeps on the
 //!   condition variable, which every load's end wakes;
-//! - the leader's value goes into the map as the newest entry; its error goes into a side list
-//!   with the number of waiters, each of whom takes it once, and is not cached (the next miss
-//!   loads again);
+//! - the leader's value goes into the map as the newest entry (and may be evicted at once, if
+//!   it weighs more than the bound); an error is not kept (the next miss loads again);
+//! - either way, when the load had waiters, its outcome also goes into a side list with their
+//!   number, and each waiter takes its copy from there: a waiter gets the outcome of the load
+//!   it waited for even if the value has been evicted meanwhile;
 //! - a leader that panics removes its entry; its waiters find no entry and load themselves.
+//!
+//! A map with a bound of 0 keeps nothing and only coalesces concurrent loads: the namespace
+//! uses it so for image resolutions.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::lock;
 
 /// "No slot": the end of the use list, or of the list of free slots.
 const NONE: u32 = u32::MAX;
@@ -55,12 +62,13 @@ struct Map<K, V, E> {
     weight: u64,
     /// Number of the next load.
     next_load: u64,
-    /// Errors of loads that had waiters, until each waiter has taken its copy.
-    failed: Vec<Failed<E>>,
+    /// Outcomes of loads that had waiters, until each waiter has taken its copy.
+    outcomes: Vec<Outcome<V, E>>,
 }
 
 struct Slot<K, V> {
-    key: K,
+    /// None while the slot is free.
+    key: Option<K>,
     state: State<V>,
     /// Neighbours in the use list (ready entries), or the next free slot (`older`).
     newer: u32,
@@ -73,29 +81,23 @@ enum State<V> {
     Ready { value: V, weight: u64 },
 }
 
-struct Failed<E> {
+struct Outcome<V, E> {
     load: u64,
-    error: Arc<E>,
+    result: Result<V, Arc<E>>,
     waiters: u32,
-}
-
-/// Locks `mutex`, ignoring poisoning: every change under these locks leaves the data
-/// consistent before anything that could panic runs.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What a caller found for its key.
 enum Found<V, E> {
-    Value(V),
-    Error(Arc<E>),
+    /// The value, or the outcome of the load the caller waited for.
+    Done(Result<V, Arc<E>>),
     /// Nobody has it or is loading it: the caller leads a load, numbered so.
     Lead(u64),
     /// Another caller is loading it; the number of that load.
     Wait(u64),
 }
 
-impl<K: Copy + Hash + Eq, V: Clone, E> Map<K, V, E> {
+impl<K: Clone + Hash + Eq, V: Clone, E> Map<K, V, E> {
     fn new() -> Self {
         Map {
             slot_of: HashMap::new(),
@@ -105,7 +107,7 @@ impl<K: Copy + Hash + Eq, V: Clone, E> Map<K, V, E> {
             oldest: NONE,
             weight: 0,
             next_load: 0,
-            failed: Vec::new(),
+            outcomes: Vec::new(),
         }
     }
 
@@ -115,20 +117,21 @@ impl<K: Copy + Hash + Eq, V: Clone, E> Map<K, V, E> {
 
     /// Takes a free slot (or a new one) for `key` in `state`; None only when the table has
     /// u32::MAX slots.
-    fn occupy(&mut self, key: K, state: State<V>) -> Option<u32> {
+    fn occupy(&mut self, key: &K, state: State<V>) -> Option<u32> {
+        let slot = Slot { key: Some(key.clone()), state, newer: NONE, older: NONE };
         let i = if self.free != NONE {
             let i = self.free;
-            let slot = self.slot(i)?;
-            let next_free = slot.older;
-            *slot = Slot { key, state, newer: NONE, older: NONE };
+            let free = self.slot(i)?;
+            let next_free = free.older;
+            *free = slot;
             self.free = next_free;
             i
         } else {
             let i = u32::try_from(self.slots.len()).ok().filter(|&i| i != NONE)?;
-            self.slots.push(Slot { key, state, newer: NONE, older: NONE });
+            self.slots.push(slot);
             i
         };
-        self.slot_of.insert(key, i);
+        self.slot_of.insert(key.clone(), i);
         Some(i)
     }
 
@@ -165,11 +168,13 @@ impl<K: Copy + Hash + Eq, V: Clone, E> Map<K, V, E> {
     fn release(&mut self, i: u32) -> State<V> {
         let free = self.free;
         let Some(slot) = self.slot(i) else { return State::Free };
-        let key = slot.key;
+        let key = slot.key.take();
         let state = std::mem::replace(&mut slot.state, State::Free);
         slot.older = free;
         self.free = i;
-        self.slot_of.remove(&key);
+        if let Some(key) = key {
+            self.slot_of.remove(&key);
+        }
         state
     }
 
@@ -177,15 +182,15 @@ impl<K: Copy + Hash + Eq, V: Clone, E> Map<K, V, E> {
     /// a waiter of the load it finds in progress.
     fn find(&mut self, key: &K, waited: Option<u64>) -> Found<V, E> {
         if let Some(load) = waited
-            && let Some(pos) = self.failed.iter().position(|f| f.load == load)
-            && let Some(failed) = self.failed.get_mut(pos)
+            && let Some(pos) = self.outcomes.iter().position(|o| o.load == load)
+            && let Some(outcome) = self.outcomes.get_mut(pos)
         {
-            failed.waiters = failed.waiters.saturating_sub(1);
-            let error = failed.error.clone();
-            if failed.waiters == 0 {
-                self.failed.swap_remove(pos);
+            outcome.waiters = outcome.waiters.saturating_sub(1);
+            let result = outcome.result.clone();
+            if outcome.waiters == 0 {
+                self.outcomes.swap_remove(pos);
             }
-            return Found::Error(error);
+            return Found::Done(result);
         }
         let Some(&i) = self.slot_of.get(key) else {
             let load = self.next_load;
@@ -193,7 +198,7 @@ impl<K: Copy + Hash + Eq, V: Clone, E> Map<K, V, E> {
             return Found::Lead(load);
         };
         let found = match self.slot(i).map(|s| &mut s.state) {
-            Some(State::Ready { value, .. }) => Found::Value(value.clone()),
+            Some(State::Ready { value, .. }) => Found::Done(Ok(value.clone())),
             Some(State::Loading { load, waiters }) => {
                 if waited != Some(*load) {
                     *waiters = waiters.saturating_add(1);
@@ -203,7 +208,7 @@ impl<K: Copy + Hash + Eq, V: Clone, E> Map<K, V, E> {
             // A mapped slot is never free; treat a broken table as a miss without caching.
             Some(State::Free) | None => return Found::Lead(u64::MAX),
         };
-        if matches!(found, Found::Value(_)) {
+        if matches!(found, Found::Done(_)) {
             self.unlink(i);
             self.link_newest(i);
         }
@@ -237,7 +242,7 @@ impl<K: Copy + Hash + Eq, V: Clone, E> Map<K, V, E> {
     }
 }
 
-impl<K: Copy + Hash + Eq, V: Clone, E> LoadingLru<K, V, E> {
+impl<K: Clone + Hash + Eq, V: Clone, E> LoadingLru<K, V, E> {
     /// An empty map that holds at most `limit` of the weight `weigh` gives each value.
     pub(crate) fn new(limit: u64, weigh: fn(&V) -> u64) -> Self {
         LoadingLru { map: Mutex::new(Map::new()), load_ended: Condvar::new(), limit, weigh }
@@ -263,8 +268,7 @@ impl<K: Copy + Hash + Eq, V: Clone, E> LoadingLru<K, V, E> {
         let mut waited = None;
         loop {
             match map.find(&key, waited) {
-                Found::Value(value) => return Ok(value),
-                Found::Error(error) => return Err(error),
+                Found::Done(result) => return result,
                 Found::Lead(number) => return self.lead(map, key, number, load),
                 Found::Wait(number) => {
                     waited = Some(number);
@@ -295,13 +299,13 @@ impl<K: Copy + Hash + Eq, V: Clone, E> LoadingLru<K, V, E> {
         number: u64,
         load: impl FnOnce() -> Result<V, E>,
     ) -> Result<V, Arc<E>> {
-        let registered = number != u64::MAX && map.occupy(key, State::Loading { load: number, waiters: 0 }).is_some();
+        let registered = number != u64::MAX && map.occupy(&key, State::Loading { load: number, waiters: 0 }).is_some();
         drop(map);
         if !registered {
             // No slot to coalesce in: load for this caller alone, and keep nothing.
             return load().map_err(Arc::new);
         }
-        let mut leading = Leading { lru: self, key, number, ended: false };
+        let mut leading = Leading { lru: self, key: key.clone(), number, ended: false };
         let outcome = load();
         leading.ended = true;
         let mut map = lock(&self.map);
@@ -311,12 +315,19 @@ impl<K: Copy + Hash + Eq, V: Clone, E> LoadingLru<K, V, E> {
             self.load_ended.notify_all();
             return outcome.map_err(Arc::new);
         };
+        let waiters = match map.slot(i).map(|s| &s.state) {
+            Some(State::Loading { waiters, .. }) => *waiters,
+            _ => 0,
+        };
         let mut evicted: [Option<V>; EVICT_BATCH] = Default::default();
         let result = match outcome {
             Ok(value) => {
                 let weight = (self.weigh)(&value);
                 if let Some(slot) = map.slot(i) {
                     slot.state = State::Ready { value: value.clone(), weight };
+                }
+                if waiters > 0 {
+                    map.outcomes.push(Outcome { load: number, result: Ok(value.clone()), waiters });
                 }
                 map.link_newest(i);
                 map.weight = map.weight.saturating_add(weight);
@@ -331,10 +342,9 @@ impl<K: Copy + Hash + Eq, V: Clone, E> LoadingLru<K, V, E> {
             }
             Err(error) => {
                 let error = Arc::new(error);
-                if let State::Loading { waiters, .. } = map.release(i)
-                    && waiters > 0
-                {
-                    map.failed.push(Failed { load: number, error: error.clone(), waiters });
+                map.release(i);
+                if waiters > 0 {
+                    map.outcomes.push(Outcome { load: number, result: Err(error.clone()), waiters });
                 }
                 Err(error)
             }
@@ -351,24 +361,24 @@ impl<K: Copy + Hash + Eq, V: Clone, E> LoadingLru<K, V, E> {
         lock(&self.map).weight
     }
 
-    /// Entries (values and loads in progress) and errors not yet taken by their waiters.
+    /// Entries (values and loads in progress) and outcomes not yet taken by their waiters.
     #[cfg(test)]
     fn entries(&self) -> (usize, usize) {
         let map = lock(&self.map);
-        (map.slot_of.len(), map.failed.len())
+        (map.slot_of.len(), map.outcomes.len())
     }
 }
 
 /// A leader's load in progress: if the leader unwinds before its load ends, its entry goes and
 /// its waiters are woken to load themselves.
-struct Leading<'a, K: Copy + Hash + Eq, V: Clone, E> {
+struct Leading<'a, K: Clone + Hash + Eq, V: Clone, E> {
     lru: &'a LoadingLru<K, V, E>,
     key: K,
     number: u64,
     ended: bool,
 }
 
-impl<K: Copy + Hash + Eq, V: Clone, E> Drop for Leading<'_, K, V, E> {
+impl<K: Clone + Hash + Eq, V: Clone, E> Drop for Leading<'_, K, V, E> {
     fn drop(&mut self) {
         if self.ended {
             return;
@@ -407,6 +417,20 @@ mod tests {
         assert!(results.iter().all(|r| r.as_ref().ok().map(|v| v[0]) == Some(49)), "{results:?}");
         assert_eq!(lru.get(&7).map(|v| v[0]), Some(49));
         assert_eq!(lru.entries(), (1, 0));
+    }
+
+    /// A value heavier than the bound is evicted as soon as it is stored, yet the callers
+    /// that waited for its load get it, without loading again; so a bound of 0 coalesces
+    /// loads and keeps nothing.
+    #[test]
+    fn waiters_get_the_value_of_their_load_even_when_it_is_not_kept() {
+        for bound in [0, 2] {
+            let lru = lru(bound);
+            let (loads, results) = slow_misses(6, value(3, 8), |load| lru.get_or_load(5, load));
+            assert_eq!(loads, 1, "bound {bound}");
+            assert!(results.iter().all(|r| r.as_ref().ok().map(|v| v[0]) == Some(8)), "{results:?}");
+            assert_eq!((lru.weight(), lru.entries()), (0, (0, 0)), "nothing kept, nothing left behind");
+        }
     }
 
     #[test]
@@ -556,7 +580,7 @@ mod tests {
         assert!(results.iter().all(|&got| got > 0));
         let (entries, failed) = lru.entries();
         assert!(entries <= 4, "{entries} entries");
-        assert_eq!(failed, 0, "every error was taken by its waiters");
+        assert_eq!(failed, 0, "every outcome was taken by its waiters");
         // The use list and the map agree.
         let map = lock(&lru.map);
         let mut listed = 0;

@@ -46,11 +46,12 @@ use crfs_core::{Digest, Layer, ReadAt};
 
 // Every critical section here is a single assignment or read, so a panicked holder leaves
 // consistent data and `lock` may ignore poisoning.
-use crate::loading::lock;
+use crate::lock;
+use crate::lru::LoadingLru;
 use crate::slots::{self, LOCAL_MASK};
 use crate::{
-    Attr, DirEntry, FileKind, FsError, Ino, LayerFs, LoadingCache, MergedFs, Options, ROOT_INO, ReadOnlyFs, StableId,
-    StatFs, WholeChunk,
+    Attr, DirEntry, FileKind, FsError, Ino, LayerFs, MergedFs, Options, ROOT_INO, ReadOnlyFs, StableId, StatFs,
+    WholeChunk,
 };
 
 /// Why a reference could not be resolved.
@@ -230,6 +231,47 @@ fn path_id(full: &str) -> [u8; 32] {
     Digest::of(format!("crfs namespace path\n{full}").as_bytes()).0
 }
 
+/// Lookups that failed lately, remembered for a while (`negative_ttl`) so that a client
+/// retrying a bad name does not send the registry a request each time; at most
+/// [`RecentFailures::KEPT`] of them.
+struct RecentFailures {
+    ttl: Duration,
+    failed: Mutex<HashMap<String, (Instant, ResolveError)>>,
+}
+
+impl RecentFailures {
+    /// The most failures remembered; past it, expired ones go, then the oldest.
+    const KEPT: usize = 4096;
+
+    fn new(ttl: Duration) -> Self {
+        RecentFailures { ttl, failed: Mutex::new(HashMap::new()) }
+    }
+
+    /// The failure of `key`, if it failed less than the time to live ago.
+    fn get(&self, key: &str) -> Option<ResolveError> {
+        let mut failed = lock(&self.failed);
+        let (at, error) = failed.get(key)?;
+        if at.elapsed() < self.ttl {
+            return Some(error.clone());
+        }
+        failed.remove(key);
+        None
+    }
+
+    fn insert(&self, key: String, error: ResolveError) {
+        let mut failed = lock(&self.failed);
+        if failed.len() >= Self::KEPT && !failed.contains_key(&key) {
+            let ttl = self.ttl;
+            failed.retain(|_, (at, _)| at.elapsed() < ttl);
+            let oldest = failed.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest.filter(|_| failed.len() >= Self::KEPT) {
+                failed.remove(&oldest);
+            }
+        }
+        failed.insert(key, (Instant::now(), error));
+    }
+}
+
 /// The namespace filesystem over a [`Resolver`].
 pub struct NamespaceFs<Res: Resolver> {
     resolver: Res,
@@ -237,8 +279,8 @@ pub struct NamespaceFs<Res: Resolver> {
     state: RwLock<State>,
     /// Single flight for resolutions, keyed by the full reference (entries are removed once
     /// attached, so they hold no image longer than its slot does).
-    images: LoadingCache<String, Arc<ResolvedImage<Res::Blob>>, ResolveError>,
-    failures: moka::sync::Cache<String, ResolveError>,
+    images: LoadingLru<String, Arc<ResolvedImage<Res::Blob>>, ResolveError>,
+    failures: RecentFailures,
     known: Mutex<Known>,
     started: SystemTime,
     epoch: Instant,
@@ -306,8 +348,9 @@ impl<Res: Resolver> NamespaceFs<Res> {
             resolver,
             options,
             state: RwLock::new(state),
-            images: LoadingCache::new(moka::sync::Cache::builder().max_capacity(256).build()),
-            failures: moka::sync::Cache::builder().max_capacity(4096).time_to_live(options.negative_ttl).build(),
+            // A bound of 0: concurrent lookups share one resolution, and nothing is kept.
+            images: LoadingLru::new(0, |_| 1),
+            failures: RecentFailures::new(options.negative_ttl),
             known: Mutex::new(Known::default()),
             started: SystemTime::now(),
             epoch: Instant::now(),
@@ -556,8 +599,8 @@ impl<Res: Resolver> NamespaceFs<Res> {
             .images
             .get_or_load(key.clone(), || self.resolver.image(host, repo, version).map(Arc::new))
             .map_err(|e| fail((*e).clone()));
-        // Only concurrent first lookups share a resolution; the slot holds it from now on.
-        self.images.invalidate(&key);
+        // Only concurrent first lookups share a resolution (the map keeps nothing); the slot
+        // holds it from now on.
         let image = image?;
         tracing::info!(reference = %key, digest = %image.digest, layers = image.layers.len(), "resolved");
         if area == Area::Image {
@@ -934,5 +977,33 @@ impl<Res: Resolver> ReadOnlyFs for NamespaceFs<Res> {
             Some(found) if found == *id => self.getattr(ino).map(|_| ino),
             _ => Err(FsError::NotFound),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_failures_expire_and_stay_bounded() {
+        let failures = RecentFailures::new(Duration::from_millis(200));
+        failures.insert("a".into(), ResolveError::NotFound("a".into()));
+        assert!(matches!(failures.get("a"), Some(ResolveError::NotFound(_))));
+        assert!(failures.get("b").is_none());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(failures.get("a").is_none(), "expired");
+        assert!(lock(&failures.failed).is_empty(), "an expired failure is dropped when asked for");
+        // Past the bound, the oldest goes.
+        failures.insert("k0".into(), ResolveError::Failed(String::new()));
+        std::thread::sleep(Duration::from_millis(5));
+        for i in 1..=RecentFailures::KEPT {
+            failures.insert(format!("k{i}"), ResolveError::Failed(String::new()));
+        }
+        assert_eq!(lock(&failures.failed).len(), RecentFailures::KEPT);
+        assert!(failures.get("k0").is_none() && failures.get(&format!("k{}", RecentFailures::KEPT)).is_some());
+        // A time to live of zero remembers nothing.
+        let none = RecentFailures::new(Duration::ZERO);
+        none.insert("a".into(), ResolveError::Denied("a".into()));
+        assert!(none.get("a").is_none());
     }
 }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine as _;
 use crfs_core::{Digest, Layer, ReadAt};
 
-use crate::loading::lock;
+use crate::lock;
 use crate::slots::{self, LOCAL_MASK};
 use crate::{
     Attr, DirEntry, FileKind, FsError, Ino, LayerFs, Options, ROOT_INO, ReadOnlyFs, ResolveError, StatFs, WholeChunk,
