@@ -15,8 +15,16 @@
 //! recently. While a coalesced request is under way, concurrent reads it covers (other FUSE
 //! threads, kernel readahead) wait for it instead of asking for the same bytes again; if it
 //! fails they fetch on their own. The extra bytes go to the disk cache, or, without one, stay
-//! in a memory window per stream, so the stream's next neighbours are local. A read that is
-//! not a neighbour fetches exactly its range.
+//! in memory: the last [`MAX_WINDOWS`] coalesced requests are kept as windows that any read
+//! is served from, whichever stream asked (with several threads reading one run, the stream
+//! that asked has often moved on by the time its request lands). A read that is not a
+//! neighbour fetches exactly its range.
+//!
+//! The bytes a coalesced request adds before and after its read stop where bytes held (a
+//! window, a request under way, the disk cache) or fetched before begin: bytes fetched before
+//! and no longer held were read already (the compressed TOC at the end of the blob, fetched
+//! when the layer was opened, is the common case), so fetching them again on speculation is
+//! bandwidth spent for nothing. The read's own bytes are always fetched when not held.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -46,6 +54,14 @@ pub const COALESCE_START: u64 = 256 << 10;
 /// Read streams followed per blob.
 pub const MAX_STREAMS: usize = 4;
 
+/// Coalesced requests kept in memory per blob without a disk cache (as many as streams, so
+/// at most `MAX_STREAMS * Options::max_coalesce` bytes), the least recently read from dropped.
+pub const MAX_WINDOWS: usize = MAX_STREAMS;
+
+/// Ranges of a blob remembered as fetched (merged when they touch); past this many the
+/// shortest is forgotten, so at worst a coalesced request fetches it again.
+const MAX_FETCHED_RANGES: usize = 4096;
+
 /// Where the reads of one blob have got to, for coalescing.
 #[derive(Default)]
 pub(crate) struct Ahead {
@@ -53,6 +69,11 @@ pub(crate) struct Ahead {
     streams: Vec<Stream>,
     /// Coalesced requests under way: a read they cover waits for them instead of asking again.
     flights: Vec<Arc<Flight>>,
+    /// Without a disk cache: the bytes of the last coalesced requests and where they start,
+    /// the one read from most recently last; at most [`MAX_WINDOWS`].
+    windows: Vec<(u64, Arc<Vec<u8>>)>,
+    /// The ranges fetched from the network so far.
+    fetched: Fetched,
 }
 
 /// One run of neighbouring reads.
@@ -63,9 +84,6 @@ struct Stream {
     /// How far past its start the stream's next neighbouring read is fetched (0: the previous
     /// read was not a neighbour).
     extent: u64,
-    /// Without a disk cache: the bytes of the stream's last coalesced request and where they
-    /// start.
-    window: Option<(u64, Arc<Vec<u8>>)>,
 }
 
 impl Stream {
@@ -89,7 +107,7 @@ impl Ahead {
                 if self.streams.len() >= MAX_STREAMS {
                     self.streams.remove(0);
                 }
-                Stream { last_start: 0, last_end: 0, extent: 0, window: None }
+                Stream { last_start: 0, last_end: 0, extent: 0 }
             }
         };
         let (after, before) = (stream.follows(start), stream.precedes(end));
@@ -98,16 +116,73 @@ impl Ahead {
         (&mut self.streams[last], after, before)
     }
 
-    /// The ranges held without the disk cache: the streams' windows and the requests under way.
+    /// The ranges held without the disk cache: the memory windows and the requests under way.
     fn held_in_memory(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        let windows = self.streams.iter().filter_map(|s| s.window.as_ref().map(|(at, w)| (*at, at + w.len() as u64)));
+        let windows = self.windows.iter().map(|(at, w)| (*at, at + w.len() as u64));
         windows.chain(self.flights.iter().map(|f| (f.start, f.end)))
     }
 
-    /// Copies bytes `[start, start + out.len())` from some stream's memory window into `out`;
-    /// false if no window holds them all.
-    fn copy_windowed(&self, start: u64, out: &mut [u8]) -> bool {
-        self.streams.iter().any(|s| s.window.as_ref().is_some_and(|(w_start, w)| copy_from(w, *w_start, start, out)))
+    /// Copies bytes `[start, start + out.len())` from a memory window into `out`; false if no
+    /// window holds them all. The window becomes the most recently read from.
+    fn copy_windowed(&mut self, start: u64, out: &mut [u8]) -> bool {
+        let Some(i) = self.windows.iter().position(|(w_start, w)| copy_from(w, *w_start, start, out)) else {
+            return false;
+        };
+        let window = self.windows.remove(i);
+        self.windows.push(window);
+        true
+    }
+
+    /// Keeps the bytes of a coalesced request that landed, dropping the window read from least
+    /// recently when there are more than [`MAX_WINDOWS`].
+    fn keep_window(&mut self, start: u64, bytes: Arc<Vec<u8>>) {
+        self.windows.push((start, bytes));
+        if self.windows.len() > MAX_WINDOWS {
+            self.windows.remove(0);
+        }
+    }
+}
+
+/// The ranges of a blob fetched so far: sorted, disjoint, not touching.
+#[derive(Default)]
+struct Fetched {
+    ranges: Vec<(u64, u64)>,
+}
+
+impl Fetched {
+    /// Notes `[start, end)` as fetched.
+    fn add(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        // The ranges that touch or overlap the new one are merged into it.
+        let first = self.ranges.partition_point(|&(_, e)| e < start);
+        let last = self.ranges.partition_point(|&(s, _)| s <= end);
+        let (mut lo, mut hi) = (start, end);
+        if let Some(&(s, _)) = self.ranges.get(first).filter(|_| first < last) {
+            lo = lo.min(s);
+        }
+        if let Some(&(_, e)) = last.checked_sub(1).and_then(|l| self.ranges.get(l)).filter(|_| first < last) {
+            hi = hi.max(e);
+        }
+        self.ranges.splice(first..last, [(lo, hi)]);
+        if self.ranges.len() > MAX_FETCHED_RANGES
+            && let Some((shortest, _)) = self.ranges.iter().enumerate().min_by_key(|(_, (s, e))| e - s)
+        {
+            self.ranges.remove(shortest);
+        }
+    }
+
+    /// Where the first range fetched at or after `at` starts.
+    fn next_start(&self, at: u64) -> Option<u64> {
+        let i = self.ranges.partition_point(|&(s, _)| s < at);
+        self.ranges.get(i).map(|&(s, _)| s)
+    }
+
+    /// Where the last range fetched that ends at or before `at` ends.
+    fn prev_end(&self, at: u64) -> Option<u64> {
+        let i = self.ranges.partition_point(|&(_, e)| e <= at);
+        i.checked_sub(1).and_then(|i| self.ranges.get(i)).map(|&(_, e)| e)
     }
 }
 
@@ -153,7 +228,7 @@ fn copy_from(held: &[u8], held_at: u64, start: u64, out: &mut [u8]) -> bool {
 
 /// What to do for a read.
 enum Plan {
-    /// The memory window held it: it is copied already.
+    /// A memory window held it: it is copied already.
     Have,
     /// A coalesced request under way covers it.
     Wait(Arc<Flight>),
@@ -182,7 +257,7 @@ pub(crate) struct Blob {
 }
 
 impl Blob {
-    /// Notes a read of `[start, end)` (`out` is its buffer) and decides how to serve it: from the
+    /// Notes a read of `[start, end)` (`out` is its buffer) and decides how to serve it: from a
     /// memory window (copied into `out` at once), by
     /// waiting for a coalesced request that covers it, or by a request of its own (larger than
     /// asked when the read is a neighbour of the previous one).
@@ -220,7 +295,7 @@ impl Blob {
         Plan::Coalesced(flight)
     }
 
-    /// How far from `start` the bytes are held without a new request: by a stream's window, a
+    /// How far from `start` the bytes are held without a new request: by a memory window, a
     /// request under way, or the disk cache (as far as this process knows it).
     fn held_from(&self, a: &Ahead, start: u64) -> Option<u64> {
         let held = a.held_in_memory().filter(|&(s, e)| s <= start && start < e).map(|(_, e)| e).max();
@@ -231,7 +306,9 @@ impl Blob {
     /// Narrows the request `[f_start, f_end)` for the read `[start, end)` so that the bytes it
     /// adds before and after the read stop where held bytes begin (windows, requests under way,
     /// the disk cache): reads arriving slightly out of order would otherwise make a backward
-    /// request that fetches again what the forward run just brought.
+    /// request that fetches again what the forward run just brought. They also stop where
+    /// bytes fetched before begin, held or not (see the module docs): a forward run reaching
+    /// the TOC, fetched when the layer was opened, would otherwise fetch it again.
     fn unheld_around(&self, a: &Ahead, start: u64, end: u64, f_start: u64, f_end: u64) -> (u64, u64) {
         let (mut lo, mut hi) = (f_start, f_end);
         for (s, e) in a.held_in_memory() {
@@ -241,6 +318,12 @@ impl Blob {
             if s < start && e > lo {
                 lo = lo.max(e.min(start));
             }
+        }
+        if let Some(s) = a.fetched.next_start(end) {
+            hi = hi.min(s.max(end));
+        }
+        if let Some(e) = a.fetched.prev_end(start) {
+            lo = lo.max(e.min(start));
         }
         if let Some((cache, digest)) = self.cache() {
             if hi > end {
@@ -254,17 +337,13 @@ impl Blob {
     }
 
     /// Ends a coalesced request: wakes the reads waiting for it, and without a disk cache keeps
-    /// its bytes as the memory window.
+    /// its bytes as a memory window.
     fn land(&self, flight: &Arc<Flight>, data: Option<Arc<Vec<u8>>>) {
         {
             let mut a = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
             a.flights.retain(|f| !Arc::ptr_eq(f, flight));
             if let (Some(d), None) = (&data, self.cache()) {
-                // The window goes to the stream that asked (the one whose read it holds).
-                let reader = a.streams.iter_mut().rev().find(|s| flight.covers(s.last_start, s.last_end));
-                if let Some(stream) = reader {
-                    stream.window = Some((flight.start, Arc::clone(d)));
-                }
+                a.keep_window(flight.start, Arc::clone(d));
             }
         }
         *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(data);
@@ -372,7 +451,11 @@ impl Blob {
         let fetched = match &got {
             Got::Range(d) | Got::FromWhole(d, _) => d.len() as u64,
         };
+        tracing::debug!(start, end, fetched, "blob bytes fetched");
         Counters::add(&self.fetched, fetched);
+        if store {
+            self.ahead.lock().unwrap_or_else(|p| p.into_inner()).fetched.add(start, end);
+        }
         let data = match got {
             Got::Range(d) => {
                 if let Some((cache, digest)) = self.cache().filter(|_| store) {
@@ -444,6 +527,7 @@ impl Blob {
         let Some(out) = usize::try_from(len).ok().and_then(|len| buf.get_mut(..len)) else {
             return Err(crfs_core::Error::Io(crfs_core::error::IoError { errno: EIO, what: "remote read too long" }));
         };
+        tracing::trace!(start = offset, end = offset + len, "blob read");
         match self.read_range_into(offset, out) {
             Ok(()) => Ok(out.len()),
             Err(e) => {
@@ -565,5 +649,41 @@ impl HttpBlob {
 impl std::fmt::Debug for HttpBlob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpBlob").field("url", &self.url()).field("size", &self.blob.size).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Fetched;
+
+    #[test]
+    fn fetched_ranges_merge_and_bound_coalesced_requests() {
+        let mut f = Fetched::default();
+        f.add(100, 200);
+        f.add(300, 400);
+        f.add(200, 250); // touches the first
+        f.add(500, 500); // empty
+        assert_eq!(f.ranges, [(100, 250), (300, 400)]);
+        f.add(240, 310); // bridges both
+        assert_eq!(f.ranges, [(100, 400)]);
+        f.add(0, 10);
+        f.add(1000, 2000);
+        assert_eq!(f.ranges, [(0, 10), (100, 400), (1000, 2000)]);
+        assert_eq!(f.next_start(400), Some(1000));
+        assert_eq!(f.next_start(50), Some(100));
+        assert_eq!(f.next_start(2000), None);
+        assert_eq!(f.prev_end(999), Some(400));
+        assert_eq!(f.prev_end(400), Some(400));
+        assert_eq!(f.prev_end(5), None);
+    }
+
+    #[test]
+    fn fetched_ranges_forget_the_shortest_past_the_bound() {
+        let mut f = Fetched::default();
+        for i in 0..=super::MAX_FETCHED_RANGES as u64 {
+            f.add(i * 100, i * 100 + if i == 7 { 1 } else { 10 });
+        }
+        assert_eq!(f.ranges.len(), super::MAX_FETCHED_RANGES);
+        assert!(!f.ranges.contains(&(700, 701)));
     }
 }

@@ -957,7 +957,10 @@ fn background_fetches_wait_while_reads_are_in_progress() {
 
 /// Reads that start inside bytes already fetched (a window, the disk cache) and run past
 /// them fetch only the rest, and a coalesced request stops where fetched bytes begin: across
-/// runs of such reads, forwards and out of order, no byte is asked for twice.
+/// runs of such reads, forwards and out of order, no byte is asked for twice. Without a disk
+/// cache, a coalesced request's bytes stay in memory when its stream is pushed out by four
+/// others, and a forward run stops short of bytes fetched before and no longer held (the TOC
+/// at the end of a layer, fetched when it was opened).
 #[test]
 fn no_byte_is_fetched_twice_by_overlapping_reads() {
     if !common::have_tools() {
@@ -966,15 +969,28 @@ fn no_byte_is_fetched_twice_by_overlapping_reads() {
     let reg = registry_with_many("split");
     let want = std::fs::read(fixture("many.esgz")).unwrap();
     let size = want.len() as u64;
-    let runs: [&[(u64, u64)]; 2] = [
+    let runs: [&[(u64, u64)]; 4] = [
         // Forwards, each read starting inside what the previous requests brought.
         &[(0, 100), (100, 200), (200_000, 400_000), (399_000, 1_000_000), (990_000, size)],
         // A read landing just after the fetched run, then one between them (with a disk cache:
         // without one, a read that is not coalesced keeps nothing).
         &[(0, 100), (100, 200), (270_000, 280_000), (250_000, 265_000)],
+        // A coalesced run, then four reads far apart (four new streams push the run's out),
+        // then a read inside what the run brought.
+        &[
+            (0, 100),
+            (100, 200),
+            (500_000, 500_100),
+            (600_000, 600_100),
+            (700_000, 700_100),
+            (800_000, 800_100),
+            (150_000, 151_000),
+        ],
+        // The last 100 000 bytes (as a TOC), then a forward run that reaches them.
+        &[(size - 100_000, size), (size - 300_000, size - 299_900), (size - 299_900, size - 299_800)],
     ];
     for (n, reads) in runs.iter().enumerate() {
-        let modes: &[bool] = if n == 0 { &[false, true] } else { &[true] };
+        let modes: &[bool] = if n == 1 { &[true] } else { &[false, true] };
         for &disk in modes {
             let proxy = Proxy::start(reg.port, |_, _| Fault::Pass);
             let dir = reg.dir.join(format!("split-cache-{n}"));
