@@ -88,7 +88,8 @@ impl RecordReader {
 }
 
 /// An RPC message: a call as read, or a reply to write. A reply may carry a tail: bytes that
-/// follow the head on the wire, written from their own buffer.
+/// follow the head on the wire, written from their own buffer (crfs patch, PATCHES.md, "READ
+/// data copied once": a READ's data, which upstream copied into the packed reply).
 #[derive(Debug)]
 pub struct CompleteRpcMessage {
     head: Vec<u8>,
@@ -204,6 +205,24 @@ impl IncomingRpcMessage {
         };
 
         pack(&rpc, message).map(HandleResult::Reply)
+    }
+
+    /// crfs patch (PATCHES.md, "READ data copied once"): a success reply whose last bytes,
+    /// `tail`, are written from their own buffer after `message` (which ends with the length
+    /// of the XDR opaque that `tail` is); the padding that follows is added on writing.
+    pub fn into_success_reply_with_tail<T>(
+        self,
+        message: &T,
+        tail: Vec<u8>,
+    ) -> anyhow::Result<HandleResult>
+    where
+        T: Pack + 'static,
+    {
+        let HandleResult::Reply(mut reply) = self.into_success_reply(message)? else {
+            bail!("a success reply is always a reply");
+        };
+        reply.tail = tail;
+        Ok(HandleResult::Reply(reply))
     }
 
     pub fn into_rpc_mismatch(self) -> anyhow::Result<HandleResult> {
