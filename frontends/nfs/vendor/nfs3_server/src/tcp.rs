@@ -55,11 +55,11 @@ type Call = Pin<Box<dyn Future<Output = anyhow::Result<HandleResult>> + Send>>;
 /// processes an established socket
 // crfs patch (PATCHES.md, "One task per connection"): the connection's one task reads the
 // calls, answers each at once when it needs no waiting (the answer is ready on its first poll:
-// every call but a read that must decode), keeps the others running in `in_flight`, and writes
-// the replies, flushed when it has nothing else to do. Upstream spawned a task per call and
-// sent every reply through a channel to a writer task: three task wake-ups, an allocation and
-// the move of a large future per call. While a reply is being written no call is read; the
-// socket buffers them.
+// every call but one that waits for a blocking thread, such as a READ that decodes), keeps the
+// others running in `in_flight`, and writes the replies, flushed when it has nothing else to
+// do. Upstream spawned a task per call and sent every reply through a channel to a writer
+// task: three task wake-ups per call and a task to schedule. While a reply is being written no
+// call is read; the socket buffers them.
 pub(crate) async fn process_socket<IO, T>(
     mut socket: IO,
     context: RPCContext<T>,
