@@ -451,10 +451,11 @@ impl<F: ReadOnlyFs> NfsReadFileSystem for NfsFs<F> {
     async fn read(&self, id: &Handle, offset: u64, count: u32) -> Result<(Vec<u8>, bool), nfsstat3> {
         let ino = self.ino(id)?;
         let count = count.min(MAX_IO);
-        // nfs3_server takes the reply as an owned Vec, so `read` (one allocation, one copy out
-        // of the chunk cache) is the least it can cost; `read_with` would copy the same. From
-        // the cache, answered here: a hop to a blocking thread and back costs more than that
-        // copy. Reads that decode chunks (CPU) or read the blob (I/O) go off the async workers.
+        // nfs3_server takes the data as an owned Vec and writes it to the socket as it is (the
+        // reply's tail), so `read` (one allocation, one copy out of the chunk cache) is the only
+        // copy in user space; `read_with` would copy the same. From the cache, answered here: a
+        // hop to a blocking thread and back costs more than that copy. Reads that decode chunks
+        // (CPU) or read the blob (I/O) go off the async workers.
         let (data, size) = match self.fs.read_if_cached(ino, offset, count) {
             Some(data) => (data.map_err(nfs_error)?, self.fs.getattr(ino).map_err(nfs_error)?.size),
             None => {

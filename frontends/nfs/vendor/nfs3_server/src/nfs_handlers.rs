@@ -46,7 +46,7 @@ where
         NFSPROC3_NULL => handle(context, message, nfsproc3_null).await,
         NFSPROC3_GETATTR => handle(context, message, nfsproc3_getattr).await,
         NFSPROC3_LOOKUP => handle(context, message, nfsproc3_lookup).await,
-        NFSPROC3_READ => handle(context, message, nfsproc3_read).await,
+        NFSPROC3_READ => handle_read(context, message).await,
         NFSPROC3_FSINFO => handle(context, message, nfsproc3_fsinfo).await,
         NFSPROC3_ACCESS => handle(context, message, nfsproc3_access).await,
         NFSPROC3_PATHCONF => handle(context, message, nfsproc3_pathconf).await,
@@ -68,9 +68,7 @@ where
         NFSPROC3_MKNOD if read_only(&context) => {
             handle(context, message, nfsproc3_mknod_rofs).await
         }
-        NFSPROC3_LINK if read_only(&context) => {
-            handle(context, message, nfsproc3_link_rofs).await
-        }
+        NFSPROC3_LINK if read_only(&context) => handle(context, message, nfsproc3_link_rofs).await,
         NFSPROC3_MKNOD | NFSPROC3_LINK => {
             warn!("Unimplemented message {proc}");
             message.into_error_reply(accept_stat_data::PROC_UNAVAIL)
@@ -178,6 +176,65 @@ where
             debug!("lookup error {xid}({:?}) --> {stat}", dirops.name,);
             LOOKUP3res::Err((stat, LOOKUP3resfail { dir_attributes }))
         }
+    }
+}
+
+/// crfs patch (PATCHES.md, "READ data copied once"): READ as [`handle`] runs a procedure, but
+/// a successful read's data goes out as the reply's tail, written from the buffer the file
+/// system returned, instead of being packed (copied) into the reply.
+async fn handle_read<T>(
+    context: RPCContext<T>,
+    mut message: IncomingRpcMessage,
+) -> anyhow::Result<HandleResult>
+where
+    T: NfsFileSystem,
+{
+    let mut cursor = message.take_data();
+    let args = match READ3args::unpack(&mut cursor) {
+        Ok((args, _)) => args,
+        Err(err) => {
+            error!("Failed to unpack message: {err}");
+            return message.into_error_reply(accept_stat_data::GARBAGE_ARGS);
+        }
+    };
+    if cursor.position() != cursor.get_ref().len() as u64 {
+        error!("Unpacked message size does not match expected size");
+        return message.into_error_reply(accept_stat_data::GARBAGE_ARGS);
+    }
+    match nfsproc3_read(context, message.xid(), args).await {
+        Nfs3Result::Ok(ok) => {
+            let data = ok.data.into_owned();
+            let head: Nfs3Result<ReadOkHead, READ3resfail> = Nfs3Result::Ok(ReadOkHead {
+                file_attributes: ok.file_attributes,
+                count: ok.count,
+                eof: ok.eof,
+                length: u32::try_from(data.len())?,
+            });
+            message.into_success_reply_with_tail(&head, data)
+        }
+        err @ Nfs3Result::Err(_) => message.into_success_reply(&err),
+    }
+}
+
+/// READ3resok up to its data's bytes: the attributes, the count, eof and the data's length
+/// (the XDR opaque's length word). The bytes and their padding follow as the reply's tail.
+struct ReadOkHead {
+    file_attributes: post_op_attr,
+    count: u32,
+    eof: bool,
+    length: u32,
+}
+
+impl Pack for ReadOkHead {
+    fn packed_size(&self) -> usize {
+        self.file_attributes.packed_size() + 3 * 4
+    }
+
+    fn pack(&self, out: &mut impl std::io::Write) -> nfs3_types::xdr_codec::Result<usize> {
+        Ok(self.file_attributes.pack(out)?
+            + self.count.pack(out)?
+            + self.eof.pack(out)?
+            + self.length.pack(out)?)
     }
 }
 

@@ -2,15 +2,13 @@ use std::io::Cursor;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use anyhow::anyhow;
-use messages::{CompleteRpcMessage, HandleResult, IncomingRpcMessage, PackedRpcMessage};
+use messages::{CompleteRpcMessage, HandleResult, IncomingRpcMessage};
 use nfs3_types::rpc::{
     RPC_VERSION_2, accept_stat_data, auth_flavor, auth_stat, auth_unix, call_body, fragment_header,
 };
 use nfs3_types::xdr_codec::{Pack, Unpack};
 use nfs3_types::{nfs3 as nfs, portmap};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{error, info, trace, warn};
 
 use crate::context::RPCContext;
@@ -212,99 +210,77 @@ fn lock_transaction(
     }
 }
 
-#[allow(clippy::cast_possible_truncation)]
-pub async fn write_fragment<IO: tokio::io::AsyncWrite + Unpin>(
-    socket: &mut IO,
-    buf: CompleteRpcMessage,
-) -> Result<(), anyhow::Error> {
-    // TODO: split into many fragments
-    let buf = buf.into_inner();
-    assert!(buf.len() < (1 << 31));
-    let fragment_header = fragment_header::new(buf.len() as u32, true);
-    let header_buf = fragment_header.into_xdr_buf();
-    trace!("Writing fragment length: {}", buf.len());
-    // crfs patch (PATCHES.md, "One write per reply"): the mark and the body in one vectored
-    // write, so that a body bigger than the write buffer does not send the mark on its own.
-    let (mut header, mut body) = (&header_buf[..], &buf[..]);
-    while !header.is_empty() || !body.is_empty() {
-        let slices = [std::io::IoSlice::new(header), std::io::IoSlice::new(body)];
-        let n = socket.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
-        }
-        let from_header = n.min(header.len());
-        header = &header[from_header..];
-        body = &body[n - from_header..];
-    }
-    Ok(())
+/// Bytes of replies gathered before they are written.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+/// crfs patch (PATCHES.md, "One task per connection"): a connection's replies, each behind its
+/// record mark. Small replies gather in a buffer, written when the connection has nothing else
+/// to do ([`flush`](Self::flush)) or when it is full; a reply that does not fit goes out at once
+/// with what the buffer holds, in one vectored write, so a big reply (a READ's 1 MiB) is never
+/// copied into the buffer and its record mark never leaves alone.
+#[derive(Debug, Default)]
+pub struct ReplyWriter {
+    buf: Vec<u8>,
 }
 
-pub type SocketMessageType = Result<CompleteRpcMessage, anyhow::Error>;
-
-/// The Socket Message Handler reads from a `TcpStream` and spawns off
-/// subtasks to handle each message. replies are queued into the
-/// `reply_send_channel`.
-#[derive(Debug)]
-pub struct SocketMessageHandler<T: NfsFileSystem + 'static> {
-    cur_fragment: PackedRpcMessage,
-    reply_send_channel: mpsc::UnboundedSender<SocketMessageType>,
-    context: RPCContext<T>,
-}
-
-impl<T> SocketMessageHandler<T>
-where
-    T: NfsFileSystem + 'static,
-{
-    /// Creates a new `SocketMessageHandler` with the receiver for queued message replies
-    // crfs patch (PATCHES.md, "Leaner connection loop"): no duplex pipe; `read` takes the
-    // socket's read half.
-    pub fn new(context: RPCContext<T>) -> (Self, mpsc::UnboundedReceiver<SocketMessageType>) {
-        let (msgsend, msgrecv) = mpsc::unbounded_channel();
-        (
-            Self {
-                cur_fragment: PackedRpcMessage::new(),
-                reply_send_channel: msgsend,
-                context,
-            },
-            msgrecv,
-        )
-    }
-
-    /// Reads a fragment from the socket. This should be looped.
-    pub async fn read(
+impl ReplyWriter {
+    /// Writes `reply` behind its record mark, or buffers it.
+    pub async fn push(
         &mut self,
-        socket: &mut (impl tokio::io::AsyncRead + Unpin),
-    ) -> Result<(), anyhow::Error> {
-        let is_last = self.cur_fragment.recv(socket).await?;
-        if is_last {
-            let message = std::mem::replace(&mut self.cur_fragment, PackedRpcMessage::new());
-            let message = match message {
-                PackedRpcMessage::Complete(data) => data,
-                PackedRpcMessage::Incomplete(_) => {
-                    unreachable!()
-                }
-            };
-
-            let context = self.context.clone();
-            let send = self.reply_send_channel.clone();
-            tokio::spawn(async move {
-                let result = handle_rpc_message(context, message).await;
-
-                match result {
-                    Ok(HandleResult::Reply(reply)) => {
-                        let _ = send.send(Ok(reply));
-                    }
-                    Ok(HandleResult::NoReply) => {
-                        // No reply needed
-                    }
-                    Err(err) => {
-                        error!("Error handling RPC message: {err}");
-                        let _ = send.send(Err(anyhow!("Error handling RPC message")));
-                    }
-                }
-            });
+        out: &mut (impl AsyncWrite + Unpin),
+        reply: &CompleteRpcMessage,
+    ) -> std::io::Result<()> {
+        let length = reply.len();
+        let mark = u32::try_from(length)
+            .ok()
+            .filter(|l| *l < 1 << 31)
+            .map(|l| fragment_header::new(l, true).into_xdr_buf())
+            .ok_or_else(|| std::io::Error::other(format!("a reply of {length} bytes")))?;
+        trace!("Writing fragment length: {length}");
+        if self.buf.len() + mark.len() + length <= WRITE_BUFFER {
+            self.buf.extend_from_slice(&mark);
+            for part in reply.parts() {
+                self.buf.extend_from_slice(part);
+            }
+            return Ok(());
         }
-
+        self.buf.extend_from_slice(&mark);
+        let [head, tail, padding] = reply.parts();
+        write_all_vectored(out, [&self.buf, head, tail, padding]).await?;
+        self.buf.clear();
         Ok(())
+    }
+
+    /// Writes what is buffered.
+    pub async fn flush(&mut self, out: &mut (impl AsyncWrite + Unpin)) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            out.write_all(&self.buf).await?;
+            self.buf.clear();
+            out.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes every byte of `parts`, in order, with as few (vectored) writes as the socket takes.
+async fn write_all_vectored<const N: usize>(
+    out: &mut (impl AsyncWrite + Unpin),
+    mut parts: [&[u8]; N],
+) -> std::io::Result<()> {
+    loop {
+        let slices = parts.map(std::io::IoSlice::new);
+        let first = parts.iter().position(|p| !p.is_empty());
+        let Some(first) = first else { return Ok(()) };
+        let mut n = out
+            .write_vectored(slices.get(first..).unwrap_or_default())
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        for part in &mut parts {
+            let taken = n.min(part.len());
+            *part = part.get(taken..).unwrap_or_default();
+            n -= taken;
+        }
     }
 }

@@ -3,18 +3,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow;
-use tokio::io::AsyncWriteExt;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_util::FutureExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use crate::context::RPCContext;
 use crate::programs::{RpcPrograms, Serves, Transport};
-use crate::rpcwire::messages::{CompleteRpcMessage, HandleResult};
-use crate::rpcwire::{SocketMessageHandler, handle_rpc_message, write_fragment};
+use crate::rpcwire::messages::{CompleteRpcMessage, HandleResult, RecordReader};
+use crate::rpcwire::{ReplyWriter, handle_rpc_message};
 use crate::transaction_tracker::{Cleaner, TransactionTracker};
-use crate::units::KIBIBYTE;
 use crate::vfs::adapters::ReadOnlyAdapter;
 use crate::vfs::{NfsFileSystem, NfsReadFileSystem};
 
@@ -47,53 +49,98 @@ pub fn generate_host_ip(hostnum: u16) -> String {
     )
 }
 
+/// A call being answered: the future of its reply.
+type Call = Pin<Box<dyn Future<Output = anyhow::Result<HandleResult>> + Send>>;
+
 /// processes an established socket
-// crfs patch (PATCHES.md, "Leaner connection loop"): requests are read straight from the
-// socket's read half through a buffer (upstream copied every byte through an in-memory duplex
-// pipe to a second task), and replies are written through a buffer flushed when no other reply
-// is waiting, so a small reply and its record mark leave in one write.
+// crfs patch (PATCHES.md, "One task per connection"): the connection's one task reads the
+// calls, answers each at once when it needs no waiting (the answer is ready on its first poll:
+// every call but one that waits for a blocking thread, such as a READ that decodes), keeps the
+// others running in `in_flight`, and writes the replies, flushed when it has nothing else to
+// do. Upstream spawned a task per call and sent every reply through a channel to a writer
+// task: three task wake-ups per call and a task to schedule. While a reply is being written no
+// call is read; the socket buffers them.
 pub(crate) async fn process_socket<IO, T>(
-    socket: IO,
+    mut socket: IO,
     context: RPCContext<T>,
 ) -> Result<(), anyhow::Error>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: NfsFileSystem + 'static,
 {
-    let (reader, writer) = tokio::io::split(socket);
-    let (mut message_handler, mut msgrecvchan) = SocketMessageHandler::new(context.clone());
-    let mut reader = tokio::io::BufReader::with_capacity(64 * KIBIBYTE as usize, reader);
-    let reading = tokio::spawn(async move {
-        loop {
-            if let Err(e) = message_handler.read(&mut reader).await {
-                debug!("Message loop broken due to {e}");
-                break;
-            }
-        }
-    });
-    let mut writer = tokio::io::BufWriter::with_capacity(64 * KIBIBYTE as usize, writer);
-    // The channel closes once the reader has stopped and every request it started is answered.
-    let served = async {
-        while let Some(reply) = msgrecvchan.recv().await {
-            match reply {
-                Err(e) => {
-                    debug!("Message handling closed : {e}");
-                    return Err(e);
-                }
-                Ok(msg) => {
-                    write_fragment(&mut writer, msg).await?;
-                    if msgrecvchan.is_empty() {
-                        writer.flush().await?;
+    let mut records = RecordReader::default();
+    let mut replies = ReplyWriter::default();
+    let mut in_flight: FuturesUnordered<Call> = FuturesUnordered::new();
+    let mut reading = true;
+    loop {
+        while reading {
+            match records.next_message() {
+                Ok(Some(message)) => {
+                    let mut call: Call = Box::pin(handle_rpc_message(context.clone(), message));
+                    match poll_once(&mut call).await {
+                        Poll::Ready(result) => answer(&mut socket, &mut replies, result).await?,
+                        Poll::Pending => in_flight.push(call),
                     }
                 }
+                Ok(None) => break,
+                Err(e) => {
+                    debug!("Message loop broken due to {e}");
+                    reading = false;
+                }
             }
         }
-        writer.flush().await?;
-        Ok(())
+        while let Some(Some(result)) = in_flight.next().now_or_never() {
+            answer(&mut socket, &mut replies, result).await?;
+        }
+        replies.flush(&mut socket).await?;
+        // Every call read is answered once the client has stopped sending.
+        if !reading && in_flight.is_empty() {
+            return Ok(());
+        }
+        let event = tokio::select! {
+            read = records.fill(&mut socket), if reading => Event::Read(read),
+            result = in_flight.next(), if !in_flight.is_empty() => Event::Answered(result),
+            else => Event::Answered(None),
+        };
+        match event {
+            Event::Read(Ok(0)) => reading = false,
+            Event::Read(Ok(_)) | Event::Answered(None) => {}
+            Event::Read(Err(e)) => {
+                debug!("Message loop broken due to {e}");
+                reading = false;
+            }
+            Event::Answered(Some(result)) => answer(&mut socket, &mut replies, result).await?,
+        }
     }
-    .await;
-    reading.abort();
-    served
+}
+
+/// What the connection's task woke for.
+enum Event {
+    Read(io::Result<usize>),
+    Answered(Option<anyhow::Result<HandleResult>>),
+}
+
+/// Polls `call` once, in the connection task's context (so that it wakes the task when it can
+/// go on).
+async fn poll_once(call: &mut Call) -> Poll<anyhow::Result<HandleResult>> {
+    std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
+}
+
+/// Writes (or buffers) a call's reply; an error ends the connection.
+async fn answer<IO: tokio::io::AsyncWrite + Unpin>(
+    socket: &mut IO,
+    replies: &mut ReplyWriter,
+    result: anyhow::Result<HandleResult>,
+) -> Result<(), anyhow::Error> {
+    match result {
+        Ok(HandleResult::Reply(reply)) => Ok(replies.push(socket, &reply).await?),
+        Ok(HandleResult::NoReply) => Ok(()),
+        Err(err) => {
+            error!("Error handling RPC message: {err}");
+            replies.flush(socket).await?;
+            Err(anyhow::anyhow!("Error handling RPC message"))
+        }
+    }
 }
 
 pub trait NFSTcp: Send + Sync {

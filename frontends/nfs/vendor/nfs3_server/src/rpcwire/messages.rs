@@ -8,72 +8,136 @@ use nfs3_types::rpc::{
 use nfs3_types::xdr_codec::{Pack, Unpack, Void};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-#[derive(Debug)]
-pub enum PackedRpcMessage {
-    Incomplete(IncompleteRpcMessage),
-    Complete(CompleteRpcMessage),
-}
-
-impl PackedRpcMessage {
-    pub fn new() -> Self {
-        Self::Incomplete(IncompleteRpcMessage::default())
-    }
-    pub async fn recv(&mut self, input: &mut (impl AsyncRead + Unpin)) -> anyhow::Result<bool> {
-        match self {
-            Self::Incomplete(incomplete) => {
-                let eof = incomplete.recv(input).await?;
-                if eof {
-                    let data = std::mem::take(incomplete);
-                    *self = Self::Complete(CompleteRpcMessage(data.0));
-                }
-                Ok(eof)
-            }
-            Self::Complete(_) => Ok(true),
-        }
-    }
-}
-
 /// Largest RPC call accepted: a WRITE of the 1 MiB maximum plus its headers, with room to spare.
 const MAX_MESSAGE_SIZE: usize = 2 << 20;
+/// Bytes asked of the socket per read.
+const READ_SIZE: usize = 64 * 1024;
 
-/// Contains collected RPC message fragments without their headers.
-#[derive(Default, Debug)]
-pub struct IncompleteRpcMessage(Vec<u8>);
+/// crfs patch (PATCHES.md, "One task per connection"): splits a connection's bytes into RPC
+/// calls (record marking, RFC 5531 section 11). [`fill`](Self::fill) reads whatever the socket
+/// has into a buffer and is cancel safe, so the connection's one task can wait for bytes and
+/// for the calls it has in progress at once; [`next_message`](Self::next_message) takes the
+/// whole calls out of the buffer. Upstream read each fragment with `read_exact`, which must not
+/// be cancelled, in a task of its own.
+#[derive(Debug, Default)]
+pub struct RecordReader {
+    /// Bytes read from the socket; those before `pos` are consumed.
+    buf: Vec<u8>,
+    pos: usize,
+    /// The fragments of the call being assembled, without their record marks.
+    message: Vec<u8>,
+    /// Bytes of the current fragment still to come and whether it is its call's last;
+    /// `None` between fragments.
+    fragment: Option<(usize, bool)>,
+}
 
-impl IncompleteRpcMessage {
-    async fn recv(&mut self, input: &mut (impl AsyncRead + Unpin)) -> anyhow::Result<bool> {
-        let mut header_buf = [0_u8; 4];
-        input.read_exact(&mut header_buf).await?;
-        let header: fragment_header = header_buf.into();
-        let prev_length = self.0.len();
-        let fragment_length = header.fragment_length() as usize;
-        // crfs patch (PATCHES.md, "Bounded request size"): a record mark may claim up to 2 GiB
-        // per fragment, and fragments add up; upstream allocated whatever was claimed.
-        if prev_length + fragment_length > MAX_MESSAGE_SIZE {
-            bail!(
-                "RPC message of more than {MAX_MESSAGE_SIZE} bytes ({} claimed)",
-                prev_length + fragment_length
-            );
+impl RecordReader {
+    /// Reads what `input` has (up to [`READ_SIZE`] bytes); `Ok(0)` at its end. Cancel safe: if
+    /// the future is dropped before it completes, nothing was read.
+    pub async fn fill(&mut self, input: &mut (impl AsyncRead + Unpin)) -> std::io::Result<usize> {
+        // `next_message` consumed every whole fragment, so at most a partial record mark is
+        // left: move it to the front and keep the buffer at its size.
+        self.buf.drain(..self.pos);
+        self.pos = 0;
+        self.buf.reserve(READ_SIZE);
+        input.read_buf(&mut self.buf).await
+    }
+
+    /// The next whole call among the bytes read so far, if there is one. An error (the
+    /// connection must end) for a call larger than [`MAX_MESSAGE_SIZE`]: a record mark may
+    /// claim up to 2 GiB per fragment, and fragments add up (crfs patch, PATCHES.md, "Bounded
+    /// request size": upstream allocated whatever was claimed).
+    pub fn next_message(&mut self) -> anyhow::Result<Option<CompleteRpcMessage>> {
+        loop {
+            let (left, last) = match self.fragment {
+                Some(fragment) => fragment,
+                None => {
+                    let Some(&[a, b, c, d]) = self.buf.get(self.pos..self.pos + 4) else {
+                        return Ok(None);
+                    };
+                    self.pos += 4;
+                    let header = fragment_header::from([a, b, c, d]);
+                    let length = header.fragment_length() as usize;
+                    let claimed = self.message.len() + length;
+                    if claimed > MAX_MESSAGE_SIZE {
+                        bail!(
+                            "RPC message of more than {MAX_MESSAGE_SIZE} bytes ({claimed} claimed)"
+                        );
+                    }
+                    self.message.reserve(length);
+                    (length, header.eof())
+                }
+            };
+            let available = self.buf.get(self.pos..).unwrap_or_default();
+            let take = left.min(available.len());
+            self.message
+                .extend_from_slice(available.get(..take).unwrap_or_default());
+            self.pos += take;
+            if take < left {
+                self.fragment = Some((left - take, last));
+                return Ok(None);
+            }
+            self.fragment = None;
+            if last {
+                return Ok(Some(CompleteRpcMessage::new(std::mem::take(
+                    &mut self.message,
+                ))));
+            }
         }
-        self.0.resize(prev_length + fragment_length, 0);
-        input.read_exact(&mut self.0[prev_length..]).await?;
-
-        Ok(header.eof())
     }
 }
 
+/// An RPC message: a call as read, or a reply to write. A reply may carry a tail: bytes that
+/// follow the head on the wire, written from their own buffer (crfs patch, PATCHES.md, "READ
+/// data copied once": a READ's data, which upstream copied into the packed reply).
 #[derive(Debug)]
-pub struct CompleteRpcMessage(Vec<u8>);
+pub struct CompleteRpcMessage {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+/// Zero bytes that pad a tail to a multiple of four (XDR).
+const PADDING: [u8; 3] = [0; 3];
 
 impl CompleteRpcMessage {
+    const fn new(head: Vec<u8>) -> Self {
+        Self {
+            head,
+            tail: Vec::new(),
+        }
+    }
+
     /// crfs patch (PATCHES.md, "Other RPC programs and UDP"): a datagram holds one whole call,
     /// without a record mark.
     pub fn from_datagram(bytes: &[u8]) -> Self {
-        Self(bytes.to_vec())
+        Self::new(bytes.to_vec())
     }
 
+    /// The head, the tail and the tail's padding, as written.
+    pub fn parts(&self) -> [&[u8]; 3] {
+        let padding = (4 - self.tail.len() % 4) % 4;
+        [
+            &self.head,
+            &self.tail,
+            PADDING.get(..padding).unwrap_or_default(),
+        ]
+    }
+
+    /// The message's length on the wire.
+    pub fn len(&self) -> usize {
+        self.parts().iter().map(|p| p.len()).sum()
+    }
+
+    /// The message as one buffer.
     pub fn into_inner(self) -> Vec<u8> {
-        self.0
+        if self.tail.is_empty() {
+            return self.head;
+        }
+        let mut bytes = Vec::with_capacity(self.len());
+        for part in self.parts() {
+            bytes.extend_from_slice(part);
+        }
+        bytes
     }
 }
 
@@ -88,7 +152,7 @@ impl TryFrom<CompleteRpcMessage> for IncomingRpcMessage {
     type Error = anyhow::Error;
 
     fn try_from(packed: CompleteRpcMessage) -> Result<Self, Self::Error> {
-        let packed = packed.0;
+        let packed = packed.head;
         let (rpc, pos) = match rpc_msg::unpack(&mut Cursor::new(&packed)) {
             Ok(ok) => ok,
             Err(err) => {
@@ -143,6 +207,24 @@ impl IncomingRpcMessage {
         pack(&rpc, message).map(HandleResult::Reply)
     }
 
+    /// crfs patch (PATCHES.md, "READ data copied once"): a success reply whose last bytes,
+    /// `tail`, are written from their own buffer after `message` (which ends with the length
+    /// of the XDR opaque that `tail` is); the padding that follows is added on writing.
+    pub fn into_success_reply_with_tail<T>(
+        self,
+        message: &T,
+        tail: Vec<u8>,
+    ) -> anyhow::Result<HandleResult>
+    where
+        T: Pack + 'static,
+    {
+        let HandleResult::Reply(mut reply) = self.into_success_reply(message)? else {
+            bail!("a success reply is always a reply");
+        };
+        reply.tail = tail;
+        Ok(HandleResult::Reply(reply))
+    }
+
     pub fn into_rpc_mismatch(self) -> anyhow::Result<HandleResult> {
         use nfs3_types::rpc::RPC_VERSION_2;
 
@@ -193,5 +275,5 @@ where
     let mut cursor = Cursor::new(Vec::with_capacity(size));
     rpc.pack(&mut cursor)?;
     message.pack(&mut cursor)?;
-    Ok(CompleteRpcMessage(cursor.into_inner()))
+    Ok(CompleteRpcMessage::new(cursor.into_inner()))
 }
