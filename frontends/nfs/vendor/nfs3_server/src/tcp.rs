@@ -52,6 +52,12 @@ pub fn generate_host_ip(hostnum: u16) -> String {
 /// A call being answered: the future of its reply.
 type Call = Pin<Box<dyn Future<Output = anyhow::Result<HandleResult>> + Send>>;
 
+/// Calls of one connection still being answered (waiting for a blocking thread) at most; past
+/// this the connection reads no more calls until some are answered, so a client that sends
+/// calls faster than they are answered is held back by TCP instead of growing memory.
+// crfs patch (PATCHES.md, "One task per connection").
+const MAX_CALLS_IN_FLIGHT: usize = 128;
+
 /// processes an established socket
 // crfs patch (PATCHES.md, "One task per connection"): the connection's one task reads the
 // calls, answers each at once when it needs no waiting (the answer is ready on its first poll:
@@ -73,7 +79,7 @@ where
     let mut in_flight: FuturesUnordered<Call> = FuturesUnordered::new();
     let mut reading = true;
     loop {
-        while reading {
+        while reading && in_flight.len() < MAX_CALLS_IN_FLIGHT {
             match records.next_message() {
                 Ok(Some(message)) => {
                     let mut call: Call = Box::pin(handle_rpc_message(context.clone(), message));
@@ -98,7 +104,7 @@ where
             return Ok(());
         }
         let event = tokio::select! {
-            read = records.fill(&mut socket), if reading => Event::Read(read),
+            read = records.fill(&mut socket), if reading && in_flight.len() < MAX_CALLS_IN_FLIGHT => Event::Read(read),
             result = in_flight.next(), if !in_flight.is_empty() => Event::Answered(result),
             else => Event::Answered(None),
         };
