@@ -379,12 +379,8 @@ impl Blob {
             }
             Plan::Coalesced(f) => f,
         };
-        if let Some((cache, digest)) = self.cache()
-            && cache.get_into(digest, start, out)
-        {
+        if self.read_disk_cache(start, out) {
             self.land(&flight, None);
-            Counters::add(&self.inner.counters.cache_hits, 1);
-            Counters::add(&self.cache_hits, 1);
             return Ok(());
         }
         let got = self.fetch_network(flight.start, flight.end, true).map(Arc::new);
@@ -401,13 +397,25 @@ impl Blob {
         Some((self.inner.cache.as_ref()?, self.digest.as_deref()?))
     }
 
+    /// Copies `[start, start + out.len())` into `out` from the disk cache if it holds them all;
+    /// a hit is counted.
+    fn read_disk_cache(&self, start: u64, out: &mut [u8]) -> bool {
+        let hit = self.cache().is_some_and(|(cache, digest)| cache.get_into(digest, start, out));
+        if hit {
+            self.count_disk_cache_hit();
+        }
+        hit
+    }
+
+    /// Counts a read the disk cache served, for the client and for this blob.
+    fn count_disk_cache_hit(&self) {
+        Counters::add(&self.inner.counters.cache_hits, 1);
+        Counters::add(&self.cache_hits, 1);
+    }
+
     /// Reads `[start, start + out.len())` into `out`, from the cache or the network.
     fn fetch_into(&self, start: u64, out: &mut [u8]) -> Result<(), FetchError> {
-        if let Some((cache, digest)) = self.cache()
-            && cache.get_into(digest, start, out)
-        {
-            Counters::add(&self.inner.counters.cache_hits, 1);
-            Counters::add(&self.cache_hits, 1);
+        if self.read_disk_cache(start, out) {
             return Ok(());
         }
         let end = start.saturating_add(out.len() as u64);
@@ -424,8 +432,7 @@ impl Blob {
         if let Some((cache, digest)) = self.cache()
             && let Some(data) = cache.get(digest, start, end)
         {
-            Counters::add(&self.inner.counters.cache_hits, 1);
-            Counters::add(&self.cache_hits, 1);
+            self.count_disk_cache_hit();
             return Ok(data);
         }
         self.fetch_network(start, end, true)

@@ -178,6 +178,24 @@ impl<K: Clone + Hash + Eq, V: Clone, E> Map<K, V, E> {
         state
     }
 
+    /// The number of a new load.
+    fn number_load(&mut self) -> u64 {
+        let number = self.next_load;
+        self.next_load += 1;
+        number
+    }
+
+    /// The value in slot `i` if it is ready, which becomes the most recently used.
+    fn use_ready(&mut self, i: u32) -> Option<V> {
+        let value = match self.slot(i).map(|s| &s.state) {
+            Some(State::Ready { value, .. }) => value.clone(),
+            _ => return None,
+        };
+        self.unlink(i);
+        self.link_newest(i);
+        Some(value)
+    }
+
     /// What a caller that waits for load `waited` (if any) finds for `key` now, counting it as
     /// a waiter of the load it finds in progress.
     fn find(&mut self, key: &K, waited: Option<u64>) -> Found<V, E> {
@@ -193,12 +211,12 @@ impl<K: Clone + Hash + Eq, V: Clone, E> Map<K, V, E> {
             return Found::Done(result);
         }
         let Some(&i) = self.slot_of.get(key) else {
-            let load = self.next_load;
-            self.next_load += 1;
-            return Found::Lead(load);
+            return Found::Lead(self.number_load());
         };
-        let found = match self.slot(i).map(|s| &mut s.state) {
-            Some(State::Ready { value, .. }) => Found::Done(Ok(value.clone())),
+        if let Some(value) = self.use_ready(i) {
+            return Found::Done(Ok(value));
+        }
+        match self.slot(i).map(|s| &mut s.state) {
             Some(State::Loading { load, waiters }) => {
                 if waited != Some(*load) {
                     *waiters = waiters.saturating_add(1);
@@ -206,13 +224,8 @@ impl<K: Clone + Hash + Eq, V: Clone, E> Map<K, V, E> {
                 Found::Wait(*load)
             }
             // A mapped slot is never free; treat a broken table as a miss without caching.
-            Some(State::Free) | None => return Found::Lead(u64::MAX),
-        };
-        if matches!(found, Found::Done(_)) {
-            self.unlink(i);
-            self.link_newest(i);
+            _ => Found::Lead(u64::MAX),
         }
-        found
     }
 
     /// The loading slot of `key` for load `load`, if it is still there.
@@ -252,13 +265,7 @@ impl<K: Clone + Hash + Eq, V: Clone, E> LoadingLru<K, V, E> {
     pub(crate) fn get(&self, key: &K) -> Option<V> {
         let mut map = lock(&self.map);
         let &i = map.slot_of.get(key)?;
-        let value = match map.slot(i).map(|s| &s.state) {
-            Some(State::Ready { value, .. }) => value.clone(),
-            _ => return None,
-        };
-        map.unlink(i);
-        map.link_newest(i);
-        Some(value)
+        map.use_ready(i)
     }
 
     /// The value of `key`, or the outcome of `load`, run once for all the callers that miss
@@ -285,8 +292,7 @@ impl<K: Clone + Hash + Eq, V: Clone, E> LoadingLru<K, V, E> {
         if map.slot_of.contains_key(&key) {
             return None;
         }
-        let number = map.next_load;
-        map.next_load += 1;
+        let number = map.number_load();
         Some(self.lead(map, key, number, load))
     }
 
@@ -305,11 +311,11 @@ impl<K: Clone + Hash + Eq, V: Clone, E> LoadingLru<K, V, E> {
             // No slot to coalesce in: load for this caller alone, and keep nothing.
             return load().map_err(Arc::new);
         }
-        let mut leading = Leading { lru: self, key: key.clone(), number, ended: false };
+        let mut leading = Leading { lru: self, key, number, ended: false };
         let outcome = load();
         leading.ended = true;
         let mut map = lock(&self.map);
-        let Some(i) = map.loading_slot(&key, number) else {
+        let Some(i) = map.loading_slot(&leading.key, number) else {
             // Unreachable: only this leader ends its load; give the outcome to this caller.
             drop(map);
             self.load_ended.notify_all();
