@@ -46,12 +46,158 @@ pub struct MergedFs<R> {
     statfs: StatFs,
 }
 
-/// A node while building: children by name.
-struct Building {
+/// A node while building: children by name, borrowed from the layers' indexes.
+struct Building<'a> {
     layer: u16,
     node: NodeId,
     is_dir: bool,
-    children: BTreeMap<Vec<u8>, u32>,
+    children: BTreeMap<&'a [u8], u32>,
+}
+
+/// Merges the layers' trees into the compact node array and the totals `statfs` reports.
+/// Every id used here was handed out here, so a miss (reported as `Io`) would be a bug in this
+/// function, not a fault of the layers. Names are borrowed from the layers' indexes while
+/// building: nothing is allocated per name.
+fn build<R: ReadAt + Send + Sync + 'static>(layers: &[LayerFs<R>]) -> Result<(Vec<Merged>, StatFs), FsError> {
+    fn building<'t, 'a>(tree: &'t mut [Building<'a>], id: u32) -> Result<&'t mut Building<'a>, FsError> {
+        tree.get_mut(id as usize).ok_or(FsError::Io)
+    }
+    let mut tree: Vec<Building> = vec![Building { layer: 0, node: ROOT, is_dir: true, children: BTreeMap::new() }];
+    for (li, fs) in layers.iter().enumerate() {
+        let index = fs.layer().index();
+        let li = li as u16;
+        // A directory an upper layer only implies keeps the attributes of the one below.
+        let explicit = |id: NodeId| index.node(id).is_some_and(|n| !n.is_synthesized());
+        if explicit(ROOT) || li == 0 {
+            let root = building(&mut tree, 0)?;
+            root.layer = li;
+            root.node = ROOT;
+        }
+        let mut stack: Vec<(NodeId, u32)> = vec![(ROOT, 0)];
+        while let Some((dir, merged_dir)) = stack.pop() {
+            let children = index.children(dir);
+            if building(&mut tree, merged_dir)?.children.is_empty() {
+                // Nothing below to hide or merge with (every directory of the bottom layer, and
+                // a directory new in an upper one): each child is new, and the index lists them
+                // in name order, so the map is built in one go.
+                let mut fresh: Vec<(&[u8], u32)> = Vec::with_capacity(children.len());
+                for &c in children {
+                    let name = index.name(c);
+                    if name.starts_with(WHITEOUT_PREFIX) {
+                        continue;
+                    }
+                    let is_dir = index.kind(index.resolve(c)) == Some(Kind::Dir);
+                    let id = tree.len() as u32;
+                    tree.push(Building { layer: li, node: c, is_dir, children: BTreeMap::new() });
+                    fresh.push((name, id));
+                    if is_dir {
+                        stack.push((c, id));
+                    }
+                }
+                building(&mut tree, merged_dir)?.children = fresh.into_iter().collect();
+                continue;
+            }
+            // Whiteouts and the opaque marker first: they hide lower layers only.
+            for &c in children {
+                let name = index.name(c);
+                if name == OPAQUE_MARKER {
+                    building(&mut tree, merged_dir)?.children.clear();
+                } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+                    building(&mut tree, merged_dir)?.children.remove(hidden);
+                }
+            }
+            for &c in children {
+                let name = index.name(c);
+                if name.starts_with(WHITEOUT_PREFIX) {
+                    continue;
+                }
+                let is_dir = index.kind(index.resolve(c)) == Some(Kind::Dir);
+                let existing = building(&mut tree, merged_dir)?.children.get(name).copied();
+                let target = match existing {
+                    Some(e) if is_dir && tree.get(e as usize).is_some_and(|b| b.is_dir) => {
+                        if explicit(c) {
+                            let dir = building(&mut tree, e)?;
+                            dir.layer = li;
+                            dir.node = c;
+                        }
+                        e
+                    }
+                    _ => {
+                        let id = tree.len() as u32;
+                        tree.push(Building { layer: li, node: c, is_dir, children: BTreeMap::new() });
+                        building(&mut tree, merged_dir)?.children.insert(name, id);
+                        id
+                    }
+                };
+                if is_dir {
+                    stack.push((c, target));
+                }
+            }
+        }
+    }
+
+    // Compact what is reachable, breadth first: ids, sorted child ranges, parents.
+    let mut order: Vec<(u32, u32)> = vec![(0, 0)]; // (building id, parent's new id)
+    let mut nodes: Vec<Merged> = Vec::new();
+    let mut head = 0;
+    while let Some(&(b, parent)) = order.get(head) {
+        let new_id = head as u32;
+        head += 1;
+        let bn = tree.get(b as usize).ok_or(FsError::Io)?;
+        let first = order.len() as u32;
+        for &child in bn.children.values() {
+            order.push((child, new_id));
+        }
+        let count = order.len() as u32 - first;
+        nodes.push(Merged {
+            layer: bn.layer,
+            node: bn.node,
+            parent,
+            first,
+            count,
+            ino: 0,
+            nlink: 0,
+            is_dir: bn.is_dir,
+        });
+    }
+    drop(tree);
+
+    // Identity: names of one (layer, inode) share the first one's number. Only names of an
+    // inode with several names go through the map: every other name is its own inode.
+    let mut first_of: HashMap<(u16, NodeId), u32> = HashMap::new();
+    let mut file_bytes = 0u64;
+    for id in 0..nodes.len() {
+        let node = nodes.get_mut(id).ok_or(FsError::Io)?;
+        let n = *node;
+        if n.is_dir {
+            node.ino = Ino::from(id as u32) + 1;
+            node.nlink += 2;
+            if id != 0 {
+                nodes.get_mut(n.parent as usize).ok_or(FsError::Io)?.nlink += 1;
+            }
+            continue;
+        }
+        let index = layers.get(usize::from(n.layer)).ok_or(FsError::Io)?.layer().index();
+        let inode = index.resolve(n.node);
+        let view = index.node(inode).ok_or(FsError::Io)?;
+        let canonical = if inode != n.node || view.nlink() > 1 {
+            *first_of.entry((n.layer, inode)).or_insert(id as u32)
+        } else {
+            id as u32
+        };
+        node.ino = Ino::from(canonical) + 1;
+        nodes.get_mut(canonical as usize).ok_or(FsError::Io)?.nlink += 1;
+        if canonical as usize == id {
+            file_bytes += view.size();
+        }
+    }
+    let statfs = StatFs {
+        blocks: file_bytes.div_ceil(u64::from(crate::BLOCK_SIZE)),
+        files: nodes.len() as u64,
+        block_size: crate::BLOCK_SIZE,
+        name_max: 255,
+    };
+    Ok((nodes, statfs))
 }
 
 impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
@@ -68,126 +214,8 @@ impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
             .enumerate()
             .map(|(i, l)| LayerFs::with_cache(l, options, cache.clone(), i as u32))
             .collect();
-        let mut fs = MergedFs { layers, nodes: Vec::new(), statfs: StatFs::default() };
-        fs.build()?;
-        Ok(fs)
-    }
-
-    /// Merges the layers' trees. Every id used here was handed out here, so a miss (reported as
-    /// `Io`) would be a bug in this function, not a fault of the layers.
-    fn build(&mut self) -> Result<(), FsError> {
-        fn building(tree: &mut [Building], id: u32) -> Result<&mut Building, FsError> {
-            tree.get_mut(id as usize).ok_or(FsError::Io)
-        }
-        let mut tree: Vec<Building> = vec![Building { layer: 0, node: ROOT, is_dir: true, children: BTreeMap::new() }];
-        for (li, fs) in self.layers.iter().enumerate() {
-            let index = fs.layer().index();
-            let li = li as u16;
-            // A directory an upper layer only implies keeps the attributes of the one below.
-            let explicit = |id: NodeId| index.node(id).is_some_and(|n| !n.is_synthesized());
-            if explicit(ROOT) || li == 0 {
-                let root = building(&mut tree, 0)?;
-                root.layer = li;
-                root.node = ROOT;
-            }
-            let mut stack: Vec<(NodeId, u32)> = vec![(ROOT, 0)];
-            while let Some((dir, merged_dir)) = stack.pop() {
-                let children = index.children(dir);
-                // Whiteouts and the opaque marker first: they hide lower layers only.
-                for &c in children {
-                    let name = index.name(c);
-                    if name == OPAQUE_MARKER {
-                        building(&mut tree, merged_dir)?.children.clear();
-                    } else if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-                        building(&mut tree, merged_dir)?.children.remove(hidden);
-                    }
-                }
-                for &c in children {
-                    let name = index.name(c);
-                    if name.starts_with(WHITEOUT_PREFIX) {
-                        continue;
-                    }
-                    let is_dir = index.kind(index.resolve(c)) == Some(Kind::Dir);
-                    let existing = building(&mut tree, merged_dir)?.children.get(name).copied();
-                    let target = match existing {
-                        Some(e) if is_dir && tree.get(e as usize).is_some_and(|b| b.is_dir) => {
-                            if explicit(c) {
-                                let dir = building(&mut tree, e)?;
-                                dir.layer = li;
-                                dir.node = c;
-                            }
-                            e
-                        }
-                        _ => {
-                            let id = tree.len() as u32;
-                            tree.push(Building { layer: li, node: c, is_dir, children: BTreeMap::new() });
-                            building(&mut tree, merged_dir)?.children.insert(name.to_vec(), id);
-                            id
-                        }
-                    };
-                    if is_dir {
-                        stack.push((c, target));
-                    }
-                }
-            }
-        }
-
-        // Compact what is reachable, breadth first: ids, sorted child ranges, parents.
-        let mut order: Vec<(u32, u32)> = vec![(0, 0)]; // (building id, parent's new id)
-        let mut nodes: Vec<Merged> = Vec::new();
-        let mut head = 0;
-        while let Some(&(b, parent)) = order.get(head) {
-            let new_id = head as u32;
-            head += 1;
-            let bn = tree.get(b as usize).ok_or(FsError::Io)?;
-            let first = order.len() as u32;
-            for &child in bn.children.values() {
-                order.push((child, new_id));
-            }
-            let count = order.len() as u32 - first;
-            nodes.push(Merged {
-                layer: bn.layer,
-                node: bn.node,
-                parent,
-                first,
-                count,
-                ino: 0,
-                nlink: 0,
-                is_dir: bn.is_dir,
-            });
-        }
-        drop(tree);
-
-        // Identity: names of one (layer, inode) share the first one's number.
-        let mut first_of: HashMap<(u16, NodeId), u32> = HashMap::new();
-        let mut file_bytes = 0u64;
-        for id in 0..nodes.len() {
-            let node = nodes.get_mut(id).ok_or(FsError::Io)?;
-            let n = *node;
-            let layer = self.layers.get(usize::from(n.layer)).ok_or(FsError::Io)?;
-            let inode = layer.layer().index().resolve(n.node);
-            let canonical = *first_of.entry((n.layer, inode)).or_insert(id as u32);
-            node.ino = Ino::from(canonical) + 1;
-            if n.is_dir {
-                node.nlink += 2;
-                if id != 0 {
-                    nodes.get_mut(n.parent as usize).ok_or(FsError::Io)?.nlink += 1;
-                }
-            } else {
-                nodes.get_mut(canonical as usize).ok_or(FsError::Io)?.nlink += 1;
-                if canonical as usize == id {
-                    file_bytes += layer.attr_of(n.node).map_or(0, |a| a.size);
-                }
-            }
-        }
-        self.statfs = StatFs {
-            blocks: file_bytes.div_ceil(u64::from(crate::BLOCK_SIZE)),
-            files: nodes.len() as u64,
-            block_size: crate::BLOCK_SIZE,
-            name_max: 255,
-        };
-        self.nodes = nodes;
-        Ok(())
+        let (nodes, statfs) = build(&layers)?;
+        Ok(MergedFs { layers, nodes, statfs })
     }
 
     /// The layers, bottom first.

@@ -35,6 +35,8 @@ fn layers() -> Vec<Vec<u8>> {
         .add("g/", Dir, 0o755, T)
         .add("g/y", File(b"y"), 0o644, T)
         .add("s", Symlink("a/f1"), 0o777, T)
+        .add("k", File(b"two names"), 0o644, T)
+        .add("k2", Hardlink("k"), 0o644, T)
         .finish();
     let l2 = TarBuilder::default()
         .add("a/", Dir, 0o750, T + 10)
@@ -55,6 +57,10 @@ fn layers() -> Vec<Vec<u8>> {
         .add("a/.wh.b", File(b""), 0o644, T + 20)
         .add("d/new2", File(b"new2"), 0o644, T + 20)
         .add("a/.wh.missing", File(b""), 0o644, T + 20)
+        // A directory new in an upper layer, with a file of two names.
+        .add("p/", Dir, 0o755, T + 20)
+        .add("p/one", File(b"1"), 0o644, T + 20)
+        .add("p/two", Hardlink("p/one"), 0o644, T + 20)
         .finish();
     vec![l1, l2, l3]
 }
@@ -162,5 +168,14 @@ fn merged_layers_equal_extracting_them_in_order() {
         })
         .unwrap();
     assert_eq!(names, [".", "..", "new", "new2"]);
+    // Two names of one file share an inode, in the bottom layer and in a directory an upper
+    // layer adds; a lone name is its own.
+    let (k, k2) = (merged.lookup(root, b"k").unwrap(), merged.lookup(root, b"k2").unwrap());
+    assert_eq!((k.ino, k.nlink, k2.nlink), (k2.ino, 2, 2));
+    let p = merged.lookup(root, b"p").unwrap();
+    let (one, two) = (merged.lookup(p.ino, b"one").unwrap(), merged.lookup(p.ino, b"two").unwrap());
+    assert_eq!((one.ino, one.nlink, two.nlink), (two.ino, 2, 2));
+    assert_ne!(k.ino, one.ino);
+    assert_eq!(merged.lookup(root, b"n").unwrap().nlink, 1);
     assert_eq!(merged.statfs().files as usize, got.lines().count());
 }
