@@ -84,7 +84,7 @@ impl Images {
         let mut remote: Option<Remote> = None;
         let references: Vec<&str> =
             specs.iter().map(String::as_str).filter(|s| SourceKind::of(s) == SourceKind::Registry).collect();
-        let mut out = Vec::new();
+        let mut sources = Vec::new();
         for spec in specs {
             let source = if SourceKind::of(spec) == SourceKind::File {
                 crfs_remote::open_file_source(Path::new(spec))?
@@ -97,22 +97,33 @@ impl Images {
                 remote = Some(r);
                 source
             };
+            sources.push((spec, source));
+        }
+        // Every layer of every source, opened side by side (`layer::open_all`).
+        let mut named = Vec::new();
+        for (spec, source) in &sources {
             for l in &source.layers {
                 let name = match &l.desc {
                     Some(d) => format!("{spec} layer {}", d.digest),
-                    None => spec.clone(),
+                    None => (*spec).clone(),
                 };
-                let cache = remote.as_ref().and_then(Remote::disk_cache);
-                let opened = layer::open(&self.plain, &name, l, verify, cache.as_deref())?;
-                out.push(OpenedLayer {
-                    layer: opened.layer,
-                    name,
-                    of_image: source.image.is_some(),
-                    access: opened.access,
-                    verification: opened.verification,
-                });
+                named.push((name, l, source.image.is_some()));
             }
         }
+        let cache = remote.as_ref().and_then(Remote::disk_cache);
+        let to_open: Vec<(String, &crfs_remote::SourceLayer)> = named.iter().map(|(n, l, _)| (n.clone(), *l)).collect();
+        let opened = layer::open_all(&self.plain, &to_open, verify, cache.as_deref())?;
+        let out: Vec<OpenedLayer> = opened
+            .into_iter()
+            .zip(named)
+            .map(|(opened, (name, _, of_image))| OpenedLayer {
+                layer: opened.layer,
+                name,
+                of_image,
+                access: opened.access,
+                verification: opened.verification,
+            })
+            .collect();
         if out.is_empty() {
             return Err(Error::new(ErrorKind::NotFound, format!("{}: no layers", specs.join(" "))));
         }

@@ -2,13 +2,14 @@
 //! and verified as its manifest says either way. The policy an embedder gets from
 //! [`crate::Images`] and the namespace resolver alike.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crfs_core::{Layer, ReadAt as _};
 use crfs_remote::{DiskCache, SourceLayer};
 
 use crate::Blob;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::plain::{PlainLayers, unannotated};
 use crate::verify::{Verification, check, open_checked};
 
@@ -106,6 +107,60 @@ pub struct Opened {
     pub access: Access,
     /// How it was checked.
     pub verification: Verification,
+}
+
+/// Layers opened at once by one [`crate::Images::open`] or one image of the namespace.
+/// Opening a lazy layer is two round trips (its footer, then its TOC) and the TOC's parse, so
+/// an image's layers opened side by side wait for the registry once instead of once per layer.
+/// Each opening in progress holds its TOC's text and tables (about ten times the compressed
+/// TOC), so their number is bounded.
+pub const PARALLEL_OPENS: usize = 4;
+
+/// Opens `layers` (each with its name for messages) as [`open`] does, up to
+/// [`PARALLEL_OPENS`] at once, and returns them in the order given. The first layer in that
+/// order that fails to open gives the error; after a failure no further layer is started.
+pub fn open_all(
+    plain: &PlainLayers,
+    layers: &[(String, &SourceLayer)],
+    verify: bool,
+    cache: Option<&DiskCache>,
+) -> Result<Vec<Opened>> {
+    let opened: Mutex<Vec<Option<Result<Opened>>>> = Mutex::new(layers.iter().map(|_| None).collect());
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let work = || {
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((name, l)) = layers.get(i) else { break };
+            let result = open(plain, name, l, verify, cache);
+            if result.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            if let Some(slot) = opened.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i) {
+                *slot = Some(result);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        // This thread opens layers too; a helper that cannot be spawned only means fewer at
+        // once.
+        for _ in 1..PARALLEL_OPENS.min(layers.len()) {
+            let spawned = std::thread::Builder::new().name("crfs-layer-open".into()).spawn_scoped(scope, work);
+            if spawned.is_err() {
+                break;
+            }
+        }
+        work();
+    });
+    let mut out = Vec::with_capacity(layers.len());
+    for (slot, (name, _)) in opened.into_inner().unwrap_or_else(|p| p.into_inner()).into_iter().zip(layers) {
+        match slot {
+            Some(result) => out.push(result?),
+            // Not started because an earlier layer failed, whose error came first: not reached.
+            None => return Err(Error::new(ErrorKind::Io, format!("{name}: not opened"))),
+        }
+    }
+    Ok(out)
 }
 
 /// Opens one layer, checking its TOC against the manifest's annotation when `verify` is set

@@ -1,7 +1,9 @@
 //! crfs-image: what an image means to crfs, as library code an embedder can reuse.
 //!
 //! Given a source as a user names it (a blob file, a blob URL, `oci:DIR[:TAG]`, a registry
-//! reference), [`Images::open`] resolves it to layers (through crfs-remote), decides for each
+//! reference), [`Images::open`] resolves it to layers (through crfs-remote), opens them side by
+//! side ([`PARALLEL_OPENS`] at once, so an image waits for the registry's round trips
+//! once rather than once per layer), decides for each
 //! whether it is read lazily or fetched whole and indexed locally, and says why
 //! ([`Access`]); verifies each as its manifest says, the `toc.digest` and zstd:chunked
 //! `manifest-checksum` checks written once in `verify` ([`Verification`]); handles plain
@@ -55,7 +57,7 @@ use std::sync::Arc;
 pub use credentials::{CredentialsOrigin, GivenCredentials, scope_credentials};
 pub use error::{Error, ErrorKind, Result};
 pub use images::{Images, Options, tree};
-pub use layer::{Access, LayerReport, OpenedLayer};
+pub use layer::{Access, LayerReport, OpenedLayer, PARALLEL_OPENS};
 pub use resolver::RegistryResolver;
 pub use store::StoreSource;
 pub use verify::Verification;

@@ -65,16 +65,28 @@ impl Resolver for RegistryResolver {
         };
         let source = self.remote.open_source(&spec).map_err(resolve_error)?;
         let digest = source.image.as_ref().map(|i| i.manifest_digest.clone()).unwrap_or_default();
-        let mut layers = Vec::with_capacity(source.layers.len());
-        for l in &source.layers {
-            let layer_digest = l.desc.as_ref().map(|d| d.digest.clone()).unwrap_or_default();
-            let layer = self.open(&format!("{spec} layer {layer_digest}"), l)?;
-            if let Some(desc) = &l.desc {
-                let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-                seen.insert((format!("{host}/{repo}"), layer_digest.clone()), desc.clone());
+        let named: Vec<(String, &SourceLayer)> = source
+            .layers
+            .iter()
+            .map(|l| {
+                let layer_digest = l.desc.as_ref().map(|d| d.digest.as_str()).unwrap_or_default();
+                (format!("{spec} layer {layer_digest}"), l)
+            })
+            .collect();
+        {
+            // Known from the manifest whether or not they open now.
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            for desc in source.layers.iter().filter_map(|l| l.desc.as_ref()) {
+                seen.insert((format!("{host}/{repo}"), desc.digest.clone()), desc.clone());
             }
-            layers.push((layer_digest, layer));
         }
+        let cache = self.remote.disk_cache();
+        let opened = layer::open_all(&self.plain, &named, self.verify, cache.as_deref())?;
+        let layers = opened
+            .into_iter()
+            .zip(&source.layers)
+            .map(|(o, l)| (l.desc.as_ref().map(|d| d.digest.clone()).unwrap_or_default(), o.layer))
+            .collect();
         Ok(ResolvedImage { digest, layers })
     }
 
