@@ -23,7 +23,7 @@ use crate::{
     WholeChunk, new_chunk_cache,
 };
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Merged {
     layer: u16,
     /// The name's node in that layer (a hardlink node keeps its own name).
@@ -54,11 +54,59 @@ struct Building<'a> {
     children: BTreeMap<&'a [u8], u32>,
 }
 
-/// Merges the layers' trees into the compact node array and the totals `statfs` reports.
-/// Every id used here was handed out here, so a miss (reported as `Io`) would be a bug in this
+/// Merges the layers' trees into the compact node array and numbers its inodes; returns it with
+/// the totals `statfs` reports.
+fn build<R: ReadAt + Send + Sync + 'static>(layers: &[LayerFs<R>]) -> Result<(Vec<Merged>, StatFs), FsError> {
+    let mut nodes = match layers {
+        [only] => single_layer(only.layer().index()),
+        _ => merge_layers(layers)?,
+    };
+    let statfs = number_inodes(layers, &mut nodes)?;
+    Ok((nodes, statfs))
+}
+
+/// The merged tree of one layer: its own tree without whiteouts (they hide nothing below it),
+/// breadth first, each directory's children in the index's name order. The same array
+/// [`merge_layers`] makes of that one layer, without its maps.
+fn single_layer(index: &crfs_core::Index) -> Vec<Merged> {
+    let root = Merged { layer: 0, node: ROOT, parent: 0, first: 0, count: 0, ino: 0, nlink: 0, is_dir: true };
+    let mut nodes = Vec::with_capacity(index.len());
+    nodes.push(root);
+    let mut head = 0;
+    while let Some(&n) = nodes.get(head) {
+        let first = nodes.len() as u32;
+        if n.is_dir {
+            for &c in index.children(n.node) {
+                if index.name(c).starts_with(WHITEOUT_PREFIX) {
+                    continue;
+                }
+                let is_dir = index.kind(index.resolve(c)) == Some(Kind::Dir);
+                nodes.push(Merged {
+                    layer: 0,
+                    node: c,
+                    parent: head as u32,
+                    first: 0,
+                    count: 0,
+                    ino: 0,
+                    nlink: 0,
+                    is_dir,
+                });
+            }
+        }
+        let count = nodes.len() as u32 - first;
+        if let Some(m) = nodes.get_mut(head) {
+            (m.first, m.count) = (first, count);
+        }
+        head += 1;
+    }
+    nodes
+}
+
+/// Merges several layers' trees into the compact node array, inodes not yet numbered. Every id
+/// used here was handed out here, so a miss (reported as `Io`) would be a bug in this
 /// function, not a fault of the layers. Names are borrowed from the layers' indexes while
 /// building: nothing is allocated per name.
-fn build<R: ReadAt + Send + Sync + 'static>(layers: &[LayerFs<R>]) -> Result<(Vec<Merged>, StatFs), FsError> {
+fn merge_layers<R: ReadAt + Send + Sync + 'static>(layers: &[LayerFs<R>]) -> Result<Vec<Merged>, FsError> {
     fn building<'t, 'a>(tree: &'t mut [Building<'a>], id: u32) -> Result<&'t mut Building<'a>, FsError> {
         tree.get_mut(id as usize).ok_or(FsError::Io)
     }
@@ -161,9 +209,17 @@ fn build<R: ReadAt + Send + Sync + 'static>(layers: &[LayerFs<R>]) -> Result<(Ve
         });
     }
     drop(tree);
+    Ok(nodes)
+}
 
-    // Identity: names of one (layer, inode) share the first one's number. Only names of an
-    // inode with several names go through the map: every other name is its own inode.
+/// Numbers the inodes of a merged tree and counts its links: names of one (layer, inode) share
+/// the first one's number. Returns the totals `statfs` reports.
+fn number_inodes<R: ReadAt + Send + Sync + 'static>(
+    layers: &[LayerFs<R>],
+    nodes: &mut [Merged],
+) -> Result<StatFs, FsError> {
+    // Only names of an inode with several names go through the map: every other name is its
+    // own inode.
     let mut first_of: HashMap<(u16, NodeId), u32> = HashMap::new();
     let mut file_bytes = 0u64;
     for id in 0..nodes.len() {
@@ -197,7 +253,7 @@ fn build<R: ReadAt + Send + Sync + 'static>(layers: &[LayerFs<R>]) -> Result<(Ve
         block_size: crate::BLOCK_SIZE,
         name_max: 255,
     };
-    Ok((nodes, statfs))
+    Ok(statfs)
 }
 
 impl<R: ReadAt + Send + Sync + 'static> MergedFs<R> {
@@ -361,5 +417,31 @@ impl<R: ReadAt + Send + Sync + 'static> ReadOnlyFs for MergedFs<R> {
 
     fn has_xattrs(&self) -> bool {
         self.layers.iter().any(|l| l.layer().index().has_xattrs())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crfs_core::FileReadAt;
+
+    /// The one-layer shortcut gives the array the general merge gives that layer, numbering
+    /// included (NFS file handles carry these numbers), whiteouts and hardlinks too.
+    #[test]
+    fn one_layer_merges_as_the_general_merge_would() {
+        for fixture in ["all-types.esgz", "many.esgz", "all-types.zstdchunked"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/fixtures").join(fixture);
+            let layer = Arc::new(Layer::open(FileReadAt::open(&path).unwrap()).unwrap());
+            let layers = vec![LayerFs::new(layer, Options::default())];
+            let mut general = merge_layers(&layers).unwrap();
+            let mut shortcut = single_layer(layers[0].layer().index());
+            assert_eq!(shortcut, general, "{fixture}");
+            assert_eq!(number_inodes(&layers, &mut shortcut).unwrap(), number_inodes(&layers, &mut general).unwrap());
+            assert_eq!(shortcut, general, "{fixture}");
+            let index = layers[0].layer().index();
+            assert!(shortcut.iter().all(|m| !index.name(m.node).starts_with(WHITEOUT_PREFIX)), "{fixture}");
+        }
     }
 }
