@@ -100,23 +100,25 @@ impl Images {
             sources.push((spec, source));
         }
         // Every layer of every source, opened side by side (`layer::open_all`).
-        let mut named = Vec::new();
+        let mut to_open: Vec<(String, &crfs_remote::SourceLayer)> = Vec::new();
+        let mut of_image = Vec::new();
         for (spec, source) in &sources {
             for l in &source.layers {
                 let name = match &l.desc {
                     Some(d) => format!("{spec} layer {}", d.digest),
                     None => (*spec).clone(),
                 };
-                named.push((name, l, source.image.is_some()));
+                to_open.push((name, l));
+                of_image.push(source.image.is_some());
             }
         }
         let cache = remote.as_ref().and_then(Remote::disk_cache);
-        let to_open: Vec<(String, &crfs_remote::SourceLayer)> = named.iter().map(|(n, l, _)| (n.clone(), *l)).collect();
         let opened = layer::open_all(&self.plain, &to_open, verify, cache.as_deref())?;
         let out: Vec<OpenedLayer> = opened
             .into_iter()
-            .zip(named)
-            .map(|(opened, (name, _, of_image))| OpenedLayer {
+            .zip(to_open)
+            .zip(of_image)
+            .map(|((opened, (name, _)), of_image)| OpenedLayer {
                 layer: opened.layer,
                 name,
                 of_image,

@@ -54,6 +54,11 @@ struct Building<'a> {
     children: BTreeMap<&'a [u8], u32>,
 }
 
+/// Whether node `c` of `index` is a directory, through a hardlink too.
+fn names_a_dir(index: &crfs_core::Index, c: NodeId) -> bool {
+    index.kind(index.resolve(c)) == Some(Kind::Dir)
+}
+
 /// Merges the layers' trees into the compact node array and numbers its inodes; returns it with
 /// the totals `statfs` reports.
 fn build<R: ReadAt + Send + Sync + 'static>(layers: &[LayerFs<R>]) -> Result<(Vec<Merged>, StatFs), FsError> {
@@ -80,7 +85,7 @@ fn single_layer(index: &crfs_core::Index) -> Vec<Merged> {
                 if index.name(c).starts_with(WHITEOUT_PREFIX) {
                     continue;
                 }
-                let is_dir = index.kind(index.resolve(c)) == Some(Kind::Dir);
+                let is_dir = names_a_dir(index, c);
                 nodes.push(Merged {
                     layer: 0,
                     node: c,
@@ -134,7 +139,7 @@ fn merge_layers<R: ReadAt + Send + Sync + 'static>(layers: &[LayerFs<R>]) -> Res
                     if name.starts_with(WHITEOUT_PREFIX) {
                         continue;
                     }
-                    let is_dir = index.kind(index.resolve(c)) == Some(Kind::Dir);
+                    let is_dir = names_a_dir(index, c);
                     let id = tree.len() as u32;
                     tree.push(Building { layer: li, node: c, is_dir, children: BTreeMap::new() });
                     fresh.push((name, id));
@@ -159,7 +164,7 @@ fn merge_layers<R: ReadAt + Send + Sync + 'static>(layers: &[LayerFs<R>]) -> Res
                 if name.starts_with(WHITEOUT_PREFIX) {
                     continue;
                 }
-                let is_dir = index.kind(index.resolve(c)) == Some(Kind::Dir);
+                let is_dir = names_a_dir(index, c);
                 let existing = building(&mut tree, merged_dir)?.children.get(name).copied();
                 let target = match existing {
                     Some(e) if is_dir && tree.get(e as usize).is_some_and(|b| b.is_dir) => {
